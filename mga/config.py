@@ -1,0 +1,51 @@
+"""The one home of MGA's configuration: model shape, retrieval weights, paths of bundled assets."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = PROJECT_ROOT / "assets"
+DEFAULT_WEIGHTS_DIR = ASSETS_DIR / "mga-default"
+DEFAULT_INDEX_DIR = ASSETS_DIR / "demo-index"
+CACHE_DIR = Path.home() / ".cache" / "mga"
+
+# Largest image we agree to decode (pixels). Beyond this PIL would happily allocate gigabytes.
+MAX_IMAGE_PIXELS = 60_000_000
+# Smallest side we accept: below it there is no garment left to see.
+MIN_IMAGE_SIDE = 16
+
+
+@dataclass
+class MGAConfig:
+    """Everything needed to rebuild an MGA model; saved as config.json next to model.safetensors."""
+
+    backbone: str = "tf_efficientnet_lite0"
+    image_size: int = 224
+    embed_dim: int = 128
+    num_parts: int = 6
+    fga_layers: int = 1
+    fga_heads: int = 4
+    alpha: float = 0.5  # weight of the global term in coarse and ATA similarities
+    tau: float = 0.1  # temperature of ATA's soft part assignment
+    gem_p: float = 3.0  # GeM pooling exponent for CNN backbones
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    extra: dict = field(default_factory=dict)  # free-form provenance (training recipe, data)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embed_dim * (self.num_parts + 1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MGAConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)

@@ -1,0 +1,157 @@
+"""Datasets in the DeepFashion layouts (In-shop, Consumer-to-shop), a P x K item sampler, image caching."""
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from .imageio import load_image
+
+PARTITION_FILE = Path("Eval") / "list_eval_partition.txt"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a retrieval data set: its path relative to the data root, item id and split role."""
+
+    path: str
+    item_id: str
+    split: str  # train / query / gallery (In-shop); train / val / test plus consumer|shop (C2S)
+
+
+@dataclass(frozen=True)
+class RetrievalData:
+    """A data set read from its partition file: training records and the evaluation protocol's two sides."""
+
+    root: Path
+    format: str  # "inshop" | "consumer2shop"
+    train: list[Record]
+    query: list[Record]
+    gallery: list[Record]
+
+
+def _partition_rows(root: Path) -> list[list[str]]:
+    path = root / PARTITION_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{root}: no {PARTITION_FILE}; expected a DeepFashion In-shop or Consumer-to-shop layout")
+    lines = path.read_text().splitlines()
+    # line 1: the count, line 2: the header, then one row per image (In-shop) or pair (C2S)
+    rows = [ln.split() for ln in lines[2:] if ln.strip()]
+    if lines and lines[0].strip().isdigit() and int(lines[0]) != len(rows):
+        raise ValueError(f"{path}: header says {lines[0].strip()} rows, file has {len(rows)}")
+    return rows
+
+
+def detect_format(root: str | Path) -> str:
+    """'inshop' (3 columns) or 'consumer2shop' (4 columns), read off the partition file's header."""
+    header = (Path(root) / PARTITION_FILE).read_text().splitlines()[1].split()
+    if len(header) == 3:
+        return "inshop"
+    if len(header) == 4:
+        return "consumer2shop"
+    raise ValueError(f"{root}: partition header {header} is neither In-shop nor Consumer-to-shop")
+
+
+def _unique(records: list[Record]) -> list[Record]:
+    seen, out = set(), []
+    for r in records:
+        if r.path not in seen:
+            seen.add(r.path)
+            out.append(r)
+    return out
+
+
+def load_inshop(root: str | Path) -> RetrievalData:
+    root = Path(root)
+    records = [Record(path, item, status) for path, item, status in _partition_rows(root)]
+    by = {s: [r for r in records if r.split == s] for s in ("train", "query", "gallery")}
+    return RetrievalData(root, "inshop", by["train"], by["query"], by["gallery"])
+
+
+def load_consumer2shop(root: str | Path, eval_split: str = "test") -> RetrievalData:
+    """Training uses both photos of every train pair; evaluation queries `eval_split` consumer photos
+    against that split's shop photos, the standard protocol."""
+    root = Path(root)
+    rows = _partition_rows(root)
+    train = [Record(p, item, "train") for c, s, item, status in rows if status == "train" for p in (c, s)]
+    query = [Record(c, item, "query") for c, s, item, status in rows if status == eval_split]
+    gallery = [Record(s, item, "gallery") for c, s, item, status in rows if status == eval_split]
+    return RetrievalData(root, "consumer2shop", _unique(train), _unique(query), _unique(gallery))
+
+
+def load_retrieval_data(root: str | Path, fmt: str | None = None) -> RetrievalData:
+    fmt = fmt or detect_format(root)
+    loaders = {"inshop": load_inshop, "consumer2shop": load_consumer2shop}
+    if fmt not in loaders:
+        raise ValueError(f"unknown format {fmt!r}; use one of {sorted(loaders)}")
+    return loaders[fmt](root)
+
+
+def read_metadata_csv(path: str | Path, key: str = "image_name") -> dict[str, dict[str, str]]:
+    """Rows of a metadata CSV (like Luma's items.csv) keyed by image path."""
+    with open(path, newline="") as f:
+        return {row[key]: row for row in csv.DictReader(f)}
+
+
+class ImageDataset(Dataset):
+    """Records -> (tensor, label index). Decoded images are kept in memory, downscaled to `cache_side`,
+    so that epochs after the first cost only augmentation (the data sets we train on here are small)."""
+
+    def __init__(self, root: Path, records: Sequence[Record], transform: Callable[[Image.Image], torch.Tensor],
+                 cache_side: int | None = 448):
+        self.root, self.records, self.transform, self.cache_side = Path(root), list(records), transform, cache_side
+        items = sorted({r.item_id for r in self.records})
+        self.label_of = {item: i for i, item in enumerate(items)}
+        self.labels = [self.label_of[r.item_id] for r in self.records]
+        self._cache: dict[int, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image(self, i: int) -> Image.Image:
+        if i in self._cache:
+            return self._cache[i]
+        img = load_image(self.root / self.records[i].path)
+        if self.cache_side:
+            img.thumbnail((self.cache_side, self.cache_side), Image.BICUBIC)
+            self._cache[i] = img
+        return img
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.image(i)), self.labels[i]
+
+
+class PKSampler(Sampler[list[int]]):
+    """Batches of P items x K images each, so every batch holds positives for the metric losses.
+    Items with fewer than K images are sampled with repetition; an epoch visits each image about once."""
+
+    def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0):
+        self.p, self.k, self.seed, self.epoch = p, k, seed, 0
+        self.by_label: dict[int, list[int]] = {}
+        for i, label in enumerate(labels):
+            self.by_label.setdefault(label, []).append(i)
+        if len(self.by_label) < p:
+            raise ValueError(f"P={p} items per batch but the data has only {len(self.by_label)} items")
+        self.num_batches = max(1, len(labels) // (p * k))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed * 100_003 + self.epoch)
+        labels = list(self.by_label)
+        for _ in range(self.num_batches):
+            batch: list[int] = []
+            for label in rng.sample(labels, self.p):
+                idx = self.by_label[label]
+                batch += rng.sample(idx, self.k) if len(idx) >= self.k else rng.choices(idx, k=self.k)
+            yield batch

@@ -1,0 +1,112 @@
+"""Standard retrieval evaluation: In-shop (R@1/5/10/20/30/40/50) or Consumer-to-shop (R@1/20/50).
+
+    python -m mga.evaluate --data ../shared/data/luma-inshop [--weights org/name|DIR] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
+from .devices import autocast, resolve_device
+from .hub import describe_weights, load_model
+from .metrics import CONSUMER2SHOP_KS, INSHOP_KS, recall_at_k
+from .model import Encoding, MGAModel
+from .retrieval import DESCRIPTORS, rank
+
+DEFAULT_RERANK_TOP = 100
+
+
+@torch.inference_mode()
+def encode_records(model: MGAModel, root: Path, records: Sequence[Record], batch_size: int = 32,
+                   workers: int = 0, desc: str = "encode") -> Encoding:
+    """Encode data-set images in eval mode; a DataLoader decodes the next batch while this one encodes."""
+    dataset = ImageDataset(root, records, model.transform, cache_side=None)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    model.eval()
+    device = model.device
+    out = []
+    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+        with autocast(device):
+            out.append(model(images.to(device)).to("cpu"))
+    return Encoding.cat(out)
+
+
+def evaluate(model: MGAModel, data: RetrievalData, rerank_top: int = DEFAULT_RERANK_TOP,
+             descriptor: str = "coarse", batch_size: int = 32, workers: int = 0) -> dict:
+    """Recall@K of `data`'s query side against its gallery side, with the model's coarse-to-fine ranking."""
+    ks = INSHOP_KS if data.format == "inshop" else CONSUMER2SHOP_KS
+    start = time.perf_counter()
+    q = encode_records(model, data.root, data.query, batch_size, workers, "queries")
+    g = encode_records(model, data.root, data.gallery, batch_size, workers, "gallery")
+    order = rank(model, q, g, descriptor, rerank_top if descriptor == "coarse" else 0)
+    result = recall_at_k(order[:, : max(ks)].numpy(), [r.item_id for r in data.query],
+                         [r.item_id for r in data.gallery], ks)
+    result.update(queries=len(data.query), gallery=len(data.gallery), format=data.format, descriptor=descriptor,
+                  rerank_top=rerank_top if descriptor == "coarse" else 0, seconds=round(time.perf_counter() - start, 1))
+    return result
+
+
+def plot_recall(results: dict[str, dict], path: str | Path, title: str = "Recall@K") -> None:
+    """One recall@K curve per named result, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for name, res in results.items():
+        ks = sorted(int(k[2:]) for k in res if k.startswith("R@"))
+        ax.plot(ks, [res[f"R@{k}"] for k in ks], marker="o", label=name)
+    ax.set(xlabel="K", ylabel="recall@K", title=title, ylim=(0, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m mga.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="data root with Eval/list_eval_partition.txt")
+    p.add_argument("--format", choices=["inshop", "consumer2shop"], help="default: read off the partition file")
+    p.add_argument("--weights", help="Hub id (org/name[@revision]) or checkpoint folder; default: embedded")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True, help="ATA re-ranking")
+    p.add_argument("--rerank-top", type=int, default=DEFAULT_RERANK_TOP, help="candidates ATA re-ranks")
+    p.add_argument("--descriptor", choices=DESCRIPTORS, default="coarse",
+                   help="coarse embedding (global + parts) or the global token alone (ablation)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--json", help="write the metrics here")
+    p.add_argument("--plot", help="write a recall@K plot (PNG) here")
+    args = p.parse_args(argv)
+
+    model = load_model(args.weights, device=str(resolve_device(args.device)))
+    data = load_retrieval_data(args.data, args.format)
+    result = evaluate(model, data, args.rerank_top if args.rerank else 0, args.descriptor, args.batch_size,
+                      args.workers)
+    result["weights"] = describe_weights(args.weights)
+    print(f"{data.format}: {result['queries']} queries, {result['gallery']} gallery, weights {result['weights']}, "
+          f"descriptor {args.descriptor}, ATA re-rank top {result['rerank_top']}")
+    print("  ".join(f"{k} {v:.3f}" for k, v in result.items() if k.startswith("R@")))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot_recall({"MGA" + (" + ATA" if result["rerank_top"] else ""): result}, args.plot)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Where weights come from: a Hub id (`org/name` or `org/name@revision`), a local folder, or the embedded default."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import DEFAULT_WEIGHTS_DIR
+from .model import MGAModel
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be loaded; the message says from where and why."""
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """'org/name@rev' -> ('org/name', 'rev'); no '@' -> revision None (the Hub's main)."""
+    repo, _, rev = spec.partition("@")
+    return repo, rev or None
+
+
+def load_model(weights: str | Path | None = None, device: str = "cpu") -> MGAModel:
+    """Load MGA weights from a local folder, a Hub id, or (None) the embedded default in assets/."""
+    source = Path(weights) if weights is not None else DEFAULT_WEIGHTS_DIR
+    try:
+        if source.is_dir():
+            if not (source / "model.safetensors").exists():
+                raise WeightsError(f"{source}: a folder without model.safetensors is not an MGA checkpoint")
+            model = MGAModel.from_pretrained(source)
+        elif weights is not None and "/" in str(weights) and not str(weights).startswith((".", "/")):
+            repo, revision = split_revision(str(weights))
+            model = MGAModel.from_pretrained(repo, revision=revision)
+        else:
+            raise WeightsError(f"{weights}: neither a local checkpoint folder nor a Hub id like org/name[@revision]")
+    except WeightsError:
+        raise
+    except Exception as exc:  # the Hub's own errors (offline, 404, gated) name the problem; keep them
+        raise WeightsError(f"could not load MGA weights from {weights or source}: {type(exc).__name__}: {exc}") from exc
+    return model.to(device).eval()
+
+
+def describe_weights(weights: str | Path | None) -> str:
+    return "embedded default (assets/mga-default)" if weights is None else str(weights)

@@ -1,0 +1,101 @@
+"""Safe image loading: every way a user's file can be wrong ends in one clear ImageError."""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
+
+ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
+
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+
+class ImageError(ValueError):
+    """A user-facing problem with one image: the message says what and, where it helps, what to do."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (RGBA, P, LA, I;16, I, F, CMYK, L, 1) to RGB; transparency is composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size else 1.0
+        scale = 255.0 / (65535.0 if hi > 255 else max(hi, 1.0))
+        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-9) * 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{name}: image is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} we decode "
+            "(a decompression bomb or a scan far larger than needed); downscale it first."
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageError(f"{name}: image is only {width}x{height} pixels; at least {MIN_IMAGE_SIDE} px per side is needed.")
+
+
+def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Decode `source` into an upright RGB PIL image, or raise ImageError saying why not.
+
+    Accepts a path, raw bytes, a file object, a PIL image or an HxW(xC) uint8 array.
+    """
+    label = name or (str(source) if isinstance(source, (str, Path)) else "image")
+    if isinstance(source, np.ndarray):
+        if source.ndim not in (2, 3) or source.size == 0:
+            raise ImageError(f"{label}: an array of shape {source.shape} is not an image.")
+        arr = source if source.dtype == np.uint8 else np.clip(source, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr[..., :4] if arr.ndim == 3 else arr)
+        _check_size(img.width, img.height, label)
+        return _to_rgb(img)
+    if isinstance(source, Image.Image):
+        _check_size(source.width, source.height, label)
+        return _to_rgb(ImageOps.exif_transpose(source))
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{label}: no such file.")
+        if path.is_dir():
+            raise ImageError(f"{label}: is a folder, not an image file.")
+        data = path.read_bytes()
+    elif isinstance(source, bytes):
+        data = source
+    else:
+        data = source.read()
+    if len(data) == 0:
+        raise ImageError(f"{label}: the file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_size(img.width, img.height, label)
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{label}: image too large to decode safely ({exc}).") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{label}: not an image file PIL can read (JPEG, PNG, WebP, BMP, TIFF, GIF ...).") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{label}: the image is corrupt or truncated ({exc}).") from exc
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not cost the picture itself
+        pass
+    return _to_rgb(img)

@@ -1,0 +1,126 @@
+"""MGAModel: image batch -> global token, part tokens, part attention maps and the coarse embedding.
+
+Saved and loaded the Hugging Face way (config.json + model.safetensors) through PyTorchModelHubMixin.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from PIL import Image
+from torch import nn
+
+from .ata import Alignment, align
+from .backbones import TokenBackbone
+from .config import MGAConfig
+from .fga import FineGranularAggregator
+from .transforms import EvalTransform
+
+
+@dataclass
+class Encoding:
+    """What one forward pass gives for a batch of B images (all L2-normalised where it applies)."""
+
+    global_: torch.Tensor  # (B, D)
+    parts: torch.Tensor  # (B, K, D)
+    attn: torch.Tensor  # (B, K, h, w) part attention maps on the token grid; each map sums to 1
+    embedding: torch.Tensor  # (B, D * (K + 1)) coarse embedding for FAISS inner-product search
+
+    def __len__(self) -> int:
+        return self.global_.shape[0]
+
+    def __getitem__(self, idx: int | slice | torch.Tensor) -> "Encoding":
+        """Select images; an int keeps the batch dimension."""
+        idx = slice(idx, idx + 1) if isinstance(idx, int) else idx
+        return Encoding(self.global_[idx], self.parts[idx], self.attn[idx], self.embedding[idx])
+
+    def to(self, *args, **kwargs) -> "Encoding":
+        return Encoding(*(t.to(*args, **kwargs) for t in (self.global_, self.parts, self.attn, self.embedding)))
+
+    @staticmethod
+    def cat(parts: Sequence["Encoding"]) -> "Encoding":
+        return Encoding(*(torch.cat(ts) for ts in zip(*((e.global_, e.parts, e.attn, e.embedding) for e in parts))))
+
+
+def coarse_embedding(g: torch.Tensor, parts: torch.Tensor, alpha: float) -> torch.Tensor:
+    """[sqrt(a) g ; sqrt((1-a)/K) F_1 ; ...]: unit norm, and its inner product is
+    a*cos(g, g') + (1-a)/K * sum_k cos(F_k, F'_k), the fixed-correspondence version of ATA."""
+    k = parts.shape[1]
+    return torch.cat([g * alpha**0.5, parts.flatten(1) * ((1 - alpha) / k) ** 0.5], dim=1)
+
+
+class MGAModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="mga",
+    tags=["image-retrieval", "fashion", "mga"],
+    license="osl-3.0",
+):
+    """Backbone -> (g0, tokens) -> projections -> FGA parts -> coarse embedding; ATA on top for re-ranking."""
+
+    def __init__(self, config: dict | MGAConfig | None = None):
+        super().__init__()
+        cfg = config if isinstance(config, MGAConfig) else MGAConfig.from_dict(config or {})
+        self.config = cfg
+        self.backbone = TokenBackbone(cfg.backbone, cfg.image_size, cfg.gem_p)
+        c, d = self.backbone.num_features, cfg.embed_dim
+        self.global_proj = nn.Linear(c, d)
+        self.token_proj = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))
+        self.fga = FineGranularAggregator(d, cfg.num_parts, cfg.fga_heads, cfg.fga_layers)
+        self.part_logits = nn.Parameter(torch.zeros(cfg.num_parts))
+        self.transform = EvalTransform(cfg.image_size, cfg.mean, cfg.std)
+
+    @classmethod
+    def from_backbone(cls, config: MGAConfig) -> "MGAModel":
+        """A fresh MGA model on a pretrained backbone (the start of training)."""
+        model = cls(config)
+        model.backbone.load_pretrained()
+        return model
+
+    @property
+    def part_weights(self) -> torch.Tensor:
+        return torch.softmax(self.part_logits, dim=0)
+
+    def forward(self, images: torch.Tensor) -> Encoding:
+        g0, tokens, (h, w) = self.backbone(images)
+        g = F.normalize(self.global_proj(g0).float(), dim=-1)
+        parts, attn = self.fga(self.token_proj(tokens))
+        parts = F.normalize(parts.float(), dim=-1)
+        attn = attn.float().reshape(attn.shape[0], attn.shape[1], h, w)
+        return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.alpha))
+
+    def align(self, q: Encoding, x: Encoding) -> Alignment:
+        """ATA between every query in q and every candidate in x."""
+        return align(q.global_, q.parts, x.global_, x.parts, self.part_weights, self.config.alpha, self.config.tau)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.inference_mode()
+    def encode_images(self, images: Iterable[Image.Image], batch_size: int = 32) -> Encoding:
+        """Encode RGB PIL images (any size; letterboxed here) in eval mode, on the model's device."""
+        was_training = self.training
+        self.eval()
+        batch, out = [], []
+        for img in images:
+            batch.append(self.transform(img))
+            if len(batch) == batch_size:
+                out.append(self(torch.stack(batch).to(self.device)).to("cpu"))
+                batch = []
+        if batch:
+            out.append(self(torch.stack(batch).to(self.device)).to("cpu"))
+        self.train(was_training)
+        return Encoding.cat(out)
+
+    def fingerprint(self) -> str:
+        """Short hash of config and weights: an index records it and refuses other weights."""
+        h = hashlib.sha256(repr(sorted(self.config.to_dict().items())).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]

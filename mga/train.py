@@ -1,0 +1,211 @@
+"""Train MGA with P x K batches: multi-similarity on the global, coarse and ATA similarities + part diversity.
+
+    python -m mga.train --data ../shared/data/luma-inshop --out runs/default
+
+Each epoch writes out/checkpoint.pt atomically; --resume continues from it. At the end the model is saved
+the Hugging Face way in out/model/ and, when the data has a query/gallery split, evaluated (out/eval.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .config import MGAConfig
+from .data import ImageDataset, PKSampler, load_retrieval_data
+from .devices import autocast, resolve_device
+from .evaluate import DEFAULT_RERANK_TOP, evaluate
+from .fga import diversity_loss
+from .losses import multi_similarity_loss
+from .model import MGAModel
+from .transforms import ConsumerPhotoAugment
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mga.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="data root with Eval/list_eval_partition.txt")
+    p.add_argument("--format", choices=["inshop", "consumer2shop"], help="default: read off the partition file")
+    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, metrics.jsonl, model/)")
+    p.add_argument("--backbone", default=MGAConfig.backbone)
+    p.add_argument("--image-size", type=int, default=MGAConfig.image_size)
+    p.add_argument("--embed-dim", type=int, default=MGAConfig.embed_dim)
+    p.add_argument("--num-parts", type=int, default=MGAConfig.num_parts)
+    p.add_argument("--fga-layers", type=int, default=MGAConfig.fga_layers)
+    p.add_argument("--alpha", type=float, default=MGAConfig.alpha, help="weight of the global term")
+    p.add_argument("--tau", type=float, default=MGAConfig.tau, help="ATA assignment temperature")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--p", type=int, default=8, help="items per batch")
+    p.add_argument("--k", type=int, default=4, help="images per item in a batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the MGA heads")
+    p.add_argument("--backbone-lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--w-global", type=float, default=1.0, help="loss weight: MS on the global token")
+    p.add_argument("--w-coarse", type=float, default=1.0, help="loss weight: MS on the coarse embedding")
+    p.add_argument("--w-ata", type=float, default=1.0, help="loss weight: MS on the ATA similarity")
+    p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
+    p.add_argument("--augment", type=float, default=1.0, help="strength of consumer-photo augmentation (0 = off)")
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt if it exists")
+    return p.parse_args(argv)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def loss_terms(model: MGAModel, images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> dict:
+    enc = model(images)
+    terms = {"global": multi_similarity_loss(enc.global_ @ enc.global_.T, labels)}
+    if args.w_coarse:
+        terms["coarse"] = multi_similarity_loss(enc.embedding @ enc.embedding.T, labels)
+    if args.w_ata:
+        terms["ata"] = multi_similarity_loss(model.align(enc, enc).scores, labels)
+    if args.w_div:
+        terms["div"] = diversity_loss(enc.attn.flatten(2))
+    return terms
+
+
+def atomic_torch_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_model_atomically(model: MGAModel, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process plus its (data loader) children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + kids) / 1024
+
+
+def train(args: argparse.Namespace) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    data = load_retrieval_data(args.data, args.format)
+    config = MGAConfig(backbone=args.backbone, image_size=args.image_size, embed_dim=args.embed_dim,
+                       num_parts=args.num_parts, fga_layers=args.fga_layers, alpha=args.alpha, tau=args.tau)
+    checkpoint_path = out / "checkpoint.pt"
+    resume = torch.load(checkpoint_path, map_location="cpu", weights_only=True) \
+        if args.resume and checkpoint_path.exists() else None
+    if resume:
+        config = MGAConfig.from_dict(resume["config"])
+        model = MGAModel(config)
+        model.load_state_dict(resume["model"])
+    else:
+        model = MGAModel.from_backbone(config)
+    config.extra = {"train_args": {k: v for k, v in vars(args).items() if k not in ("resume",)},
+                    "train_data": str(Path(args.data).name), "train_images": len(data.train)}
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    dataset = ImageDataset(data.root, data.train, ConsumerPhotoAugment(config.image_size, config.mean, config.std,
+                                                                       args.augment))
+    sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, persistent_workers=args.workers > 0,
+                        pin_memory=device.type == "cuda")
+    backbone_params = list(model.backbone.parameters())
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    optimizer = torch.optim.AdamW([{"params": backbone_params, "lr": args.backbone_lr},
+                                   {"params": head_params, "lr": args.lr}], weight_decay=args.weight_decay)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    total_steps = args.epochs * len(sampler)
+    warmup = int(args.warmup_epochs * len(sampler))
+    start_epoch, step = 0, 0
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, step = resume["epoch"], resume["step"]
+        print(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+    weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div}
+    log_path = out / "metrics.jsonl"
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
+        seed_everything(args.seed * 1000 + epoch)
+        sampler.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False, disable=None)
+        epoch_start = time.perf_counter()
+        for images, labels in bar:
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * lr_factor(step, total_steps, warmup)
+            images, labels = images.to(device, non_blocking=True), labels.to(device)
+            if device.type == "cuda":
+                images = images.to(memory_format=torch.channels_last)
+            with autocast(device):
+                terms = loss_terms(model, images, labels, args)
+            loss = sum(weights[k] * v for k, v in terms.items())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - epoch_start, 1),
+                  **{f"loss_{k}": round(v / len(sampler), 4) for k, v in sums.items()}}
+        if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs and data.query:
+            record.update({k: v for k, v in evaluate(model, data, DEFAULT_RERANK_TOP).items() if k.startswith("R@")})
+        print(json.dumps(record))
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                           "step": step, "config": config.to_dict()}, checkpoint_path)
+
+    model.eval()
+    save_model_atomically(model.to("cpu"), out / "model")
+    model.to(device)
+    summary = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": round(peak_memory_mb()),
+               "device": str(device), "fingerprint": model.fingerprint()}
+    if data.query and data.gallery:
+        for name, top, desc in (("coarse", 0, "coarse"), ("ata", DEFAULT_RERANK_TOP, "coarse"), ("global", 0, "global")):
+            res = evaluate(model, data, top, desc)
+            summary[name] = {k: v for k, v in res.items() if k.startswith("R@")}
+    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Image -> tensor: letterboxing for evaluation, consumer-photo augmentations for training."""
+from __future__ import annotations
+
+import io
+import random
+
+import torch
+from PIL import Image, ImageFilter, ImageOps
+from torchvision.transforms import v2 as T
+
+WHITE = (255, 255, 255)
+
+
+def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Fit the whole garment into size x size without distortion, padding with `fill` (studio white)."""
+    scale = size / max(img.width, img.height)
+    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(img.resize((w, h), Image.BICUBIC), ((size - w) // 2, (size - h) // 2))
+    return canvas
+
+
+def letterbox_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Where the original image lies inside its letterbox: (left, top, w, h) in letterbox pixels."""
+    scale = size / max(width, height)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    return (size - w) // 2, (size - h) // 2, w, h
+
+
+class Normalize:
+    """PIL RGB -> float tensor normalised with the backbone's mean and std."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        self.to_tensor = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.to_tensor(img)
+
+
+class EvalTransform:
+    """Deterministic: letterbox on white, normalise."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        self.size, self.normalize = size, Normalize(mean, std)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.normalize(letterbox(img, self.size))
+
+
+class ConsumerPhotoAugment:
+    """Turn a clean studio photo into something a shopper might take: partial crops, tilt, colour casts,
+    clutter behind the garment, blur and JPEG artefacts. Colour jitter is strong on purpose: an In-shop item
+    mixes colourways, so the embedding must learn the garment's cut, not its dye."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0):
+        self.size, self.strength = size, strength
+        self.normalize = Normalize(mean, std)
+        self.color = T.ColorJitter(0.4 * strength, 0.4 * strength, 0.4 * strength, 0.1 * strength)
+        self.gray = T.RandomGrayscale(0.2 * strength)
+
+    def _clutter(self, img: Image.Image) -> Image.Image:
+        """Replace the white studio background with a random flat colour or noise texture."""
+        if random.random() < 0.5:
+            fill = tuple(random.randint(0, 255) for _ in range(3))
+            bg = Image.new("RGB", img.size, fill)
+        else:
+            noise = torch.randint(0, 256, (3, max(1, img.height // 16), max(1, img.width // 16)), dtype=torch.uint8)
+            bg = T.functional.to_pil_image(noise).resize(img.size, Image.BILINEAR)
+        gray = ImageOps.grayscale(img)
+        mask = gray.point(lambda v: 0 if v > 242 else 255).filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
+        return Image.composite(img, bg, mask)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        s = self.strength
+        if random.random() < 0.3 * s:
+            img = self._clutter(img)
+        if random.random() < 0.5:
+            img = ImageOps.mirror(img)
+        # partial crop of the garment (keep most of it: retrieval still needs the item)
+        if random.random() < 0.6 * s:
+            w, h = img.size
+            scale = random.uniform(0.6, 1.0)
+            cw, ch = int(w * random.uniform(scale, 1.0)), int(h * random.uniform(scale, 1.0))
+            x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
+            img = img.crop((x0, y0, x0 + cw, y0 + ch))
+        img = letterbox(img, self.size)
+        if random.random() < 0.5 * s:
+            img = img.rotate(random.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=WHITE)
+        img = self.gray(self.color(img))
+        if random.random() < 0.2 * s:
+            img = img.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 1.5)))
+        if random.random() < 0.3 * s:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=random.randint(20, 70))
+            img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        return self.normalize(img)
