@@ -52,7 +52,8 @@ def _dinov2(model: nn.Module) -> dict[str, torch.Tensor]:
 
     from .weights_dinov2 import dinov2_vits14_state_dict
 
-    return checkpoint_filter_fn(dinov2_vits14_state_dict(), model)
+    # no antialiasing: the ONNX (like Hugging Face Dinov2) resizes the position embedding without it
+    return checkpoint_filter_fn(dinov2_vits14_state_dict(), model, antialias=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,31 @@ class TokenBackbone(nn.Module):
         prefix = self.model.num_prefix_tokens
         h, w = self.model.patch_embed.grid_size
         return feats[:, 0], feats[:, prefix:], (h, w)
+
+    def freeze_early(self, num_blocks: int) -> None:
+        """Freeze the stem and the first `num_blocks` blocks (weights and BatchNorm statistics): on a small
+        data set and a CPU budget, early edge/texture filters need no retraining and cost most backprop."""
+        frozen: list[nn.Module] = []
+        for name, child in self.model.named_children():
+            if name == "blocks":
+                frozen += list(child)[:num_blocks]
+                break
+            frozen.append(child)
+        if not hasattr(self.model, "blocks"):
+            raise ValueError(f"{self.spec.timm_name} has no .blocks to freeze")
+        for module in frozen:
+            module.requires_grad_(False)
+        for name in ("cls_token", "pos_embed", "reg_token"):
+            param = getattr(self.model, name, None)
+            if isinstance(param, nn.Parameter):
+                param.requires_grad_(False)
+        self._frozen = frozen
+
+    def train(self, mode: bool = True) -> "TokenBackbone":
+        super().train(mode)
+        for module in getattr(self, "_frozen", []):
+            module.eval()
+        return self
 
     def load_pretrained(self) -> None:
         """Load ImageNet/DINOv2 weights offline (converted once, cached) and verify with a strict load."""

