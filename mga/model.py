@@ -95,7 +95,8 @@ class MGAModel(
 
     def align(self, q: Encoding, x: Encoding) -> Alignment:
         """ATA between every query in q and every candidate in x."""
-        return align(q.global_, q.parts, x.global_, x.parts, self.part_weights, self.config.alpha, self.config.tau)
+        weights = self.part_weights.to(q.global_.device)  # encodings may live on the CPU, the model on a GPU
+        return align(q.global_, q.parts, x.global_, x.parts, weights, self.config.alpha, self.config.tau)
 
     @property
     def device(self) -> torch.device:

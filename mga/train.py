@@ -49,6 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--p", type=int, default=8, help="items per batch")
     p.add_argument("--k", type=int, default=4, help="images per item in a batch")
+    p.add_argument("--freeze-blocks", type=int, default=0, help="freeze the backbone's stem and first N blocks")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the MGA heads")
     p.add_argument("--backbone-lr", type=float, default=1e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -132,6 +133,8 @@ def train(args: argparse.Namespace) -> dict:
         model = MGAModel.from_backbone(config)
     config.extra = {"train_args": {k: v for k, v in vars(args).items() if k not in ("resume",)},
                     "train_data": str(Path(args.data).name), "train_images": len(data.train)}
+    if args.freeze_blocks:
+        model.backbone.freeze_early(args.freeze_blocks)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -141,7 +144,7 @@ def train(args: argparse.Namespace) -> dict:
     sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, persistent_workers=args.workers > 0,
                         pin_memory=device.type == "cuda")
-    backbone_params = list(model.backbone.parameters())
+    backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     optimizer = torch.optim.AdamW([{"params": backbone_params, "lr": args.backbone_lr},
                                    {"params": head_params, "lr": args.lr}], weight_decay=args.weight_decay)

@@ -1,0 +1,127 @@
+"""Ablations over seeds: zero-shot backbone, fine-tuned global only, + FGA parts (coarse), + ATA re-ranking.
+
+    python -m bench.ablation --data ../shared/data/luma-inshop --out runs/ablation --seeds 0 1 2
+
+Every variant trains with the same budget (epochs, batch) through `python -m mga.train`, several runs at
+once when --parallel > 1 (a GPU has room for many). Prints a table of mean +- std over seeds and writes
+results.json, table.md and recall.png to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from mga.backbones import TokenBackbone
+from mga.config import MGAConfig
+from mga.data import ImageDataset, load_retrieval_data
+from mga.devices import resolve_device
+from mga.evaluate import plot_recall
+from mga.metrics import INSHOP_KS, recall_at_k
+from mga.transforms import EvalTransform
+
+# variant -> extra mga.train flags; which of train's evaluations it reports, under which name
+VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "global": (["--w-coarse", "0", "--w-ata", "0", "--w-div", "0"], {"global": "fine-tuned global only"}),
+    "mga": ([], {"global": "MGA, global token only", "coarse": "+ FGA parts (coarse embedding)",
+                 "ata": "+ ATA re-ranking"}),
+}
+
+
+@torch.inference_mode()
+def zero_shot(data_root: str, backbone: str, device: torch.device) -> dict[str, float]:
+    """The pretrained backbone's own global descriptor (GeM of the last map, or CLS), cosine ranking."""
+    cfg = MGAConfig(backbone=backbone)
+    net = TokenBackbone(backbone, cfg.image_size, cfg.gem_p)
+    net.load_pretrained()
+    net.to(device).eval()
+    data = load_retrieval_data(data_root)
+
+    def encode(records):
+        ds = ImageDataset(data.root, records, EvalTransform(cfg.image_size, cfg.mean, cfg.std), cache_side=None)
+        return torch.cat([F.normalize(net(x.to(device))[0].float(), dim=-1).cpu()
+                          for x, _ in DataLoader(ds, batch_size=32, num_workers=2)])
+
+    q, g = encode(data.query), encode(data.gallery)
+    order = (q @ g.T).argsort(dim=1, descending=True)[:, : max(INSHOP_KS)].numpy()
+    return recall_at_k(order, [r.item_id for r in data.query], [r.item_id for r in data.gallery], INSHOP_KS)
+
+
+def train_run(args: argparse.Namespace, backbone: str, variant: str, seed: int) -> dict:
+    out = Path(args.out) / f"{backbone}-{variant}-s{seed}"
+    if not (out / "eval.json").exists():
+        cmd = [sys.executable, "-m", "mga.train", "--data", args.data, "--out", str(out), "--backbone", backbone,
+               "--epochs", str(args.epochs), "--seed", str(seed), "--workers", str(args.workers),
+               "--device", args.device, "--resume", *VARIANTS[variant][0], *args.train_args]
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "log.txt", "w") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT,
+                           env={**os.environ, "TQDM_DISABLE": "1"})
+    return json.loads((out / "eval.json").read_text())
+
+
+def summarize(runs: list[dict], key: str) -> dict:
+    values = [r[key] for r in runs]
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.ablation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--parallel", type=int, default=1, help="training runs at once")
+    p.add_argument("--workers", type=int, default=2, help="data loader workers per run")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="passed on to mga.train")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+
+    jobs = [(b, v, s) for b in args.backbones for v in args.variants for s in args.seeds]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.parallel) as pool:
+        evals = list(pool.map(lambda job: train_run(args, *job), jobs))
+    rows: dict[str, dict] = {}
+    for backbone in args.backbones:
+        rows[f"{backbone}: zero-shot backbone descriptor"] = {"runs": [zero_shot(args.data, backbone, device)]}
+        for variant in args.variants:
+            runs = [e for (b, v, _), e in zip(jobs, evals) if (b, v) == (backbone, variant)]
+            for key, name in VARIANTS[variant][1].items():
+                rows[f"{backbone}: {name}"] = {"runs": [r[key] for r in runs],
+                                               "train_seconds": [r["train_seconds"] for r in runs]}
+    table = ["| variant | " + " | ".join(f"R@{k}" for k in (1, 5, 10, 20)) + " | runs |", "|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        stats = {k: summarize(row["runs"], f"R@{k}") for k in (1, 5, 10, 20)}
+        row["summary"] = stats
+        cells = [f"{s['mean']:.3f} ± {s['std']:.3f}" for s in stats.values()]
+        table.append(f"| {name} | " + " | ".join(cells) + f" | {len(row['runs'])} |")
+    text = "\n".join(table)
+    print(text)
+    print(f"device {device}, {args.epochs} epochs, wall {time.perf_counter() - start:.0f} s")
+    (out / "table.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+    plot_recall({name: {f"R@{k}": v["mean"] for k, v in row["summary"].items()} for name, row in rows.items()},
+                out / "recall.png", "Recall@K, mean over seeds")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
