@@ -1,0 +1,136 @@
+"""Search latency and approximate-index recall at 100k gallery vectors, measured in one run.
+
+    python bench/bench_search.py [--n 100000] [--queries 200]
+
+Gallery: real encodings (Luma gallery photos from assets/demo-index + the 713 distractor photos, encoded here
+once and cached) plus synthetic vectors drawn to resemble them: a random real encoding whose global and part
+tokens are perturbed with Gaussian noise and re-normalised (the coarse embedding is rebuilt from them).
+Queries: other perturbations of real encodings. Reports p50/p95 of one query's search after encoding
+(coarse only, and with ATA re-ranking of the top 100 from the stored fp16 tokens) for the auto-chosen index,
+and recall@10 of the approximate index against exact search.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from index_builder import build_index  # noqa: E402
+from index_builder.build import Piece, write_index  # noqa: E402
+from index_builder.faiss_index import choose_index_type  # noqa: E402
+from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
+from mga.hub import load_model  # noqa: E402
+from mga.model import Encoding, coarse_embedding  # noqa: E402
+from mga.search import GalleryIndex, SearchEngine  # noqa: E402
+
+
+def real_rows(model, cache: Path) -> dict:
+    demo = GalleryIndex(DEFAULT_INDEX_DIR)
+    dis_dir = cache / f"distractors-{model.fingerprint()}"
+    if not (dis_dir / "manifest.json").exists():
+        build_index(ROOT.parent / "shared" / "data" / "distractors", dis_dir, model=model, progress=False,
+                    log=lambda m: None)
+    dis = GalleryIndex(dis_dir)
+    keep = [r for r, it in enumerate(demo.items) if not it["item_id"].startswith("distractor-")]
+    return {name: np.concatenate([np.asarray(getattr(demo, a)[keep]), np.asarray(getattr(dis, a))])
+            for name, a in (("global", "global_"), ("parts", "parts"), ("attn", "attn"))}
+
+
+def perturb(rng, g, parts, sigma):
+    g = g.astype(np.float32) + sigma[:, None] * rng.standard_normal(g.shape, dtype=np.float32) / np.sqrt(g.shape[-1])
+    parts = parts.astype(np.float32) + sigma[:, None, None] * rng.standard_normal(parts.shape, dtype=np.float32) \
+        / np.sqrt(parts.shape[-1])
+    g /= np.linalg.norm(g, axis=-1, keepdims=True)
+    parts /= np.linalg.norm(parts, axis=-1, keepdims=True)
+    return g, parts
+
+
+def pct(ts, p):
+    return float(np.percentile(np.asarray(ts) * 1e3, p))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "mga-bench-cache"))
+    ap.add_argument("--sigma", type=float, nargs=2, default=(0.3, 1.0), help="noise range of synthetic vectors")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    model = load_model(None)
+    alpha = model.config.alpha
+    real = real_rows(model, cache)
+    n_real = len(real["global"])
+    rng = np.random.default_rng(0)
+    n_syn = args.n - n_real
+    base = rng.integers(0, n_real, n_syn)
+    sig = rng.uniform(*args.sigma, n_syn).astype(np.float32)
+    g, parts = perturb(rng, real["global"][base], real["parts"][base], sig)
+    g = np.concatenate([real["global"].astype(np.float32), g])
+    parts = np.concatenate([real["parts"].astype(np.float32), parts])
+    attn = np.concatenate([real["attn"], real["attn"][base]])
+    emb = coarse_embedding(torch.from_numpy(g), torch.from_numpy(parts), alpha).numpy()
+    itype = choose_index_type(len(emb))
+    print(f"gallery {len(emb)} vectors ({n_real} real, {n_syn} synthetic), dim {emb.shape[1]}, index {itype}; "
+          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        out = Path(tmp) / "ix"
+        out.mkdir()
+        items = [{"path": f"synthetic/{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "", "width": 96,
+                  "height": 96, "thumb": None, "meta": {}} for i in range(len(emb))]
+        manifest = {"model": {"fingerprint": model.fingerprint(), "config": model.config.to_dict()},
+                    "source": {"gallery": "synthetic"}, "roots": [{"relative": ".", "absolute": tmp}], "skipped": []}
+        t = time.perf_counter()
+        write_index(out, out, [Piece({"embeddings": emb, "global": g.astype(np.float16),
+                                      "parts": parts.astype(np.float16), "attn": attn}, np.arange(len(emb)))],
+                    items, manifest, itype, progress=False)
+        print(f"index written in {time.perf_counter() - t:.1f} s (FAISS {manifest['faiss']})")
+        del g, parts, attn
+        engine = SearchEngine.load(out, model=model)
+        ix = engine.index
+        # queries: fresh perturbations of real encodings (not gallery rows)
+        qb = rng.integers(0, n_real, args.queries)
+        qg, qp = perturb(rng, real["global"][qb], real["parts"][qb], np.full(args.queries, 0.5, np.float32))
+        qe = coarse_embedding(torch.from_numpy(qg), torch.from_numpy(qp), alpha)
+        qenc = Encoding(torch.from_numpy(qg), torch.from_numpy(qp), torch.zeros(args.queries, 1, 1, 1), qe)
+        emb_all = np.asarray(ix.embeddings)
+        exact = np.argsort(-(qe.numpy() @ emb_all.T), axis=1)[:, :10]
+        for _ in range(5):  # warm-up
+            engine.search_encoding(qenc[0], k=10, rerank_top=100)
+        for ef in sorted({ix.ef_search, 64, 256}):
+            ix.ef_search = ef
+            t_coarse, t_fine, hits, t_exact = [], [], 0, []
+            for i in range(args.queries):
+                t = time.perf_counter()
+                r0 = engine.search_encoding(qenc[i], k=10, rerank_top=0)
+                t_coarse.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                engine.search_encoding(qenc[i], k=10, rerank_top=100)
+                t_fine.append(time.perf_counter() - t)
+                hits += len({m.index for m in r0.matches} & set(exact[i].tolist()))
+            recall = hits / (10 * args.queries)
+            print(f"{itype} efSearch {ef:4d}: coarse-only p50 {pct(t_coarse, 50):.2f} ms p95 {pct(t_coarse, 95):.2f} ms"
+                  f" | + ATA re-rank of top 100: p50 {pct(t_fine, 50):.2f} ms p95 {pct(t_fine, 95):.2f} ms"
+                  f" | recall@10 vs exact {recall:.3f}")
+        t_exact = []
+        for i in range(min(50, args.queries)):
+            t = time.perf_counter()
+            np.argsort(-(emb_all @ qe[i].numpy()))[:10]
+            t_exact.append(time.perf_counter() - t)
+        print(f"brute-force exact numpy scan for reference: p50 {pct(t_exact, 50):.2f} ms")
+        del engine, ix, emb_all
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Build, extend and inspect MGA index folders.
+
+  python -m index_builder --gallery SRC --out DIR [--weights W] [--csv META.csv] [--index-type auto|flat|hnsw|ivfpq]
+                          [--resume] [--shard i/N] [--batch-size 32] [--workers 2]
+  python -m index_builder merge --out DIR SHARD_DIR [SHARD_DIR ...]
+  python -m index_builder add --index DIR --gallery SRC [--csv META.csv] [--weights W]
+  python -m index_builder remove --index DIR (--paths P [P ...] | --item-ids ID [ID ...])
+  python -m index_builder info --index DIR
+
+SRC is a folder of images (any depth; metadata from --csv or a metadata.csv / items.csv at its root, keyed by
+the relative path in a `path` or `image_name` column), or a DeepFashion In-shop / Consumer-to-shop data set
+(recognised by Eval/list_eval_partition.txt; its gallery split / test shop photos are indexed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from .faiss_index import INDEX_TYPES
+
+SUBCOMMANDS = ("build", "merge", "add", "remove", "info")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="Hub id (org/name[@rev]) or checkpoint folder; default: embedded default")
+    p.add_argument("--csv", help="metadata CSV keyed by relative image path (default: SRC/metadata.csv or items.csv)")
+    p.add_argument("--index-type", choices=INDEX_TYPES, default="auto",
+                   help="auto: exact flat below 50k images, HNSW above (IVF-PQ above 5M)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
+    p.add_argument("--chunk-size", type=int, default=1024, help="images per persisted chunk (the --resume unit)")
+    p.add_argument("--thumb-size", type=int, default=0, help="write <=N px JPEG thumbnails of bigger originals for the app (default 0: none; costs build speed)")
+    p.add_argument("--no-fast-decode", dest="fast_decode", action="store_false",
+                   help="decode JPEGs at full size (default: reduced-scale DCT decoding down to the model size)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser(cmd: str) -> argparse.ArgumentParser:
+    prog = "python -m index_builder" + ("" if cmd == "build" else f" {cmd}")
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if cmd == "build":
+        p.add_argument("--gallery", required=True, help="folder of images or In-shop / Consumer-to-shop data set")
+        p.add_argument("--out", required=True, help="index folder to (re)place atomically")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted build of the same gallery")
+        p.add_argument("--shard", help="i/N: index only shard i of N (deterministic split by path hash)")
+        _common(p)
+    elif cmd == "merge":
+        p.add_argument("--out", required=True)
+        p.add_argument("shards", nargs="+", help="index folders built with the same weights")
+        p.add_argument("--index-type", choices=INDEX_TYPES, default="auto")
+        p.add_argument("--quiet", action="store_true")
+    elif cmd == "add":
+        p.add_argument("--index", required=True)
+        p.add_argument("--gallery", required=True)
+        _common(p)
+    elif cmd == "remove":
+        p.add_argument("--index", required=True)
+        p.add_argument("--paths", nargs="*", default=[], help="relative (to the gallery root) or absolute paths")
+        p.add_argument("--item-ids", nargs="*", default=[])
+        p.add_argument("--index-type", choices=INDEX_TYPES, default="auto")
+        p.add_argument("--quiet", action="store_true")
+    elif cmd == "info":
+        p.add_argument("--index", required=True)
+    return p
+
+
+def _model(args):
+    from mga.devices import resolve_device
+    from mga.hub import load_model
+
+    return load_model(args.weights, device=str(resolve_device(args.device)))
+
+
+def _build_kwargs(args) -> dict:
+    return dict(batch_size=args.batch_size, workers=args.workers, chunk_size=args.chunk_size,
+                thumb_size=args.thumb_size, fast_decode=args.fast_decode, progress=not args.quiet)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "build"
+    args = build_parser(cmd).parse_args(argv)
+    from mga.hub import WeightsError
+    from mga.search import IndexFormatError
+
+    from .build import BuildError, add_to_index, build_index, merge_indexes, remove_from_index
+
+    try:
+        if cmd == "build":
+            build_index(args.gallery, args.out, model=_model(args), weights=args.weights, csv=args.csv,
+                        index_type=args.index_type, resume=args.resume, shard=args.shard, **_build_kwargs(args))
+        elif cmd == "merge":
+            merge_indexes(args.out, args.shards, index_type=args.index_type, progress=not args.quiet)
+        elif cmd == "add":
+            add_to_index(args.index, args.gallery, csv=args.csv, weights=args.weights, model=_model(args),
+                         index_type=args.index_type, **_build_kwargs(args))
+        elif cmd == "remove":
+            if not args.paths and not args.item_ids:
+                print("remove: give --paths and/or --item-ids", file=sys.stderr)
+                return 2
+            _, n = remove_from_index(args.index, args.paths, args.item_ids, args.index_type, not args.quiet)
+            print(f"removed {n} images from {args.index}", file=sys.stderr)
+        elif cmd == "info":
+            from mga.search import GalleryIndex
+
+            m = GalleryIndex(args.index).manifest
+            m = {k: v for k, v in m.items() if k != "skipped"} | {"skipped": len(m.get("skipped", []))}
+            print(json.dumps(m, indent=2, ensure_ascii=False))
+    except (BuildError, WeightsError, IndexFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,536 @@
+"""Gallery folder -> index folder: FAISS over coarse embeddings, items, part/global tokens, attention maps.
+
+Atomic: everything is written into `<out>.tmp-<pid>` and swapped in at the end (old index renamed away, new
+renamed in, old deleted), so an interrupted build never loses the index it replaces. Resumable: images are
+encoded in chunks, each finished chunk is persisted in the tmp folder and skipped by `--resume`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
+from mga.devices import autocast
+from mga.imageio import ImageError, load_image
+from mga.model import MGAModel
+from mga.search import (ATTN, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, PARTS, SKIPPED,
+                        GalleryIndex)
+
+from .faiss_index import build_faiss, choose_index_type
+from .gallery import Gallery, GalleryEntry, discover_gallery, parse_shard, shard_of
+
+PLAN = "plan.json"
+CHUNKS = "chunks"
+THUMBS = "thumbs"
+DEFAULT_CHUNK = 1024
+DEFAULT_THUMB = 0  # thumbnails cost ~3x build throughput on 2 cores (bench_build); opt in with --thumb-size 256
+ARRAY_FILES = {"embeddings": EMBEDDINGS, "global": GLOBAL, "parts": PARTS, "attn": ATTN}
+ARRAY_DTYPES = {"embeddings": np.float32, "global": np.float16, "parts": np.float16, "attn": np.float16}
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+def thumb_name(abs_path: str) -> str:
+    return f"{THUMBS}/{hashlib.sha1(abs_path.encode()).hexdigest()[:20]}.jpg"
+
+
+def decode(path: Path, target: int, fast: bool) -> tuple[Image.Image, tuple[int, int]]:
+    """RGB image (possibly decoded at a reduced JPEG scale, never below `target` px per side) and the
+    original upright size. Any problem ends in load_image's ImageError."""
+    if fast and path.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            im = Image.open(io.BytesIO(path.read_bytes()))
+            w, h = im.size
+            if im.format == "JPEG" and w * h <= MAX_IMAGE_PIXELS and min(w, h) >= max(MIN_IMAGE_SIDE, 2 * target):
+                im.draft("RGB", (target, target))  # DCT-domain downscale: 2-8x faster decoding of big photos
+                im.load()
+                dw, dh = im.size
+                img = load_image(im)  # EXIF orientation, RGB
+                if img.size != (dw, dh):  # rotated by 90 degrees
+                    w, h = h, w
+                return img, (w, h)
+        except Exception:  # fall through to the careful path, which names the problem
+            pass
+    img = load_image(path)
+    return img, img.size
+
+
+class EncodeDataset(Dataset):
+    """Entry index -> dict(tensor | None, size, thumb, error). A bad file yields its ImageError message."""
+
+    def __init__(self, root: Path, paths: Sequence[str], transform: Callable, image_size: int,
+                 thumb_dir: Path | None, thumb_size: int, fast_decode: bool = True):
+        self.root, self.paths, self.transform = Path(root), list(paths), transform
+        self.image_size, self.thumb_dir, self.thumb_size, self.fast = image_size, thumb_dir, thumb_size, fast_decode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        path = self.root / self.paths[i]
+        try:
+            target = max(self.image_size, self.thumb_size if self.thumb_dir else 0)
+            img, (w, h) = decode(path, target, self.fast)
+            thumb = None
+            if self.thumb_dir is not None and max(w, h) > self.thumb_size * 1.25:
+                thumb = thumb_name(str(path.resolve()))
+                dst = self.thumb_dir / thumb
+                if not dst.exists():
+                    small = img.copy()
+                    small.thumbnail((self.thumb_size, self.thumb_size), Image.BICUBIC)
+                    tmp = dst.with_suffix(f".{os.getpid()}.tmp")
+                    small.save(tmp, "JPEG", quality=85)
+                    os.replace(tmp, dst)
+            return {"i": i, "x": self.transform(img), "w": w, "h": h, "thumb": thumb, "error": ""}
+        except ImageError as exc:
+            return {"i": i, "x": None, "w": 0, "h": 0, "thumb": None, "error": str(exc)}
+        except Exception as exc:  # never abort a build for one file
+            return {"i": i, "x": None, "w": 0, "h": 0, "thumb": None, "error": f"{path}: {type(exc).__name__}: {exc}"}
+
+
+def _collate(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+# ------------------------------------------------------------------------------------------------ folders
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tmp_dirs(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f"{out.name}.tmp-*"), key=lambda p: p.stat().st_mtime)
+
+
+def _pid_of(d: Path) -> int:
+    try:
+        return int(d.name.rsplit("-", 1)[1])
+    except ValueError:
+        return 0
+
+
+def _recover(out: Path) -> None:
+    """A crash between the two renames of a swap leaves only `<out>.old-<pid>`: put it back."""
+    if not out.exists():
+        olds = sorted(out.parent.glob(f"{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if olds and (olds[-1] / MANIFEST).exists():
+            os.rename(olds[-1], out)
+
+
+def swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished `tmp` with two renames; the old index is deleted only afterwards."""
+    old = None
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _rel_root(root: Path, out: Path) -> dict:
+    root = root.resolve()
+    try:
+        rel = os.path.relpath(root, out.resolve())
+    except ValueError:  # other drive (Windows)
+        rel = None
+    return {"relative": rel, "absolute": str(root)}
+
+
+# ------------------------------------------------------------------------------------------------ writing
+@dataclass
+class Piece:
+    """Rows `rows` of some source arrays (a chunk or an existing index) that go into the output, in order."""
+
+    arrays: dict  # name -> array-like (N_src, ...)
+    rows: np.ndarray
+
+
+def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict], manifest: dict,
+                index_type: str, progress: bool = True) -> dict:
+    """Write arrays, FAISS, items, manifest and skipped.txt into `tmp` (then the caller swaps it in)."""
+    n = sum(len(p.rows) for p in pieces)
+    if n != len(items):
+        raise BuildError(f"internal: {n} rows but {len(items)} items")
+    if n == 0:
+        raise BuildError("no image could be indexed (all were skipped or the gallery is empty); see the report")
+    first = pieces[0].arrays
+    outs = {}
+    for name, fname in ARRAY_FILES.items():
+        shape = (n,) + tuple(first[name].shape[1:])
+        outs[name] = np.lib.format.open_memmap(tmp / fname, mode="w+", dtype=ARRAY_DTYPES[name], shape=shape)
+    pos, block = 0, 8192
+    for p in pieces:
+        for s in range(0, len(p.rows), block):
+            r = p.rows[s:s + block]
+            for name in ARRAY_FILES:
+                src = p.arrays[name]
+                vals = src[r] if not (len(r) and np.all(np.diff(r) == 1)) else src[r[0]:r[-1] + 1]
+                outs[name][pos:pos + len(r)] = vals
+            pos += len(r)
+    for a in outs.values():
+        a.flush()
+    del outs
+    emb = np.load(tmp / EMBEDDINGS, mmap_mode="r")
+    t = time.perf_counter()
+    index, params = build_faiss(emb, index_type, progress=progress)
+    import faiss
+
+    faiss.write_index(index, str(tmp / FAISS_FILE))
+    params["build_seconds"] = round(time.perf_counter() - t, 2)
+    with open(tmp / ITEMS, "w", encoding="utf-8") as f:
+        for it in items:
+            f.write(json.dumps(it, ensure_ascii=False) + "\n")
+    skipped = manifest.get("skipped", [])
+    (tmp / SKIPPED).write_text("".join(f"{s['path']}\t{s['error']}\n" for s in skipped))
+    cats = sorted({it.get("category", "") for it in items} - {""})
+    manifest.update(
+        format_version=FORMAT_VERSION, faiss=params,
+        counts={"images": n, "items": len({it["item_id"] for it in items}), "skipped": len(skipped),
+                "categories": len(cats)},
+        categories=cats,
+        arrays={name: {"file": f, "dtype": np.dtype(ARRAY_DTYPES[name]).name,
+                       "shape": [n] + list(first[name].shape[1:])} for name, f in ARRAY_FILES.items()},
+        built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    _write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def _model_manifest(model: MGAModel, weights) -> dict:
+    return {"fingerprint": model.fingerprint(), "config": model.config.to_dict(),
+            "weights": "embedded default (assets/mga-default)" if weights is None else str(weights)}
+
+
+# ------------------------------------------------------------------------------------------------ build
+def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = None, weights: str | None = None,
+                csv: str | Path | None = None, index_type: str = "auto", resume: bool = False,
+                shard: str | None = None, batch_size: int = 32, workers: int | None = None,
+                chunk_size: int = DEFAULT_CHUNK, thumb_size: int = DEFAULT_THUMB, fast_decode: bool = True,
+                exclude: Iterable[str] = (), on_chunk: Callable[[int, int], None] | None = None,
+                progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Encode every image of `gallery` and write the index folder `out`; returns its manifest.
+
+    `on_chunk(done_chunks, total_chunks)` is called after each persisted chunk (tests interrupt a build there).
+    `exclude`: absolute paths not to index (used by `add`)."""
+    t_start = time.perf_counter()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _recover(out)
+    if model is None:
+        from mga.hub import load_model
+
+        model = load_model(weights)
+    model.eval()
+    gal: Gallery = discover_gallery(gallery, csv)
+    entries: list[GalleryEntry] = gal.entries
+    sh = parse_shard(shard)
+    if sh:
+        entries = [e for e in entries if shard_of(e.path, sh[1]) == sh[0]]
+    excl = set(exclude)
+    if excl:
+        entries = [e for e in entries if str((gal.root / e.path).resolve()) not in excl]
+    fp = model.fingerprint()
+    cfg = model.config
+    use_thumbs = thumb_size > 0
+    plan = {"fingerprint": fp, "gallery": str(gal.root.resolve()), "shard": shard, "chunk_size": chunk_size,
+            "thumb_size": thumb_size, "fast_decode": fast_decode,
+            "paths": hashlib.sha1("\n".join(e.path for e in entries).encode()).hexdigest(), "n": len(entries)}
+
+    # the tmp build folder: resume a matching unfinished one, or start fresh
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    stale = [d for d in _tmp_dirs(out) if d == tmp or not _pid_alive(_pid_of(d))]  # ours, or of dead builds
+    resumed = None
+    if resume:
+        for d in reversed(stale):
+            try:
+                if json.loads((d / PLAN).read_text()) == plan:
+                    resumed = d
+                    break
+            except (OSError, ValueError):
+                continue
+        if resumed is None:
+            log("--resume: no unfinished build of this gallery with these weights and settings; starting fresh")
+    for d in stale:
+        if d != resumed:
+            log(f"removing unfinished build {d} (it was not resumed)")
+            shutil.rmtree(d, ignore_errors=True)
+    if tmp.exists() and resumed != tmp:
+        shutil.rmtree(tmp)
+    if resumed is not None and resumed != tmp:
+        os.rename(resumed, tmp)
+    (tmp / CHUNKS).mkdir(parents=True, exist_ok=True)
+    if use_thumbs:
+        (tmp / THUMBS).mkdir(exist_ok=True)
+    _write_json(tmp / PLAN, plan)
+
+    n = len(entries)
+    chunks = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
+    chunk_file = lambda c: tmp / CHUNKS / f"chunk-{c:06d}.npz"  # noqa: E731
+    todo = [c for c in range(len(chunks)) if not chunk_file(c).exists()]
+    if resumed is not None:
+        log(f"resuming {resumed.name}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
+    done_images = sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if c not in set(todo))
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    device = model.device
+    t_enc = time.perf_counter()
+    encoded_now = 0
+    if todo:
+        ds = EncodeDataset(gal.root, [e.path for e in entries], model.transform, cfg.image_size,
+                           tmp if use_thumbs else None, thumb_size, fast_decode)
+        batches = [list(range(s, min(e, s + batch_size))) for c in todo for (s0, e) in [chunks[c]]
+                   for s in range(s0, e, batch_size)]
+        loader = DataLoader(ds, batch_sampler=batches, collate_fn=_collate, num_workers=workers,
+                            persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+        bar = tqdm(total=n, initial=done_images, desc="index", unit="img", disable=not progress or None,
+                   dynamic_ncols=True)
+        pending = {c: [] for c in todo}
+        chunk_of = lambda i: i // chunk_size  # noqa: E731
+        with torch.inference_mode():
+            for batch in loader:
+                good = [b for b in batch if b["x"] is not None]
+                enc = None
+                if good:
+                    x = torch.stack([b["x"] for b in good]).to(device)
+                    with autocast(device):
+                        enc = model(x)
+                    enc = enc.to("cpu")
+                for j, b in enumerate(good):
+                    b["enc"] = (enc.embedding[j].float().numpy(), enc.global_[j].half().numpy(),
+                                enc.parts[j].half().numpy(), enc.attn[j].half().numpy())
+                c = chunk_of(batch[0]["i"])
+                pending[c].extend({k: v for k, v in b.items() if k != "x"} for b in batch)
+                bar.update(len(batch))
+                encoded_now += len(batch)
+                if len(pending[c]) == chunks[c][1] - chunks[c][0]:
+                    _save_chunk(chunk_file(c), pending.pop(c))
+                    if on_chunk is not None:
+                        on_chunk(len(chunks) - len(pending), len(chunks))
+        bar.close()
+    encode_s = time.perf_counter() - t_enc
+
+    # assemble the final folder from the chunks
+    pieces, items, skipped = [], [], []
+    root_entry = _rel_root(gal.root, out)
+    for c in range(len(chunks)):
+        z = np.load(chunk_file(c), allow_pickle=False)
+        idx, ok = z["i"], z["ok"]
+        errors = json.loads(str(z["errors"]))
+        meta = json.loads(str(z["meta"]))
+        good_rows = np.flatnonzero(ok)
+        if len(good_rows):
+            pieces.append(Piece({"embeddings": z["embeddings"], "global": z["global"], "parts": z["parts"],
+                                 "attn": z["attn"]}, np.arange(len(good_rows))))
+        for i, good, err, m in zip(idx.tolist(), ok.tolist(), errors, meta):
+            e = entries[i]
+            if not good:
+                skipped.append({"path": e.path, "error": err})
+                continue
+            items.append({"path": e.path, "root": 0, "item_id": e.item_id, "category": e.category,
+                          "width": m["w"], "height": m["h"], "thumb": m["thumb"], "meta": e.meta})
+    for s in skipped:
+        log(f"skipped {s['path']}: {s['error']}")
+    itype = choose_index_type(len(items), index_type)
+    manifest = {
+        "created_by": "index_builder",
+        "model": _model_manifest(model, weights),
+        "source": {"gallery": str(gallery), "gallery_abs": str(gal.root.resolve()), "kind": gal.kind,
+                   "csv": str(csv) if csv else (str(gal.csv) if gal.csv else None), "shard": shard},
+        "roots": [root_entry],
+        "skipped": skipped,
+        "build": {"seconds": None, "encode_seconds": round(encode_s, 2), "images_encoded_now": encoded_now,
+                  "images_per_s": round(encoded_now / encode_s, 2) if encoded_now and encode_s > 0 else None,
+                  "batch_size": batch_size, "workers": workers, "resumed": resumed is not None,
+                  "device": str(device), "torch_threads": torch.get_num_threads(), "fast_decode": fast_decode},
+    }
+    write_index(tmp, out, pieces, items, manifest, itype, progress)
+    manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
+    _write_json(tmp / MANIFEST, manifest)
+    shutil.rmtree(tmp / CHUNKS, ignore_errors=True)
+    (tmp / PLAN).unlink(missing_ok=True)
+    if use_thumbs and not any((tmp / THUMBS).iterdir()):
+        (tmp / THUMBS).rmdir()
+    swap_in(tmp, out)
+    log(f"indexed {len(items)} images ({len(skipped)} skipped) into {out} [{itype}] in "
+        f"{manifest['build']['seconds']:.1f} s")
+    return manifest
+
+
+def _save_chunk(path: Path, records: list[dict]) -> None:
+    records = sorted(records, key=lambda b: b["i"])
+    good = [b for b in records if b["error"] == ""]
+    arrays = {}
+    for j, name in enumerate(("embeddings", "global", "parts", "attn")):
+        if good:
+            arrays[name] = np.stack([b["enc"][j] for b in good])
+        else:
+            arrays[name] = np.zeros((0,), dtype=ARRAY_DTYPES[name])
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, i=np.array([b["i"] for b in records], dtype=np.int64),
+             ok=np.array([b["error"] == "" for b in records]),
+             errors=np.array(json.dumps([b["error"] for b in records])),
+             meta=np.array(json.dumps([{"w": b["w"], "h": b["h"], "thumb": b["thumb"]} for b in records])),
+             **arrays)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ merge / edit
+def _copy_thumb(src_dir: Path, dst_dir: Path, thumb: str | None) -> str | None:
+    if not thumb:
+        return None
+    src, dst = src_dir / thumb, dst_dir / thumb
+    if not src.exists():
+        return None
+    dst.parent.mkdir(exist_ok=True)
+    if not dst.exists():
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    return thumb
+
+
+def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: str = "auto",
+                  keep: Callable[[GalleryIndex, int], bool] | None = None, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Concatenate index folders (shards) built with the same model into `out` (atomically). `keep(index, row)`
+    filters rows (used by `remove`). An image present in several sources is kept once."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _recover(out)
+    idxs = [GalleryIndex(s) for s in sources]
+    if not idxs:
+        raise BuildError("merge needs at least one index folder")
+    fps = {ix.fingerprint for ix in idxs}
+    if len(fps) != 1:
+        raise BuildError("cannot merge indexes built with different weights: " +
+                         ", ".join(f"{ix.path}={ix.fingerprint}" for ix in idxs))
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    roots: list[dict] = []
+    root_key: dict[str, int] = {}
+    pieces, items, skipped, seen = [], [], [], set()
+    for ix in idxs:
+        remap = []
+        for r, root in zip(ix.manifest.get("roots", []), ix.roots):
+            key = str(root.resolve())
+            if key not in root_key:
+                root_key[key] = len(roots)
+                roots.append(_rel_root(root, out))
+            remap.append(root_key[key])
+        rows = []
+        for row, it in enumerate(ix.items):
+            abs_path = str(ix.image_path(row).resolve())
+            if abs_path in seen or (keep is not None and not keep(ix, row)):
+                continue
+            seen.add(abs_path)
+            rows.append(row)
+            it = dict(it, root=remap[it.get("root", 0)], thumb=_copy_thumb(ix.path, tmp, it.get("thumb")))
+            items.append(it)
+        if rows:
+            pieces.append(Piece({"embeddings": ix.embeddings, "global": ix.global_, "parts": ix.parts,
+                                 "attn": ix.attn}, np.asarray(rows, dtype=np.int64)))
+        skipped += ix.manifest.get("skipped", [])
+    base = idxs[0].manifest
+    itype = choose_index_type(len(items), index_type)
+    manifest = {
+        "created_by": "index_builder merge",
+        "model": base["model"],
+        "source": dict(base.get("source", {}), merged_from=[str(s) for s in sources]),
+        "roots": roots,
+        "skipped": skipped,
+        "build": {"merged": len(idxs)},
+    }
+    t = time.perf_counter()
+    write_index(tmp, out, pieces, items, manifest, itype, progress)
+    manifest["build"]["seconds"] = round(time.perf_counter() - t, 2)
+    _write_json(tmp / MANIFEST, manifest)
+    del idxs, pieces
+    swap_in(tmp, out)
+    log(f"wrote {len(items)} images into {out} [{itype}]")
+    return manifest
+
+
+def add_to_index(index: str | Path, gallery: str | Path, csv: str | Path | None = None,
+                 weights: str | None = None, model: MGAModel | None = None, index_type: str = "auto",
+                 **build_kwargs) -> dict:
+    """Encode the images of `gallery` not yet in `index` and merge them in (atomically)."""
+    index = Path(index)
+    ix = GalleryIndex(index)
+    if model is None:
+        from mga.hub import load_model
+
+        model = load_model(weights)
+    if model.fingerprint() != ix.fingerprint:
+        raise BuildError(f"{index} was built with model {ix.fingerprint}, these weights are {model.fingerprint()}; "
+                         "rebuild the whole index instead of adding to it")
+    present = {str(ix.image_path(r).resolve()) for r in range(len(ix))}
+    part = index.with_name(f"{index.name}.add-{os.getpid()}")
+    try:
+        build_index(gallery, part, model=model, weights=weights, csv=csv, exclude=present, index_type="flat",
+                    **build_kwargs)
+        return merge_indexes(index, [index, part], index_type=index_type, progress=build_kwargs.get("progress", True))
+    except BuildError as exc:
+        if "no image could be indexed" in str(exc):
+            raise BuildError(f"nothing new to add from {gallery}: every image is already in {index} or was skipped") from exc
+        raise
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+        for d in _tmp_dirs(part):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def remove_from_index(index: str | Path, paths: Sequence[str] = (), item_ids: Sequence[str] = (),
+                      index_type: str = "auto", progress: bool = True) -> tuple[dict, int]:
+    """Drop images by path (relative to their gallery root, or absolute) or by item id; returns
+    (manifest, number removed)."""
+    index = Path(index)
+    ix = GalleryIndex(index)
+    rel = {p.replace("\\", "/") for p in paths}
+    absolute = {str(Path(p).resolve()) for p in paths}
+    ids = set(item_ids)
+    drop = {r for r, it in enumerate(ix.items)
+            if it["path"] in rel or it["item_id"] in ids or str(ix.image_path(r).resolve()) in absolute}
+    if not drop:
+        return ix.manifest, 0
+    if len(drop) == len(ix):
+        raise BuildError("that would remove every image; delete the folder instead")
+    del ix
+    manifest = merge_indexes(index, [index], index_type=index_type, keep=lambda _ix, r: r not in drop,
+                             progress=progress)
+    return manifest, len(drop)

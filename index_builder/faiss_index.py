@@ -1,0 +1,65 @@
+"""FAISS index types for coarse embeddings (inner product on unit vectors), chosen by gallery size."""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
+FLAT_MAX = 50_000  # below this, exact search is fast enough (a few ms per query)
+HNSW_MAX = 5_000_000  # above this, HNSW's memory (full vectors + graph) gets heavy: IVF-PQ
+IVFPQ_MIN = 10_000  # PQ training needs data
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+IVF_NPROBE = 32
+
+
+def choose_index_type(n: int, requested: str = "auto") -> str:
+    if requested not in INDEX_TYPES:
+        raise ValueError(f"index type {requested!r}: use one of {INDEX_TYPES}")
+    if requested == "auto":
+        return "flat" if n < FLAT_MAX else ("hnsw" if n <= HNSW_MAX else "ivfpq")
+    if requested == "ivfpq" and n < IVFPQ_MIN:
+        print(f"note: {n} vectors are too few to train IVF-PQ; using an exact flat index", file=sys.stderr)
+        return "flat"
+    return requested
+
+
+def _pq_m(d: int) -> int:
+    for m in (64, 56, 48, 32, 28, 16, 8, 4, 2, 1):
+        if d % m == 0 and m <= d:
+            return m
+    return 1
+
+
+def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block: int = 65536):
+    """An inner-product FAISS index over `emb` (N, E) float32 (may be a memory map); returns (index, params)
+    where params (type, ef_search, nprobe ...) go into the manifest and are applied at search time."""
+    import faiss
+
+    n, d = emb.shape
+    if index_type == "flat":
+        index = faiss.IndexFlatIP(d)
+        params = {"type": "flat"}
+    elif index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        params = {"type": "hnsw", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}
+    elif index_type == "ivfpq":
+        nlist = max(16, min(65536, int(4 * math.sqrt(n))))
+        m = _pq_m(d)
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(n, size=min(n, max(256 * 40, nlist * 40)), replace=False))
+        index.train(np.ascontiguousarray(emb[sample], dtype=np.float32))
+        index.nprobe = IVF_NPROBE
+        params = {"type": "ivfpq", "nlist": nlist, "pq_m": m, "nprobe": IVF_NPROBE}
+    else:
+        raise ValueError(f"unknown index type {index_type!r}")
+    for s in range(0, n, block):
+        index.add(np.ascontiguousarray(emb[s:s + block], dtype=np.float32))
+        if progress and n > block:
+            print(f"faiss {index_type}: {min(n, s + block)}/{n}", file=sys.stderr)
+    return index, params

@@ -1,0 +1,117 @@
+"""Why a match matched: per-part contributions of ATA turned into heatmaps on the query and on the match.
+
+For one (query, match) pair with ATA contributions c_k and soft assignment pi (K x K):
+    query heatmap = sum_k c_k A^q_k
+    match heatmap = sum_k c_k sum_j pi_kj A^x_j
+where A are FGA's part attention maps on the token grid. Maps are upsampled to the letterboxed input size,
+the letterbox padding is cropped off, and the rest is resized to the image's own frame and scaled to [0, 1].
+All functions here are pure (numpy / torch in, numpy / PIL out).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .transforms import letterbox_box
+
+
+def part_names(num_parts: int) -> list[str]:
+    """Honest names: we have not shown that a part sits on the same garment region across images."""
+    return [f"part {k + 1}" for k in range(num_parts)]
+
+
+def part_contribution_maps(
+    contributions: np.ndarray | torch.Tensor,
+    query_attn: np.ndarray | torch.Tensor,
+    match_attn: np.ndarray | torch.Tensor,
+    assignment: np.ndarray | torch.Tensor,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grid-level heatmaps of one pair: contributions (K,), attn maps (K, h, w), assignment pi (K, K).
+
+    Returns (query_map, match_map), float32 (h, w) each, not yet normalised (may hold negative values where
+    a part contributes negatively)."""
+    c = np.asarray(contributions, dtype=np.float32)
+    aq = np.asarray(query_attn, dtype=np.float32)
+    ax = np.asarray(match_attn, dtype=np.float32)
+    pi = np.asarray(assignment, dtype=np.float32)
+    query_map = np.tensordot(c, aq, axes=1)  # sum_k c_k A^q_k
+    moved = np.tensordot(pi, ax, axes=1)  # (K, h, w): sum_j pi_kj A^x_j
+    match_map = np.tensordot(c, moved, axes=1)
+    return query_map.astype(np.float32), match_map.astype(np.float32)
+
+
+def normalize01(m: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1]; a constant map becomes all zeros."""
+    m = np.asarray(m, dtype=np.float32)
+    lo, hi = float(m.min()), float(m.max())
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
+        return np.zeros_like(m, dtype=np.float32)
+    return np.clip((m - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def heatmap_size(image_w: int, image_h: int, max_side: int | None) -> tuple[int, int]:
+    """The image's own size, or scaled down (aspect kept) so the longest side is at most max_side."""
+    if max_side is None or max(image_w, image_h) <= max_side:
+        return image_w, image_h
+    s = max_side / max(image_w, image_h)
+    return max(1, round(image_w * s)), max(1, round(image_h * s))
+
+
+def to_image_frame(grid_map: np.ndarray | torch.Tensor, image_w: int, image_h: int, image_size: int,
+                   max_side: int | None = None) -> np.ndarray:
+    """Token-grid map (h, w) -> float32 (H, W) map in [0, 1] in the image's own pixel frame.
+
+    Upsampled (bilinear) to the letterboxed model input (image_size x image_size), letterbox padding cropped
+    off with `letterbox_box`, resized to the image size (or to at most max_side on the longest side)."""
+    g = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
+    full = F.interpolate(g, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    left, top, w, h = letterbox_box(image_w, image_h, image_size)
+    crop = full[:, :, top:top + h, left:left + w]
+    out_w, out_h = heatmap_size(image_w, image_h, max_side)
+    frame = F.interpolate(crop, size=(out_h, out_w), mode="bilinear", align_corners=False)[0, 0]
+    return normalize01(frame.numpy())
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.6, cmap: str = "inferno") -> Image.Image:
+    """Blend a [0, 1] heatmap (any size; resized to the image) over an RGB image. The blend weight grows with
+    the heat, so cold regions show the photo as it is and only the parts that drove the match are coloured."""
+    from matplotlib import colormaps
+
+    image = image.convert("RGB")
+    hm = np.asarray(heatmap, dtype=np.float32)
+    if hm.shape != (image.height, image.width):
+        hm = np.asarray(Image.fromarray(hm, mode="F").resize(image.size, Image.BILINEAR), dtype=np.float32)
+    hm = np.clip(hm, 0, 1)
+    colored = colormaps[cmap](hm)[..., :3].astype(np.float32) * 255
+    weight = (alpha * hm)[..., None]
+    out = (1 - weight) * np.asarray(image, dtype=np.float32) + weight * colored
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+
+
+def contribution_bar_chart(contributions: Sequence[float], names: Sequence[str] | None = None,
+                           global_contribution: float | None = None, title: str = "what matched",
+                           size: tuple[float, float] = (4.0, 2.6), dpi: int = 100) -> Image.Image:
+    """Horizontal bars of the per-part ATA contributions c_k (and the global term if given) as a PIL image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # not pyplot: this runs in the app's worker threads
+
+    vals = [float(c) for c in contributions]
+    labels = list(names) if names is not None else part_names(len(vals))
+    if global_contribution is not None:
+        vals, labels = [float(global_contribution)] + vals, ["global"] + labels
+    fig = Figure(figsize=size, dpi=dpi)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = ["#888888" if lab == "global" else ("#d62728" if v < 0 else "#1f77b4") for lab, v in zip(labels, vals)]
+    ax.barh(range(len(vals))[::-1], vals, color=colors)
+    ax.set_yticks(range(len(vals))[::-1], labels)
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("contribution to the score")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy(), "RGB")

@@ -1,0 +1,256 @@
+"""index_builder on real data and real FAISS: layouts, bad files, exactness, interruption, add/remove, shards."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import LUMA_TINY, ROOT
+from index_builder import add_to_index, build_index, merge_indexes, remove_from_index
+from index_builder.gallery import discover_gallery, shard_of
+from mga.search import GalleryIndex, SearchEngine
+
+QUIET = dict(progress=False, log=lambda msg: None)
+TINY_JPEGS = sorted(LUMA_TINY.glob("img/*/*/*/*.jpg"))
+
+
+def _copy_some(dst: Path, n: int, start: int = 0, step: int = 7) -> list[str]:
+    rels = []
+    for src in TINY_JPEGS[start::step][:n]:
+        rel = src.relative_to(LUMA_TINY).as_posix()
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst / rel)
+        rels.append(rel)
+    return rels
+
+
+def _bomb_png(path: Path, side: int = 20000) -> None:
+    """A 1-bit greyscale PNG of side x side pixels, a few tens of kB on disk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" * (1 + side // 8)
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def _make_bad_gallery(root: Path) -> dict[str, str]:
+    """Good copies plus every kind of troublesome file; returns {relative path: 'skip' | 'ok'}."""
+    _copy_some(root, 6)
+    photo = Image.open(TINY_JPEGS[0]).convert("RGB")
+    big = photo.resize((300, 400))
+    expect = {}
+    bad = root / "bad"
+    bad.mkdir()
+    good_bytes = TINY_JPEGS[1].read_bytes()
+    (bad / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    (bad / "truncated.jpg").write_bytes(good_bytes[: len(good_bytes) // 2])
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.jpg").write_text("this is a text file renamed to .jpg\n")
+    _bomb_png(bad / "bomb.png")
+    photo.resize((5, 5)).save(bad / "tiny5.png")
+    expect.update({f"bad/{n}": "skip" for n in ("corrupt.jpg", "truncated.jpg", "empty.jpg", "notes.jpg", "bomb.png",
+                                                 "tiny5.png")})
+    odd = root / "odd"
+    odd.mkdir()
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(odd / "rgba.png")
+    photo.convert("CMYK").save(odd / "cmyk.jpg")
+    Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257)).save(odd / "grey16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees: stored 300x400, shown 400x300
+    big.save(odd / "exif_rotated.jpg", exif=exif, quality=90)
+    expect.update({f"odd/{n}": "ok" for n in ("rgba.png", "cmyk.jpg", "grey16.png", "exif_rotated.jpg")})
+    (root / "readme.txt").write_text("not an image extension: ignored, not reported")
+    return expect
+
+
+def test_plain_folder_with_bad_files(tmp_path, default_model):
+    gal = tmp_path / "gallery"
+    gal.mkdir()
+    expect = _make_bad_gallery(gal)
+    (gal / "meta.csv").write_text("path,item_id,category,price\nodd/rgba.png,sku-1,Tees,9.99\n")
+    out = tmp_path / "index"
+    man = build_index(gal, out, model=default_model, csv=gal / "meta.csv", workers=1, chunk_size=4,
+                      batch_size=4, **QUIET)
+    ix = GalleryIndex(out)
+    indexed = {it["path"] for it in ix.items}
+    skipped = {s["path"]: s["error"] for s in man["skipped"]}
+    for rel, what in expect.items():
+        assert (rel in skipped) == (what == "skip"), (rel, skipped.get(rel))
+        assert (rel in indexed) == (what == "ok"), rel
+    assert len(indexed) == 6 + 4
+    assert "empty" in skipped["bad/empty.jpg"] and "pixels" in skipped["bad/bomb.png"]
+    report = (out / "skipped.txt").read_text().splitlines()
+    assert len(report) == 6 and all("\t" in line for line in report)
+    by_path = {it["path"]: it for it in ix.items}
+    assert (by_path["odd/exif_rotated.jpg"]["width"], by_path["odd/exif_rotated.jpg"]["height"]) == (400, 300)
+    assert by_path["odd/rgba.png"]["item_id"] == "sku-1" and by_path["odd/rgba.png"]["meta"] == {"price": "9.99"}
+    assert by_path["odd/cmyk.jpg"]["category"] == "odd"  # no CSV row: parent folder
+    assert man["model"]["fingerprint"] == default_model.fingerprint()
+    assert ix.parts.dtype == np.float16 and ix.attn.dtype == np.float16 and ix.global_.dtype == np.float16
+    assert ix.parts.shape[1:] == (default_model.config.num_parts, default_model.config.embed_dim)
+    assert isinstance(ix.embeddings, np.memmap)
+    assert not list(tmp_path.glob("index.tmp-*")) and not list(tmp_path.glob("index.old-*"))
+
+
+def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
+    from mga.data import load_retrieval_data
+    from mga.evaluate import encode_records
+    from mga.model import Encoding
+    from mga.retrieval import rank
+
+    out = tmp_path / "tiny-index"
+    build_index(LUMA_TINY, out, model=default_model, workers=0, **QUIET)
+    data = load_retrieval_data(LUMA_TINY)
+    engine = SearchEngine.load(out, model=default_model)
+    ix = engine.index
+    assert [it["path"] for it in ix.items] == [r.path for r in data.gallery]
+    assert ix.index_type == "flat" and engine.info["images"] == len(data.gallery) == 183
+    assert [it["item_id"] for it in ix.items] == [r.item_id for r in data.gallery]
+    g = encode_records(default_model, LUMA_TINY, data.gallery)
+    np.testing.assert_allclose(ix.embeddings, g.embedding.numpy(), atol=1e-4)
+    q = encode_records(default_model, LUMA_TINY, data.query[:12])
+    k = 10
+    coarse = rank(default_model, q, g, "coarse", 0)[:, :k].numpy()
+    stored = ix.encoding(np.arange(len(ix)))  # fp16 tokens as stored, for the ATA comparison
+    fine = rank(default_model, q, stored, "coarse", 100)[:, :k].numpy()
+    for i in range(len(q)):
+        r0 = engine.search_encoding(q[i], k=k, rerank_top=0)
+        assert [m.index for m in r0.matches] == coarse[i].tolist()
+        r1 = engine.search_encoding(q[i], k=k, rerank_top=100)
+        assert [m.index for m in r1.matches] == fine[i].tolist()
+        ata = default_model.align(q[i], g[fine[i].tolist()]).scores[0].detach().numpy()
+        np.testing.assert_allclose([m.score for m in r1.matches], ata, atol=5e-3)  # fp16 tokens vs fp32
+
+
+def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
+    gal = tmp_path / "g"
+    gal.mkdir()
+    _copy_some(gal, 10)
+    out = tmp_path / "ix"
+    build_index(gal, out, model=default_model, workers=0, chunk_size=5, **QUIET)
+    assert len(GalleryIndex(out)) == 10
+    _copy_some(gal, 14, start=3)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(done, total):
+        if done == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        build_index(gal, out, model=default_model, workers=0, chunk_size=5, on_chunk=stop_after_first, **QUIET)
+    assert len(GalleryIndex(out)) == 10  # the previous index is intact
+    leftovers = list(tmp_path.glob("ix.tmp-*"))
+    assert len(leftovers) == 1 and len(list((leftovers[0] / "chunks").glob("*.npz"))) == 1
+    calls = []
+    man = build_index(gal, out, model=default_model, workers=0, chunk_size=5, resume=True,
+                      on_chunk=lambda d, t: calls.append((d, t)), **QUIET)
+    assert man["build"]["resumed"] and calls and calls[0][0] == 2  # chunk 1 was not encoded again
+    assert man["build"]["images_encoded_now"] == 24 - 5
+    ix = GalleryIndex(out)
+    assert len(ix) == 24 and not list(tmp_path.glob("ix.tmp-*"))
+    fresh = tmp_path / "fresh"
+    build_index(gal, fresh, model=default_model, workers=0, **QUIET)
+    np.testing.assert_allclose(GalleryIndex(fresh).embeddings, ix.embeddings, atol=1e-4)
+
+
+def test_add_remove_and_search_consistency(tmp_path, default_model):
+    gal = tmp_path / "g"
+    gal.mkdir()
+    first = _copy_some(gal, 8)
+    out = tmp_path / "ix"
+    build_index(gal, out, model=default_model, workers=0, **QUIET)
+    more = _copy_some(gal, 8, start=2)
+    add_to_index(out, gal, model=default_model, workers=0, **QUIET)
+    ix = GalleryIndex(out)
+    assert sorted(it["path"] for it in ix.items) == sorted(set(first) | set(more))
+    _, n = remove_from_index(out, paths=[first[0]], item_ids=[ix.items[-1]["item_id"]], progress=False)
+    ix2 = GalleryIndex(out)
+    gone_item = ix.items[-1]["item_id"]
+    assert n >= 2 and len(ix2) == len(ix) - n
+    assert first[0] not in {it["path"] for it in ix2.items} and gone_item not in {it["item_id"] for it in ix2.items}
+    # rows still line up: the stored embedding of each kept image is the one it had before
+    before = {it["path"]: ix.embeddings[r] for r, it in enumerate(ix.items)}
+    for r, it in enumerate(ix2.items):
+        np.testing.assert_array_equal(ix2.embeddings[r], before[it["path"]])
+        assert ix2.faiss.search(ix2.embeddings[r:r + 1].astype(np.float32), 1)[1][0, 0] == r or \
+            np.isclose(ix2.faiss.search(ix2.embeddings[r:r + 1].astype(np.float32), 1)[0][0, 0], 1.0, atol=1e-4)
+
+
+def test_shards_merge_to_the_full_index(tmp_path, default_model):
+    gal = tmp_path / "g"
+    gal.mkdir()
+    _copy_some(gal, 12, step=5)
+    full = tmp_path / "full"
+    build_index(gal, full, model=default_model, workers=0, **QUIET)
+    shards = []
+    for i in range(3):
+        d = tmp_path / f"shard{i}"
+        man = build_index(gal, d, model=default_model, workers=0, shard=f"{i}/3", **QUIET)
+        assert all(shard_of(it["path"], 3) == i for it in GalleryIndex(d).items)
+        shards.append(d)
+    merged = tmp_path / "merged"
+    merge_indexes(merged, shards, progress=False, log=lambda m: None)
+    a, b = GalleryIndex(full), GalleryIndex(merged)
+    emb_a = {it["path"]: a.embeddings[r] for r, it in enumerate(a.items)}
+    assert sorted(emb_a) == sorted(it["path"] for it in b.items)
+    for r, it in enumerate(b.items):
+        np.testing.assert_allclose(b.embeddings[r], emb_a[it["path"]], atol=1e-4)
+    assert man["source"]["shard"] == "2/3"
+
+
+def test_hnsw_and_cli(tmp_path, default_model):
+    gal = tmp_path / "g"
+    gal.mkdir()
+    _copy_some(gal, 20, step=3)
+    out = tmp_path / "hnsw"
+    build_index(gal, out, model=default_model, workers=0, index_type="hnsw", **QUIET)
+    ix = GalleryIndex(out)
+    assert ix.index_type == "hnsw" and type(ix.faiss).__name__ == "IndexHNSWFlat"
+    q = ix.embeddings[3]
+    rows, scores = ix.coarse_search(q, 5)
+    exact = np.argsort(-(ix.embeddings @ q))[:5]
+    assert rows.tolist() == exact.tolist()
+    import os
+
+    from index_builder.__main__ import main
+
+    for args in (["merge", "--help"], ["add", "--help"], ["remove", "--help"]):
+        with pytest.raises(SystemExit) as ex:
+            main(args)
+        assert ex.value.code == 0
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "index_builder", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0 and "usage" in r.stdout and "merge" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "index_builder", "info", "--index", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["faiss"]["type"] == "hnsw"
+
+
+def test_discover_consumer_layout_and_csv_keys(tmp_path):
+    root = tmp_path / "c2s"
+    (root / "Eval").mkdir(parents=True)
+    (root / "Eval" / "list_eval_partition.txt").write_text(
+        "3\nimage_pair_name_1 image_pair_name_2 item_id evaluation_status\n"
+        "img/A/comsumer_01.jpg img/A/shop_01.jpg id_1 test\n"
+        "img/A/comsumer_02.jpg img/A/shop_01.jpg id_1 test\n"
+        "img/B/comsumer_01.jpg img/B/shop_01.jpg id_2 train\n")
+    gal = discover_gallery(root)
+    assert gal.kind == "consumer2shop" and [e.path for e in gal.entries] == ["img/A/shop_01.jpg"]
+    assert gal.entries[0].item_id == "id_1"

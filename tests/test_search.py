@@ -1,0 +1,124 @@
+"""mga.search and mga.explain: the engine the app and the CLI share, on a real index of real photos."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import LUMA_TINY, ROOT
+from index_builder import build_index
+from mga.config import DEFAULT_INDEX_DIR
+from mga.explain import contribution_bar_chart, overlay, part_contribution_maps, to_image_frame
+from mga.imageio import ImageError
+from mga.model import MGAModel
+from mga.search import IndexMismatchError, SearchEngine, SearchResult
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, default_model):
+    out = tmp_path_factory.mktemp("search") / "tiny-index"
+    build_index(LUMA_TINY, out, model=default_model, workers=0, progress=False, log=lambda m: None)
+    return SearchEngine.load(out, model=default_model)
+
+
+def test_refuses_index_of_other_weights(engine, default_model):
+    other = MGAModel(default_model.config).eval()  # same shape, random weights
+    with pytest.raises(IndexMismatchError) as ex:
+        SearchEngine.load(engine.index.path, model=other)
+    msg = str(ex.value)
+    assert default_model.fingerprint() in msg and other.fingerprint() in msg
+    assert "python -m index_builder --gallery" in msg and str(engine.index.path) in msg
+
+
+def test_results_sorted_unique_and_explained(engine, luma_photos):
+    photo = luma_photos[0]
+    w, h = Image.open(photo).size
+    res = engine.search(photo, k=10, heatmap_max_side=None)
+    assert isinstance(res, SearchResult) and len(res.matches) == 10 and res.query_size == (w, h)
+    scores = [m.score for m in res.matches]
+    assert scores == sorted(scores, reverse=True)
+    assert len({m.path for m in res.matches}) == 10 and [m.rank for m in res.matches] == list(range(1, 11))
+    for m in res.matches:
+        assert os.path.isabs(m.path) and os.path.exists(m.path)
+        assert m.query_heatmap.shape == (h, w) and m.query_heatmap.dtype == np.float32
+        assert 0 <= m.query_heatmap.min() and m.query_heatmap.max() <= 1
+        it = engine.index.items[m.index]
+        assert m.match_heatmap.shape == (it["height"], it["width"])
+        assert 0 <= m.match_heatmap.min() and m.match_heatmap.max() <= 1
+        assert len(m.contributions) == engine.model.config.num_parts
+        assert m.score == pytest.approx(m.global_contribution + sum(m.contributions), abs=1e-4)
+    assert {"encode_ms", "search_ms", "rerank_ms", "explain_ms", "total_ms"} <= set(res.timings)
+    doc = json.loads(json.dumps(res.to_json()))
+    assert doc[0]["rank"] == 1 and doc[0]["image"] == res.matches[0].path
+    capped = engine.search(photo, k=2)  # default: heatmaps at most 1024 px on the long side, aspect kept
+    hh, ww = capped.matches[0].query_heatmap.shape
+    assert max(hh, ww) == min(1024, max(w, h)) and abs(ww / hh - w / h) < 0.01
+
+
+def test_category_filter_and_bad_query(engine, luma_photos):
+    cat = engine.categories[0]
+    res = engine.search(luma_photos[1], k=5, category=cat, explain=False)
+    assert res.matches and all(m.category == cat for m in res.matches)
+    assert all(m.query_heatmap is None for m in res.matches)
+    with pytest.raises(ValueError):
+        engine.search(luma_photos[1], category="no such category")
+    with pytest.raises(ImageError):
+        engine.search(b"definitely not an image")
+    assert engine.gallery_image(res.matches[0].index).size[0] > 0
+
+
+def test_concurrent_searches_match_sequential(engine, luma_photos):
+    queries = (luma_photos * 2)[:8]
+    seq = [[(m.path, round(m.score, 5)) for m in engine.search(q, k=5).matches] for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        par = list(pool.map(lambda q: [(m.path, round(m.score, 5)) for m in engine.search(q, k=5).matches], queries))
+    assert par == seq
+
+
+def test_more_like_this_finds_itself(engine):
+    res = engine.search_encoding(engine.gallery_encoding(7), k=3)
+    assert res.matches[0].index == 7
+
+
+def test_explain_maths():
+    k, h, w = 3, 4, 4
+    attn = np.zeros((k, h, w), np.float32)
+    attn[0, 0, 0] = attn[1, 3, 3] = attn[2, 1, 2] = 1
+    c = np.array([1.0, 0.0, 0.0])
+    pi = np.eye(k)[[1, 0, 2]]  # query part 0 matched candidate part 1
+    qmap, mmap = part_contribution_maps(c, attn, attn, pi)
+    assert qmap[0, 0] == 1 and qmap.sum() == 1 and mmap[3, 3] == 1 and mmap.sum() == 1
+    frame = to_image_frame(qmap, 300, 150, 96)  # wide image: letterbox pads top and bottom
+    assert frame.shape == (150, 300) and frame.min() == 0 and frame.max() == 1
+    assert frame[:40, :80].mean() > frame[-40:, -80:].mean()  # the hot corner stays top-left
+    img = Image.new("RGB", (300, 150), "white")
+    assert overlay(img, frame).size == (300, 150)
+    assert overlay(img, np.zeros((10, 10))).size == (300, 150)
+    chart = contribution_bar_chart([0.1, -0.02, 0.05], global_contribution=0.4)
+    assert isinstance(chart, Image.Image) and chart.size[0] > 100
+
+
+def test_shipped_demo_index_matches_default_weights(default_model):
+    """assets/demo-index must be rebuilt whenever assets/mga-default changes (the command is in the message)."""
+    engine = SearchEngine.load(DEFAULT_INDEX_DIR, model=default_model)
+    assert engine.info["images"] > 300 and len(engine.categories) >= 7
+    examples = sorted((ROOT / "assets" / "examples").glob("*.jpg"))
+    assert 6 <= len(examples) <= 8
+    res = engine.search(examples[0], k=5)
+    assert len(res.matches) == 5 and all(os.path.exists(m.path) for m in res.matches)
+
+
+def test_cli_json(engine, luma_photos):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "mga.search", "--index", str(engine.index.path), "--image",
+                        str(luma_photos[2]), "-k", "3", "--json"], cwd=ROOT, capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert len(out["matches"]) == 3 and out["matches"][0]["rank"] == 1
