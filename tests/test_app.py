@@ -1,0 +1,273 @@
+"""The Gradio app through its API (gradio_client), under load, with bad input, and its start-up fallbacks.
+
+One real app server per module (a subprocess on 127.0.0.1, free port, HF_HUB_OFFLINE=1)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
+
+LUMA_IMG = ROOT.parent / "shared" / "data" / "luma-inshop" / "img"
+
+
+def index_dir() -> Path:
+    """The prebuilt demo index, or MGA_TEST_INDEX while it is not there."""
+    env = os.environ.get("MGA_TEST_INDEX")
+    path = Path(env) if env else DEFAULT_INDEX_DIR
+    if not (path / "manifest.json").exists():
+        pytest.skip(f"no index at {path}: build assets/demo-index (python -m index_builder) or set MGA_TEST_INDEX")
+    return path
+
+
+def query_photos(n: int = 5) -> list[Path]:
+    ex = sorted(p for p in (ROOT / "assets" / "examples").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    photos = ex if len(ex) >= n else sorted(LUMA_IMG.glob("*/*/*/*.jpg"))[::53]
+    assert len(photos) >= n, "no query photos found"
+    return photos[:n]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(args: list[str] = (), env: dict | None = None, timeout: float = 120.0):
+    """Start `python app.py` on a free port; returns (process, url) once it answers."""
+    import urllib.request
+
+    port = free_port()
+    e = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", MGA_INDEX=str(index_dir()),
+             PYTHONUNBUFFERED="1", **(env or {}))
+    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"mga-app-{port}.log"), "w+")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *args], cwd=ROOT, env=e,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"app exited with {proc.returncode}:\n{log.read()}")
+        try:
+            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url, log
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("app did not start in time")
+
+
+def stop_app(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url, log = start_app()
+    yield url
+    stop_app(proc)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False, download_files=False)
+
+
+def search(client, path, k=10, category="All"):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), k, category, api_name="/search")
+
+
+def check_ranked(res: dict, k: int) -> None:
+    results = res["results"]
+    assert 0 < len(results) <= k
+    assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
+    scores = [r["score"] for r in results]
+    assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:])), scores
+    for r in results:
+        assert r["item_id"] and r["category"]
+        assert Path(r["image"]).exists(), r["image"]
+        assert len(r["contributions"]) > 0 and all(np.isfinite(r["contributions"]))
+    assert len({r["image"] for r in results}) == len(results)
+
+
+# ------------------------------------------------------------------------------------------------ the API
+def test_api_search_returns_ranked_json(client):
+    photo = query_photos(1)[0]
+    res = search(client, photo, k=7)
+    check_ranked(res, 7)
+    assert len(res["results"]) == 7
+    assert res["weights"].startswith("embedded default")
+    assert res["timings_ms"]["total_ms"] > 0
+
+
+def test_api_category_filter(client):
+    photo = query_photos(1)[0]
+    cat = search(client, photo, k=3)["results"][0]["category"]
+    res = search(client, photo, k=5, category=cat)
+    check_ranked(res, 5)
+    assert {r["category"] for r in res["results"]} == {cat}
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Unknown category 'NoSuchThing'"):
+        search(client, photo, k=5, category="NoSuchThing")
+    with pytest.raises(AppError, match="k must be|minimum"):
+        search(client, photo, k=0)
+
+
+def make_bad_inputs(tmp: Path) -> dict[str, tuple[Path, str | None]]:
+    """name -> (file, expected error pattern or None when the image must be accepted)."""
+    photo = Image.open(query_photos(1)[0]).convert("RGB")
+    files: dict[str, tuple[Path, str | None]] = {}
+    p = tmp / "notes.jpg"
+    p.write_text("this is not an image\n" * 20)
+    files["non-image"] = (p, "not an image file")
+    p = tmp / "empty.png"
+    p.write_bytes(b"")
+    files["zero-byte"] = (p, "empty")
+    p = tmp / "huge.png"  # 12000 x 12000 = 144 Mpx, a few hundred KB on disk: a decompression bomb
+    Image.new("1", (12000, 12000)).save(p)
+    files["huge"] = (p, "pixels|too large")
+    p = tmp / "tiny.png"
+    photo.resize((5, 5)).save(p)
+    files["5x5"] = (p, "only 5x5 pixels")
+    p = tmp / "truncated.jpg"
+    data = (query_photos(1)[0]).read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    files["truncated"] = (p, "corrupt or truncated")
+    p = tmp / "rgba.png"
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.new("L", photo.size, 128))
+    rgba.save(p)
+    files["rgba"] = (p, None)  # valid: composited on white and searched
+    p = tmp / "grey.jpg"
+    photo.convert("L").save(p)
+    files["greyscale"] = (p, None)  # valid: converted to RGB and searched
+    return files
+
+
+def test_api_bad_input_gets_clear_message_and_server_keeps_answering(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    for name, (path, error) in make_bad_inputs(tmp_path).items():
+        if error is None:
+            check_ranked(search(client, path, k=3), 3)
+        else:
+            with pytest.raises(AppError, match=error) as info:
+                search(client, path, k=3)
+            assert "query image" in str(info.value), (name, str(info.value))
+    check_ranked(search(client, query_photos(1)[0], k=5), 5)  # still answering
+
+
+def test_eight_concurrent_clients_get_the_sequential_answers(server, client):
+    from gradio_client import Client
+
+    photos = query_photos(5)
+    reference = {p: search(client, p, k=5)["results"] for p in photos}
+
+    def one_client(seed: int):
+        c = Client(server, verbose=False, download_files=False)
+        order = photos[seed % 5:] + photos[: seed % 5]
+        return [(p, search(c, p, k=5)["results"]) for p in order]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        answers = [a for batch in pool.map(one_client, range(8)) for a in batch]
+    elapsed = time.perf_counter() - t0
+    assert len(answers) == 40  # none lost
+    for p, res in answers:
+        ref = reference[p]
+        assert [r["image"] for r in res] == [r["image"] for r in ref], p
+        assert np.allclose([r["score"] for r in res], [r["score"] for r in ref], atol=1e-4)
+    print(f"40 queries from 8 clients in {elapsed:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------ start-up
+def test_bogus_hub_id_falls_back_to_default_and_says_so(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from mga.app_support import load_engine
+
+    loaded = load_engine("no-such-org/no-such-model@v0", index_dir())
+    assert loaded.weights_label.startswith("embedded default")
+    assert loaded.fallback_reason and "Could not load no-such-org/no-such-model@v0" in loaded.fallback_reason
+    assert "using embedded default" in loaded.fallback_reason
+    assert "Could not load no-such-org/no-such-model@v0" in loaded.status_markdown
+
+    import app  # the UI shows it in the status line
+
+    demo = app.build_demo(loaded, examples=[])
+    status = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "mga-status"]
+    assert status and "using embedded default" in status[0].value
+
+
+def test_bad_local_weights_folder_falls_back(tmp_path):
+    from mga.app_support import load_engine
+
+    loaded = load_engine(str(tmp_path), index_dir())
+    assert "Could not load" in loaded.fallback_reason and "model.safetensors" in loaded.fallback_reason
+
+
+def test_hub_id_loads_from_a_prefilled_cache(tmp_path):
+    """A Hub id resolves through huggingface_hub's cache (offline): same weights as the default, so the demo
+    index matches and no fallback happens. The revision can be pinned with @rev."""
+    from mga.config import DEFAULT_WEIGHTS_DIR
+
+    repo = tmp_path / "hub" / "models--mga-test--default"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in ("config.json", "model.safetensors"):
+        (snap / f).symlink_to(DEFAULT_WEIGHTS_DIR / f)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = ("from mga.app_support import load_engine; import sys; "
+            "l = load_engine(sys.argv[1], sys.argv[2]); print('REASON', l.fallback_reason); print('LABEL', l.weights_label)")
+    for spec in ("mga-test/default", f"mga-test/default@{commit}"):
+        out = subprocess.run([sys.executable, "-c", code, spec, str(index_dir())], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120,
+                             env=dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub")))
+        assert out.returncode == 0, out.stderr
+        assert "REASON None" in out.stdout and f"LABEL {spec}" in out.stdout, out.stdout + out.stderr
+
+
+def test_settings_from_env_and_command_line():
+    from mga.app_support import parse_settings
+
+    s = parse_settings([], {"MGA_WEIGHTS": "org/name@v1", "MGA_INDEX": "/x", "GRADIO_SERVER_NAME": "0.0.0.0",
+                            "GRADIO_SERVER_PORT": "7860"})
+    assert (s.weights, s.index, s.host, s.port) == ("org/name@v1", "/x", "0.0.0.0", 7860)
+    s = parse_settings(["--weights", "/ckpt", "--port", "9000"], {})
+    assert (s.weights, s.index, s.host, s.port) == ("/ckpt", str(DEFAULT_INDEX_DIR), "127.0.0.1", 9000)
+
+
+def test_autocrop_trims_a_plain_background():
+    from mga.app_support import autocrop
+
+    img = Image.new("RGB", (400, 300), (255, 255, 255))
+    img.paste(Image.new("RGB", (100, 150), (20, 40, 200)), (200, 100))
+    out = autocrop(img)
+    assert 100 <= out.width <= 140 and 150 <= out.height <= 190  # box + a 4% margin
+    busy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    assert autocrop(busy).size == busy.size
