@@ -120,7 +120,8 @@ class MGAModel(
 
     def fingerprint(self) -> str:
         """Short hash of config and weights: an index records it and refuses other weights."""
-        h = hashlib.sha256(repr(sorted(self.config.to_dict().items())).encode())
+        shape = {k: v for k, v in self.config.to_dict().items() if k != "extra"}  # provenance is not identity
+        h = hashlib.sha256(repr(sorted(shape.items())).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

@@ -1,0 +1,282 @@
+"""mga.data on the real DeepFashion layouts (In-shop, Consumer-to-shop) written in tmp_path, and on Luma."""
+from __future__ import annotations
+
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import LUMA, LUMA_TINY
+from mga.data import (
+    ImageDataset,
+    PKSampler,
+    Record,
+    detect_format,
+    load_consumer2shop,
+    load_inshop,
+    load_retrieval_data,
+)
+from mga.transforms import ConsumerPhotoAugment, EvalTransform
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def tiny_photos(n: int) -> list[Path]:
+    photos = sorted(LUMA_TINY.glob("img/*/*/*/*.jpg"))
+    assert len(photos) >= n
+    return photos[:: len(photos) // n][:n]
+
+
+def write_partition(root: Path, header: str, rows: list[str], count: int | None = None) -> None:
+    (root / "Eval").mkdir(parents=True, exist_ok=True)
+    lines = [str(len(rows) if count is None else count), header, *rows]
+    (root / "Eval" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+
+
+INSHOP_HEADER = "image_name item_id evaluation_status"
+C2S_HEADER = "image_pair_name_1 image_pair_name_2 item_id evaluation_status"
+
+
+@pytest.fixture
+def inshop_root(tmp_path) -> Path:
+    """4 items x 2 photos: items 1-2 train, items 3-4 test (one query + one gallery photo each)."""
+    root = tmp_path / "inshop"
+    photos = tiny_photos(8)
+    rows = []
+    statuses = ["train", "train", "train", "train", "query", "gallery", "query", "gallery"]
+    for i, (photo, status) in enumerate(zip(photos, statuses)):
+        item = f"id_{i // 2 + 1:08d}"
+        rel = f"img/WOMEN/Dresses/{item}/{i % 2 + 1:02d}_1_front.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, root / rel)
+        rows.append(f"{rel} {item} {status}")
+    write_partition(root, INSHOP_HEADER, rows)
+    return root
+
+
+def c2s_rows() -> list[tuple[str, str, str, str]]:
+    """Pairs in the real Consumer-to-shop spelling (`comsumer`); shop photos are shared between pairs."""
+    rows = []
+    specs = [  # item, consumer n, shop n, status
+        (1, 1, 1, "train"), (1, 2, 1, "train"), (2, 1, 1, "train"),
+        (3, 1, 1, "val"),
+        (4, 1, 1, "test"), (4, 2, 1, "test"), (4, 2, 2, "test"),  # consumer 02 appears twice, shop 01 twice
+        (5, 1, 1, "test"),
+    ]
+    for item, c, s, status in specs:
+        d = f"img/CLOTHING/Blouse/id_{item:08d}"
+        rows.append((f"{d}/comsumer_{c:02d}.jpg", f"{d}/shop_{s:02d}.jpg", f"id_{item:08d}", status))
+    return rows
+
+
+@pytest.fixture
+def c2s_root(tmp_path) -> Path:
+    root = tmp_path / "c2s"
+    rows = c2s_rows()
+    paths = sorted({p for r in rows for p in r[:2]})
+    for photo, rel in zip(tiny_photos(len(paths)), paths):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, root / rel)
+    write_partition(root, C2S_HEADER, [" ".join(r) for r in rows])
+    return root
+
+
+# --- In-shop -----------------------------------------------------------------------------------------------
+
+def test_inshop_layout(inshop_root):
+    assert detect_format(inshop_root) == "inshop"
+    data = load_retrieval_data(inshop_root)
+    assert data.format == "inshop" and data.root == inshop_root
+    assert (len(data.train), len(data.query), len(data.gallery)) == (4, 2, 2)
+    assert {r.item_id for r in data.train} == {"id_00000001", "id_00000002"}
+    assert [r.item_id for r in data.query] == ["id_00000003", "id_00000004"]
+    assert [r.item_id for r in data.gallery] == ["id_00000003", "id_00000004"]
+    assert all(r.split == "query" for r in data.query)
+    assert all((inshop_root / r.path).is_file() for r in data.train + data.query + data.gallery)
+
+
+def test_inshop_wrong_count_line_raises(inshop_root):
+    part = inshop_root / "Eval" / "list_eval_partition.txt"
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(["9", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match="9"):
+        load_inshop(inshop_root)
+
+
+def test_missing_partition_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="list_eval_partition"):
+        load_retrieval_data(tmp_path, "inshop")
+    with pytest.raises(FileNotFoundError, match="list_eval_partition"):
+        load_consumer2shop(tmp_path)
+
+
+def test_missing_partition_file_when_detecting_format(tmp_path):
+    with pytest.raises(FileNotFoundError, match="list_eval_partition"):
+        load_retrieval_data(tmp_path)
+
+
+def test_unknown_header_and_format(tmp_path, inshop_root):
+    write_partition(tmp_path, "a b", ["x y"])
+    with pytest.raises(ValueError, match="neither"):
+        detect_format(tmp_path)
+    with pytest.raises(ValueError, match="unknown format"):
+        load_retrieval_data(inshop_root, "street2shop")
+
+
+# --- Consumer-to-shop --------------------------------------------------------------------------------------
+
+def test_consumer2shop_layout(c2s_root):
+    assert detect_format(c2s_root) == "consumer2shop"
+    data = load_retrieval_data(c2s_root)
+    rows = c2s_rows()
+    assert data.format == "consumer2shop"
+    test = [r for r in rows if r[3] == "test"]
+    # query = unique test consumer photos, gallery = unique test shop photos, each once, in file order
+    assert [r.path for r in data.query] == list(dict.fromkeys(r[0] for r in test))
+    assert [r.path for r in data.gallery] == list(dict.fromkeys(r[1] for r in test))
+    assert len(data.query) == 3 and len(data.gallery) == 3
+    assert all("comsumer_" in r.path for r in data.query) and all("shop_" in r.path for r in data.gallery)
+    assert {r.item_id for r in data.query} == {"id_00000004", "id_00000005"}
+    # train holds both sides of every train pair, each photo once; val and test stay out of it
+    train_paths = [r.path for r in data.train]
+    assert len(train_paths) == len(set(train_paths))
+    expected = {p for r in rows if r[3] == "train" for p in r[:2]}
+    assert set(train_paths) == expected and len(train_paths) == 5
+    assert any("comsumer_" in p for p in train_paths) and any("shop_" in p for p in train_paths)
+    assert not any("id_00000003" in p or "id_00000004" in p for p in train_paths)
+    assert all((c2s_root / r.path).is_file() for r in data.train + data.query + data.gallery)
+
+
+def test_consumer2shop_val_split(c2s_root):
+    data = load_consumer2shop(c2s_root, eval_split="val")
+    assert [r.item_id for r in data.query] == ["id_00000003"] and len(data.gallery) == 1
+
+
+def test_consumer2shop_wrong_count_line_raises(c2s_root):
+    part = c2s_root / "Eval" / "list_eval_partition.txt"
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join([str(len(lines)), *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match="rows"):
+        load_retrieval_data(c2s_root)
+
+
+# --- the real Luma data ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("root", [LUMA, LUMA_TINY], ids=["luma", "luma-tiny"])
+def test_luma_partition(root):
+    data = load_retrieval_data(root)
+    assert data.format == "inshop"
+    assert (len(data.train), len(data.query), len(data.gallery)) == (341, 142, 183)
+    test_items = {r.item_id for r in data.query} | {r.item_id for r in data.gallery}
+    assert len(test_items) == 72
+    assert {r.item_id for r in data.query} <= {r.item_id for r in data.gallery}, "every query needs a gallery match"
+    assert not test_items & {r.item_id for r in data.train}, "train and test items must be disjoint"
+
+
+# --- PKSampler ---------------------------------------------------------------------------------------------
+
+def luma_labels() -> list[int]:
+    return ImageDataset(LUMA_TINY, load_retrieval_data(LUMA_TINY).train, EvalTransform(32, MEAN, STD)).labels
+
+
+def test_pk_batches_have_p_items_of_k_images():
+    labels = luma_labels()
+    p, k = 8, 4
+    sampler = PKSampler(labels, p, k, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == len(labels) // (p * k)
+    for batch in batches:
+        assert len(batch) == p * k
+        counts = Counter(labels[i] for i in batch)
+        assert len(counts) == p and set(counts.values()) == {k}
+
+
+def test_pk_sampler_repeats_images_of_small_items():
+    labels = [0, 1, 1, 2, 2, 2, 2, 2]  # item 0 has one image, fewer than K
+    for seed in range(5):
+        for batch in PKSampler(labels, 3, 2, seed=seed):
+            counts = Counter(labels[i] for i in batch)
+            assert counts == {0: 2, 1: 2, 2: 2}
+            assert len(set(i for i in batch if labels[i] == 2)) == 2  # enough images: no repetition
+
+
+def test_pk_sampler_is_deterministic_per_seed_and_epoch():
+    labels = luma_labels()
+    a, b = PKSampler(labels, 4, 2, seed=7), PKSampler(labels, 4, 2, seed=7)
+    random.seed(123)  # the global RNG must not matter
+    first = list(a)
+    random.seed(999)
+    assert list(b) == first
+    a.set_epoch(1)
+    second = list(a)
+    assert second != first
+    b.set_epoch(1)
+    assert list(b) == second
+    assert list(PKSampler(labels, 4, 2, seed=8)) != first
+
+
+def test_pk_sampler_rejects_more_items_than_exist():
+    with pytest.raises(ValueError, match="P=4"):
+        PKSampler([0, 0, 1, 1, 2, 2], p=4, k=2)
+
+
+# --- datasets and transforms -------------------------------------------------------------------------------
+
+def test_image_dataset_with_eval_transform(inshop_root):
+    data = load_inshop(inshop_root)
+    ds = ImageDataset(data.root, data.train, EvalTransform(64, MEAN, STD))
+    assert len(ds) == 4
+    assert ds.labels == [0, 0, 1, 1]
+    x, y = ds[2]
+    assert isinstance(x, torch.Tensor) and x.shape == (3, 64, 64) and x.dtype == torch.float32
+    assert y == 1
+    assert torch.isfinite(x).all() and x.std() > 0.1
+    # letterbox padding is white: normalised white in the corner, per channel
+    white = torch.tensor([(1 - m) / s for m, s in zip(MEAN, STD)])
+    img = ds.image(2)
+    if img.width != img.height:
+        assert torch.allclose(x[:, 0, 0], white, atol=1e-4)
+    assert torch.equal(ds[2][0], x), "the eval transform is deterministic"
+
+
+def test_image_dataset_cache_downscales(inshop_root):
+    data = load_inshop(inshop_root)
+    ds = ImageDataset(data.root, data.train, EvalTransform(32, MEAN, STD), cache_side=40)
+    img = ds.image(0)
+    assert max(img.size) <= 40 and ds.image(0) is img
+
+
+def test_consumer_photo_augment_shape_and_difference():
+    photo = ImageDataset(LUMA_TINY, load_retrieval_data(LUMA_TINY).train[:1], EvalTransform(64, MEAN, STD)).image(0)
+    aug = ConsumerPhotoAugment(64, MEAN, STD)
+    clean = EvalTransform(64, MEAN, STD)(photo)
+    random.seed(0)
+    torch.manual_seed(0)
+    outs = [aug(photo) for _ in range(4)]
+    for out in outs:
+        assert out.shape == (3, 64, 64) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert any(not torch.allclose(out, clean, atol=1e-3) for out in outs)
+    assert not torch.allclose(outs[0], outs[1], atol=1e-3), "augmentations vary from call to call"
+    random.seed(0)
+    torch.manual_seed(0)
+    again = aug(photo)
+    assert torch.equal(again, outs[0]), "seeded augmentation is reproducible"
+
+
+def test_augment_strength_zero_equals_eval_transform():
+    photo = ImageDataset(LUMA_TINY, load_retrieval_data(LUMA_TINY).train[:1], EvalTransform(64, MEAN, STD)).image(0)
+    aug = ConsumerPhotoAugment(64, MEAN, STD, strength=0.0)
+    clean = EvalTransform(64, MEAN, STD)(photo)
+    random.seed(1)
+    torch.manual_seed(1)
+    outs = [aug(photo) for _ in range(6)]
+    # with strength 0 only the random mirror remains
+    from PIL import ImageOps
+
+    mirrored = EvalTransform(64, MEAN, STD)(ImageOps.mirror(photo))
+    for out in outs:
+        assert torch.allclose(out, clean, atol=1e-5) or torch.allclose(out, mirrored, atol=1e-5)
+    assert any(torch.allclose(out, clean, atol=1e-5) for out in outs)

