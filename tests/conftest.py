@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no Hub calls from tests: they would stall, then fail
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -29,3 +31,34 @@ def luma_photos() -> list[Path]:
     """A few real garment photos (full size) from different items."""
     photos = sorted(LUMA.glob("img/*/*/*/*.jpg"))
     return photos[::97][:6]
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
+    """An offline Hugging Face cache in tmp_path; calling it fills `repo_id` at `commit` (also the `main` ref)
+    with the embedded default's files, laid out as huggingface_hub itself writes them. huggingface_hub reads
+    its environment at import time, so its constants are set as well."""
+    from huggingface_hub import constants
+
+    from mga.config import DEFAULT_WEIGHTS_DIR
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def fill(repo_id: str, commit: str) -> Path:
+        org, name = repo_id.split("/")
+        repo = cache / f"models--{org}--{name}"
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy(DEFAULT_WEIGHTS_DIR / f, snapshot / f)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        return cache
+
+    return fill

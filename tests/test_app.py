@@ -229,27 +229,16 @@ def test_bad_local_weights_folder_falls_back(tmp_path):
     assert "Could not load" in loaded.fallback_reason and "model.safetensors" in loaded.fallback_reason
 
 
-def test_hub_id_loads_from_a_prefilled_cache(tmp_path):
+def test_hub_id_loads_from_a_prefilled_cache(hub_cache):
     """A Hub id resolves through huggingface_hub's cache (offline): same weights as the default, so the demo
     index matches and no fallback happens. The revision can be pinned with @rev."""
-    from mga.config import DEFAULT_WEIGHTS_DIR
+    from mga.app_support import load_engine
 
-    repo = tmp_path / "hub" / "models--mga-test--default"
     commit = "0123456789abcdef0123456789abcdef01234567"
-    snap = repo / "snapshots" / commit
-    snap.mkdir(parents=True)
-    for f in ("config.json", "model.safetensors"):
-        (snap / f).symlink_to(DEFAULT_WEIGHTS_DIR / f)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    code = ("from mga.app_support import load_engine; import sys; "
-            "l = load_engine(sys.argv[1], sys.argv[2]); print('REASON', l.fallback_reason); print('LABEL', l.weights_label)")
+    hub_cache("mga-test/default", commit)
     for spec in ("mga-test/default", f"mga-test/default@{commit}"):
-        out = subprocess.run([sys.executable, "-c", code, spec, str(index_dir())], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120,
-                             env=dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub")))
-        assert out.returncode == 0, out.stderr
-        assert "REASON None" in out.stdout and f"LABEL {spec}" in out.stdout, out.stdout + out.stderr
+        loaded = load_engine(spec, index_dir())
+        assert loaded.fallback_reason is None and loaded.weights_label == spec
 
 
 def test_settings_from_env_and_command_line():

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from huggingface_hub import constants as hf_constants
 from torchvision.transforms import v2 as T
 
 from conftest import LUMA, LUMA_TINY
@@ -285,31 +283,6 @@ def test_neither_folder_nor_hub_id(tmp_path):
         load_model(tmp_path / "missing-folder")
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache in tmp_path, offline; huggingface_hub reads its env at import time, so its
-    constants are set too."""
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-def fill_cache(cache, repo_id: str, commit: str) -> None:
-    org, name = repo_id.split("/")
-    repo = cache / f"models--{org}--{name}"
-    snap = repo / "snapshots" / commit
-    snap.mkdir(parents=True)
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(DEFAULT_WEIGHTS_DIR / f, snap / f)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-
-
 def test_bogus_hub_id_offline(hub_cache):
     with pytest.raises(WeightsError, match="no-such-org/no-such-model"):
         load_model("no-such-org/no-such-model")
@@ -317,7 +290,7 @@ def test_bogus_hub_id_offline(hub_cache):
 
 def test_hub_id_from_a_prefilled_cache(hub_cache, default_model):
     commit = "0123456789abcdef0123456789abcdef01234567"
-    fill_cache(hub_cache, "mga-test/default", commit)
+    hub_cache("mga-test/default", commit)
     for spec in ("mga-test/default", f"mga-test/default@{commit}", "mga-test/default@main"):
         model = load_model(spec)
         assert model.fingerprint() == default_model.fingerprint(), spec
