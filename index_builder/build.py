@@ -160,12 +160,13 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _rel_root(root: Path, out: Path) -> dict:
+    """The gallery root relative to the index, so index and gallery move together (and a committed index
+    names no path of the machine that built it); absolute only where no relative path exists."""
     root = root.resolve()
     try:
-        rel = os.path.relpath(root, out.resolve())
+        return {"relative": os.path.relpath(root, out.resolve())}
     except ValueError:  # other drive (Windows)
-        rel = None
-    return {"relative": rel, "absolute": str(root)}
+        return {"relative": None, "absolute": str(root)}
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -366,7 +367,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     manifest = {
         "created_by": "index_builder",
         "model": _model_manifest(model, weights),
-        "source": {"gallery": str(gallery), "gallery_abs": str(gal.root.resolve()), "kind": gal.kind,
+        "source": {"gallery": str(gallery), "kind": gal.kind,
                    "csv": str(csv) if csv else (str(gal.csv) if gal.csv else None), "shard": shard},
         "roots": [root_entry],
         "skipped": skipped,
