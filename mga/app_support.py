@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .config import ASSETS_DIR, DEFAULT_INDEX_DIR
+from .config import ASSETS_DIR, DEFAULT_INDEX_DIR, PROJECT_ROOT
 from .explain import overlay, part_names
 from .hub import WeightsError, describe_weights, load_model
 from .imageio import ImageError, load_image
@@ -78,11 +78,19 @@ class LoadedEngine:
     def status_markdown(self) -> str:
         info = self.engine.info
         line = (f"**Weights:** {self.weights_label} (fingerprint `{info.get('fingerprint', '?')}`) · "
-                f"**Index:** `{info.get('index')}` — {info.get('images', '?')} images, {info.get('items', '?')} items, "
+                f"**Index:** `{shown_path(info.get('index', '?'))}` — {info.get('images', '?')} images, {info.get('items', '?')} items, "
                 f"{len(self.engine.categories)} categories")
         if self.fallback_reason:
             line = f"⚠️ {self.fallback_reason}\n\n{line}"
         return line
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as users should see it: relative to the project when inside it (no server layout on show)."""
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def load_engine(weights: str | None, index_dir: str | Path = DEFAULT_INDEX_DIR, device: str = "cpu") -> LoadedEngine:
@@ -273,7 +281,7 @@ def match_details(query: Image.Image, match: Match, num_parts: int | None = None
           f"**Score** {match.score:.4f} (coarse {match.coarse_score:.4f}) · **Category** {match.category or '—'}"
           + (f" · strongest part: {names[top]}" if top is not None else "")
           + (f"\n\n{meta}" if meta else "")
-          + f"\n\n`{match.path}`")
+          + f"\n\n`{shown_path(match.path)}`")
     return {"markdown": md, "query_overlay": q_over, "match_overlay": m_over, "chart": chart}
 
 
