@@ -42,15 +42,3 @@ def align(
     contributions = (1 - alpha) * part_weights.float() * part_sim
     return Alignment(global_term + contributions.sum(-1), contributions, pi, global_term)
 
-
-def ata_similarity(
-    g_q: torch.Tensor,
-    parts_q: torch.Tensor,
-    g_x: torch.Tensor,
-    parts_x: torch.Tensor,
-    part_weights: torch.Tensor,
-    alpha: float,
-    tau: float,
-) -> torch.Tensor:
-    """Just the (Q, X) score matrix of `align`."""
-    return align(g_q, parts_q, g_x, parts_x, part_weights, alpha, tau).scores

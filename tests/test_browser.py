@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_app import query_photos, start_app, stop_app
+from test_app import query_photos, server  # noqa: F401 (server is a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -38,14 +38,6 @@ def write_y4m(photo: Path, out: Path, w: int = 320, h: int = 240, frames: int = 
         for _ in range(frames):
             f.write(b"FRAME\n" + y.tobytes() + u.tobytes() + v.tobytes())
     return out
-
-
-@pytest.fixture(scope="module")
-def server():
-    proc, url, log = start_app()
-    yield url
-    stop_app(proc)
-    log.close()
 
 
 @pytest.fixture(scope="module")

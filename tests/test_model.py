@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2 as T
 
 from conftest import LUMA, LUMA_TINY
-from mga.ata import align, ata_similarity
+from mga.ata import align
 from mga.backbones import IMAGENET_MEAN, IMAGENET_STD, BACKBONES, TokenBackbone, _efficientnet_lite
 from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
 from mga.fga import FineGranularAggregator, diversity_loss
@@ -170,7 +170,7 @@ def test_ata_hand_computed():
     assert res.global_term.item() == pytest.approx(a * 0.6, abs=1e-6)
     assert res.contributions[0, 0].tolist() == pytest.approx([(1 - a) * 0.25 * part1, (1 - a) * 0.75 * part2], abs=1e-6)
     assert res.assignment[0, 0].tolist() == [pytest.approx(pi1, abs=1e-6), pytest.approx(pi2, abs=1e-6)]
-    assert ata_similarity(g_q, parts_q, g_x, parts_x, w, a, tau).item() == pytest.approx(expected, abs=1e-6)
+    assert align(g_q, parts_q, g_x, parts_x, w, a, tau).scores.item() == pytest.approx(expected, abs=1e-6)
 
 
 def random_unit(*shape, seed=0):
