@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 from mga.devices import autocast
+from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
 from mga.search import (ATTN, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, PARTS, SKIPPED,
@@ -96,9 +97,8 @@ class EncodeDataset(Dataset):
                 if not dst.exists():
                     small = img.copy()
                     small.thumbnail((self.thumb_size, self.thumb_size), Image.BICUBIC)
-                    tmp = dst.with_suffix(f".{os.getpid()}.tmp")
-                    small.save(tmp, "JPEG", quality=85)
-                    os.replace(tmp, dst)
+                    with atomic_path(dst) as tmp:
+                        small.save(tmp, "JPEG", quality=85)
             return {"i": i, "x": self.transform(img), "w": w, "h": h, "thumb": thumb, "error": ""}
         except ImageError as exc:
             return {"i": i, "x": None, "w": 0, "h": 0, "thumb": None, "error": str(exc)}
@@ -154,9 +154,8 @@ def swap_in(tmp: Path, out: Path) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _rel_root(root: Path, out: Path) -> dict:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import CACHE_DIR
+from .files import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -144,9 +145,8 @@ def cached_pretrained_state(spec: BackboneSpec, model: nn.Module) -> dict[str, t
         return load_file(path)
     state = {k: v.contiguous() for k, v in spec.offline_weights(model).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, tmp)
     return state
 
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
 from .devices import autocast, resolve_device
+from .files import atomic_path
 from .hub import describe_weights, load_model
 from .metrics import CONSUMER2SHOP_KS, INSHOP_KS, recall_at_k
 from .model import Encoding, MGAModel
@@ -70,10 +71,9 @@ def plot_recall(results: dict[str, dict], path: str | Path, title: str = "Recall
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -28,6 +28,7 @@ from .data import ImageDataset, PKSampler, load_retrieval_data
 from .devices import autocast, resolve_device
 from .evaluate import DEFAULT_RERANK_TOP, evaluate
 from .fga import diversity_loss
+from .files import atomic_path
 from .losses import multi_similarity_loss
 from .model import MGAModel
 from .transforms import ConsumerPhotoAugment
@@ -90,12 +91,6 @@ def loss_terms(model: MGAModel, images: torch.Tensor, labels: torch.Tensor, args
     if args.w_div:
         terms["div"] = diversity_loss(enc.attn.flatten(2))
     return terms
-
-
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_model_atomically(model: MGAModel, path: Path) -> None:
@@ -189,8 +184,9 @@ def train(args: argparse.Namespace) -> dict:
         print(json.dumps(record))
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                           "step": step, "config": config.to_dict()}, checkpoint_path)
+        with atomic_path(checkpoint_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                        "step": step, "config": config.to_dict()}, tmp)
 
     model.eval()
     save_model_atomically(model.to("cpu"), out / "model")
