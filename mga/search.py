@@ -23,6 +23,7 @@ from PIL import Image
 
 from .config import DEFAULT_INDEX_DIR
 from .explain import part_contribution_maps, to_image_frame
+from .hub import describe_weights
 from .imageio import ImageSource, load_image
 from .model import Encoding, MGAModel
 
@@ -240,13 +241,13 @@ class SearchEngine:
             raise IndexMismatchError(
                 f"index {index.path} was built with model fingerprint {index.fingerprint or '(none)'} "
                 f"({index.manifest.get('model', {}).get('weights', 'unknown weights')}), but the loaded model "
-                f"({_describe(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
+                f"({describe_weights(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
                 f"rebuild the index with: {rebuild_command(index.manifest, index.path, _weights_arg(weights))}")
         self.fingerprint = fp
         self.categories: list[str] = index.categories
         cfg = model.config
         self.info: dict[str, Any] = {
-            "weights": _describe(weights), "fingerprint": fp, "index": str(index.path),
+            "weights": describe_weights(weights), "fingerprint": fp, "index": str(index.path),
             "index_type": index.index_type, "images": len(index), "categories": self.categories,
             "items": len({it.get("item_id") for it in index.items}), "image_size": cfg.image_size,
             "num_parts": cfg.num_parts, "built": index.manifest.get("built_at", ""),
@@ -349,10 +350,6 @@ class SearchEngine:
     def gallery_encoding(self, i: int) -> Encoding:
         """The stored encoding of index row i: search with it for "more like this" without re-encoding."""
         return self.index.encoding(np.array([i]))
-
-
-def _describe(weights: str | Path | None) -> str:
-    return "embedded default (assets/mga-default)" if weights is None else str(weights)
 
 
 def _weights_arg(weights: str | Path | None) -> str | None:
