@@ -13,7 +13,6 @@ from conftest import LUMA, LUMA_TINY
 from mga.data import (
     ImageDataset,
     PKSampler,
-    Record,
     detect_format,
     load_consumer2shop,
     load_inshop,

@@ -1,7 +1,6 @@
 """index_builder on real data and real FAISS: layouts, bad files, exactness, interruption, add/remove, shards."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import struct
@@ -109,7 +108,6 @@ def test_plain_folder_with_bad_files(tmp_path, default_model):
 def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
     from mga.data import load_retrieval_data
     from mga.evaluate import encode_records
-    from mga.model import Encoding
     from mga.retrieval import rank
 
     out = tmp_path / "tiny-index"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import timm
 import torch
@@ -13,8 +12,8 @@ from torchvision.transforms import v2 as T
 
 from conftest import LUMA, LUMA_TINY
 from mga.ata import align
-from mga.backbones import IMAGENET_MEAN, IMAGENET_STD, BACKBONES, TokenBackbone, _efficientnet_lite
-from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
+from mga.backbones import IMAGENET_MEAN, IMAGENET_STD, TokenBackbone, _efficientnet_lite
+from mga.config import MGAConfig
 from mga.fga import FineGranularAggregator, diversity_loss
 from mga.hub import WeightsError, load_model, split_revision
 from mga.imageio import load_image
