@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +26,8 @@ from mga.devices import resolve_device
 from mga.evaluate import plot_recall
 from mga.metrics import INSHOP_KS, recall_at_k
 from mga.transforms import EvalTransform
+
+from .sweep import summarize, train_run
 
 # variant -> extra mga.train flags; which of train's evaluations it reports, under which name
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -58,23 +56,10 @@ def zero_shot(data_root: str, backbone: str, device: torch.device) -> dict[str, 
     return recall_at_k(order, [r.item_id for r in data.query], [r.item_id for r in data.gallery], INSHOP_KS)
 
 
-def train_run(args: argparse.Namespace, backbone: str, variant: str, seed: int) -> dict:
-    out = Path(args.out) / f"{backbone}-{variant}-s{seed}"
-    if not (out / "eval.json").exists():
-        cmd = [sys.executable, "-m", "mga.train", "--data", args.data, "--out", str(out), "--backbone", backbone,
-               "--epochs", str(args.epochs), "--seed", str(seed), "--workers", str(args.workers),
-               "--device", args.device, "--resume", *VARIANTS[variant][0], *args.train_args]
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "log.txt", "w") as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT,
-                           env={**os.environ, "TQDM_DISABLE": "1"})
-    return json.loads((out / "eval.json").read_text())
-
-
-def summarize(runs: list[dict], key: str) -> dict:
-    values = [r[key] for r in runs]
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+def run_variant(args: argparse.Namespace, backbone: str, variant: str, seed: int) -> dict:
+    flags = ["--backbone", backbone, "--epochs", str(args.epochs), *VARIANTS[variant][0], *args.train_args]
+    return train_run(args.data, Path(args.out) / f"{backbone}-{variant}-s{seed}", flags, seed, args.workers,
+                     args.threads, args.device)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -88,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--parallel", type=int, default=1, help="training runs at once")
     p.add_argument("--workers", type=int, default=2, help="data loader workers per run")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per run (0: torch's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="passed on to mga.train")
     args = p.parse_args(argv)
@@ -98,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     jobs = [(b, v, s) for b in args.backbones for v in args.variants for s in args.seeds]
     start = time.perf_counter()
     with ThreadPoolExecutor(args.parallel) as pool:
-        evals = list(pool.map(lambda job: train_run(args, *job), jobs))
+        evals = list(pool.map(lambda job: run_variant(args, *job), jobs))
     rows: dict[str, dict] = {}
     for backbone in args.backbones:
         rows[f"{backbone}: zero-shot backbone descriptor"] = {"runs": [zero_shot(args.data, backbone, device)]}
@@ -109,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                "train_seconds": [r["train_seconds"] for r in runs]}
     table = ["| variant | " + " | ".join(f"R@{k}" for k in (1, 5, 10, 20)) + " | runs |", "|---|---|---|---|---|---|"]
     for name, row in rows.items():
-        stats = {k: summarize(row["runs"], f"R@{k}") for k in (1, 5, 10, 20)}
+        stats = {k: summarize([r[f"R@{k}"] for r in row["runs"]]) for k in (1, 5, 10, 20)}
         row["summary"] = stats
         cells = [f"{s['mean']:.3f} ± {s['std']:.3f}" for s in stats.values()]
         table.append(f"| {name} | " + " | ".join(cells) + f" | {len(row['runs'])} |")

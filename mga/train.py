@@ -29,7 +29,7 @@ from .devices import autocast, resolve_device
 from .evaluate import DEFAULT_RERANK_TOP, evaluate
 from .fga import diversity_loss
 from .files import atomic_path
-from .losses import multi_similarity_loss
+from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
 from .transforms import ConsumerPhotoAugment
 
@@ -59,7 +59,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-coarse", type=float, default=1.0, help="loss weight: MS on the coarse embedding")
     p.add_argument("--w-ata", type=float, default=1.0, help="loss weight: MS on the ATA similarity")
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
+    p.add_argument("--w-proxy", type=float, default=0.0, help="loss weight: Proxy-Anchor on the coarse embedding")
+    p.add_argument("--proxy-lr", type=float, default=1e-2, help="learning rate of the Proxy-Anchor proxies")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
+    p.add_argument("--detail", type=float, default=0.0, help="probability of a close-up crop of a garment detail")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -81,9 +84,12 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def loss_terms(model: MGAModel, images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> dict:
+def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, images: torch.Tensor, labels: torch.Tensor,
+               args: argparse.Namespace) -> dict:
     enc = model(images)
     terms = {"global": multi_similarity_loss(enc.global_ @ enc.global_.T, labels)}
+    if proxy is not None:
+        terms["proxy"] = proxy(enc.embedding, labels)
     if args.w_coarse:
         terms["coarse"] = multi_similarity_loss(enc.embedding @ enc.embedding.T, labels)
     if args.w_ata:
@@ -134,15 +140,23 @@ def train(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
 
-    dataset = ImageDataset(data.root, data.train, ConsumerPhotoAugment(config.image_size, config.mean, config.std,
-                                                                       args.augment))
+    augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail)
+    # twice the input side, so that a close-up crop is still sharp when it is scaled up
+    dataset = ImageDataset(data.root, data.train, augment, cache_side=2 * config.image_size)
     sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, persistent_workers=args.workers > 0,
                         pin_memory=device.type == "cuda")
     backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    optimizer = torch.optim.AdamW([{"params": backbone_params, "lr": args.backbone_lr},
-                                   {"params": head_params, "lr": args.lr}], weight_decay=args.weight_decay)
+    groups = [{"params": backbone_params, "lr": args.backbone_lr}, {"params": head_params, "lr": args.lr}]
+    proxy = None
+    if args.w_proxy:
+        proxy = ProxyAnchorLoss(len(dataset.label_of), config.embedding_dim)
+        if resume:
+            proxy.load_state_dict(resume["proxy"])
+        proxy.to(device)
+        groups.append({"params": list(proxy.parameters()), "lr": args.proxy_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total_steps = args.epochs * len(sampler)
     warmup = int(args.warmup_epochs * len(sampler))
@@ -151,7 +165,8 @@ def train(args: argparse.Namespace) -> dict:
         optimizer.load_state_dict(resume["optimizer"])
         start_epoch, step = resume["epoch"], resume["step"]
         print(f"resumed from {checkpoint_path} at epoch {start_epoch}")
-    weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div}
+    weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
+               "proxy": args.w_proxy}
     log_path = out / "metrics.jsonl"
     t0 = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
@@ -168,7 +183,7 @@ def train(args: argparse.Namespace) -> dict:
             if device.type == "cuda":
                 images = images.to(memory_format=torch.channels_last)
             with autocast(device):
-                terms = loss_terms(model, images, labels, args)
+                terms = loss_terms(model, proxy, images, labels, args)
             loss = sum(weights[k] * v for k, v in terms.items())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -186,7 +201,8 @@ def train(args: argparse.Namespace) -> dict:
             f.write(json.dumps(record) + "\n")
         with atomic_path(checkpoint_path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                        "step": step, "config": config.to_dict()}, tmp)
+                        "step": step, "config": config.to_dict(),
+                        **({"proxy": proxy.state_dict()} if proxy else {})}, tmp)
 
     model.eval()
     save_model_atomically(model.to("cpu"), out / "model")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import random
 
+import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import v2 as T
@@ -47,13 +48,42 @@ class EvalTransform:
         return self.normalize(letterbox(img, self.size))
 
 
-class ConsumerPhotoAugment:
-    """Turn a clean studio photo into something a shopper might take: partial crops, tilt, colour casts,
-    clutter behind the garment, blur and JPEG artefacts. Colour jitter is strong on purpose: an In-shop item
-    mixes colourways, so the embedding must learn the garment's cut, not its dye."""
+def garment_mask(img: Image.Image, white: int = 242) -> np.ndarray:
+    """Boolean mask of the non-white pixels: the garment (and its wearer) on a studio background."""
+    return np.asarray(ImageOps.grayscale(img)) <= white
 
-    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0):
-        self.size, self.strength = size, strength
+
+def detail_crop(img: Image.Image, tries: int = 5) -> Image.Image:
+    """A close-up of one region of the garment (a pocket, a cuff, a waistband): 25-55% of the garment's
+    width, the way shop "additional" views and shoppers' detail photos show it. The centre is a garment pixel
+    below the top 15% of the figure (where a wearer's head would be); crops that are mostly background are
+    redrawn, and after `tries` the image is returned whole."""
+    mask = garment_mask(img)
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return img
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    body = ys >= y0 + 0.15 * (y1 - y0)
+    ys, xs = ys[body], xs[body]
+    for _ in range(tries):
+        w = min(img.width, max(8, int((x1 - x0) * random.uniform(0.25, 0.55))))
+        h = min(img.height, max(8, int(w * random.uniform(0.8, 1.25))))
+        i = random.randrange(len(xs))
+        left = int(min(max(xs[i] - w / 2, 0), img.width - w))
+        top = int(min(max(ys[i] - h / 2, 0), img.height - h))
+        if mask[top : top + h, left : left + w].mean() >= 0.5:
+            return img.crop((left, top, left + w, top + h))
+    return img
+
+
+class ConsumerPhotoAugment:
+    """Turn a clean studio photo into something a shopper might take: partial crops, close-ups of a detail,
+    tilt, colour casts, clutter behind the garment, blur and JPEG artefacts. Colour jitter is strong on purpose:
+    an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0,
+                 detail: float = 0.0):
+        self.size, self.strength, self.detail = size, strength, detail
         self.normalize = Normalize(mean, std)
         self.color = T.ColorJitter(0.4 * strength, 0.4 * strength, 0.4 * strength, 0.1 * strength)
         self.gray = T.RandomGrayscale(0.2 * strength)
@@ -72,12 +102,15 @@ class ConsumerPhotoAugment:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         s = self.strength
+        close_up = random.random() < self.detail
+        if close_up:  # before clutter: the crop looks for the garment on its white background
+            img = detail_crop(img)
         if random.random() < 0.3 * s:
             img = self._clutter(img)
         if random.random() < 0.5:
             img = ImageOps.mirror(img)
         # partial crop of the garment (keep most of it: retrieval still needs the item)
-        if random.random() < 0.6 * s:
+        if not close_up and random.random() < 0.6 * s:
             w, h = img.size
             scale = random.uniform(0.6, 1.0)
             cw, ch = int(w * random.uniform(scale, 1.0)), int(h * random.uniform(scale, 1.0))
