@@ -25,7 +25,7 @@ from mga.data import ImageDataset, load_retrieval_data
 from mga.devices import resolve_device
 from mga.evaluate import plot_recall
 from mga.metrics import INSHOP_KS, recall_at_k
-from mga.transforms import EvalTransform
+from mga.transforms import EvalTransform, working_side
 
 from .sweep import summarize, train_run
 
@@ -47,7 +47,8 @@ def zero_shot(data_root: str, backbone: str, device: torch.device) -> dict[str, 
     data = load_retrieval_data(data_root)
 
     def encode(records):
-        ds = ImageDataset(data.root, records, EvalTransform(cfg.image_size, cfg.mean, cfg.std), cache_side=None)
+        ds = ImageDataset(data.root, records, EvalTransform(cfg.image_size, cfg.mean, cfg.std),
+                          max_side=working_side(cfg.image_size))
         return torch.cat([F.normalize(net(x.to(device))[0].float(), dim=-1).cpu()
                           for x, _ in DataLoader(ds, batch_size=32, num_workers=2)])
 

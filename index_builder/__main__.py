@@ -34,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=1024, help="images per persisted chunk (the --resume unit)")
     p.add_argument("--thumb-size", type=int, default=0, help="write <=N px JPEG thumbnails of bigger originals for the app (default 0: none; costs build speed)")
     p.add_argument("--no-fast-decode", dest="fast_decode", action="store_false",
-                   help="decode JPEGs at full size (default: reduced-scale DCT decoding down to the model size)")
+                   help="decode JPEGs at full size (default: reduced-scale DCT decoding down to twice the model's input side)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

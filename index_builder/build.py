@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -24,11 +23,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 from mga.devices import autocast
 from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
+from mga.transforms import working_side
 from mga.search import (ATTN, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, PARTS, SKIPPED,
                         GalleryIndex)
 
@@ -53,25 +52,11 @@ def thumb_name(abs_path: str) -> str:
     return f"{THUMBS}/{hashlib.sha1(abs_path.encode()).hexdigest()[:20]}.jpg"
 
 
-def decode(path: Path, target: int, fast: bool) -> tuple[Image.Image, tuple[int, int]]:
-    """RGB image (possibly decoded at a reduced JPEG scale, never below `target` px per side) and the
-    original upright size. Any problem ends in load_image's ImageError."""
-    if fast and path.suffix.lower() in (".jpg", ".jpeg"):
-        try:
-            im = Image.open(io.BytesIO(path.read_bytes()))
-            w, h = im.size
-            if im.format == "JPEG" and w * h <= MAX_IMAGE_PIXELS and min(w, h) >= max(MIN_IMAGE_SIDE, 2 * target):
-                im.draft("RGB", (target, target))  # DCT-domain downscale: 2-8x faster decoding of big photos
-                im.load()
-                dw, dh = im.size
-                img = load_image(im)  # EXIF orientation, RGB
-                if img.size != (dw, dh):  # rotated by 90 degrees
-                    w, h = h, w
-                return img, (w, h)
-        except Exception:  # fall through to the careful path, which names the problem
-            pass
-    img = load_image(path)
-    return img, img.size
+def decode(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """RGB image reduced to fit max_side (None: full size) and its original upright size.
+    Any problem ends in load_image's ImageError."""
+    img = load_image(path, max_side=max_side)
+    return img, img.info["original_size"]
 
 
 class EncodeDataset(Dataset):
@@ -88,8 +73,8 @@ class EncodeDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         path = self.root / self.paths[i]
         try:
-            target = max(self.image_size, self.thumb_size if self.thumb_dir else 0)
-            img, (w, h) = decode(path, target, self.fast)
+            side = max(working_side(self.image_size), self.thumb_size if self.thumb_dir else 0)
+            img, (w, h) = decode(path, side if self.fast else None)
             thumb = None
             if self.thumb_dir is not None and max(w, h) > self.thumb_size * 1.25:
                 thumb = thumb_name(str(path.resolve()))

@@ -100,12 +100,13 @@ def read_metadata_csv(path: str | Path, key: str = "image_name") -> dict[str, di
 
 
 class ImageDataset(Dataset):
-    """Records -> (tensor, label index). Decoded images are kept in memory, downscaled to `cache_side`,
-    so that epochs after the first cost only augmentation (the data sets we train on here are small)."""
+    """Records -> (tensor, label index). Images are decoded reduced to `max_side` and, with cache=True, kept
+    in memory, so that epochs after the first cost only augmentation (the data sets we train on are small)."""
 
     def __init__(self, root: Path, records: Sequence[Record], transform: Callable[[Image.Image], torch.Tensor],
-                 cache_side: int | None = 448):
-        self.root, self.records, self.transform, self.cache_side = Path(root), list(records), transform, cache_side
+                 max_side: int | None = None, cache: bool = False):
+        self.root, self.records, self.transform = Path(root), list(records), transform
+        self.max_side, self.cache = max_side, cache
         items = sorted({r.item_id for r in self.records})
         self.label_of = {item: i for i, item in enumerate(items)}
         self.labels = [self.label_of[r.item_id] for r in self.records]
@@ -117,9 +118,8 @@ class ImageDataset(Dataset):
     def image(self, i: int) -> Image.Image:
         if i in self._cache:
             return self._cache[i]
-        img = load_image(self.root / self.records[i].path)
-        if self.cache_side:
-            img.thumbnail((self.cache_side, self.cache_side), Image.BICUBIC)
+        img = load_image(self.root / self.records[i].path, max_side=self.max_side)
+        if self.cache:
             self._cache[i] = img
         return img
 

@@ -22,6 +22,7 @@ from .hub import describe_weights, load_model
 from .metrics import CONSUMER2SHOP_KS, INSHOP_KS, recall_at_k
 from .model import Encoding, MGAModel
 from .retrieval import DESCRIPTORS, rank
+from .transforms import working_side
 
 DEFAULT_RERANK_TOP = 100
 
@@ -30,7 +31,7 @@ DEFAULT_RERANK_TOP = 100
 def encode_records(model: MGAModel, root: Path, records: Sequence[Record], batch_size: int = 32,
                    workers: int = 0, desc: str = "encode") -> Encoding:
     """Encode data-set images in eval mode; a DataLoader decodes the next batch while this one encodes."""
-    dataset = ImageDataset(root, records, model.transform, cache_side=None)
+    dataset = ImageDataset(root, records, model.transform, max_side=working_side(model.config.image_size))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     model.eval()
     device = model.device

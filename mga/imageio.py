@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -51,10 +52,21 @@ def _check_size(width: int, height: int, name: str) -> None:
         raise ImageError(f"{name}: image is only {width}x{height} pixels; at least {MIN_IMAGE_SIDE} px per side is needed.")
 
 
-def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+def shrink(img: Image.Image, max_side: int | None) -> Image.Image:
+    """`img` reduced to fit max_side x max_side (a copy; the image itself when it already fits)."""
+    if not max_side or max(img.size) <= max_side:
+        return img
+    img = img.copy()
+    img.thumbnail((max_side, max_side), Image.BICUBIC)
+    return img
+
+
+def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
     """Decode `source` into an upright RGB PIL image, or raise ImageError saying why not.
 
-    Accepts a path, raw bytes, a file object, a PIL image or an HxW(xC) uint8 array.
+    Accepts a path, raw bytes, a file object, a PIL image or an HxW(xC) uint8 array. With max_side the image
+    is reduced to fit max_side x max_side, and a JPEG is decoded at a reduced DCT scale on the way (2-8x
+    faster for big photos); its upright size before reduction is kept in `img.info["original_size"]`.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
     if isinstance(source, np.ndarray):
@@ -63,10 +75,11 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
         arr = source if source.dtype == np.uint8 else np.clip(source, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr[..., :4] if arr.ndim == 3 else arr)
         _check_size(img.width, img.height, label)
-        return _to_rgb(img)
+        return _reduced(_to_rgb(img), img.size, max_side)
     if isinstance(source, Image.Image):
         _check_size(source.width, source.height, label)
-        return _to_rgb(ImageOps.exif_transpose(source))
+        img = _to_rgb(ImageOps.exif_transpose(source))
+        return _reduced(img, img.size, max_side)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -85,6 +98,10 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             _check_size(img.width, img.height, label)
+            size = img.size
+            if max_side:
+                scale = max_side / max(size)
+                img.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
             img.load()
     except ImageError:
         raise
@@ -95,7 +112,16 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: the image is corrupt or truncated ({exc}).") from exc
     try:
-        img = ImageOps.exif_transpose(img)
+        upright = ImageOps.exif_transpose(img)
+        if upright.size != img.size:  # turned by 90 degrees
+            size = size[::-1]
+        img = upright
     except Exception:  # a broken EXIF block should not cost the picture itself
         pass
-    return _to_rgb(img)
+    return _reduced(_to_rgb(img), size, max_side)
+
+
+def _reduced(img: Image.Image, original_size: tuple[int, int], max_side: int | None) -> Image.Image:
+    img = shrink(img, max_side)
+    img.info["original_size"] = tuple(original_size)
+    return img

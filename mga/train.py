@@ -31,7 +31,7 @@ from .fga import diversity_loss
 from .files import atomic_path
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
-from .transforms import ConsumerPhotoAugment
+from .transforms import ConsumerPhotoAugment, working_side
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,13 +41,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=["inshop", "consumer2shop"], help="default: read off the partition file")
     p.add_argument("--out", required=True, help="output folder (checkpoint.pt, metrics.jsonl, model/)")
     p.add_argument("--backbone", default=MGAConfig.backbone)
-    p.add_argument("--image-size", type=int, default=MGAConfig.image_size)
+    p.add_argument("--image-size", type=int, default=288, help="input side; 288 beat 224 and 320 (bench/gpu_sweep.sh)")
     p.add_argument("--embed-dim", type=int, default=MGAConfig.embed_dim)
     p.add_argument("--num-parts", type=int, default=MGAConfig.num_parts)
     p.add_argument("--fga-layers", type=int, default=MGAConfig.fga_layers)
     p.add_argument("--alpha", type=float, default=MGAConfig.alpha, help="weight of the global term")
     p.add_argument("--tau", type=float, default=MGAConfig.tau, help="ATA assignment temperature")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--p", type=int, default=8, help="items per batch")
     p.add_argument("--k", type=int, default=4, help="images per item in a batch")
     p.add_argument("--freeze-blocks", type=int, default=3, help="freeze the backbone's stem and first N blocks")
@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-proxy", type=float, default=0.0, help="loss weight: Proxy-Anchor on the coarse embedding")
     p.add_argument("--proxy-lr", type=float, default=1e-2, help="learning rate of the Proxy-Anchor proxies")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
-    p.add_argument("--detail", type=float, default=0.0, help="probability of a close-up crop of a garment detail")
+    p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -141,8 +141,7 @@ def train(args: argparse.Namespace) -> dict:
         model.to(memory_format=torch.channels_last)
 
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail)
-    # twice the input side, so that a close-up crop is still sharp when it is scaled up
-    dataset = ImageDataset(data.root, data.train, augment, cache_side=2 * config.image_size)
+    dataset = ImageDataset(data.root, data.train, augment, max_side=working_side(config.image_size), cache=True)
     sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, persistent_workers=args.workers > 0,
                         pin_memory=device.type == "cuda")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import LUMA, LUMA_TINY
 from mga.data import (
@@ -18,7 +19,8 @@ from mga.data import (
     load_inshop,
     load_retrieval_data,
 )
-from mga.transforms import ConsumerPhotoAugment, EvalTransform
+from mga.imageio import load_image
+from mga.transforms import ConsumerPhotoAugment, EvalTransform, detail_crop, garment_mask
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -243,7 +245,7 @@ def test_image_dataset_with_eval_transform(inshop_root):
 
 def test_image_dataset_cache_downscales(inshop_root):
     data = load_inshop(inshop_root)
-    ds = ImageDataset(data.root, data.train, EvalTransform(32, MEAN, STD), cache_side=40)
+    ds = ImageDataset(data.root, data.train, EvalTransform(32, MEAN, STD), max_side=40, cache=True)
     img = ds.image(0)
     assert max(img.size) <= 40 and ds.image(0) is img
 
@@ -279,3 +281,32 @@ def test_augment_strength_zero_equals_eval_transform():
     for out in outs:
         assert torch.allclose(out, clean, atol=1e-5) or torch.allclose(out, mirrored, atol=1e-5)
     assert any(torch.allclose(out, clean, atol=1e-5) for out in outs)
+
+
+def test_detail_crop_is_a_close_up_of_the_garment():
+    photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=576)
+    mask = garment_mask(photo)
+    xs = mask.any(0).nonzero()[0]
+    garment_width = xs.max() - xs.min() + 1
+    random.seed(0)
+    for _ in range(20):
+        crop = detail_crop(photo)
+        assert 0.25 * garment_width - 1 <= crop.width <= 0.55 * garment_width + 1
+        assert garment_mask(crop).mean() >= 0.5, "a close-up shows garment, not studio background"
+
+
+def test_detail_crop_of_a_blank_image_returns_it_whole():
+    blank = Image.new("RGB", (200, 300), "white")
+    assert detail_crop(blank) is blank
+
+
+def test_augment_with_detail_one_always_zooms_in():
+    photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=128)
+    clean = EvalTransform(64, MEAN, STD)(photo)
+    white = EvalTransform(64, MEAN, STD)(Image.new("RGB", (64, 64), "white"))
+    aug = ConsumerPhotoAugment(64, MEAN, STD, strength=0.0, detail=1.0)
+    clean_background = torch.isclose(clean, white, atol=0.05).all(0).float().mean()
+    random.seed(0)
+    for _ in range(5):
+        out = aug(photo)
+        assert torch.isclose(out, white, atol=0.05).all(0).float().mean() < 0.75 * clean_background

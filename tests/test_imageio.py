@@ -305,3 +305,41 @@ def test_raw_png_bytes():
 def test_pil_image_source_is_converted():
     out = load_image(Image.new("LA", (20, 20), (0, 0)))
     assert out.mode == "RGB" and (np.asarray(out) == 255).all()
+
+
+# --- reduced decoding ----------------------------------------------------------------------------------------
+
+def test_max_side_reduces_and_remembers_the_original_size():
+    path = full_size_jpeg()
+    full = load_image(path)
+    small = load_image(path, max_side=300)
+    assert max(small.size) == 300 and small.info["original_size"] == full.size
+    ratio = full.width / full.height
+    assert abs(small.width / small.height - ratio) < 0.01
+    # the reduced DCT decode looks like a plain downscale of the full decode
+    plain = full.resize(small.size, Image.BICUBIC)
+    assert np.abs(np.asarray(small).astype(int) - np.asarray(plain).astype(int)).mean() < 4
+
+
+def test_max_side_larger_than_the_image_changes_nothing():
+    path = real_jpegs(1)[0]
+    assert np.array_equal(np.asarray(load_image(path, max_side=4000)), np.asarray(load_image(path)))
+
+
+def test_max_side_of_an_exif_rotated_jpeg(tmp_path):
+    src = Image.open(full_size_jpeg()).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    src.save(path, exif=exif.tobytes(), quality=90)
+    out = load_image(path, max_side=200)
+    assert src.width < src.height, "a portrait photo, shown as landscape once turned"
+    assert out.info["original_size"] == (src.height, src.width)
+    assert out.width == 200 and out.height < 200
+
+
+def test_max_side_for_arrays_and_pil_images():
+    arr = np.zeros((400, 100, 3), np.uint8)
+    out = load_image(arr, max_side=200)
+    assert out.size == (50, 200) and out.info["original_size"] == (100, 400)
+    assert load_image(Image.fromarray(arr), max_side=200).size == (50, 200)

@@ -97,3 +97,16 @@ def test_evaluate_cli_writes_json_and_plot(trained, tmp_path):
     assert saved == json.loads(json.dumps(result))
     assert saved["R@1"] == pytest.approx(summary["ata"]["R@1"]), "same model, same protocol as train's eval"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+def test_proxy_anchor_term_trains_and_resumes(tmp_path):
+    out = tmp_path / "proxy"
+    run(out, 1, "--w-proxy", "0.1")
+    proxies = torch.load(out / "checkpoint.pt", weights_only=True)["proxy"]["proxies"]
+    assert proxies.shape == (75, 128 * 7), "one proxy per training item, in the coarse embedding's space"
+    run(out, 2, "--w-proxy", "0.1", "--resume")
+    lines = metrics(out)
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(math.isfinite(r["loss_proxy"]) and r["loss_proxy"] > 0 for r in lines)
+    moved = torch.load(out / "checkpoint.pt", weights_only=True)["proxy"]["proxies"]
+    assert not torch.equal(moved, proxies), "the resumed run keeps training the restored proxies"
