@@ -1,13 +1,13 @@
 """Search latency and approximate-index recall at 100k gallery vectors, measured in one run.
 
-    python bench/bench_search.py [--n 100000] [--queries 200]
+    python bench/bench_search.py [--n 100000] [--queries 200] [--index-type auto|hnsw|ivfpq|flat]
 
 Gallery: real encodings (Luma gallery photos from assets/demo-index + the 713 distractor photos, encoded here
 once and cached) plus synthetic vectors drawn to resemble them: a random real encoding whose global and part
 tokens are perturbed with Gaussian noise and re-normalised (the coarse embedding is rebuilt from them).
 Queries: other perturbations of real encodings. Reports p50/p95 of one query's search after encoding
-(coarse only, and with ATA re-ranking of the top 100 from the stored fp16 tokens) for the auto-chosen index,
-and recall@10 of the approximate index against exact search.
+(coarse only, and with ATA re-ranking of the top 100 from the stored fp16 tokens) for the chosen index at three
+settings of its knob (HNSW efSearch, IVF-PQ nprobe), and recall@10 of the approximate index against exact search.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from index_builder import build_index  # noqa: E402
 from index_builder.build import Piece, write_index  # noqa: E402
-from index_builder.faiss_index import choose_index_type  # noqa: E402
+from index_builder.faiss_index import INDEX_TYPES, choose_index_type  # noqa: E402
 from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.model import Encoding, coarse_embedding  # noqa: E402
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "mga-bench-cache"))
     ap.add_argument("--sigma", type=float, nargs=2, default=(0.3, 1.0), help="noise range of synthetic vectors")
+    ap.add_argument("--index-type", default="auto", choices=INDEX_TYPES)
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def main() -> None:
     parts = np.concatenate([real["parts"].astype(np.float32), parts])
     attn = np.concatenate([real["attn"], real["attn"][base]])
     emb = coarse_embedding(torch.from_numpy(g), torch.from_numpy(parts), alpha).numpy()
-    itype = choose_index_type(len(emb))
+    itype = choose_index_type(len(emb), args.index_type)
     print(f"gallery {len(emb)} vectors ({n_real} real, {n_syn} synthetic), dim {emb.shape[1]}, index {itype}; "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -108,8 +109,9 @@ def main() -> None:
         exact = np.argsort(-(qe.numpy() @ emb_all.T), axis=1)[:, :10]
         for _ in range(5):  # warm-up
             engine.search_encoding(qenc[0], k=10, rerank_top=100)
-        for ef in sorted({ix.ef_search, 64, 256}):
-            ix.ef_search = ef
+        knob, values = ("nprobe", (8, ix.nprobe, 128)) if itype == "ivfpq" else ("ef_search", (64, ix.ef_search, 256))
+        for value in sorted(set(values)):
+            setattr(ix, knob, value)
             t_coarse, t_fine, hits, t_exact = [], [], 0, []
             for i in range(args.queries):
                 t = time.perf_counter()
@@ -120,7 +122,7 @@ def main() -> None:
                 t_fine.append(time.perf_counter() - t)
                 hits += len({m.index for m in r0.matches} & set(exact[i].tolist()))
             recall = hits / (10 * args.queries)
-            print(f"{itype} efSearch {ef:4d}: coarse-only p50 {pct(t_coarse, 50):.2f} ms p95 {pct(t_coarse, 95):.2f} ms"
+            print(f"{itype} {knob} {value:4d}: coarse-only p50 {pct(t_coarse, 50):.2f} ms p95 {pct(t_coarse, 95):.2f} ms"
                   f" | + ATA re-rank of top 100: p50 {pct(t_fine, 50):.2f} ms p95 {pct(t_fine, 95):.2f} ms"
                   f" | recall@10 vs exact {recall:.3f}")
         t_exact = []

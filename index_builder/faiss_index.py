@@ -12,6 +12,7 @@ HNSW_MAX = 5_000_000  # above this, HNSW's memory (full vectors + graph) gets he
 IVFPQ_MIN = 10_000  # PQ training needs data
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 32
+IVF_REFINE = 4  # PQ scores are approximate: fetch 4x the candidates, then re-score them exactly
 
 
 def choose_index_type(n: int, requested: str = "auto") -> str:
@@ -55,7 +56,7 @@ def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block:
         sample = np.sort(rng.choice(n, size=min(n, max(256 * 40, nlist * 40)), replace=False))
         index.train(np.ascontiguousarray(emb[sample], dtype=np.float32))
         index.nprobe = IVF_NPROBE
-        params = {"type": "ivfpq", "nlist": nlist, "pq_m": m, "nprobe": IVF_NPROBE}
+        params = {"type": "ivfpq", "nlist": nlist, "pq_m": m, "nprobe": IVF_NPROBE, "refine": IVF_REFINE}
     else:
         raise ValueError(f"unknown index type {index_type!r}")
     for s in range(0, n, block):

@@ -104,6 +104,7 @@ class GalleryIndex:
         self.index_type: str = params.get("type", "flat")
         self.ef_search: int = int(params.get("ef_search", 128))
         self.nprobe: int = int(params.get("nprobe", 32))
+        self.refine: int = int(params.get("refine", 1))  # candidates fetched per result, re-scored exactly
         roots = self.manifest.get("roots", [])
         self.roots = [self._resolve_root(r) for r in roots]
         cats = [it.get("category", "") for it in self.items]
@@ -145,7 +146,8 @@ class GalleryIndex:
             params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m))
             scores, idx = self.faiss.search(q, m, params=params)
         elif self.index_type == "ivfpq":
-            scores, idx = self.faiss.search(q, m, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
+            fetch = min(len(self), m * self.refine)
+            scores, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
         else:
             scores, idx = self.faiss.search(q, m)
         return idx[0], scores[0]
