@@ -1,7 +1,7 @@
 """Compare training recipes over seeds: every recipe is a set of `python -m mga.train` flags.
 
     python -m bench.sweep --data ../shared/data/luma-inshop --out runs/sweep --seeds 0 1 2 \\
-        --recipe base= --recipe detail="--detail 0.25" --recipe detail288="--detail 0.25 --image-size 288"
+        --recipe default= --recipe previous="--image-size 224 --epochs 40 --detail 0"
 
 Runs go seed by seed (every recipe's seed 0 first), several at once with --parallel, each with a time limit,
 so that a sweep cut short still holds comparable results. Each finished run is appended to results.jsonl;

@@ -110,3 +110,21 @@ def test_proxy_anchor_term_trains_and_resumes(tmp_path):
     assert all(math.isfinite(r["loss_proxy"]) and r["loss_proxy"] > 0 for r in lines)
     moved = torch.load(out / "checkpoint.pt", weights_only=True)["proxy"]["proxies"]
     assert not torch.equal(moved, proxies), "the resumed run keeps training the restored proxies"
+
+
+def test_sweep_runs_recipes_and_tabulates_them(tmp_path):
+    from bench import sweep
+
+    out = tmp_path / "sweep"
+    common = ["--image-size", "64", "--p", "4", "--k", "2", "--freeze-blocks", "3", "--epochs", "1"]
+    results = sweep.main(["--data", str(LUMA_TINY), "--out", str(out), "--seeds", "0", "--workers", "0",
+                          "--recipe", "plain=--detail 0", "--recipe", "broken=--backbone no_such_net",
+                          "--train-args", *common])
+    by = {r["recipe"]: r for r in results}
+    assert 0.0 <= by["plain"]["eval"]["ata"]["R@1"] <= 1.0 and "error" not in by["plain"]
+    assert "error" in by["broken"] and "eval" not in by["broken"], "a failed run is recorded, the sweep goes on"
+    assert [json.loads(line)["recipe"] for line in (out / "results.jsonl").read_text().splitlines()] == \
+        [r["recipe"] for r in results]
+    table = (out / "table.md").read_text()
+    assert f"| plain | {by['plain']['eval']['coarse']['R@1']:.3f} ± 0.000 |" in table
+    assert "| broken | - |" in table
