@@ -52,13 +52,6 @@ def thumb_name(abs_path: str) -> str:
     return f"{THUMBS}/{hashlib.sha1(abs_path.encode()).hexdigest()[:20]}.jpg"
 
 
-def decode(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
-    """RGB image reduced to fit max_side (None: full size) and its original upright size.
-    Any problem ends in load_image's ImageError."""
-    img = load_image(path, max_side=max_side)
-    return img, img.info["original_size"]
-
-
 class EncodeDataset(Dataset):
     """Entry index -> dict(tensor | None, size, thumb, error). A bad file yields its ImageError message."""
 
@@ -74,7 +67,8 @@ class EncodeDataset(Dataset):
         path = self.root / self.paths[i]
         try:
             side = max(working_side(self.image_size), self.thumb_size if self.thumb_dir else 0)
-            img, (w, h) = decode(path, side if self.fast else None)
+            img = load_image(path, max_side=side if self.fast else None)  # problems end in ImageError
+            w, h = img.info["original_size"]
             thumb = None
             if self.thumb_dir is not None and max(w, h) > self.thumb_size * 1.25:
                 thumb = thumb_name(str(path.resolve()))

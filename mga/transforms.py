@@ -105,8 +105,8 @@ class ConsumerPhotoAugment:
         else:
             noise = torch.randint(0, 256, (3, max(1, img.height // 16), max(1, img.width // 16)), dtype=torch.uint8)
             bg = T.functional.to_pil_image(noise).resize(img.size, Image.BILINEAR)
-        gray = ImageOps.grayscale(img)
-        mask = gray.point(lambda v: 0 if v > 242 else 255).filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
+        mask = Image.fromarray(garment_mask(img).astype(np.uint8) * 255)
+        mask = mask.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
         return Image.composite(img, bg, mask)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
