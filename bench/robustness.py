@@ -24,9 +24,11 @@ from mga.config import PROJECT_ROOT
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
 from mga.data import load_retrieval_data
+from mga.evaluate import encode_gallery
 from mga.metrics import recall_at_k
 from mga.model import Encoding
 from mga.retrieval import rank
+from mga.views import ZoomViews
 
 DISTRACTORS = PROJECT_ROOT.parent / "shared" / "data" / "distractors"
 
@@ -86,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--weights")
     p.add_argument("--distractors", default=str(DISTRACTORS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     model = load_model(args.weights)
@@ -94,16 +97,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     queries = [load_image(data.root / r.path) for r in data.query]
     for img in queries:
         img.thumbnail((640, 640))
-    gallery = model.encode_images(load_image(data.root / r.path) for r in data.gallery)
+    gallery, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
     q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
     results = {}
     for name, corrupt in corruptions(backgrounds).items():
         rng = random.Random(args.seed)
         q: Encoding = model.encode_images(corrupt(img, rng) for img in queries)
-        order = rank(model, q, gallery, "coarse", 100)[:, :10].numpy()
+        order = rank(model, q, gallery, "coarse", 100, owner)[:, :10].numpy()
         results[name] = recall_at_k(order, q_items, g_items, (1, 10))
     clean = results["clean"]["R@1"]
-    print(f"weights {describe_weights(args.weights)}; {len(queries)} queries, {len(data.gallery)} gallery")
+    print(f"weights {describe_weights(args.weights)}; {len(queries)} queries, {len(data.gallery)} gallery "
+          f"({len(gallery)} views, zoom grid {args.zoom_grid})")
     print(f"{'corruption':<12} {'R@1':>6} {'R@10':>6} {'R@1 / clean':>12}")
     for name, r in results.items():
         print(f"{name:<12} {r['R@1']:6.3f} {r['R@10']:6.3f} {r['R@1'] / max(clean, 1e-9):12.2f}")

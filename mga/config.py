@@ -14,6 +14,12 @@ CACHE_DIR = Path.home() / ".cache" / "mga"
 MAX_IMAGE_PIXELS = 60_000_000
 # Smallest side we accept: below it there is no garment left to see.
 MIN_IMAGE_SIDE = 16
+# Zoom views of gallery images (mga.views): a ZOOM_GRID x ZOOM_GRID lattice of square windows, ZOOM_SCALE x the
+# garment's size (the size of a shop's close-up), indexed next to the full photo, except windows less than
+# ZOOM_MIN_COVER garment; ZOOM_GRID = 0 turns them off. Chosen over 4 trained models (README, "Zoom views").
+ZOOM_GRID = 4
+ZOOM_SCALE = 0.35
+ZOOM_MIN_COVER = 0.5
 
 
 @dataclass

@@ -23,37 +23,75 @@ from .metrics import CONSUMER2SHOP_KS, INSHOP_KS, recall_at_k
 from .model import Encoding, MGAModel
 from .retrieval import DESCRIPTORS, rank
 from .transforms import working_side
+from .views import ViewsTransform, ZoomViews, collate_views
 
 DEFAULT_RERANK_TOP = 100
 
 
 @torch.inference_mode()
-def encode_records(model: MGAModel, root: Path, records: Sequence[Record], batch_size: int = 32,
-                   workers: int = 0, desc: str = "encode") -> Encoding:
-    """Encode data-set images in eval mode; a DataLoader decodes the next batch while this one encodes."""
-    dataset = ImageDataset(root, records, model.transform, max_side=working_side(model.config.image_size))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+def _encode(model: MGAModel, dataset: ImageDataset, images_per_batch: int, batch_size: int, workers: int,
+            desc: str, collate=None) -> list:
+    """Encode a data set in eval mode, at most `batch_size` views per forward; a DataLoader decodes the next
+    batch while this one encodes. Returns (Encoding, labels) per loaded batch."""
+    loader = DataLoader(dataset, batch_size=images_per_batch, num_workers=workers, collate_fn=collate)
     model.eval()
     device = model.device
     out = []
-    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
         with autocast(device):
-            out.append(model(images.to(device)).to("cpu"))
-    return Encoding.cat(out)
+            enc = [model(images[s:s + batch_size].to(device)).to("cpu") for s in range(0, len(images), batch_size)]
+        out.append((Encoding.cat(enc), labels))
+    return out
+
+
+def encode_records(model: MGAModel, root: Path, records: Sequence[Record], batch_size: int = 32,
+                   workers: int = 0, desc: str = "encode") -> Encoding:
+    """Encode data-set images (the full photos)."""
+    dataset = ImageDataset(root, records, model.transform, max_side=working_side(model.config.image_size))
+    return Encoding.cat([enc for enc, _ in _encode(model, dataset, batch_size, batch_size, workers, desc)])
+
+
+def encode_gallery(model: MGAModel, root: Path, records: Sequence[Record], zoom: ZoomViews,
+                   batch_size: int = 32, workers: int = 0, desc: str = "gallery") -> tuple[Encoding, torch.Tensor]:
+    """Encode every view of the gallery images (mga.views): (encodings (V), owner (V,) image of each view)."""
+    transform = ViewsTransform(zoom, model.transform)
+    dataset = ImageDataset(root, records, transform, max_side=working_side(model.config.image_size))
+    batches = _encode(model, dataset, max(1, batch_size // zoom.max_per_image), batch_size, workers, desc,
+                      collate=collate_views)
+    counts = torch.cat([c for _, c in batches])
+    return Encoding.cat([enc for enc, _ in batches]), torch.repeat_interleave(torch.arange(len(counts)), counts)
+
+
+def encode_split(model: MGAModel, data: RetrievalData, zoom: ZoomViews = ZoomViews(), batch_size: int = 32,
+                 workers: int = 0) -> tuple[Encoding, Encoding, torch.Tensor]:
+    """(queries, gallery views, owner of each view): everything `recall` ranks, encoded once."""
+    q = encode_records(model, data.root, data.query, batch_size, workers, "queries")
+    g, owner = encode_gallery(model, data.root, data.gallery, zoom, batch_size, workers)
+    return q, g, owner
+
+
+def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner: torch.Tensor,
+           rerank_top: int = DEFAULT_RERANK_TOP, descriptor: str = "coarse") -> dict:
+    """Recall@K of the encoded queries against the encoded gallery views, ranked coarse to fine."""
+    ks = INSHOP_KS if data.format == "inshop" else CONSUMER2SHOP_KS
+    top = rerank_top if descriptor == "coarse" else 0
+    order = rank(model, q, g, descriptor, top, owner)
+    result = recall_at_k(order[:, : max(ks)].numpy(), [r.item_id for r in data.query],
+                         [r.item_id for r in data.gallery], ks)
+    result.update(queries=len(data.query), gallery=len(data.gallery), gallery_views=len(g), format=data.format,
+                  descriptor=descriptor, rerank_top=top)
+    return result
 
 
 def evaluate(model: MGAModel, data: RetrievalData, rerank_top: int = DEFAULT_RERANK_TOP,
-             descriptor: str = "coarse", batch_size: int = 32, workers: int = 0) -> dict:
-    """Recall@K of `data`'s query side against its gallery side, with the model's coarse-to-fine ranking."""
-    ks = INSHOP_KS if data.format == "inshop" else CONSUMER2SHOP_KS
+             descriptor: str = "coarse", batch_size: int = 32, workers: int = 0,
+             zoom: ZoomViews = ZoomViews()) -> dict:
+    """Recall@K of `data`'s query side against its gallery side (with its zoom views), with the model's
+    coarse-to-fine ranking."""
     start = time.perf_counter()
-    q = encode_records(model, data.root, data.query, batch_size, workers, "queries")
-    g = encode_records(model, data.root, data.gallery, batch_size, workers, "gallery")
-    order = rank(model, q, g, descriptor, rerank_top if descriptor == "coarse" else 0)
-    result = recall_at_k(order[:, : max(ks)].numpy(), [r.item_id for r in data.query],
-                         [r.item_id for r in data.gallery], ks)
-    result.update(queries=len(data.query), gallery=len(data.gallery), format=data.format, descriptor=descriptor,
-                  rerank_top=rerank_top if descriptor == "coarse" else 0, seconds=round(time.perf_counter() - start, 1))
+    q, g, owner = encode_split(model, data, zoom, batch_size, workers)
+    result = recall(model, data, q, g, owner, rerank_top, descriptor)
+    result.update(zoom=zoom.to_dict(), seconds=round(time.perf_counter() - start, 1))
     return result
 
 
@@ -87,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--rerank-top", type=int, default=DEFAULT_RERANK_TOP, help="candidates ATA re-ranks")
     p.add_argument("--descriptor", choices=DESCRIPTORS, default="coarse",
                    help="coarse embedding (global + parts) or the global token alone (ablation)")
+    p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid,
+                   help="zoom views per gallery image: an N x N grid of windows (0: off, full photos only)")
+    p.add_argument("--zoom-scale", type=float, default=ZoomViews().scale, help="window side / garment size")
+    p.add_argument("--zoom-min-cover", type=float, default=ZoomViews().min_cover,
+                   help="leave out windows with less garment (non-white) than this fraction")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -97,10 +140,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model = load_model(args.weights, device=str(resolve_device(args.device)))
     data = load_retrieval_data(args.data, args.format)
     result = evaluate(model, data, args.rerank_top if args.rerank else 0, args.descriptor, args.batch_size,
-                      args.workers)
+                      args.workers, ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover))
     result["weights"] = describe_weights(args.weights)
     print(f"{data.format}: {result['queries']} queries, {result['gallery']} gallery, weights {result['weights']}, "
-          f"descriptor {args.descriptor}, ATA re-rank top {result['rerank_top']}")
+          f"descriptor {args.descriptor}, ATA re-rank top {result['rerank_top']}, "
+          f"{result['gallery_views']} gallery views (zoom grid {args.zoom_grid})")
     print("  ".join(f"{k} {v:.3f}" for k, v in result.items() if k.startswith("R@")))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,4 +1,8 @@
-"""Coarse-to-fine ranking: inner product over coarse embeddings for the top M, then ATA re-ranks them."""
+"""Coarse-to-fine ranking: inner product over coarse embeddings for the top M, then ATA re-ranks them.
+
+The gallery side may hold several views per image (mga.views: the full photo and zoom windows); `owner[v]` is
+the image of view v, and an image scores as its best view. Without `owner` every row is its own image.
+"""
 from __future__ import annotations
 
 import torch
@@ -17,16 +21,34 @@ def coarse_scores(q: Encoding, g: Encoding, descriptor: str = "coarse") -> torch
     raise ValueError(f"descriptor must be one of {DESCRIPTORS}")
 
 
+def best_view(scores: torch.Tensor, owner: torch.Tensor, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-view scores (Q, V) -> per-image scores (Q, N), the max over the image's views, and which view gave
+    it (the first one on ties; -inf and -1 for an image without views here)."""
+    q, v = scores.shape
+    own = owner.expand(q, v)
+    best = torch.full((q, n_images), float("-inf"), dtype=scores.dtype).scatter_reduce(1, own, scores, "amax")
+    view_ids = torch.arange(v).expand(q, v)
+    first = torch.where(scores >= best.gather(1, own), view_ids, v)
+    which = torch.full((q, n_images), v, dtype=torch.long).scatter_reduce(1, own, first, "amin")
+    return best, torch.where(which == v, -1, which)
+
+
 @torch.inference_mode()
-def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", rerank_top: int = 0) -> torch.Tensor:
-    """(Q, G) gallery indices, best first. With rerank_top=M > 0 the coarse top M are re-ordered by ATA
-    and stay ahead of the rest, which keep their coarse order."""
-    order = coarse_scores(q, g, descriptor).argsort(dim=1, descending=True)
-    m = min(rerank_top, g.global_.shape[0])
+def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", rerank_top: int = 0,
+         owner: torch.Tensor | None = None) -> torch.Tensor:
+    """(Q, N) gallery image indices, best first. With rerank_top=M > 0 the coarse top M are re-ordered by ATA
+    (each image by its best view) and stay ahead of the rest, which keep their coarse order."""
+    owner = torch.arange(len(g)) if owner is None else owner
+    n = int(owner.max()) + 1
+    scores, _ = best_view(coarse_scores(q, g, descriptor), owner, n)
+    order = scores.argsort(dim=1, descending=True)
+    m = min(rerank_top, n)
     if m <= 0:
         return order
     for qi in range(len(q)):
         cand = order[qi, :m]
-        ata = model.align(q[qi], g[cand]).scores[0]
-        order[qi, :m] = cand[ata.argsort(descending=True)]
+        rows = torch.nonzero(torch.isin(owner, cand)).flatten()
+        ata = model.align(q[qi], g[rows]).scores
+        per_image, _ = best_view(ata, owner[rows], n)
+        order[qi, :m] = cand[per_image[0, cand].argsort(descending=True)]
     return order

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .config import MGAConfig
 from .data import ImageDataset, PKSampler, load_retrieval_data
 from .devices import autocast, resolve_device
-from .evaluate import DEFAULT_RERANK_TOP, evaluate
+from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
 from .files import atomic_path
 from .losses import ProxyAnchorLoss, multi_similarity_loss
@@ -209,8 +209,9 @@ def train(args: argparse.Namespace) -> dict:
     summary = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": round(peak_memory_mb()),
                "device": str(device), "fingerprint": model.fingerprint()}
     if data.query and data.gallery:
+        q, g, owner = encode_split(model, data)
         for name, top, desc in (("coarse", 0, "coarse"), ("ata", DEFAULT_RERANK_TOP, "coarse"), ("global", 0, "global")):
-            res = evaluate(model, data, top, desc)
+            res = recall(model, data, q, g, owner, top, desc)
             summary[name] = {k: v for k, v in res.items() if k.startswith("R@")}
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
