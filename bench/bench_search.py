@@ -2,9 +2,11 @@
 
     python bench/bench_search.py [--n 100000] [--queries 200] [--index-type auto|hnsw|ivfpq|flat]
 
-Gallery: real encodings (Luma gallery photos from assets/demo-index + the 713 distractor photos, encoded here
-once and cached) plus synthetic vectors drawn to resemble them: a random real encoding whose global and part
-tokens are perturbed with Gaussian noise and re-normalised (the coarse embedding is rebuilt from them).
+Gallery: real encodings (every view of the Luma gallery photos in assets/demo-index + the 713 distractor photos,
+encoded here once and cached) plus synthetic vectors drawn to resemble them: a random real encoding whose global
+and part tokens are perturbed with Gaussian noise and re-normalised (the coarse embedding is rebuilt from them).
+Vectors are grouped into images of --views-per-image views (default: the demo index's mean, full photo + zoom
+windows), so the search returns images scored by their best view, as on a real index.
 Queries: other perturbations of real encodings. Reports p50/p95 of one query's search after encoding
 (coarse only, and with ATA re-ranking of the top 100 from the stored fp16 tokens) for the chosen index at three
 settings of its knob (HNSW efSearch, IVF-PQ nprobe), and recall@10 of the approximate index against exact search.
@@ -32,16 +34,17 @@ from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.model import Encoding, coarse_embedding  # noqa: E402
 from mga.search import GalleryIndex, SearchEngine  # noqa: E402
+from mga.views import ZoomViews  # noqa: E402
 
 
 def real_rows(model, cache: Path) -> dict:
     demo = GalleryIndex(DEFAULT_INDEX_DIR)
-    dis_dir = cache / f"distractors-{model.fingerprint()}"
+    dis_dir = cache / f"distractors-{model.fingerprint()}-full"
     if not (dis_dir / "manifest.json").exists():
-        build_index(ROOT.parent / "shared" / "data" / "distractors", dis_dir, model=model, progress=False,
-                    log=lambda m: None)
+        build_index(ROOT.parent / "shared" / "data" / "distractors", dis_dir, model=model, zoom=ZoomViews(grid=0),
+                    progress=False, log=lambda m: None)
     dis = GalleryIndex(dis_dir)
-    keep = [r for r, it in enumerate(demo.items) if not it["item_id"].startswith("distractor-")]
+    keep = demo.view_rows([r for r, it in enumerate(demo.items) if not it["item_id"].startswith("distractor-")])
     return {name: np.concatenate([np.asarray(getattr(demo, a)[keep]), np.asarray(getattr(dis, a))])
             for name, a in (("global", "global_"), ("parts", "parts"), ("attn", "attn"))}
 
@@ -66,6 +69,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "mga-bench-cache"))
     ap.add_argument("--sigma", type=float, nargs=2, default=(0.3, 1.0), help="noise range of synthetic vectors")
     ap.add_argument("--index-type", default="auto", choices=INDEX_TYPES)
+    ap.add_argument("--views-per-image", type=int, help="default: the demo index's views per image, rounded")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -83,18 +87,24 @@ def main() -> None:
     attn = np.concatenate([real["attn"], real["attn"][base]])
     emb = coarse_embedding(torch.from_numpy(g), torch.from_numpy(parts), alpha).numpy()
     itype = choose_index_type(len(emb), args.index_type)
-    print(f"gallery {len(emb)} vectors ({n_real} real, {n_syn} synthetic), dim {emb.shape[1]}, index {itype}; "
+    demo = GalleryIndex(DEFAULT_INDEX_DIR)
+    per_image = args.views_per_image or max(1, round(demo.views / len(demo)))
+    counts = np.full(-(-len(emb) // per_image), per_image, dtype=np.int64)
+    counts[-1] = len(emb) - per_image * (len(counts) - 1)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    print(f"gallery {len(emb)} vectors ({n_real} real, {n_syn} synthetic) in {len(counts)} images of "
+          f"{per_image} views, dim {emb.shape[1]}, index {itype}; "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / "ix"
         out.mkdir()
         items = [{"path": f"synthetic/{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "", "width": 96,
-                  "height": 96, "thumb": None, "meta": {}} for i in range(len(emb))]
+                  "height": 96, "thumb": None, "meta": {}} for i in range(len(counts))]
         manifest = {"model": {"fingerprint": model.fingerprint(), "config": model.config.to_dict()},
                     "source": {"gallery": "synthetic"}, "roots": [{"relative": ".", "absolute": tmp}], "skipped": []}
         t = time.perf_counter()
         write_index(out, out, [Piece({"embeddings": emb, "global": g.astype(np.float16),
-                                      "parts": parts.astype(np.float16), "attn": attn}, np.arange(len(emb)))],
+                                      "parts": parts.astype(np.float16), "attn": attn}, np.arange(len(emb)), counts)],
                     items, manifest, itype, progress=False)
         print(f"index written in {time.perf_counter() - t:.1f} s (FAISS {manifest['faiss']})")
         del g, parts, attn
@@ -106,7 +116,12 @@ def main() -> None:
         qe = coarse_embedding(torch.from_numpy(qg), torch.from_numpy(qp), alpha)
         qenc = Encoding(torch.from_numpy(qg), torch.from_numpy(qp), torch.zeros(args.queries, 1, 1, 1), qe)
         emb_all = np.asarray(ix.embeddings)
-        exact = np.argsort(-(qe.numpy() @ emb_all.T), axis=1)[:, :10]
+        per_view = qe.numpy() @ emb_all.T
+        image_scores = np.full((len(per_view), len(counts)), -np.inf, dtype=np.float32)
+        for qi in range(len(per_view)):  # an image scores as its best view
+            np.maximum.at(image_scores[qi], owner, per_view[qi])
+        exact = np.argsort(-image_scores, axis=1)[:, :10]
+        del per_view, image_scores
         for _ in range(5):  # warm-up
             engine.search_encoding(qenc[0], k=10, rerank_top=100)
         knob, values = ("nprobe", (8, ix.nprobe, 128)) if itype == "ivfpq" else ("ef_search", (64, ix.ef_search, 256))

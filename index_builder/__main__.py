@@ -1,7 +1,7 @@
 """Build, extend and inspect MGA index folders.
 
   python -m index_builder --gallery SRC --out DIR [--weights W] [--csv META.csv] [--index-type auto|flat|hnsw|ivfpq]
-                          [--resume] [--shard i/N] [--batch-size 32] [--workers 2]
+                          [--resume] [--shard i/N] [--zoom-grid 4] [--batch-size 32] [--workers 2]
   python -m index_builder merge --out DIR SHARD_DIR [SHARD_DIR ...]
   python -m index_builder add --index DIR --gallery SRC [--csv META.csv] [--weights W]
   python -m index_builder remove --index DIR (--paths P [P ...] | --item-ids ID [ID ...])
@@ -10,6 +10,8 @@
 SRC is a folder of images (any depth; metadata from --csv or a metadata.csv / items.csv at its root, keyed by
 the relative path in a `path` or `image_name` column), or a DeepFashion In-shop / Consumer-to-shop data set
 (recognised by Eval/list_eval_partition.txt; its gallery split / test shop photos are indexed).
+Each image is indexed as its full photo plus zoom windows over the garment (mga.views), so that a close-up
+query finds it; an image scores as its best view.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import json
 import os
 import sys
 from typing import Sequence
+
+from mga.views import ZoomViews
 
 from .faiss_index import INDEX_TYPES
 
@@ -28,7 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="Hub id (org/name[@rev]) or checkpoint folder; default: embedded default")
     p.add_argument("--csv", help="metadata CSV keyed by relative image path (default: SRC/metadata.csv or items.csv)")
     p.add_argument("--index-type", choices=INDEX_TYPES, default="auto",
-                   help="auto: exact flat below 50k images, HNSW above (IVF-PQ above 5M)")
+                   help="auto: exact flat below 50k vectors (views), HNSW above (IVF-PQ above 5M)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per persisted chunk (the --resume unit)")
@@ -47,6 +51,11 @@ def build_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="index folder to (re)place atomically")
         p.add_argument("--resume", action="store_true", help="continue an interrupted build of the same gallery")
         p.add_argument("--shard", help="i/N: index only shard i of N (deterministic split by path hash)")
+        p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid,
+                       help="zoom views: also index an N x N grid of close-up windows per image (0: full photos only)")
+        p.add_argument("--zoom-scale", type=float, default=ZoomViews().scale, help="window side / garment size")
+        p.add_argument("--zoom-min-cover", type=float, default=ZoomViews().min_cover,
+                       help="leave out windows with less garment (non-white) than this fraction")
         _common(p)
     elif cmd == "merge":
         p.add_argument("--out", required=True)
@@ -92,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if cmd == "build":
             build_index(args.gallery, args.out, model=_model(args), weights=args.weights, csv=args.csv,
-                        index_type=args.index_type, resume=args.resume, shard=args.shard, **_build_kwargs(args))
+                        index_type=args.index_type, resume=args.resume, shard=args.shard,
+                        zoom=ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover), **_build_kwargs(args))
         elif cmd == "merge":
             merge_indexes(args.out, args.shards, index_type=args.index_type, progress=not args.quiet)
         elif cmd == "add":

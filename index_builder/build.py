@@ -28,8 +28,9 @@ from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
 from mga.transforms import working_side
-from mga.search import (ATTN, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, PARTS, SKIPPED,
-                        GalleryIndex)
+from mga.search import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS,
+                        SKIPPED, GalleryIndex)
+from mga.views import FULL_BOX, ZoomViews
 
 from .faiss_index import build_faiss, choose_index_type
 from .gallery import Gallery, GalleryEntry, discover_gallery, parse_shard, shard_of
@@ -39,8 +40,10 @@ CHUNKS = "chunks"
 THUMBS = "thumbs"
 DEFAULT_CHUNK = 1024
 DEFAULT_THUMB = 0  # thumbnails cost ~3x build throughput on 2 cores (bench_build); opt in with --thumb-size 256
-ARRAY_FILES = {"embeddings": EMBEDDINGS, "global": GLOBAL, "parts": PARTS, "attn": ATTN}
-ARRAY_DTYPES = {"embeddings": np.float32, "global": np.float16, "parts": np.float16, "attn": np.float16}
+ARRAY_FILES = {"embeddings": EMBEDDINGS, "global": GLOBAL, "parts": PARTS, "attn": ATTN, "boxes": BOXES}
+ARRAY_DTYPES = {"embeddings": np.float32, "global": np.float16, "parts": np.float16, "attn": np.float16,
+                "boxes": np.float32}
+ENCODED = ("embeddings", "global", "parts", "attn")  # what the model gives per view
 
 
 class BuildError(RuntimeError):
@@ -53,11 +56,12 @@ def thumb_name(abs_path: str) -> str:
 
 
 class EncodeDataset(Dataset):
-    """Entry index -> dict(tensor | None, size, thumb, error). A bad file yields its ImageError message."""
+    """Entry index -> dict(views (V, 3, S, S) | None, their boxes, size, thumb, error). A bad file yields its
+    ImageError message."""
 
     def __init__(self, root: Path, paths: Sequence[str], transform: Callable, image_size: int,
-                 thumb_dir: Path | None, thumb_size: int, fast_decode: bool = True):
-        self.root, self.paths, self.transform = Path(root), list(paths), transform
+                 thumb_dir: Path | None, thumb_size: int, fast_decode: bool = True, zoom: ZoomViews = ZoomViews()):
+        self.root, self.paths, self.transform, self.zoom = Path(root), list(paths), transform, zoom
         self.image_size, self.thumb_dir, self.thumb_size, self.fast = image_size, thumb_dir, thumb_size, fast_decode
 
     def __len__(self) -> int:
@@ -78,11 +82,14 @@ class EncodeDataset(Dataset):
                     small.thumbnail((self.thumb_size, self.thumb_size), Image.BICUBIC)
                     with atomic_path(dst) as tmp:
                         small.save(tmp, "JPEG", quality=85)
-            return {"i": i, "x": self.transform(img), "w": w, "h": h, "thumb": thumb, "error": ""}
+            boxes, views = self.zoom.crops(img)
+            return {"i": i, "x": torch.stack([self.transform(v) for v in views]), "boxes": boxes, "w": w, "h": h,
+                    "thumb": thumb, "error": ""}
         except ImageError as exc:
-            return {"i": i, "x": None, "w": 0, "h": 0, "thumb": None, "error": str(exc)}
+            return {"i": i, "x": None, "boxes": [], "w": 0, "h": 0, "thumb": None, "error": str(exc)}
         except Exception as exc:  # never abort a build for one file
-            return {"i": i, "x": None, "w": 0, "h": 0, "thumb": None, "error": f"{path}: {type(exc).__name__}: {exc}"}
+            return {"i": i, "x": None, "boxes": [], "w": 0, "h": 0, "thumb": None,
+                    "error": f"{path}: {type(exc).__name__}: {exc}"}
 
 
 def _collate(batch: list[dict]) -> list[dict]:
@@ -150,18 +157,28 @@ def _rel_root(root: Path, out: Path) -> dict:
 # ------------------------------------------------------------------------------------------------ writing
 @dataclass
 class Piece:
-    """Rows `rows` of some source arrays (a chunk or an existing index) that go into the output, in order."""
+    """Rows (views) `rows` of some source arrays (a chunk or an existing index) that go into the output, in
+    order; `counts` says how many of them belong to each of its images."""
 
-    arrays: dict  # name -> array-like (N_src, ...)
+    arrays: dict  # name -> array-like (V_src, ...); without "boxes" every row is a full photo
     rows: np.ndarray
+    counts: np.ndarray | None = None  # None: one view per image
+
+    def __post_init__(self):
+        if self.counts is None:
+            self.counts = np.ones(len(self.rows), dtype=np.int64)
+        if "boxes" not in self.arrays:
+            self.arrays = dict(self.arrays, boxes=np.broadcast_to(np.array(FULL_BOX, np.float32),
+                                                                  (len(self.arrays["embeddings"]), 4)))
 
 
 def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict], manifest: dict,
                 index_type: str, progress: bool = True) -> dict:
     """Write arrays, FAISS, items, manifest and skipped.txt into `tmp` (then the caller swaps it in)."""
     n = sum(len(p.rows) for p in pieces)
-    if n != len(items):
-        raise BuildError(f"internal: {n} rows but {len(items)} items")
+    counts = np.concatenate([p.counts for p in pieces]) if pieces else np.zeros(0, dtype=np.int64)
+    if len(counts) != len(items) or counts.sum() != n:
+        raise BuildError(f"internal: {n} rows in {len(counts)} images but {len(items)} items")
     if n == 0:
         raise BuildError("no image could be indexed (all were skipped or the gallery is empty); see the report")
     first = pieces[0].arrays
@@ -181,12 +198,14 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
     for a in outs.values():
         a.flush()
     del outs
+    np.save(tmp / OWNER, np.repeat(np.arange(len(items), dtype=np.int64), counts))
     emb = np.load(tmp / EMBEDDINGS, mmap_mode="r")
     t = time.perf_counter()
     index, params = build_faiss(emb, index_type, progress=progress)
-    import faiss
+    if index_type != "flat":  # a flat index is the embeddings themselves: GalleryIndex rebuilds it at load
+        import faiss
 
-    faiss.write_index(index, str(tmp / FAISS_FILE))
+        faiss.write_index(index, str(tmp / FAISS_FILE))
     params["build_seconds"] = round(time.perf_counter() - t, 2)
     with open(tmp / ITEMS, "w", encoding="utf-8") as f:
         for it in items:
@@ -196,8 +215,8 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
     cats = sorted({it.get("category", "") for it in items} - {""})
     manifest.update(
         format_version=FORMAT_VERSION, faiss=params,
-        counts={"images": n, "items": len({it["item_id"] for it in items}), "skipped": len(skipped),
-                "categories": len(cats)},
+        counts={"images": len(items), "views": n, "items": len({it["item_id"] for it in items}),
+                "skipped": len(skipped), "categories": len(cats)},
         categories=cats,
         arrays={name: {"file": f, "dtype": np.dtype(ARRAY_DTYPES[name]).name,
                        "shape": [n] + list(first[name].shape[1:])} for name, f in ARRAY_FILES.items()},
@@ -217,9 +236,10 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                 csv: str | Path | None = None, index_type: str = "auto", resume: bool = False,
                 shard: str | None = None, batch_size: int = 32, workers: int | None = None,
                 chunk_size: int = DEFAULT_CHUNK, thumb_size: int = DEFAULT_THUMB, fast_decode: bool = True,
-                exclude: Iterable[str] = (), on_chunk: Callable[[int, int], None] | None = None,
+                zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (), on_chunk: Callable[[int, int], None] | None = None,
                 progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
-    """Encode every image of `gallery` and write the index folder `out`; returns its manifest.
+    """Encode every image of `gallery` (its full photo and `zoom` windows) and write the index folder `out`;
+    returns its manifest.
 
     `on_chunk(done_chunks, total_chunks)` is called after each persisted chunk (tests interrupt a build there).
     `exclude`: absolute paths not to index (used by `add`)."""
@@ -245,7 +265,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     cfg = model.config
     use_thumbs = thumb_size > 0
     plan = {"fingerprint": fp, "gallery": str(gal.root.resolve()), "shard": shard, "chunk_size": chunk_size,
-            "thumb_size": thumb_size, "fast_decode": fast_decode,
+            "thumb_size": thumb_size, "fast_decode": fast_decode, "zoom": zoom.to_dict(),
             "paths": hashlib.sha1("\n".join(e.path for e in entries).encode()).hexdigest(), "n": len(entries)}
 
     # the tmp build folder: resume a matching unfinished one, or start fresh
@@ -288,9 +308,10 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     encoded_now = 0
     if todo:
         ds = EncodeDataset(gal.root, [e.path for e in entries], model.transform, cfg.image_size,
-                           tmp if use_thumbs else None, thumb_size, fast_decode)
-        batches = [list(range(s, min(e, s + batch_size))) for c in todo for (s0, e) in [chunks[c]]
-                   for s in range(s0, e, batch_size)]
+                           tmp if use_thumbs else None, thumb_size, fast_decode, zoom)
+        per_batch = max(1, batch_size // zoom.max_per_image)  # images per batch: about batch_size views
+        batches = [list(range(s, min(e, s + per_batch))) for c in todo for (s0, e) in [chunks[c]]
+                   for s in range(s0, e, per_batch)]
         loader = DataLoader(ds, batch_sampler=batches, collate_fn=_collate, num_workers=workers,
                             persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
         bar = tqdm(total=n, initial=done_images, desc="index", unit="img", disable=not progress or None,
@@ -300,15 +321,16 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         with torch.inference_mode():
             for batch in loader:
                 good = [b for b in batch if b["x"] is not None]
-                enc = None
                 if good:
-                    x = torch.stack([b["x"] for b in good]).to(device)
+                    x = torch.cat([b["x"] for b in good]).to(device)
                     with autocast(device):
-                        enc = model(x)
-                    enc = enc.to("cpu")
-                for j, b in enumerate(good):
-                    b["enc"] = (enc.embedding[j].float().numpy(), enc.global_[j].half().numpy(),
-                                enc.parts[j].half().numpy(), enc.attn[j].half().numpy())
+                        enc = model(x).to("cpu")
+                    s = 0
+                    for b in good:
+                        v = slice(s, s + len(b["x"]))
+                        b["enc"] = (enc.embedding[v].float().numpy(), enc.global_[v].half().numpy(),
+                                    enc.parts[v].half().numpy(), enc.attn[v].half().numpy())
+                        s += len(b["x"])
                 c = chunk_of(batch[0]["i"])
                 pending[c].extend({k: v for k, v in b.items() if k != "x"} for b in batch)
                 bar.update(len(batch))
@@ -328,10 +350,9 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         idx, ok = z["i"], z["ok"]
         errors = json.loads(str(z["errors"]))
         meta = json.loads(str(z["meta"]))
-        good_rows = np.flatnonzero(ok)
-        if len(good_rows):
-            pieces.append(Piece({"embeddings": z["embeddings"], "global": z["global"], "parts": z["parts"],
-                                 "attn": z["attn"]}, np.arange(len(good_rows))))
+        if ok.any():
+            pieces.append(Piece({name: z[name] for name in ARRAY_FILES}, np.arange(len(z["boxes"])),
+                                z["views"][ok]))
         for i, good, err, m in zip(idx.tolist(), ok.tolist(), errors, meta):
             e = entries[i]
             if not good:
@@ -348,6 +369,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         "source": {"gallery": str(gallery), "kind": gal.kind,
                    "csv": str(csv) if csv else (str(gal.csv) if gal.csv else None), "shard": shard},
         "roots": [root_entry],
+        "zoom": zoom.to_dict(),
         "skipped": skipped,
         "build": {"seconds": None, "encode_seconds": round(encode_s, 2), "images_encoded_now": encoded_now,
                   "images_per_s": round(encoded_now / encode_s, 2) if encoded_now and encode_s > 0 else None,
@@ -371,14 +393,13 @@ def _save_chunk(path: Path, records: list[dict]) -> None:
     records = sorted(records, key=lambda b: b["i"])
     good = [b for b in records if b["error"] == ""]
     arrays = {}
-    for j, name in enumerate(("embeddings", "global", "parts", "attn")):
-        if good:
-            arrays[name] = np.stack([b["enc"][j] for b in good])
-        else:
-            arrays[name] = np.zeros((0,), dtype=ARRAY_DTYPES[name])
+    for j, name in enumerate(ENCODED):
+        arrays[name] = np.concatenate([b["enc"][j] for b in good]) if good else np.zeros((0,), ARRAY_DTYPES[name])
+    arrays["boxes"] = np.array([box for b in good for box in b["boxes"]], dtype=np.float32).reshape(-1, 4)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, i=np.array([b["i"] for b in records], dtype=np.int64),
              ok=np.array([b["error"] == "" for b in records]),
+             views=np.array([len(b["boxes"]) for b in records], dtype=np.int64),
              errors=np.array(json.dumps([b["error"] for b in records])),
              meta=np.array(json.dumps([{"w": b["w"], "h": b["h"], "thumb": b["thumb"]} for b in records])),
              **arrays)
@@ -417,6 +438,10 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
     if len(fps) != 1:
         raise BuildError("cannot merge indexes built with different weights: " +
                          ", ".join(f"{ix.path}={ix.fingerprint}" for ix in idxs))
+    zooms = {ix.zoom for ix in idxs}
+    if len(zooms) != 1:
+        raise BuildError("cannot merge indexes built with different zoom views: " +
+                         ", ".join(f"{ix.path}={ix.zoom}" for ix in idxs))
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -442,8 +467,10 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
             it = dict(it, root=remap[it.get("root", 0)], thumb=_copy_thumb(ix.path, tmp, it.get("thumb")))
             items.append(it)
         if rows:
+            images = np.asarray(rows, dtype=np.int64)
             pieces.append(Piece({"embeddings": ix.embeddings, "global": ix.global_, "parts": ix.parts,
-                                 "attn": ix.attn}, np.asarray(rows, dtype=np.int64)))
+                                 "attn": ix.attn, "boxes": ix.boxes}, ix.view_rows(images),
+                                np.diff(ix.first_row)[images]))
         skipped += ix.manifest.get("skipped", [])
     base = idxs[0].manifest
     itype = choose_index_type(len(items), index_type)
@@ -452,6 +479,7 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
         "model": base["model"],
         "source": dict(base.get("source", {}), merged_from=[str(s) for s in sources]),
         "roots": roots,
+        "zoom": idxs[0].zoom.to_dict(),
         "skipped": skipped,
         "build": {"merged": len(idxs)},
     }
@@ -482,7 +510,7 @@ def add_to_index(index: str | Path, gallery: str | Path, csv: str | Path | None 
     part = index.with_name(f"{index.name}.add-{os.getpid()}")
     try:
         build_index(gallery, part, model=model, weights=weights, csv=csv, exclude=present, index_type="flat",
-                    **build_kwargs)
+                    zoom=ix.zoom, **build_kwargs)
         return merge_indexes(index, [index, part], index_type=index_type, progress=build_kwargs.get("progress", True))
     except BuildError as exc:
         if "no image could be indexed" in str(exc):

@@ -21,6 +21,7 @@ from .explain import overlay, part_names
 from .hub import WeightsError, describe_weights, load_model
 from .imageio import ImageError, load_image
 from .search import IndexMismatchError, Match, SearchEngine, SearchResult
+from .views import FULL_BOX
 
 ALL_CATEGORIES = "All"
 MAX_K = 50
@@ -263,6 +264,17 @@ def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution
     return img
 
 
+def outline(img: Image.Image, box: Sequence[float], color: str = "#00c853") -> Image.Image:
+    """`img` with the zoom window `box` (fractions of the image) drawn as a rectangle."""
+    from PIL import ImageDraw
+
+    img = img.copy()
+    w, h = img.size
+    width = max(2, round(max(w, h) / 200))
+    ImageDraw.Draw(img).rectangle([box[0] * w, box[1] * h, box[2] * w - 1, box[3] * h - 1], outline=color, width=width)
+    return img
+
+
 def match_details(query: Image.Image, match: Match, num_parts: int | None = None) -> dict[str, Any]:
     """Everything the details panel shows for one match: markdown, the query and the match with their heatmaps
     overlaid (at display size), and the per-part contribution chart."""
@@ -273,6 +285,9 @@ def match_details(query: Image.Image, match: Match, num_parts: int | None = None
     except ImageError:  # the original is gone: fall back to the thumbnail
         m_img = _fit(load_image(match.display_path))
     m_over = overlay(m_img, match.match_heatmap) if match.match_heatmap is not None else m_img
+    zoomed = tuple(match.box) != FULL_BOX
+    if zoomed:
+        m_over = outline(m_over, match.box)
     names = part_names(num_parts or len(match.contributions))
     chart = bar_chart(match.contributions, names, global_contribution=match.global_contribution)
     top = int(np.argmax(match.contributions)) if match.contributions else None
@@ -280,6 +295,7 @@ def match_details(query: Image.Image, match: Match, num_parts: int | None = None
     md = (f"### #{match.rank} · {match.item_id}\n"
           f"**Score** {match.score:.4f} (coarse {match.coarse_score:.4f}) · **Category** {match.category or '—'}"
           + (f" · strongest part: {names[top]}" if top is not None else "")
+          + (" · matched through a close-up of the outlined region" if zoomed else "")
           + (f"\n\n{meta}" if meta else "")
           + f"\n\n`{shown_path(match.path)}`")
     return {"markdown": md, "query_overlay": q_over, "match_overlay": m_over, "chart": chart}

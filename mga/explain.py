@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .transforms import letterbox_box
+from .views import FULL_BOX
 
 
 def part_names(num_parts: int) -> list[str]:
@@ -62,18 +63,26 @@ def heatmap_size(image_w: int, image_h: int, max_side: int | None) -> tuple[int,
 
 
 def to_image_frame(grid_map: np.ndarray | torch.Tensor, image_w: int, image_h: int, image_size: int,
-                   max_side: int | None = None) -> np.ndarray:
-    """Token-grid map (h, w) -> float32 (H, W) map in [0, 1] in the image's own pixel frame.
+                   max_side: int | None = None, box: Sequence[float] = FULL_BOX) -> np.ndarray:
+    """Token-grid map (h, w) of one view -> float32 (H, W) map in [0, 1] in the image's own pixel frame.
 
     Upsampled (bilinear) to the letterboxed model input (image_size x image_size), letterbox padding cropped
-    off with `letterbox_box`, resized to the image size (or to at most max_side on the longest side)."""
+    off with `letterbox_box`, resized to the view's place in the image (`box`, fractions: the whole image, or a
+    zoom window with zeros around it) at the image size (or at most max_side on the longest side)."""
+    out_w, out_h = heatmap_size(image_w, image_h, max_side)
+    x0, y0 = round(box[0] * out_w), round(box[1] * out_h)
+    x1, y1 = max(x0 + 1, round(box[2] * out_w)), max(y0 + 1, round(box[3] * out_h))
     g = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
     full = F.interpolate(g, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    left, top, w, h = letterbox_box(image_w, image_h, image_size)
+    view_w, view_h = max(1, round((box[2] - box[0]) * image_w)), max(1, round((box[3] - box[1]) * image_h))
+    left, top, w, h = letterbox_box(view_w, view_h, image_size)
     crop = full[:, :, top:top + h, left:left + w]
-    out_w, out_h = heatmap_size(image_w, image_h, max_side)
-    frame = F.interpolate(crop, size=(out_h, out_w), mode="bilinear", align_corners=False)[0, 0]
-    return normalize01(frame.numpy())
+    view = F.interpolate(crop, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0].numpy()
+    if (x0, y0, x1, y1) == (0, 0, out_w, out_h):
+        return normalize01(view)
+    frame = np.full((out_h, out_w), view.min(), dtype=np.float32)  # outside the window: the coldest value
+    frame[y0:y1, x0:x1] = view
+    return normalize01(frame)
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.6, cmap: str = "inferno") -> Image.Image:

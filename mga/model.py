@@ -95,8 +95,13 @@ class MGAModel(
 
     def align(self, q: Encoding, x: Encoding) -> Alignment:
         """ATA between every query in q and every candidate in x."""
-        weights = self.part_weights.to(q.global_.device)  # encodings may live on the CPU, the model on a GPU
-        return align(q.global_, q.parts, x.global_, x.parts, weights, self.config.alpha, self.config.tau)
+        return self.align_tokens(q.global_, q.parts, x.global_, x.parts)
+
+    def align_tokens(self, g_q: torch.Tensor, parts_q: torch.Tensor, g_x: torch.Tensor,
+                     parts_x: torch.Tensor) -> Alignment:
+        """ATA from the tokens alone (what a search index loads for its candidates)."""
+        weights = self.part_weights.to(g_q.device)  # encodings may live on the CPU, the model on a GPU
+        return align(g_q, parts_q, g_x, parts_x, weights, self.config.alpha, self.config.tau)
 
     @property
     def device(self) -> torch.device:

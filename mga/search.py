@@ -1,8 +1,9 @@
 """The one search engine, for the app and the command line: query image -> ranked, explained gallery matches.
 
 Coarse to fine: FAISS inner product over the coarse embeddings of an index folder (built by
-`python -m index_builder`) gives the top M candidates, re-scored exactly with the stored embeddings; ATA then
-re-ranks them with the stored part and global tokens, and explains the top k with heatmaps.
+`python -m index_builder`; one row per view of each gallery image, see mga.views) gives the top M images, each
+scored by its best view, re-scored exactly with the stored embeddings; ATA then re-ranks them with the stored
+part and global tokens of all their views, and explains the top k with heatmaps on the view that matched.
 
     python -m mga.search --index assets/demo-index --image photo.jpg [-k 10] [--category Tees] [--json]
 """
@@ -26,17 +27,20 @@ from .explain import part_contribution_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageSource, load_image
 from .model import Encoding, MGAModel
+from .views import FULL_BOX, ZoomViews
 
 # The index folder's files (index_builder writes them; this module reads them).
 MANIFEST = "manifest.json"
 ITEMS = "items.jsonl"
-FAISS_FILE = "index.faiss"
+FAISS_FILE = "index.faiss"  # HNSW or IVF-PQ; a flat (exact) index is rebuilt from the embeddings at load
 EMBEDDINGS = "embeddings.npy"  # float32 (N, E) coarse embeddings: exact re-scoring and FAISS rebuilds
 GLOBAL = "global.npy"  # float16 (N, D)
 PARTS = "parts.npy"  # float16 (N, K, D)
 ATTN = "attn.npy"  # float16 (N, K, h, w)
+OWNER = "owner.npy"  # int64 (N,): the image (line of items.jsonl) of each row; rows of one image are adjacent
+BOXES = "boxes.npy"  # float32 (N, 4): where each row's view lies in its image, (x0, y0, x1, y1) as fractions
 SKIPPED = "skipped.txt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows are views (mga.views: full photo + zoom windows), owner.npy and boxes.npy
 
 DEFAULT_RERANK_TOP = 100
 HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longest side (aspect kept)
@@ -62,8 +66,18 @@ def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) 
     return shlex.join(cmd)
 
 
+def best_in_groups(scores: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores in adjacent groups of `counts` (each >= 1) -> each group's max and the position of the first
+    score reaching it: an image scores as its best view."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    best = np.maximum.reduceat(scores, starts)
+    hit = np.flatnonzero(scores >= np.repeat(best, counts))
+    return best, hit[np.searchsorted(hit, starts)]
+
+
 class GalleryIndex:
-    """An index folder opened read-only: manifest, items, FAISS index and memory-mapped token arrays."""
+    """An index folder opened read-only: manifest, items (one per image), FAISS index and memory-mapped token
+    arrays (one row per view: each image's full photo first, then its zoom windows)."""
 
     def __init__(self, path: str | Path, mmap: bool = True):
         import faiss
@@ -90,18 +104,34 @@ class GalleryIndex:
         self.parts = np.load(self.path / PARTS, mmap_mode=mode)
         self.attn = np.load(self.path / ATTN, mmap_mode=mode)
         n = len(self.items)
+        if (self.path / OWNER).exists():
+            self.owner = np.load(self.path / OWNER)
+            self.boxes = np.load(self.path / BOXES)
+        else:  # format 1: one full view per image
+            self.owner = np.arange(n, dtype=np.int64)
+            self.boxes = np.tile(np.array(FULL_BOX, dtype=np.float32), (n, 1))
+        self.zoom = ZoomViews.from_dict(self.manifest.get("zoom"))
+        v = len(self.owner)
         for name, arr in (("embeddings", self.embeddings), ("global", self.global_), ("parts", self.parts),
-                          ("attn", self.attn)):
-            if arr.shape[0] != n:
-                raise IndexFormatError(f"{self.path}: {name} has {arr.shape[0]} rows but there are {n} items")
-        try:
-            self.faiss = faiss.read_index(str(self.path / FAISS_FILE), faiss.IO_FLAG_MMAP if mmap else 0)
-        except RuntimeError:  # not every index type maps; read it into memory then
-            self.faiss = faiss.read_index(str(self.path / FAISS_FILE))
-        if self.faiss.ntotal != n:
-            raise IndexFormatError(f"{self.path}: FAISS holds {self.faiss.ntotal} vectors but there are {n} items")
+                          ("attn", self.attn), ("boxes", self.boxes)):
+            if arr.shape[0] != v:
+                raise IndexFormatError(f"{self.path}: {name} has {arr.shape[0]} rows but there are {v} views")
+        if v and (np.any(np.diff(self.owner) < 0) or self.owner[-1] != n - 1):
+            raise IndexFormatError(f"{self.path}: {OWNER} must map views to the {n} images in order")
+        # rows of image i: first_row[i] (its full photo) up to first_row[i + 1]
+        self.first_row = np.searchsorted(self.owner, np.arange(n + 1))
         params = self.manifest.get("faiss", {})
         self.index_type: str = params.get("type", "flat")
+        if self.index_type == "flat":  # exact search over the stored embeddings: no second copy on disk
+            self.faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
+            self.faiss.add(np.ascontiguousarray(self.embeddings, dtype=np.float32))
+        else:
+            try:
+                self.faiss = faiss.read_index(str(self.path / FAISS_FILE), faiss.IO_FLAG_MMAP if mmap else 0)
+            except RuntimeError:  # not every index type maps; read it into memory then
+                self.faiss = faiss.read_index(str(self.path / FAISS_FILE))
+        if self.faiss.ntotal != v:
+            raise IndexFormatError(f"{self.path}: FAISS holds {self.faiss.ntotal} vectors but there are {v} views")
         self.ef_search: int = int(params.get("ef_search", 128))
         self.nprobe: int = int(params.get("nprobe", 32))
         self.refine: int = int(params.get("refine", 1))  # candidates fetched per result, re-scored exactly
@@ -120,7 +150,19 @@ class GalleryIndex:
         return Path(root.get("absolute", rel or "."))
 
     def __len__(self) -> int:
+        """Number of images (the rows of the arrays are views: see `views`)."""
         return len(self.items)
+
+    @property
+    def views(self) -> int:
+        return len(self.owner)
+
+    def view_rows(self, images: np.ndarray) -> np.ndarray:
+        """All rows (views) of some images, image by image."""
+        images = np.asarray(images, dtype=np.int64)
+        starts, ends = self.first_row[images], self.first_row[images + 1]
+        counts = ends - starts
+        return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
 
     @property
     def fingerprint(self) -> str:
@@ -135,51 +177,63 @@ class GalleryIndex:
         thumb = self.items[i].get("thumb")
         return self.path / thumb if thumb else self.image_path(i)
 
-    def category_rows(self, category: str) -> np.ndarray:
+    def category_images(self, category: str) -> np.ndarray:
         return self._by_category.get(category, np.zeros(0, dtype=np.int64))
 
-    def _faiss_search(self, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    def _faiss_search(self, q: np.ndarray, m: int) -> np.ndarray:
+        """Rows of the top m views by FAISS (more for IVF-PQ, whose scores are re-computed exactly after)."""
         import faiss
 
-        m = min(m, len(self))
+        m = min(m, self.views)
         if self.index_type == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m))
-            scores, idx = self.faiss.search(q, m, params=params)
+            _, idx = self.faiss.search(q, m, params=faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m)))
         elif self.index_type == "ivfpq":
-            fetch = min(len(self), m * self.refine)
-            scores, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
+            fetch = min(self.views, m * self.refine)
+            _, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
         else:
-            scores, idx = self.faiss.search(q, m)
-        return idx[0], scores[0]
+            _, idx = self.faiss.search(q, m)
+        return idx[0][idx[0] >= 0]
 
-    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top m rows by the coarse inner product (exact re-scoring of the FAISS candidates with the stored
-        embeddings), optionally within one category; returns (rows, scores), best first."""
+    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top m images by the coarse inner product of their best view, optionally within one category: FAISS
+        finds candidate views, then every view of the candidate images is re-scored exactly with the stored
+        embeddings. Returns (images, scores, best view rows), best first."""
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
+        allowed = None
         if category:
-            rows = self.category_rows(category)
-            if len(rows) == 0:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            if len(rows) <= EXACT_SUBSET_MAX or self.index_type == "flat" and len(rows) * 4 > len(self):
-                return self._exact(q, rows, m)
-            fetch = m * max(2, len(self) // len(rows))
-            while True:  # over-fetch until m of the category come back, or everything was searched
-                idx, _ = self._faiss_search(q, fetch)
-                idx = idx[idx >= 0]
-                keep = idx[np.isin(idx, rows)]
-                if len(keep) >= m or fetch >= len(self):
-                    return self._exact(q, keep, m)
-                fetch = min(len(self), fetch * 4)
-        idx, _ = self._faiss_search(q, m)
-        idx = idx[idx >= 0]
-        return self._exact(q, idx, m)
+            allowed = self.category_images(category)
+            if len(allowed) == 0:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+            if len(allowed) <= EXACT_SUBSET_MAX or self.index_type == "flat" and len(allowed) * 4 > len(self):
+                return self._exact(q, allowed, m)
+        # an image's best views come first and its other views far behind, so 2 views per wanted image usually
+        # give m images; if not, fetch 4x more
+        fetch = 2 * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
+        while True:  # over-fetch until m images (of the category) come back, or everything was searched
+            images = np.unique(self.owner[self._faiss_search(q, fetch)])
+            if allowed is not None:
+                images = images[np.isin(images, allowed)]
+            if len(images) >= m or fetch >= self.views:
+                return self._exact(q, images, m)
+            fetch = min(self.views, fetch * 4)
 
-    def _exact(self, q: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    def _exact(self, q: np.ndarray, images: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        images = np.sort(np.asarray(images, dtype=np.int64))  # ascending reads from the memory map
+        if len(images) == 0:
+            return images, np.zeros(0, dtype=np.float32), images
+        rows = self.view_rows(images)
+        scores = np.asarray(self.embeddings[rows], dtype=np.float32) @ q[0]
+        best, pick = best_in_groups(scores, np.diff(self.first_row)[images])
+        best_row = rows[pick]
+        order = np.lexsort((images, -best))[:m]  # by score, ties by image: deterministic
+        return images[order], best[order], best_row[order]
+
+    def tokens(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored global and part tokens of some rows (float32): all ATA needs."""
         rows = np.asarray(rows, dtype=np.int64)
-        sorted_rows = np.sort(rows)  # ascending reads from the memory map
-        scores = np.asarray(self.embeddings[sorted_rows], dtype=np.float32) @ q[0]
-        order = np.lexsort((sorted_rows, -scores))[:m]  # by score, ties by row: deterministic
-        return sorted_rows[order], scores[order]
+        return (torch.from_numpy(np.asarray(self.global_[rows], dtype=np.float32)),
+                torch.from_numpy(np.asarray(self.parts[rows], dtype=np.float32)))
 
     def encoding(self, rows: np.ndarray) -> Encoding:
         """Stored tokens of some rows as an Encoding (float32)."""
@@ -203,14 +257,16 @@ class Match:
     global_contribution: float
     query_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the query image's frame
     match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
-    index: int = -1  # row in the index (for gallery_image / "more like this")
+    index: int = -1  # the image in the index (for gallery_image / "more like this")
     display_path: str = ""  # a thumbnail where the index has one, else `path`
+    box: tuple[float, float, float, float] = FULL_BOX  # the view that matched: the full photo or a zoom window
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
                 "item_id": self.item_id, "category": self.category, "image": self.path,
                 "contributions": [round(c, 6) for c in self.contributions],
-                "global_contribution": round(self.global_contribution, 6)}
+                "global_contribution": round(self.global_contribution, 6),
+                "matched_view": [round(b, 4) for b in self.box]}
 
 
 @dataclass
@@ -299,59 +355,62 @@ class SearchEngine:
         if category is not None and category not in self.index.categories:
             raise ValueError(f"unknown category {category!r}; the index has {self.categories}")
         m = max(rerank_top, k)
-        rows, coarse = self.index.coarse_search(q.embedding[0].float().numpy(), m, category)
+        images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), m, category)
         t1 = time.perf_counter()
-        matches: list[Match] = []
-        n_rerank = min(rerank_top, len(rows))
-        if len(rows) == 0:
+        if len(images) == 0:
             return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)))
-        cand = self.index.encoding(rows)
+        # ATA over every view of the top rerank_top images (each scores as its best view); the rest keep
+        # their coarse order and best view
+        n_rerank = min(rerank_top, len(images))
+        view_rows = self.index.view_rows(images[:n_rerank])
+        rows = np.concatenate([view_rows, best_rows[n_rerank:]])
         with torch.inference_mode():
-            al = self.model.align(q[0], cand)
+            al = self.model.align_tokens(q.global_[:1], q.parts[:1], *self.index.tokens(rows))
         ata = al.scores[0].numpy()
-        if n_rerank > 0:
-            head = np.lexsort((np.arange(n_rerank), -ata[:n_rerank]))  # stable: ties keep coarse order
-            order = np.concatenate([head, np.arange(n_rerank, len(rows))])
-        else:
-            order = np.arange(len(rows))
-        order = order[:k]
+        counts = np.ones(len(images), dtype=np.int64)
+        counts[:n_rerank] = np.diff(self.index.first_row)[images[:n_rerank]]
+        best_ata, pick = best_in_groups(ata, counts)
+        head = np.lexsort((np.arange(n_rerank), -best_ata[:n_rerank]))  # stable: ties keep coarse order
+        order = np.concatenate([head, np.arange(n_rerank, len(images))])[:k]
         t2 = time.perf_counter()
-        contrib = al.contributions[0].numpy()
-        glob = al.global_term[0].numpy()
-        pi = al.assignment[0].numpy()
+        matches: list[Match] = []
         q_attn = q.attn[0].float().numpy()
         size = self.model.config.image_size
         for r, j in enumerate(order):
-            row = int(rows[j])
-            it = self.index.items[row]
-            reranked = j < n_rerank
+            image, c = int(images[j]), int(pick[j])
+            row = int(rows[c])
+            it = self.index.items[image]
+            box = tuple(float(b) for b in self.index.boxes[row])
+            contrib = al.contributions[0, c].numpy()
             qh = mh = None
             if explain:
-                qg, mg = part_contribution_maps(contrib[j], q_attn, cand.attn[j].numpy(), pi[j])
+                match_attn = np.asarray(self.index.attn[row], dtype=np.float32)
+                qg, mg = part_contribution_maps(contrib, q_attn, match_attn, al.assignment[0, c].numpy())
                 if query_size is not None:
                     qh = to_image_frame(qg, query_size[0], query_size[1], size, heatmap_max_side)
                 mw, mh_ = it.get("width") or size, it.get("height") or size
-                mh = to_image_frame(mg, int(mw), int(mh_), size, heatmap_max_side)
+                mh = to_image_frame(mg, int(mw), int(mh_), size, heatmap_max_side, box)
             matches.append(Match(
-                rank=r + 1, score=float(ata[j] if reranked else coarse[j]), coarse_score=float(coarse[j]),
+                rank=r + 1, score=float(best_ata[j] if j < n_rerank else coarse[j]), coarse_score=float(coarse[j]),
                 item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
-                path=str(self.index.image_path(row)), metadata=dict(it.get("meta", {})),
-                contributions=[float(c) for c in contrib[j]], global_contribution=float(glob[j]),
-                query_heatmap=qh, match_heatmap=mh, index=row, display_path=str(self.index.display_path(row))))
+                path=str(self.index.image_path(image)), metadata=dict(it.get("meta", {})),
+                contributions=[float(x) for x in contrib], global_contribution=float(al.global_term[0, c]),
+                query_heatmap=qh, match_heatmap=mh, index=image, display_path=str(self.index.display_path(image)),
+                box=box))
         t3 = time.perf_counter()
         timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
                    "total_ms": (t3 - t0) * 1e3}
         return SearchResult(matches, timings, tuple(query_size or (0, 0)))
 
     def gallery_image(self, i: int, original: bool = False) -> Image.Image:
-        """Gallery image of index row i (its thumbnail unless `original`), e.g. for "more like this"."""
+        """Gallery image i (its thumbnail unless `original`), e.g. for "more like this"."""
         path = self.index.image_path(i) if original else self.index.display_path(i)
         return load_image(path)
 
     def gallery_encoding(self, i: int) -> Encoding:
-        """The stored encoding of index row i: search with it for "more like this" without re-encoding."""
-        return self.index.encoding(np.array([i]))
+        """The stored encoding of image i's full photo: search with it for "more like this" without re-encoding."""
+        return self.index.encoding(self.index.first_row[i:i + 1])
 
 
 def _weights_arg(weights: str | Path | None) -> str | None:

@@ -11,14 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import LUMA_TINY, ROOT
 from index_builder import add_to_index, build_index, merge_indexes, remove_from_index
 from index_builder.gallery import discover_gallery, shard_of
 from mga.search import GalleryIndex, SearchEngine
+from mga.views import ZoomViews
 
 QUIET = dict(progress=False, log=lambda msg: None)
+# one zoom window per image where the test is not about zoom views: the same code path at a fifth of the cost
+FAST = dict(QUIET, zoom=ZoomViews(grid=1))
 TINY_JPEGS = sorted(LUMA_TINY.glob("img/*/*/*/*.jpg"))
 
 
@@ -107,31 +111,35 @@ def test_plain_folder_with_bad_files(tmp_path, default_model):
 
 def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
     from mga.data import load_retrieval_data
-    from mga.evaluate import encode_records
+    from mga.evaluate import encode_gallery, encode_records
     from mga.retrieval import rank
 
     out = tmp_path / "tiny-index"
-    build_index(LUMA_TINY, out, model=default_model, workers=0, **QUIET)
+    build_index(LUMA_TINY, out, model=default_model, workers=0, **FAST)
     data = load_retrieval_data(LUMA_TINY)
     engine = SearchEngine.load(out, model=default_model)
     ix = engine.index
     assert [it["path"] for it in ix.items] == [r.path for r in data.gallery]
     assert ix.index_type == "flat" and engine.info["images"] == len(data.gallery) == 183
     assert [it["item_id"] for it in ix.items] == [r.item_id for r in data.gallery]
-    g = encode_records(default_model, LUMA_TINY, data.gallery)
+    g, owner = encode_gallery(default_model, LUMA_TINY, data.gallery, FAST["zoom"])
+    assert ix.views == len(g) == 2 * len(data.gallery) and ix.owner.tolist() == owner.tolist()
     np.testing.assert_allclose(ix.embeddings, g.embedding.numpy(), atol=1e-4)
+    full = encode_records(default_model, LUMA_TINY, data.gallery)  # the full photos are each image's first view
+    np.testing.assert_allclose(ix.embeddings[ix.first_row[:-1]], full.embedding.numpy(), atol=1e-4)
     q = encode_records(default_model, LUMA_TINY, data.query[:12])
     k = 10
-    coarse = rank(default_model, q, g, "coarse", 0)[:, :k].numpy()
-    stored = ix.encoding(np.arange(len(ix)))  # fp16 tokens as stored, for the ATA comparison
-    fine = rank(default_model, q, stored, "coarse", 100)[:, :k].numpy()
+    coarse = rank(default_model, q, g, "coarse", 0, owner)[:, :k].numpy()
+    stored = ix.encoding(np.arange(ix.views))  # fp16 tokens as stored, for the ATA comparison
+    fine = rank(default_model, q, stored, "coarse", 100, owner)[:, :k].numpy()
     for i in range(len(q)):
         r0 = engine.search_encoding(q[i], k=k, rerank_top=0)
         assert [m.index for m in r0.matches] == coarse[i].tolist()
         r1 = engine.search_encoding(q[i], k=k, rerank_top=100)
         assert [m.index for m in r1.matches] == fine[i].tolist()
-        ata = default_model.align(q[i], g[fine[i].tolist()]).scores[0].detach().numpy()
-        np.testing.assert_allclose([m.score for m in r1.matches], ata, atol=5e-3)  # fp16 tokens vs fp32
+        best = [float(default_model.align(q[i], g[torch.nonzero(owner == m.index).flatten()]).scores[0].max().detach())
+                for m in r1.matches]  # an image scores as its best view
+        np.testing.assert_allclose([m.score for m in r1.matches], best, atol=5e-3)  # fp16 tokens vs fp32
 
 
 def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
@@ -139,7 +147,7 @@ def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
     gal.mkdir()
     _copy_some(gal, 10)
     out = tmp_path / "ix"
-    build_index(gal, out, model=default_model, workers=0, chunk_size=5, **QUIET)
+    build_index(gal, out, model=default_model, workers=0, chunk_size=5, **FAST)
     assert len(GalleryIndex(out)) == 10
     _copy_some(gal, 14, start=3)
 
@@ -151,19 +159,19 @@ def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        build_index(gal, out, model=default_model, workers=0, chunk_size=5, on_chunk=stop_after_first, **QUIET)
+        build_index(gal, out, model=default_model, workers=0, chunk_size=5, on_chunk=stop_after_first, **FAST)
     assert len(GalleryIndex(out)) == 10  # the previous index is intact
     leftovers = list(tmp_path.glob("ix.tmp-*"))
     assert len(leftovers) == 1 and len(list((leftovers[0] / "chunks").glob("*.npz"))) == 1
     calls = []
     man = build_index(gal, out, model=default_model, workers=0, chunk_size=5, resume=True,
-                      on_chunk=lambda d, t: calls.append((d, t)), **QUIET)
+                      on_chunk=lambda d, t: calls.append((d, t)), **FAST)
     assert man["build"]["resumed"] and calls and calls[0][0] == 2  # chunk 1 was not encoded again
     assert man["build"]["images_encoded_now"] == 24 - 5
     ix = GalleryIndex(out)
     assert len(ix) == 24 and not list(tmp_path.glob("ix.tmp-*"))
     fresh = tmp_path / "fresh"
-    build_index(gal, fresh, model=default_model, workers=0, **QUIET)
+    build_index(gal, fresh, model=default_model, workers=0, **FAST)
     np.testing.assert_allclose(GalleryIndex(fresh).embeddings, ix.embeddings, atol=1e-4)
 
 
@@ -172,7 +180,7 @@ def test_add_remove_and_search_consistency(tmp_path, default_model):
     gal.mkdir()
     first = _copy_some(gal, 8)
     out = tmp_path / "ix"
-    build_index(gal, out, model=default_model, workers=0, **QUIET)
+    build_index(gal, out, model=default_model, workers=0, **FAST)
     more = _copy_some(gal, 8, start=2)
     add_to_index(out, gal, model=default_model, workers=0, **QUIET)
     ix = GalleryIndex(out)
@@ -183,11 +191,13 @@ def test_add_remove_and_search_consistency(tmp_path, default_model):
     assert n >= 2 and len(ix2) == len(ix) - n
     assert first[0] not in {it["path"] for it in ix2.items} and gone_item not in {it["item_id"] for it in ix2.items}
     # rows still line up: the stored embedding of each kept image is the one it had before
-    before = {it["path"]: ix.embeddings[r] for r, it in enumerate(ix.items)}
+    before = {it["path"]: ix.embeddings[ix.view_rows([r])] for r, it in enumerate(ix.items)}
     for r, it in enumerate(ix2.items):
-        np.testing.assert_array_equal(ix2.embeddings[r], before[it["path"]])
-        assert ix2.faiss.search(ix2.embeddings[r:r + 1].astype(np.float32), 1)[1][0, 0] == r or \
-            np.isclose(ix2.faiss.search(ix2.embeddings[r:r + 1].astype(np.float32), 1)[0][0, 0], 1.0, atol=1e-4)
+        rows = ix2.view_rows([r])
+        assert (ix2.owner[rows] == r).all() and ix2.boxes[rows[0]].tolist() == [0, 0, 1, 1]
+        np.testing.assert_array_equal(ix2.embeddings[rows], before[it["path"]])
+        _, hit = ix2.faiss.search(ix2.embeddings[rows].astype(np.float32), 1)
+        assert (ix2.owner[hit[:, 0]] == r).all()
 
 
 def test_shards_merge_to_the_full_index(tmp_path, default_model):
@@ -195,20 +205,20 @@ def test_shards_merge_to_the_full_index(tmp_path, default_model):
     gal.mkdir()
     _copy_some(gal, 12, step=5)
     full = tmp_path / "full"
-    build_index(gal, full, model=default_model, workers=0, **QUIET)
+    build_index(gal, full, model=default_model, workers=0, **FAST)
     shards = []
     for i in range(3):
         d = tmp_path / f"shard{i}"
-        man = build_index(gal, d, model=default_model, workers=0, shard=f"{i}/3", **QUIET)
+        man = build_index(gal, d, model=default_model, workers=0, shard=f"{i}/3", **FAST)
         assert all(shard_of(it["path"], 3) == i for it in GalleryIndex(d).items)
         shards.append(d)
     merged = tmp_path / "merged"
     merge_indexes(merged, shards, progress=False, log=lambda m: None)
     a, b = GalleryIndex(full), GalleryIndex(merged)
-    emb_a = {it["path"]: a.embeddings[r] for r, it in enumerate(a.items)}
+    emb_a = {it["path"]: a.embeddings[a.view_rows([r])] for r, it in enumerate(a.items)}
     assert sorted(emb_a) == sorted(it["path"] for it in b.items)
     for r, it in enumerate(b.items):
-        np.testing.assert_allclose(b.embeddings[r], emb_a[it["path"]], atol=1e-4)
+        np.testing.assert_allclose(b.embeddings[b.view_rows([r])], emb_a[it["path"]], atol=1e-4)
     assert man["source"]["shard"] == "2/3"
 
 
@@ -217,13 +227,16 @@ def test_hnsw_and_cli(tmp_path, default_model):
     gal.mkdir()
     _copy_some(gal, 20, step=3)
     out = tmp_path / "hnsw"
-    build_index(gal, out, model=default_model, workers=0, index_type="hnsw", **QUIET)
+    build_index(gal, out, model=default_model, workers=0, index_type="hnsw", **FAST)
     ix = GalleryIndex(out)
     assert ix.index_type == "hnsw" and type(ix.faiss).__name__ == "IndexHNSWFlat"
     q = ix.embeddings[3]
-    rows, scores = ix.coarse_search(q, 5)
-    exact = np.argsort(-(ix.embeddings @ q))[:5]
-    assert rows.tolist() == exact.tolist()
+    images, scores, best_rows = ix.coarse_search(q, 5)
+    per_view = ix.embeddings @ q
+    per_image = np.array([per_view[ix.view_rows([i])].max() for i in range(len(ix))])
+    assert images.tolist() == np.argsort(-per_image, kind="stable")[:5].tolist()
+    np.testing.assert_allclose(per_view[best_rows], scores, atol=1e-5)
+    assert (ix.owner[best_rows] == images).all()
     import os
 
     from index_builder.__main__ import main
@@ -281,7 +294,8 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path):
     for qi in rng.integers(0, n, 50):
         q = emb[qi] + 0.05 * rng.standard_normal(emb.shape[1]).astype(np.float32)
         q /= np.linalg.norm(q)
-        rows, scores = ix.coarse_search(q, 10)
+        rows, scores, best_views = ix.coarse_search(q, 10)
+        assert best_views.tolist() == rows.tolist()  # one view per image: images and rows coincide
         np.testing.assert_allclose(scores, emb[rows] @ q, rtol=1e-5, atol=1e-6)
         assert np.all(np.diff(scores) <= 0)
         hits += len(set(rows.tolist()) & set(np.argsort(-(emb @ q))[:10].tolist()))

@@ -18,12 +18,14 @@ from mga.explain import contribution_bar_chart, overlay, part_contribution_maps,
 from mga.imageio import ImageError
 from mga.model import MGAModel
 from mga.search import IndexMismatchError, SearchEngine, SearchResult
+from mga.views import ZoomViews
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, default_model):
     out = tmp_path_factory.mktemp("search") / "tiny-index"
-    build_index(LUMA_TINY, out, model=default_model, workers=0, progress=False, log=lambda m: None)
+    build_index(LUMA_TINY, out, model=default_model, workers=0, progress=False, log=lambda m: None,
+                zoom=ZoomViews(grid=1))  # one window per image: the zoom-view code path at a fifth of the cost
     return SearchEngine.load(out, model=default_model)
 
 
