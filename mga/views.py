@@ -57,7 +57,7 @@ class ZoomViews:
         else:
             x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
         bw, bh = x1 - x0, y1 - y0
-        side = min(self.scale * (bw * bh) ** 0.5, img.width, img.height)
+        side = min(max(1.0, self.scale * (bw * bh) ** 0.5), img.width, img.height)  # at least a pixel
         out: list[Box] = [FULL_BOX]
         for i in range(self.grid):
             for j in range(self.grid):
