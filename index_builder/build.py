@@ -199,14 +199,15 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
         a.flush()
     del outs
     np.save(tmp / OWNER, np.repeat(np.arange(len(items), dtype=np.int64), counts))
-    emb = np.load(tmp / EMBEDDINGS, mmap_mode="r")
-    t = time.perf_counter()
-    index, params = build_faiss(emb, index_type, progress=progress)
-    if index_type != "flat":  # a flat index is the embeddings themselves: GalleryIndex rebuilds it at load
+    if index_type == "flat":  # a flat index is the embeddings themselves: GalleryIndex builds it at load
+        params = {"type": "flat"}
+    else:
         import faiss
 
+        t = time.perf_counter()
+        index, params = build_faiss(np.load(tmp / EMBEDDINGS, mmap_mode="r"), index_type, progress=progress)
         faiss.write_index(index, str(tmp / FAISS_FILE))
-    params["build_seconds"] = round(time.perf_counter() - t, 2)
+        params["build_seconds"] = round(time.perf_counter() - t, 2)
     with open(tmp / ITEMS, "w", encoding="utf-8") as f:
         for it in items:
             f.write(json.dumps(it, ensure_ascii=False) + "\n")
@@ -470,7 +471,7 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
             images = np.asarray(rows, dtype=np.int64)
             pieces.append(Piece({"embeddings": ix.embeddings, "global": ix.global_, "parts": ix.parts,
                                  "attn": ix.attn, "boxes": ix.boxes}, ix.view_rows(images),
-                                np.diff(ix.first_row)[images]))
+                                ix.view_count(images)))
         skipped += ix.manifest.get("skipped", [])
     base = idxs[0].manifest
     itype = choose_index_type(len(items), index_type)

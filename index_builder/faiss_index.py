@@ -34,15 +34,13 @@ def _pq_m(d: int) -> int:
 
 
 def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block: int = 65536):
-    """An inner-product FAISS index over `emb` (N, E) float32 (may be a memory map); returns (index, params)
-    where params (type, ef_search, nprobe ...) go into the manifest and are applied at search time."""
+    """An approximate inner-product FAISS index (hnsw or ivfpq) over `emb` (N, E) float32 (may be a memory map);
+    returns (index, params) where params (type, ef_search, nprobe ...) go into the manifest and are applied at
+    search time. An exact flat index is not stored: mga.search.GalleryIndex builds it from the embeddings."""
     import faiss
 
     n, d = emb.shape
-    if index_type == "flat":
-        index = faiss.IndexFlatIP(d)
-        params = {"type": "flat"}
-    elif index_type == "hnsw":
+    if index_type == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = HNSW_EF_SEARCH

@@ -27,6 +27,7 @@ from .explain import part_contribution_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageSource, load_image
 from .model import Encoding, MGAModel
+from .retrieval import best_view
 from .views import FULL_BOX, ZoomViews
 
 # The index folder's files (index_builder writes them; this module reads them).
@@ -66,13 +67,12 @@ def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) 
     return shlex.join(cmd)
 
 
-def best_in_groups(scores: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores in adjacent groups of `counts` (each >= 1) -> each group's max and the position of the first
-    score reaching it: an image scores as its best view."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    best = np.maximum.reduceat(scores, starts)
-    hit = np.flatnonzero(scores >= np.repeat(best, counts))
-    return best, hit[np.searchsorted(hit, starts)]
+def _best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of views in adjacent groups, `counts` views per image -> each image's best score and the position
+    of its best view (mga.retrieval.best_view, the ranking evaluation uses)."""
+    local = torch.from_numpy(np.repeat(np.arange(len(counts)), counts))
+    best, which = best_view(torch.as_tensor(scores)[None], local, len(counts))
+    return best[0].numpy(), which[0].numpy()
 
 
 class GalleryIndex:
@@ -157,12 +157,16 @@ class GalleryIndex:
     def views(self) -> int:
         return len(self.owner)
 
+    def view_count(self, images: np.ndarray) -> np.ndarray:
+        """Number of views (rows) of each of some images."""
+        images = np.asarray(images, dtype=np.int64)
+        return self.first_row[images + 1] - self.first_row[images]
+
     def view_rows(self, images: np.ndarray) -> np.ndarray:
         """All rows (views) of some images, image by image."""
         images = np.asarray(images, dtype=np.int64)
-        starts, ends = self.first_row[images], self.first_row[images + 1]
-        counts = ends - starts
-        return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        counts = self.view_count(images)
+        return np.repeat(self.first_row[images] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
 
     @property
     def fingerprint(self) -> str:
@@ -224,7 +228,7 @@ class GalleryIndex:
             return images, np.zeros(0, dtype=np.float32), images
         rows = self.view_rows(images)
         scores = np.asarray(self.embeddings[rows], dtype=np.float32) @ q[0]
-        best, pick = best_in_groups(scores, np.diff(self.first_row)[images])
+        best, pick = _best_per_image(scores, self.view_count(images))
         best_row = rows[pick]
         order = np.lexsort((images, -best))[:m]  # by score, ties by image: deterministic
         return images[order], best[order], best_row[order]
@@ -367,10 +371,9 @@ class SearchEngine:
         rows = np.concatenate([view_rows, best_rows[n_rerank:]])
         with torch.inference_mode():
             al = self.model.align_tokens(q.global_[:1], q.parts[:1], *self.index.tokens(rows))
-        ata = al.scores[0].numpy()
         counts = np.ones(len(images), dtype=np.int64)
-        counts[:n_rerank] = np.diff(self.index.first_row)[images[:n_rerank]]
-        best_ata, pick = best_in_groups(ata, counts)
+        counts[:n_rerank] = self.index.view_count(images[:n_rerank])
+        best_ata, pick = _best_per_image(al.scores[0], counts)
         head = np.lexsort((np.arange(n_rerank), -best_ata[:n_rerank]))  # stable: ties keep coarse order
         order = np.concatenate([head, np.arange(n_rerank, len(images))])[:k]
         t2 = time.perf_counter()

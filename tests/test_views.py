@@ -14,7 +14,7 @@ from index_builder import build_index
 from mga.explain import to_image_frame
 from mga.imageio import load_image
 from mga.retrieval import best_view
-from mga.search import SearchEngine, best_in_groups
+from mga.search import SearchEngine, _best_per_image
 from mga.transforms import garment_mask
 from mga.views import FULL_BOX, ZoomViews, crop
 
@@ -44,7 +44,7 @@ def test_an_image_scores_as_its_best_view():
     np.testing.assert_allclose(best[:, :3], [[0.9, 0.3, 0.5], [0.2, 0.8, 0.7]])
     assert best[:, 3].isinf().all()
     assert which.tolist() == [[1, 2, 3, -1], [0, 2, 4, -1]]  # first view on ties; image 3 has none
-    b, pick = best_in_groups(np.array([0.1, 0.9, 0.3, 0.5, 0.5]), np.array([2, 1, 2]))
+    b, pick = _best_per_image(np.array([0.1, 0.9, 0.3, 0.5, 0.5]), np.array([2, 1, 2]))  # the engine's grouping
     assert b.tolist() == pytest.approx([0.9, 0.3, 0.5]) and pick.tolist() == [1, 2, 3]
 
 
