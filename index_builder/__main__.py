@@ -1,7 +1,7 @@
 """Build, extend and inspect MGA index folders.
 
   python -m index_builder --gallery SRC --out DIR [--weights W] [--csv META.csv] [--index-type auto|flat|hnsw|ivfpq]
-                          [--resume] [--shard i/N] [--zoom-grid 4] [--batch-size 32] [--workers 2]
+                          [--resume] [--shard i/N] [--zoom-grid 4] [--batch-size N] [--workers 2]
   python -m index_builder merge --out DIR SHARD_DIR [SHARD_DIR ...]
   python -m index_builder add --index DIR --gallery SRC [--csv META.csv] [--weights W]
   python -m index_builder remove --index DIR (--paths P [P ...] | --item-ids ID [ID ...])
@@ -33,7 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="metadata CSV keyed by relative image path (default: SRC/metadata.csv or items.csv)")
     p.add_argument("--index-type", choices=INDEX_TYPES, default="auto",
                    help="auto: exact flat below 50k vectors (views), HNSW above (IVF-PQ above 5M)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, help="most views per forward (default: the device's, config.FORWARD_BATCH)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per persisted chunk (the --resume unit)")
     p.add_argument("--thumb-size", type=int, default=0, help="write <=N px JPEG thumbnails of bigger originals for the app (default 0: none; costs build speed)")

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mga.devices import autocast
+from mga.devices import forward_batch
 from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
@@ -56,8 +56,8 @@ def thumb_name(abs_path: str) -> str:
 
 
 class EncodeDataset(Dataset):
-    """Entry index -> dict(views (V, 3, S, S) | None, their boxes, size, thumb, error). A bad file yields its
-    ImageError message."""
+    """Entry index -> dict(views (V, 3, S, S) uint8 pixels | None, their boxes, size, thumb, error). A bad file
+    yields its ImageError message."""
 
     def __init__(self, root: Path, paths: Sequence[str], transform: Callable, image_size: int,
                  thumb_dir: Path | None, thumb_size: int, fast_decode: bool = True, zoom: ZoomViews = ZoomViews()):
@@ -94,6 +94,14 @@ class EncodeDataset(Dataset):
 
 def _collate(batch: list[dict]) -> list[dict]:
     return batch
+
+
+def _background_worker(_: int) -> None:
+    """Decoding runs at the lowest priority: where the model already uses every core (a CPU build), the
+    workers then fill its idle moments instead of preempting its threads mid-operation (bench_build: encode
+    loop / bare forwards 0.62 -> 0.89 with full photos, 0.74 -> 0.87 with zoom views, on 2 cores)."""
+    if hasattr(os, "nice"):  # POSIX
+        os.nice(19)
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -235,7 +243,7 @@ def _model_manifest(model: MGAModel, weights) -> dict:
 # ------------------------------------------------------------------------------------------------ build
 def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = None, weights: str | None = None,
                 csv: str | Path | None = None, index_type: str = "auto", resume: bool = False,
-                shard: str | None = None, batch_size: int = 32, workers: int | None = None,
+                shard: str | None = None, batch_size: int | None = None, workers: int | None = None,
                 chunk_size: int = DEFAULT_CHUNK, thumb_size: int = DEFAULT_THUMB, fast_decode: bool = True,
                 zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (), on_chunk: Callable[[int, int], None] | None = None,
                 progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
@@ -305,16 +313,18 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     done_images = sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if c not in set(todo))
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     device = model.device
+    batch_size = batch_size or forward_batch(device)  # views per forward
     t_enc = time.perf_counter()
     encoded_now = 0
     if todo:
-        ds = EncodeDataset(gal.root, [e.path for e in entries], model.transform, cfg.image_size,
+        ds = EncodeDataset(gal.root, [e.path for e in entries], model.transform.pixels, cfg.image_size,
                            tmp if use_thumbs else None, thumb_size, fast_decode, zoom)
-        per_batch = max(1, batch_size // zoom.max_per_image)  # images per batch: about batch_size views
+        per_batch = zoom.images_per_batch(batch_size)
         batches = [list(range(s, min(e, s + per_batch))) for c in todo for (s0, e) in [chunks[c]]
                    for s in range(s0, e, per_batch)]
         loader = DataLoader(ds, batch_sampler=batches, collate_fn=_collate, num_workers=workers,
-                            persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+                            persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+                            worker_init_fn=_background_worker)
         bar = tqdm(total=n, initial=done_images, desc="index", unit="img", disable=not progress or None,
                    dynamic_ncols=True)
         pending = {c: [] for c in todo}
@@ -323,9 +333,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
             for batch in loader:
                 good = [b for b in batch if b["x"] is not None]
                 if good:
-                    x = torch.cat([b["x"] for b in good]).to(device)
-                    with autocast(device):
-                        enc = model(x).to("cpu")
+                    enc = model.encode(torch.cat([b["x"] for b in good]), batch_size)
                     s = 0
                     for b in good:
                         v = slice(s, s + len(b["x"]))

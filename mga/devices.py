@@ -5,6 +5,8 @@ import contextlib
 
 import torch
 
+from .config import FORWARD_BATCH
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -17,3 +19,8 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def forward_batch(device: torch.device) -> int:
+    """Most images per encoding forward on this device (config.FORWARD_BATCH)."""
+    return FORWARD_BATCH.get(device.type, FORWARD_BATCH["cpu"])

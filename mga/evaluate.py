@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
-from .devices import autocast, resolve_device
+from .devices import forward_batch, resolve_device
 from .files import atomic_path
 from .hub import describe_weights, load_model
 from .metrics import CONSUMER2SHOP_KS, INSHOP_KS, recall_at_k
@@ -28,41 +28,36 @@ from .views import ViewsTransform, ZoomViews, collate_views
 DEFAULT_RERANK_TOP = 100
 
 
-@torch.inference_mode()
-def _encode(model: MGAModel, dataset: ImageDataset, images_per_batch: int, batch_size: int, workers: int,
+def _encode(model: MGAModel, dataset: ImageDataset, images_per_batch: int, batch_size: int | None, workers: int,
             desc: str, collate=None) -> list:
-    """Encode a data set in eval mode, at most `batch_size` views per forward; a DataLoader decodes the next
-    batch while this one encodes. Returns (Encoding, labels) per loaded batch."""
+    """Encode a data set, at most `batch_size` views per forward (None: the device's); a DataLoader decodes
+    the next batch while this one encodes. Returns (Encoding, labels) per loaded batch."""
     loader = DataLoader(dataset, batch_size=images_per_batch, num_workers=workers, collate_fn=collate)
-    model.eval()
-    device = model.device
-    out = []
-    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-        with autocast(device):
-            enc = [model(images[s:s + batch_size].to(device)).to("cpu") for s in range(0, len(images), batch_size)]
-        out.append((Encoding.cat(enc), labels))
-    return out
+    return [(model.encode(images, batch_size), labels)
+            for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None)]
 
 
-def encode_records(model: MGAModel, root: Path, records: Sequence[Record], batch_size: int = 32,
+def encode_records(model: MGAModel, root: Path, records: Sequence[Record], batch_size: int | None = None,
                    workers: int = 0, desc: str = "encode") -> Encoding:
     """Encode data-set images (the full photos)."""
     dataset = ImageDataset(root, records, model.transform, max_side=working_side(model.config.image_size))
-    return Encoding.cat([enc for enc, _ in _encode(model, dataset, batch_size, batch_size, workers, desc)])
+    per_batch = batch_size or forward_batch(model.device)
+    return Encoding.cat([enc for enc, _ in _encode(model, dataset, per_batch, batch_size, workers, desc)])
 
 
 def encode_gallery(model: MGAModel, root: Path, records: Sequence[Record], zoom: ZoomViews,
-                   batch_size: int = 32, workers: int = 0, desc: str = "gallery") -> tuple[Encoding, torch.Tensor]:
+                   batch_size: int | None = None, workers: int = 0,
+                   desc: str = "gallery") -> tuple[Encoding, torch.Tensor]:
     """Encode every view of the gallery images (mga.views): (encodings (V), owner (V,) image of each view)."""
     transform = ViewsTransform(zoom, model.transform)
     dataset = ImageDataset(root, records, transform, max_side=working_side(model.config.image_size))
-    batches = _encode(model, dataset, max(1, batch_size // zoom.max_per_image), batch_size, workers, desc,
-                      collate=collate_views)
+    per_batch = zoom.images_per_batch(batch_size or forward_batch(model.device))
+    batches = _encode(model, dataset, per_batch, batch_size, workers, desc, collate=collate_views)
     counts = torch.cat([c for _, c in batches])
     return Encoding.cat([enc for enc, _ in batches]), torch.repeat_interleave(torch.arange(len(counts)), counts)
 
 
-def encode_split(model: MGAModel, data: RetrievalData, zoom: ZoomViews = ZoomViews(), batch_size: int = 32,
+def encode_split(model: MGAModel, data: RetrievalData, zoom: ZoomViews = ZoomViews(), batch_size: int | None = None,
                  workers: int = 0) -> tuple[Encoding, Encoding, torch.Tensor]:
     """(queries, gallery views, owner of each view): everything `recall` ranks, encoded once."""
     q = encode_records(model, data.root, data.query, batch_size, workers, "queries")
@@ -84,7 +79,7 @@ def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner
 
 
 def evaluate(model: MGAModel, data: RetrievalData, rerank_top: int = DEFAULT_RERANK_TOP,
-             descriptor: str = "coarse", batch_size: int = 32, workers: int = 0,
+             descriptor: str = "coarse", batch_size: int | None = None, workers: int = 0,
              zoom: ZoomViews = ZoomViews()) -> dict:
     """Recall@K of `data`'s query side against its gallery side (with its zoom views), with the model's
     coarse-to-fine ranking."""
@@ -131,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--zoom-min-cover", type=float, default=ZoomViews().min_cover,
                    help="leave out windows with less garment (non-white) than this fraction")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, help="most images per forward (default: the device's, config.FORWARD_BATCH)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--json", help="write the metrics here")
     p.add_argument("--plot", help="write a recall@K plot (PNG) here")

@@ -17,6 +17,7 @@ from torch import nn
 from .ata import Alignment, align
 from .backbones import TokenBackbone
 from .config import MGAConfig
+from .devices import autocast, forward_batch
 from .fga import FineGranularAggregator
 from .transforms import EvalTransform
 
@@ -108,19 +109,31 @@ class MGAModel(
         return next(self.parameters()).device
 
     @torch.inference_mode()
-    def encode_images(self, images: Iterable[Image.Image], batch_size: int = 32) -> Encoding:
-        """Encode RGB PIL images (any size; letterboxed here) in eval mode, on the model's device."""
+    def encode(self, images: torch.Tensor, batch_size: int | None = None) -> Encoding:
+        """Encode preprocessed images (B, 3, S, S): normalised floats, or uint8 pixels (`transform.pixels`)
+        normalised here on the model's device; in eval mode, with the device's autocast, in forwards of at most
+        `batch_size` (None: the device's, mga.devices.forward_batch). Returned on the CPU."""
         was_training = self.training
         self.eval()
+        device = self.device
+        step = batch_size or forward_batch(device)
+        prepare = self.transform.normalize if images.dtype == torch.uint8 else (lambda x: x)
+        with autocast(device):
+            out = [self(prepare(images[s:s + step].to(device))).to("cpu") for s in range(0, len(images), step)]
+        self.train(was_training)
+        return Encoding.cat(out)
+
+    def encode_images(self, images: Iterable[Image.Image], batch_size: int | None = None) -> Encoding:
+        """Encode RGB PIL images (any size; letterboxed here), `batch_size` at a time (None: the device's)."""
+        step = batch_size or forward_batch(self.device)
         batch, out = [], []
         for img in images:
             batch.append(self.transform(img))
-            if len(batch) == batch_size:
-                out.append(self(torch.stack(batch).to(self.device)).to("cpu"))
+            if len(batch) == step:
+                out.append(self.encode(torch.stack(batch), step))
                 batch = []
         if batch:
-            out.append(self(torch.stack(batch).to(self.device)).to("cpu"))
-        self.train(was_training)
+            out.append(self.encode(torch.stack(batch), step))
         return Encoding.cat(out)
 
     def fingerprint(self) -> str:

@@ -330,9 +330,7 @@ class SearchEngine:
 
     # ---------------------------------------------------------------- querying
     def encode(self, image: Image.Image) -> Encoding:
-        with torch.inference_mode():
-            x = self.model.transform(image)[None].to(self.model.device)
-            return self.model(x).to("cpu")
+        return self.model.encode(self.model.transform(image)[None])
 
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,

@@ -30,14 +30,21 @@ def letterbox_box(width: int, height: int, size: int) -> tuple[int, int, int, in
     return (size - w) // 2, (size - h) // 2, w, h
 
 
+def pixels(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> uint8 tensor (3, H, W): what crosses process and device boundaries, 4x smaller than floats."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+
+
 class Normalize:
-    """PIL RGB -> float tensor normalised with the backbone's mean and std."""
+    """uint8 pixels (3, H, W) or (B, 3, H, W), on any device, or a PIL RGB image -> float tensor normalised with
+    the backbone's mean and std (torchvision's ToImage, ToDtype(scale=True), Normalize, bit for bit)."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
-        self.to_tensor = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
+        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        return self.to_tensor(img)
+    def __call__(self, x: Image.Image | torch.Tensor) -> torch.Tensor:
+        x = pixels(x) if isinstance(x, Image.Image) else x
+        return x.float().mul_(1 / 255).sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
 
 def working_side(size: int) -> int:
@@ -48,13 +55,17 @@ def working_side(size: int) -> int:
 
 
 class EvalTransform:
-    """Deterministic: reduce to the working side, letterbox on white, normalise."""
+    """Deterministic: reduce to the working side, letterbox on white, normalise. `pixels` stops before
+    normalising, so that the index builder ships uint8 to the model's device (MGAModel.encode normalises)."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]):
         self.size, self.normalize = size, Normalize(mean, std)
 
+    def pixels(self, img: Image.Image) -> torch.Tensor:
+        return pixels(letterbox(shrink(img, working_side(self.size)), self.size))
+
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        return self.normalize(letterbox(shrink(img, working_side(self.size)), self.size))
+        return self.normalize(self.pixels(img))
 
 
 def garment_mask(img: Image.Image, white: int = 242) -> np.ndarray:

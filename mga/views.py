@@ -39,6 +39,10 @@ class ZoomViews:
         """Most views an image gets: the full photo and grid x grid windows."""
         return 1 + max(self.grid, 0) ** 2
 
+    def images_per_batch(self, views: int) -> int:
+        """Images per loaded batch so that a batch fills forwards of `views` views (at least one image)."""
+        return max(1, -(-views // self.max_per_image))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -13,7 +13,7 @@ from torchvision.transforms import v2 as T
 from conftest import LUMA, LUMA_TINY
 from mga.ata import align
 from mga.backbones import IMAGENET_MEAN, IMAGENET_STD, TokenBackbone, _efficientnet_lite
-from mga.config import MGAConfig
+from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
 from mga.fga import FineGranularAggregator, diversity_loss
 from mga.hub import WeightsError, load_model, split_revision
 from mga.imageio import load_image
@@ -262,6 +262,35 @@ def test_fingerprint_tells_models_apart(default_model):
     retuned = MGAModel(cfg)
     retuned.load_state_dict(default_model.state_dict())
     assert retuned.fingerprint() != default_model.fingerprint(), "the config is part of the fingerprint"
+
+
+def test_encode_takes_uint8_pixels_and_any_forward_size(default_model):
+    """The index builder ships uint8 pixels and MGAModel.encode normalises them: the same numbers as the
+    float transform; and splitting into forwards of another size changes nothing but rounding."""
+    views = [tiny_photo(), load_image(HOODIE), load_image(BRA)]
+    floats = torch.stack([default_model.transform(v) for v in views])
+    pixels = torch.stack([default_model.transform.pixels(v) for v in views])
+    assert pixels.dtype == torch.uint8 and pixels.shape == floats.shape
+    assert torch.equal(default_model.transform.normalize(pixels), floats)
+    a, b = default_model.encode(floats), default_model.encode(pixels)
+    assert torch.equal(a.embedding, b.embedding)
+    one_by_one = default_model.encode(pixels, batch_size=1)
+    assert torch.allclose(one_by_one.embedding, a.embedding, atol=1e-5)
+    assert len(one_by_one) == 3 and not default_model.training
+
+
+def test_load_model_is_channels_last_with_the_same_outputs(default_model):
+    """load_model puts the weights channels-last (faster on the CPU); outputs and fingerprint stay those of the
+    saved layout."""
+    name, conv = next((n, m) for n, m in default_model.named_modules()
+                      if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size != (1, 1))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = MGAModel.from_pretrained(DEFAULT_WEIGHTS_DIR).eval()
+    assert not dict(plain.named_modules())[name].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.fingerprint() == default_model.fingerprint()
+    x = torch.stack([default_model.transform(load_image(HOODIE))])
+    with torch.inference_mode():
+        assert torch.allclose(plain(x).embedding, default_model(x).embedding, atol=1e-5)
 
 
 # --- mga.hub -----------------------------------------------------------------------------------------------
