@@ -182,13 +182,15 @@ class Piece:
 
 def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict], manifest: dict,
                 index_type: str, progress: bool = True) -> dict:
-    """Write arrays, FAISS, items, manifest and skipped.txt into `tmp` (then the caller swaps it in)."""
+    """Write arrays, FAISS, items, manifest and skipped.txt into `tmp` (then the caller swaps it in).
+    `index_type` may be "auto": chosen by the number of vectors (views), which FAISS holds."""
     n = sum(len(p.rows) for p in pieces)
     counts = np.concatenate([p.counts for p in pieces]) if pieces else np.zeros(0, dtype=np.int64)
     if len(counts) != len(items) or counts.sum() != n:
         raise BuildError(f"internal: {n} rows in {len(counts)} images but {len(items)} items")
     if n == 0:
         raise BuildError("no image could be indexed (all were skipped or the gallery is empty); see the report")
+    index_type = choose_index_type(n, index_type)
     first = pieces[0].arrays
     outs = {}
     for name, fname in ARRAY_FILES.items():
@@ -371,7 +373,6 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                           "width": m["w"], "height": m["h"], "thumb": m["thumb"], "meta": e.meta})
     for s in skipped:
         log(f"skipped {s['path']}: {s['error']}")
-    itype = choose_index_type(len(items), index_type)
     manifest = {
         "created_by": "index_builder",
         "model": _model_manifest(model, weights),
@@ -385,7 +386,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                   "batch_size": batch_size, "workers": workers, "resumed": resumed is not None,
                   "device": str(device), "torch_threads": torch.get_num_threads(), "fast_decode": fast_decode},
     }
-    write_index(tmp, out, pieces, items, manifest, itype, progress)
+    write_index(tmp, out, pieces, items, manifest, index_type, progress)
     manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
     _write_json(tmp / MANIFEST, manifest)
     shutil.rmtree(tmp / CHUNKS, ignore_errors=True)
@@ -393,7 +394,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     if use_thumbs and not any((tmp / THUMBS).iterdir()):
         (tmp / THUMBS).rmdir()
     swap_in(tmp, out)
-    log(f"indexed {len(items)} images ({len(skipped)} skipped) into {out} [{itype}] in "
+    log(f"indexed {len(items)} images ({len(skipped)} skipped) into {out} [{manifest['faiss']['type']}] in "
         f"{manifest['build']['seconds']:.1f} s")
     return manifest
 
@@ -482,7 +483,6 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
                                 ix.view_count(images)))
         skipped += ix.manifest.get("skipped", [])
     base = idxs[0].manifest
-    itype = choose_index_type(len(items), index_type)
     manifest = {
         "created_by": "index_builder merge",
         "model": base["model"],
@@ -493,12 +493,12 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
         "build": {"merged": len(idxs)},
     }
     t = time.perf_counter()
-    write_index(tmp, out, pieces, items, manifest, itype, progress)
+    write_index(tmp, out, pieces, items, manifest, index_type, progress)
     manifest["build"]["seconds"] = round(time.perf_counter() - t, 2)
     _write_json(tmp / MANIFEST, manifest)
     del idxs, pieces
     swap_in(tmp, out)
-    log(f"wrote {len(items)} images into {out} [{itype}]")
+    log(f"wrote {len(items)} images into {out} [{manifest['faiss']['type']}]")
     return manifest
 
 

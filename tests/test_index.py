@@ -300,3 +300,31 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path):
         assert np.all(np.diff(scores) <= 0)
         hits += len(set(rows.tolist()) & set(np.argsort(-(emb @ q))[:10].tolist()))
     assert hits / 500 >= 0.95
+
+
+def test_auto_index_type_counts_vectors_not_images(tmp_path, monkeypatch):
+    """`auto` picks the FAISS type by the vectors it will hold: with zoom views, 100 images of 6 views are 600
+    vectors, above a flat limit of 500, so they get HNSW (and the index still maps views to images)."""
+    from index_builder import faiss_index
+    from index_builder.build import Piece, write_index
+
+    monkeypatch.setattr(faiss_index, "FLAT_MAX", 500)
+    rng = np.random.default_rng(0)
+    images, per_image, d = 100, 6, 8
+    n = images * per_image
+    tokens = rng.standard_normal((n, 3, d)).astype(np.float32)
+    tokens /= np.linalg.norm(tokens, axis=-1, keepdims=True)
+    arrays = {"embeddings": (tokens.reshape(n, -1) / np.sqrt(3)).astype(np.float32),
+              "global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
+              "attn": np.zeros((n, 2, 1, 1), np.float16)}
+    items = [{"path": f"v{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "", "width": 1, "height": 1,
+              "thumb": None, "meta": {}} for i in range(images)]
+    out = tmp_path / "views"
+    out.mkdir()
+    manifest = {"model": {}, "source": {"gallery": "synthetic"}, "roots": [{"relative": ".", "absolute": "."}],
+                "skipped": []}
+    write_index(out, out, [Piece(arrays, np.arange(n), np.full(images, per_image))], items, manifest, "auto",
+                progress=False)
+    ix = GalleryIndex(out)
+    assert manifest["faiss"]["type"] == ix.index_type == "hnsw"
+    assert len(ix) == images and ix.views == n and ix.view_count(np.arange(images)).tolist() == [per_image] * images
