@@ -54,8 +54,7 @@ def view_tensors(model, paths: list[Path], zoom: ZoomViews, batch_size: int) -> 
     forwards: the views of `zoom.images_per_batch(batch_size)` images at a time (a loaded batch), split into
     forwards of at most batch_size views, as `MGAModel.encode` splits them."""
     side = working_side(model.config.image_size)
-    decoded = {p: torch.stack([model.transform(v) for v in zoom.crops(load_image(p, max_side=side))[1]])
-               for p in set(paths)}
+    decoded = {p: zoom.tensors(load_image(p, max_side=side), model.transform)[1] for p in set(paths)}
     per_image = [decoded[p] for p in paths]
     counts = [len(v) for v in per_image]
     step = zoom.images_per_batch(batch_size)

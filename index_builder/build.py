@@ -82,9 +82,8 @@ class EncodeDataset(Dataset):
                     small.thumbnail((self.thumb_size, self.thumb_size), Image.BICUBIC)
                     with atomic_path(dst) as tmp:
                         small.save(tmp, "JPEG", quality=85)
-            boxes, views = self.zoom.crops(img)
-            return {"i": i, "x": torch.stack([self.transform(v) for v in views]), "boxes": boxes, "w": w, "h": h,
-                    "thumb": thumb, "error": ""}
+            boxes, views = self.zoom.tensors(img, self.transform)
+            return {"i": i, "x": views, "boxes": boxes, "w": w, "h": h, "thumb": thumb, "error": ""}
         except ImageError as exc:
             return {"i": i, "x": None, "boxes": [], "w": 0, "h": 0, "thumb": None, "error": str(exc)}
         except Exception as exc:  # never abort a build for one file

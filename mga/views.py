@@ -73,10 +73,11 @@ class ZoomViews:
                 out.append((left / img.width, top / img.height, (left + side) / img.width, (top + side) / img.height))
         return out
 
-    def crops(self, img: Image.Image) -> tuple[list[Box], list[Image.Image]]:
-        """(boxes, images): the full image and its windows."""
+    def tensors(self, img: Image.Image, transform: Callable[[Image.Image], torch.Tensor]
+                ) -> tuple[list[Box], torch.Tensor]:
+        """(boxes, (V, 3, S, S)): `transform` applied to the full image and each window."""
         boxes = self.boxes(img)
-        return boxes, [crop(img, b) for b in boxes]
+        return boxes, torch.stack([transform(crop(img, b)) for b in boxes])
 
 
 class ViewsTransform:
@@ -86,7 +87,7 @@ class ViewsTransform:
         self.zoom, self.transform = zoom, transform
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        return torch.stack([self.transform(c) for c in self.zoom.crops(img)[1]])
+        return self.zoom.tensors(img, self.transform)[1]
 
 
 def collate_views(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
