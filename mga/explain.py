@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .transforms import letterbox_box
-from .views import FULL_BOX
+from .views import FULL_BOX, box_pixels
 
 
 def part_names(num_parts: int) -> list[str]:
@@ -70,8 +70,7 @@ def to_image_frame(grid_map: np.ndarray | torch.Tensor, image_w: int, image_h: i
     off with `letterbox_box`, resized to the view's place in the image (`box`, fractions: the whole image, or a
     zoom window with zeros around it) at the image size (or at most max_side on the longest side)."""
     out_w, out_h = heatmap_size(image_w, image_h, max_side)
-    x0, y0 = round(box[0] * out_w), round(box[1] * out_h)
-    x1, y1 = max(x0 + 1, round(box[2] * out_w)), max(y0 + 1, round(box[3] * out_h))
+    x0, y0, x1, y1 = box_pixels(box, out_w, out_h)
     g = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
     full = F.interpolate(g, size=(image_size, image_size), mode="bilinear", align_corners=False)
     view_w, view_h = max(1, round((box[2] - box[0]) * image_w)), max(1, round((box[3] - box[1]) * image_h))

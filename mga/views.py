@@ -96,11 +96,12 @@ def collate_views(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, 
     return torch.cat(views), torch.tensor([len(v) for v in views])
 
 
+def box_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """`box` (fractions) in pixels of a width x height frame: (x0, y0, x1, y1), at least one pixel each way."""
+    x0, y0 = round(box[0] * width), round(box[1] * height)
+    return x0, y0, max(x0 + 1, round(box[2] * width)), max(y0 + 1, round(box[3] * height))
+
+
 def crop(img: Image.Image, box: Box) -> Image.Image:
     """The pixels of `box` (fractions) in `img`; the image itself for the full box."""
-    if box == FULL_BOX:
-        return img
-    w, h = img.size
-    x0, y0 = round(box[0] * w), round(box[1] * h)
-    x1, y1 = max(x0 + 1, round(box[2] * w)), max(y0 + 1, round(box[3] * h))
-    return img.crop((x0, y0, x1, y1))
+    return img if box == FULL_BOX else img.crop(box_pixels(box, *img.size))
