@@ -33,12 +33,12 @@ from index_builder.faiss_index import INDEX_TYPES, choose_index_type  # noqa: E4
 from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.model import Encoding, coarse_embedding  # noqa: E402
+from mga.retrieval import best_view  # noqa: E402
 from mga.search import GalleryIndex, SearchEngine  # noqa: E402
 from mga.views import ZoomViews  # noqa: E402
 
 
-def real_rows(model, cache: Path) -> dict:
-    demo = GalleryIndex(DEFAULT_INDEX_DIR)
+def real_rows(model, demo: GalleryIndex, cache: Path) -> dict:
     dis_dir = cache / f"distractors-{model.fingerprint()}-full"
     if not (dis_dir / "manifest.json").exists():
         build_index(ROOT.parent / "shared" / "data" / "distractors", dis_dir, model=model, zoom=ZoomViews(grid=0),
@@ -75,7 +75,8 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     model = load_model(None)
     alpha = model.config.alpha
-    real = real_rows(model, cache)
+    demo = GalleryIndex(DEFAULT_INDEX_DIR)
+    real = real_rows(model, demo, cache)
     n_real = len(real["global"])
     rng = np.random.default_rng(0)
     n_syn = args.n - n_real
@@ -87,7 +88,6 @@ def main() -> None:
     attn = np.concatenate([real["attn"], real["attn"][base]])
     emb = coarse_embedding(torch.from_numpy(g), torch.from_numpy(parts), alpha).numpy()
     itype = choose_index_type(len(emb), args.index_type)
-    demo = GalleryIndex(DEFAULT_INDEX_DIR)
     per_image = args.views_per_image or max(1, round(demo.views / len(demo)))
     counts = np.full(-(-len(emb) // per_image), per_image, dtype=np.int64)
     counts[-1] = len(emb) - per_image * (len(counts) - 1)
@@ -116,11 +116,9 @@ def main() -> None:
         qe = coarse_embedding(torch.from_numpy(qg), torch.from_numpy(qp), alpha)
         qenc = Encoding(torch.from_numpy(qg), torch.from_numpy(qp), torch.zeros(args.queries, 1, 1, 1), qe)
         emb_all = np.asarray(ix.embeddings)
-        per_view = qe.numpy() @ emb_all.T
-        image_scores = np.full((len(per_view), len(counts)), -np.inf, dtype=np.float32)
-        for qi in range(len(per_view)):  # an image scores as its best view
-            np.maximum.at(image_scores[qi], owner, per_view[qi])
-        exact = np.argsort(-image_scores, axis=1)[:, :10]
+        per_view = qe @ torch.tensor(emb_all, dtype=qe.dtype).T
+        image_scores, _ = best_view(per_view, torch.from_numpy(owner), len(counts))  # an image: its best view
+        exact = image_scores.argsort(dim=1, descending=True)[:, :10].numpy()
         del per_view, image_scores
         for _ in range(5):  # warm-up
             engine.search_encoding(qenc[0], k=10, rerank_top=100)
