@@ -6,9 +6,9 @@ Builds the index of the Luma gallery split (183 full-size studio photos) with `i
 cropping zoom views in DataLoader workers, encoding, chunk persistence, FAISS, writing) and compares its
 throughput with forwards of the model alone over the same views, already decoded, letterboxed into tensors and
 on the device, in the same forwards (the upper bound); once with full photos only and once with the default
-zoom views. Shared machines change speed from minute to minute, so the two alternate for `--rounds` rounds
-(bare first in even rounds, the build first in odd ones) and the ratio of each round's pair is reported: its
-median and range.
+zoom views. Shared machines change speed from minute to minute, so each of `--rounds` builds is bracketed by
+bare passes (bare, build, bare, build, ..., bare) and compared with the mean of the two around it, which
+cancels a drift; the ratios' median and range are reported.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from index_builder import build_index  # noqa: E402
 from mga.data import load_retrieval_data  # noqa: E402
-from mga.devices import autocast, forward_batch, resolve_device  # noqa: E402
+from mga.devices import autocast, forward_batch, loader_workers, resolve_device  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.imageio import load_image  # noqa: E402
 from mga.transforms import working_side  # noqa: E402
@@ -98,13 +98,15 @@ def main() -> None:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "luma-inshop"))
     p.add_argument("--weights")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
     p.add_argument("--batch-size", type=int, help="most views per forward (default: the device's)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating bare/build pairs")
+    p.add_argument("--rounds", type=int, default=3, help="builds, each between two bare passes")
+    p.add_argument("--modes", nargs="+", choices=("full", "zoom"), default=("full", "zoom"))
     p.add_argument("--repeat", type=int, default=1, help="index each image this many times (for fast devices)")
     args = p.parse_args()
     model = load_model(args.weights, device=str(resolve_device(args.device)))
     batch_size = args.batch_size or forward_batch(model.device)
+    workers = args.workers if args.workers is not None else loader_workers(model.device)
     data = load_retrieval_data(args.data)
     paths = [Path(args.data) / r.path for r in data.gallery]
     gallery = args.data
@@ -113,25 +115,25 @@ def main() -> None:
         gallery, paths = repeated_gallery(paths, Path(args.data), args.repeat, Path(links.name))
     n = len(paths)
     print(f"{n} images, image_size {model.config.image_size}, device {model.device}, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {args.workers}, forwards of <= {batch_size}")
+          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {workers}, forwards of <= {batch_size}")
     ratios = {}
-    for label, zoom in (("full photos only (--zoom-grid 0)", ZoomViews(grid=0)), ("zoom views (default)", ZoomViews())):
+    modes = {"full": ("full photos only (--zoom-grid 0)", ZoomViews(grid=0)), "zoom": ("zoom views (default)", ZoomViews())}
+    for label, zoom in (modes[m] for m in args.modes):
         t = time.perf_counter()
         tensors, forwards = view_tensors(model, paths, zoom, batch_size)
         prep = len(tensors) * len(set(paths)) / n / (time.perf_counter() - t)  # each distinct image decoded once
         print(f"{label}: {len(tensors)} views ({len(tensors) / n:.1f} per image, {len(tensors) / len(forwards):.1f} "
               f"per forward); decode+crop+letterbox alone, 1 process: {prep:.1f} views/s")
-        rows = []
+        rows, before = [], bare_forward(model, tensors, forwards)
         for r in range(args.rounds):
-            if r % 2 == 0:
-                bare = bare_forward(model, tensors, forwards)
-                enc, total = build_throughput(gallery, model, zoom, args.workers, batch_size)
-            else:
-                enc, total = build_throughput(gallery, model, zoom, args.workers, batch_size)
-                bare = bare_forward(model, tensors, forwards)
+            enc, total = build_throughput(gallery, model, zoom, workers, batch_size)
+            after = bare_forward(model, tensors, forwards)
+            bare = (before + after) / 2
             rows.append(enc / bare)
-            print(f"  round {r + 1}: bare forwards {bare:7.1f} views/s | index_builder encode loop {enc:7.1f} views/s "
-                  f"({enc * n / len(tensors):.1f} images/s), end to end {total:7.1f} views/s | ratio {enc / bare:.2f}")
+            print(f"  round {r + 1}: bare forwards {before:7.1f} then {after:7.1f} views/s | index_builder encode loop "
+                  f"{enc:7.1f} views/s ({enc * n / len(tensors):.1f} images/s), end to end {total:7.1f} views/s | "
+                  f"ratio {enc / bare:.2f}")
+            before = after
         ratios[label] = rows
         del tensors
     print("RESULT build/bare ratio (encode loop), median [range] over rounds: "

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mga.devices import forward_batch
+from mga.devices import forward_batch, loader_workers
 from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
@@ -312,8 +312,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     if resumed is not None:
         log(f"resuming {resumed.name}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
     done_images = sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if c not in set(todo))
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
     device = model.device
+    workers = loader_workers(device) if workers is None else workers
     batch_size = batch_size or forward_batch(device)  # views per forward
     t_enc = time.perf_counter()
     encoded_now = 0

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
-from .config import FORWARD_BATCH
+from .config import FORWARD_BATCH, LOADER_WORKERS
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -24,3 +25,10 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def forward_batch(device: torch.device) -> int:
     """Most images per encoding forward on this device (config.FORWARD_BATCH)."""
     return FORWARD_BATCH.get(device.type, FORWARD_BATCH["cpu"])
+
+
+def loader_workers(device: torch.device) -> int:
+    """DataLoader processes that decode images for work on this device (config.LOADER_WORKERS)."""
+    cores = os.cpu_count() or 1
+    n = LOADER_WORKERS.get(device.type, LOADER_WORKERS["cpu"])
+    return max(1, cores - 1) if n is None else min(n, cores)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
-from .devices import forward_batch, resolve_device
+from .devices import forward_batch, loader_workers, resolve_device
 from .files import atomic_path
 from .hub import describe_weights, load_model
 from .metrics import CONSUMER2SHOP_KS, INSHOP_KS, recall_at_k
@@ -127,15 +126,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="leave out windows with less garment (non-white) than this fraction")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, help="most images per forward (default: the device's, config.FORWARD_BATCH)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
     p.add_argument("--json", help="write the metrics here")
     p.add_argument("--plot", help="write a recall@K plot (PNG) here")
     args = p.parse_args(argv)
 
     model = load_model(args.weights, device=str(resolve_device(args.device)))
     data = load_retrieval_data(args.data, args.format)
+    workers = loader_workers(model.device) if args.workers is None else args.workers
     result = evaluate(model, data, args.rerank_top if args.rerank else 0, args.descriptor, args.batch_size,
-                      args.workers, ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover))
+                      workers, ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover))
     result["weights"] = describe_weights(args.weights)
     print(f"{data.format}: {result['queries']} queries, {result['gallery']} gallery, weights {result['weights']}, "
           f"descriptor {args.descriptor}, ATA re-rank top {result['rerank_top']}, "

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .config import MGAConfig
 from .data import ImageDataset, PKSampler, load_retrieval_data
-from .devices import autocast, resolve_device
+from .devices import autocast, loader_workers, resolve_device
 from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
 from .files import atomic_path
@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt if it exists")
     return p.parse_args(argv)
@@ -143,7 +143,8 @@ def train(args: argparse.Namespace) -> dict:
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail)
     dataset = ImageDataset(data.root, data.train, augment, max_side=working_side(config.image_size), cache=True)
     sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers, persistent_workers=args.workers > 0,
+    workers = loader_workers(device) if args.workers is None else args.workers
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=device.type == "cuda")
     backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]

@@ -14,6 +14,7 @@ from conftest import LUMA, LUMA_TINY
 from mga.ata import align
 from mga.backbones import IMAGENET_MEAN, IMAGENET_STD, TokenBackbone, _efficientnet_lite
 from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
+from mga.devices import loader_workers
 from mga.fga import FineGranularAggregator, diversity_loss
 from mga.hub import WeightsError, load_model, split_revision
 from mga.imageio import load_image
@@ -324,3 +325,11 @@ def test_hub_id_from_a_prefilled_cache(hub_cache, default_model):
         assert model.fingerprint() == default_model.fingerprint(), spec
     with pytest.raises(WeightsError, match="mga-test/default@"):
         load_model("mga-test/default@" + "f" * 40)  # a revision that is not in the cache
+
+
+@pytest.mark.parametrize("cores, cpu, cuda", [(16, 2, 15), (2, 2, 1), (1, 1, 1)])
+def test_loader_workers_follow_the_device_and_the_cores(monkeypatch, cores, cpu, cuda):
+    """CPU work leaves the cores to the model; GPU work is decode-bound and gets all cores but the feeding one."""
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert loader_workers(torch.device("cpu")) == cpu
+    assert loader_workers(torch.device("cuda")) == cuda
