@@ -114,13 +114,15 @@ class MGAModel(
         normalised here on the model's device; in eval mode, with the device's autocast, in forwards of at most
         `batch_size` (None: the device's, mga.devices.forward_batch). Returned on the CPU."""
         was_training = self.training
-        self.eval()
+        if was_training:  # switching modes walks every module: ~2 ms per call on the CPU, a tenth of encoding one image
+            self.eval()
         device = self.device
         step = batch_size or forward_batch(device)
         prepare = self.transform.normalize if images.dtype == torch.uint8 else (lambda x: x)
         with autocast(device):
             out = [self(prepare(images[s:s + step].to(device))).to("cpu") for s in range(0, len(images), step)]
-        self.train(was_training)
+        if was_training:
+            self.train()
         return Encoding.cat(out)
 
     def encode_images(self, images: Iterable[Image.Image], batch_size: int | None = None) -> Encoding:

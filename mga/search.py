@@ -81,6 +81,14 @@ def _best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tu
     return best[0].numpy(), which[0].numpy()
 
 
+def _top_images(images: np.ndarray, best: np.ndarray, best_rows: np.ndarray, m: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The m best of some images given each one's best-view score and row: (images, scores, rows), by score,
+    ties by image (deterministic)."""
+    order = np.lexsort((images, -best))[:m]
+    return images[order], best[order], best_rows[order]
+
+
 class GalleryIndex:
     """An index folder opened read-only: manifest, items (one per image), FAISS index and memory-mapped token
     arrays (one row per view: each image's full photo first, then its zoom windows)."""
@@ -190,25 +198,27 @@ class GalleryIndex:
     def category_images(self, category: str) -> np.ndarray:
         return self._by_category.get(category, np.zeros(0, dtype=np.int64))
 
-    def _faiss_search(self, q: np.ndarray, m: int) -> np.ndarray:
-        """Rows of the top m views by FAISS (more for IVF-PQ, whose scores are re-computed exactly after)."""
+    def _faiss_search(self, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the top m views by FAISS, best first (more for IVF-PQ, whose scores are approximate
+        and re-computed exactly after)."""
         import faiss
 
         m = min(m, self.views)
         if self.index_type == "hnsw":
-            _, idx = self.faiss.search(q, m, params=faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m)))
+            d, idx = self.faiss.search(q, m, params=faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m)))
         elif self.index_type == "ivfpq":
             fetch = min(self.views, m * self.refine)
-            _, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
+            d, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
         else:
-            _, idx = self.faiss.search(q, m)
-        return idx[0][idx[0] >= 0]
+            d, idx = self.faiss.search(q, m)
+        found = idx[0] >= 0
+        return d[0][found], idx[0][found]
 
     def coarse_search(self, q: np.ndarray, m: int, category: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top m images by the coarse inner product of their best view, optionally within one category: FAISS
-        finds candidate views, then every view of the candidate images is re-scored exactly with the stored
-        embeddings. Returns (images, scores, best view rows), best first."""
+        finds candidate views, then (for approximate indexes) every view of the candidate images is re-scored
+        exactly with the stored embeddings. Returns (images, scores, best view rows), best first."""
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
         allowed = None
         if category:
@@ -218,13 +228,22 @@ class GalleryIndex:
             if len(allowed) <= EXACT_SUBSET_MAX or self.index_type == "flat" and len(allowed) * 4 > len(self):
                 return self._exact(q, allowed, m)
         # an image's best views come first and its other views far behind, so 2 views per wanted image usually
-        # give m images; if not, fetch 4x more
-        fetch = 2 * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
+        # give m images; if not, fetch 4x more. A flat index scans every view whatever it returns, so it returns
+        # enough views for m images of average view count at once.
+        per_image = -(-self.views // max(1, len(self))) if self.index_type == "flat" else 2
+        fetch = per_image * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
         while True:  # over-fetch until m images (of the category) come back, or everything was searched
-            images = np.unique(self.owner[self._faiss_search(q, fetch)])
+            scores, rows = self._faiss_search(q, fetch)
+            owners = self.owner[rows]
             if allowed is not None:
-                images = images[np.isin(images, allowed)]
+                keep = np.isin(owners, allowed)
+                scores, rows, owners = scores[keep], rows[keep], owners[keep]
+            images, first = np.unique(owners, return_index=True)
             if len(images) >= m or fetch >= self.views:
+                if self.index_type == "flat":
+                    # exact scores, best first: an image's first returned view is its best view (one with a
+                    # higher score would have been returned before it), so no re-scoring is needed
+                    return _top_images(images, scores[first], rows[first], m)
                 return self._exact(q, images, m)
             fetch = min(self.views, fetch * 4)
 
@@ -235,11 +254,9 @@ class GalleryIndex:
         rows = self.view_rows(images)
         # in torch, whose threads the rest of a search uses: numpy's own BLAS threads, left spinning after a
         # product, slowed the ATA that follows ~2x at the median and ~10x at p95 (bench_search, 2 cores)
-        scores = (_rows_float(self.embeddings, rows) @ torch.from_numpy(q[0])).numpy()
+        scores = (_rows_float(self.embeddings, rows) @ torch.tensor(q[0])).numpy()
         best, pick = _best_per_image(scores, self.view_count(images))
-        best_row = rows[pick]
-        order = np.lexsort((images, -best))[:m]  # by score, ties by image: deterministic
-        return images[order], best[order], best_row[order]
+        return _top_images(images, best, rows[pick], m)
 
     def tokens(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Stored global and part tokens of some rows (float32): all ATA needs."""
@@ -384,18 +401,18 @@ class SearchEngine:
         matches: list[Match] = []
         q_attn = q.attn[0].float().numpy()
         size = self.model.config.image_size
+        query_maps = []
         for r, j in enumerate(order):
             image, c = int(images[j]), int(pick[j])
             row = int(rows[c])
             it = self.index.items[image]
             box = tuple(float(b) for b in self.index.boxes[row])
             contrib = al.contributions[0, c].numpy()
-            qh = mh = None
+            mh = None
             if explain:
                 match_attn = np.asarray(self.index.attn[row], dtype=np.float32)
                 qg, mg = part_contribution_maps(contrib, q_attn, match_attn, al.assignment[0, c].numpy())
-                if query_size is not None:
-                    qh = to_image_frame(qg, query_size[0], query_size[1], size, heatmap_max_side)
+                query_maps.append(qg)
                 mw, mh_ = it.get("width") or size, it.get("height") or size
                 mh = to_image_frame(mg, int(mw), int(mh_), size, heatmap_max_side, box)
             matches.append(Match(
@@ -403,8 +420,12 @@ class SearchEngine:
                 item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
                 path=str(self.index.image_path(image)), metadata=dict(it.get("meta", {})),
                 contributions=[float(x) for x in contrib], global_contribution=float(al.global_term[0, c]),
-                query_heatmap=qh, match_heatmap=mh, index=image, display_path=str(self.index.display_path(image)),
+                query_heatmap=None, match_heatmap=mh, index=image, display_path=str(self.index.display_path(image)),
                 box=box))
+        if query_maps and query_size is not None:  # the query's maps share one frame: one pass for all matches
+            frames = to_image_frame(np.stack(query_maps), query_size[0], query_size[1], size, heatmap_max_side)
+            for match, frame in zip(matches, frames):
+                match.query_heatmap = frame
         t3 = time.perf_counter()
         timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
                    "total_ms": (t3 - t0) * 1e3}
