@@ -116,6 +116,22 @@ def test_shipped_demo_index_matches_default_weights(default_model):
     assert len(res.matches) == 5 and all(os.path.exists(m.path) for m in res.matches)
 
 
+def test_flat_index_ranks_images_by_their_best_view_exactly(default_model):
+    """A flat index takes each image's score from FAISS's first returned view, without re-scoring: it must equal
+    scoring every view of every image (the demo index has ~14 views per image, so views cluster by image)."""
+    ix = SearchEngine.load(DEFAULT_INDEX_DIR, model=default_model).index
+    assert ix.index_type == "flat" and ix.views > 10 * len(ix)
+    everything = np.arange(len(ix))
+    for row in range(0, ix.views, 397):
+        q = np.array(ix.embeddings[row], dtype=np.float32)
+        for m, category in ((100, None), (10, None), (10, ix.items[ix.owner[row]]["category"])):
+            images, scores, rows = ix.coarse_search(q, m, category)
+            pool = everything if category is None else ix.category_images(category)
+            ref_images, ref_scores, ref_rows = ix._exact(q[None], pool, m)
+            assert images.tolist() == ref_images.tolist() and rows.tolist() == ref_rows.tolist()
+            assert scores == pytest.approx(ref_scores, abs=1e-5)
+
+
 def test_cli_json(engine, luma_photos):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     r = subprocess.run([sys.executable, "-m", "mga.search", "--index", str(engine.index.path), "--image",
