@@ -1,7 +1,7 @@
 """Build, extend and inspect MGA index folders.
 
   python -m index_builder --gallery SRC --out DIR [--weights W] [--csv META.csv] [--index-type auto|flat|hnsw|ivfpq]
-                          [--resume] [--shard i/N] [--zoom-grid 4] [--batch-size N] [--workers 2]
+                          [--resume] [--shard i/N] [--zoom-grid 4] [--batch-size N] [--workers N]
   python -m index_builder merge --out DIR SHARD_DIR [SHARD_DIR ...]
   python -m index_builder add --index DIR --gallery SRC [--csv META.csv] [--weights W]
   python -m index_builder remove --index DIR (--paths P [P ...] | --item-ids ID [ID ...])
