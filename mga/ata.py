@@ -38,7 +38,7 @@ def align(
     global_term = alpha * (g_q @ g_x.T)  # (Q, X)
     cos = torch.einsum("qkd,xjd->qxkj", parts_q, parts_x)  # (Q, X, K, K)
     logits = cos / tau  # softmax over j, spelled out: torch's CPU kernel for an innermost dim of K elements
-    pi = (logits - logits.amax(-1, keepdim=True)).exp()  # is 4x slower (re-ranking 1,200 views: 0.87 ms)
+    pi = (logits - logits.amax(-1, keepdim=True).detach()).exp()  # is 4x slower (1,200 views: 0.87 ms)
     pi = pi / pi.sum(-1, keepdim=True)
     part_sim = (pi * cos).sum(-1)  # (Q, X, K)
     contributions = (1 - alpha) * part_weights.float() * part_sim
