@@ -37,8 +37,10 @@ def align(
     g_q, parts_q, g_x, parts_x = (t.float() for t in (g_q, parts_q, g_x, parts_x))
     global_term = alpha * (g_q @ g_x.T)  # (Q, X)
     cos = torch.einsum("qkd,xjd->qxkj", parts_q, parts_x)  # (Q, X, K, K)
-    logits = cos / tau  # softmax over j, spelled out: torch's CPU kernel for an innermost dim of K elements
-    pi = (logits - logits.amax(-1, keepdim=True).detach()).exp()  # is 4x slower (1,200 views: 0.87 ms)
+    # softmax over j, spelled out: torch's CPU softmax over an innermost dim of K elements is 4x slower
+    # (ATA of 1,200 candidate views: 0.87 against 0.22 ms)
+    logits = cos / tau
+    pi = (logits - logits.amax(-1, keepdim=True).detach()).exp()
     pi = pi / pi.sum(-1, keepdim=True)
     part_sim = (pi * cos).sum(-1)  # (Q, X, K)
     contributions = (1 - alpha) * part_weights.float() * part_sim
