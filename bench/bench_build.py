@@ -1,6 +1,7 @@
 """Index build throughput vs a bare model forward loop over the same images, measured in one run.
 
-    python bench/bench_build.py [--data ../shared/data/luma-inshop] [--workers 2] [--rounds 3] [--device auto]
+    python bench/bench_build.py [--data ../shared/data/luma-inshop] [--modes full zoom] [--rounds 3] [--workers N]
+                                [--device auto]
 
 Builds the index of the Luma gallery split (183 full-size studio photos) with `index_builder` (decoding and
 cropping zoom views in DataLoader workers, encoding, chunk persistence, FAISS, writing) and compares its
@@ -67,6 +68,7 @@ def view_tensors(model, paths: list[Path], zoom: ZoomViews, batch_size: int) -> 
 
 
 def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timing covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 

@@ -230,8 +230,8 @@ class GalleryIndex:
         # an image's best views come first and its other views far behind, so 2 views per wanted image usually
         # give m images; if not, fetch 4x more. A flat index scans every view whatever it returns, so it returns
         # enough views for m images of average view count at once.
-        per_image = -(-self.views // max(1, len(self))) if self.index_type == "flat" else 2
-        fetch = per_image * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
+        fetch_per_image = -(-self.views // max(1, len(self))) if self.index_type == "flat" else 2
+        fetch = fetch_per_image * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
         while True:  # over-fetch until m images (of the category) come back, or everything was searched
             scores, rows = self._faiss_search(q, fetch)
             owners = self.owner[rows]
