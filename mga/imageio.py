@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
@@ -23,7 +25,8 @@ class ImageError(ValueError):
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode (RGBA, P, LA, I;16, I, F, CMYK, L, 1) to RGB; transparency is composited on white."""
+    """Any PIL mode (RGBA, P, LA, I;16, I, F, CMYK, L, 1) to RGB (an RGB image itself: callers pass their own
+    copy); transparency is composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() if arr.size else 1.0
@@ -39,7 +42,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -52,13 +55,27 @@ def _check_size(width: int, height: int, name: str) -> None:
         raise ImageError(f"{name}: image is only {width}x{height} pixels; at least {MIN_IMAGE_SIDE} px per side is needed.")
 
 
+def bicubic_pixels(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """RGB `img` resized to size (w, h) as uint8 pixels (3, h, w): Pillow's antialiased bicubic, computed by torch's
+    uint8 kernel (what the model sees, everywhere: 3-5x faster than Pillow's, within 2 levels of it)."""
+    # (1, 3, h, w) over the HWC array: channels-last memory, the kernel's fast path (strides it checks exactly)
+    x = torch.from_numpy(np.array(img, dtype=np.uint8))[None].permute(0, 3, 1, 2)
+    if (x.shape[3], x.shape[2]) == tuple(size):
+        return x[0]
+    return F.interpolate(x, size=(size[1], size[0]), mode="bicubic", antialias=True)[0]
+
+
+def fit_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(w, h) of a width x height image scaled to fit side x side, aspect kept, at least a pixel each way."""
+    scale = side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def shrink(img: Image.Image, max_side: int | None) -> Image.Image:
-    """`img` reduced to fit max_side x max_side (a copy; the image itself when it already fits)."""
+    """RGB `img` reduced to fit max_side x max_side (a new image; the image itself when it already fits)."""
     if not max_side or max(img.size) <= max_side:
         return img
-    img = img.copy()
-    img.thumbnail((max_side, max_side), Image.BICUBIC)
-    return img
+    return Image.fromarray(bicubic_pixels(img, fit_size(*img.size, max_side)).permute(1, 2, 0).numpy())
 
 
 def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
@@ -112,10 +129,10 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: the image is corrupt or truncated ({exc}).") from exc
     try:
-        upright = ImageOps.exif_transpose(img)
-        if upright.size != img.size:  # turned by 90 degrees
+        before = img.size
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright photo
+        if img.size != before:  # turned by 90 degrees
             size = size[::-1]
-        img = upright
     except Exception:  # a broken EXIF block should not cost the picture itself
         pass
     return _reduced(_to_rgb(img), size, max_side)

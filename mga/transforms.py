@@ -9,29 +9,33 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import v2 as T
 
-from .imageio import shrink
+from .imageio import bicubic_pixels, fit_size, shrink
 
 WHITE = (255, 255, 255)
 
 
-def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int] = WHITE) -> Image.Image:
-    """Fit the whole garment into size x size without distortion, padding with `fill` (studio white)."""
-    scale = size / max(img.width, img.height)
-    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    canvas = Image.new("RGB", (size, size), fill)
-    canvas.paste(img.resize((w, h), Image.BICUBIC), ((size - w) // 2, (size - h) // 2))
-    return canvas
-
-
 def letterbox_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
     """Where the original image lies inside its letterbox: (left, top, w, h) in letterbox pixels."""
-    scale = size / max(width, height)
-    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    w, h = fit_size(width, height, size)
     return (size - w) // 2, (size - h) // 2, w, h
 
 
+def letterbox_pixels(img: Image.Image, size: int, fill: tuple[int, int, int] = WHITE) -> torch.Tensor:
+    """RGB `img` fitted whole into size x size without distortion, padded with `fill` (studio white): uint8
+    pixels (3, size, size), what crosses process and device boundaries (4x smaller than floats)."""
+    left, top, w, h = letterbox_box(img.width, img.height, size)
+    canvas = torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1).repeat(1, size, size)
+    canvas[:, top:top + h, left:left + w] = bicubic_pixels(img, (w, h))
+    return canvas
+
+
+def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int] = WHITE) -> Image.Image:
+    """`letterbox_pixels` as a PIL image (for the augmentations that follow it in training)."""
+    return Image.fromarray(letterbox_pixels(img, size, fill).permute(1, 2, 0).numpy())
+
+
 def pixels(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> uint8 tensor (3, H, W): what crosses process and device boundaries, 4x smaller than floats."""
+    """PIL RGB -> uint8 tensor (3, H, W)."""
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
@@ -62,7 +66,7 @@ class EvalTransform:
         self.size, self.normalize = size, Normalize(mean, std)
 
     def pixels(self, img: Image.Image) -> torch.Tensor:
-        return pixels(letterbox(shrink(img, working_side(self.size)), self.size))
+        return letterbox_pixels(shrink(img, working_side(self.size)), self.size)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.normalize(self.pixels(img))

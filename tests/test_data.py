@@ -6,6 +6,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -20,7 +21,9 @@ from mga.data import (
     load_retrieval_data,
 )
 from mga.imageio import load_image
-from mga.transforms import ConsumerPhotoAugment, EvalTransform, detail_crop, garment_mask
+from mga.imageio import bicubic_pixels
+from mga.transforms import (ConsumerPhotoAugment, EvalTransform, detail_crop, garment_mask, letterbox,
+                            letterbox_box, letterbox_pixels)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -241,6 +244,17 @@ def test_image_dataset_with_eval_transform(inshop_root):
     if img.width != img.height:
         assert torch.allclose(x[:, 0, 0], white, atol=1e-4)
     assert torch.equal(ds[2][0], x), "the eval transform is deterministic"
+
+
+def test_letterbox_centres_the_whole_image_on_white():
+    photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=576)
+    wide = photo.crop((0, 100, photo.width, 100 + photo.width // 2))  # twice as wide as high
+    out = letterbox_pixels(wide, 96)
+    left, top, w, h = letterbox_box(wide.width, wide.height, 96)
+    assert out.shape == (3, 96, 96) and out.dtype == torch.uint8 and (left, top, w, h) == (0, 24, 96, 48)
+    assert torch.equal(out[:, top:top + h, left:left + w], bicubic_pixels(wide, (w, h))), "the whole image, resized"
+    assert (out[:, :top] == 255).all() and (out[:, top + h:] == 255).all(), "white above and below"
+    assert torch.equal(torch.from_numpy(np.array(letterbox(wide, 96))).permute(2, 0, 1), out), "the PIL form agrees"
 
 
 def test_image_dataset_cache_downscales(inshop_root):

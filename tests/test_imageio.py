@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import LUMA, LUMA_TINY
 from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
-from mga.imageio import ImageError, load_image
+from mga.imageio import ImageError, bicubic_pixels, load_image
 
 
 def real_jpegs(n: int = 3) -> list[Path]:
@@ -343,3 +343,20 @@ def test_max_side_for_arrays_and_pil_images():
     out = load_image(arr, max_side=200)
     assert out.size == (50, 200) and out.info["original_size"] == (100, 400)
     assert load_image(Image.fromarray(arr), max_side=200).size == (50, 200)
+
+
+# --- resampling ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["shrink a photo", "enlarge a close-up"])
+def test_bicubic_pixels_is_pillows_antialiased_bicubic(case):
+    """torch's uint8 kernel stands in for Pillow's bicubic everywhere the model's input is made: it must give
+    the same pixels up to rounding, down (antialiased) and up, or the embedded weights would see other images."""
+    photo = load_image(full_size_jpeg(), max_side=576)
+    img = photo if case == "shrink a photo" else photo.crop((150, 200, 241, 330))
+    size = (173, 211) if case == "shrink a photo" else (250, 357)
+    ours = bicubic_pixels(img, size).permute(1, 2, 0).numpy().astype(int)
+    pillow = np.asarray(img.resize(size, Image.BICUBIC)).astype(int)
+    diff = np.abs(ours - pillow)
+    assert ours.shape == pillow.shape == (size[1], size[0], 3)
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+    assert np.array_equal(bicubic_pixels(img, img.size).permute(1, 2, 0).numpy(), np.asarray(img)), "same size: as is"
