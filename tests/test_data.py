@@ -20,8 +20,7 @@ from mga.data import (
     load_inshop,
     load_retrieval_data,
 )
-from mga.imageio import load_image
-from mga.imageio import bicubic_pixels
+from mga.imageio import bicubic_pixels, load_image
 from mga.transforms import (ConsumerPhotoAugment, EvalTransform, detail_crop, garment_mask, letterbox,
                             letterbox_box, letterbox_pixels)
 
