@@ -1,7 +1,7 @@
 """Index build throughput vs a bare model forward loop over the same images, measured in one run.
 
     python bench/bench_build.py [--data ../shared/data/luma-inshop] [--modes full zoom] [--rounds 3] [--workers N]
-                                [--device auto]
+                                [--device auto] [--decode device overlap turns]
 
 Builds the index of the Luma gallery split (183 full-size studio photos) with `index_builder` (decoding and
 cropping zoom views in DataLoader workers, encoding, chunk persistence, FAISS, writing) and compares its
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from index_builder import build_index  # noqa: E402
 from mga.data import load_retrieval_data  # noqa: E402
-from mga.devices import autocast, forward_batch, loader_workers, resolve_device  # noqa: E402
+from mga.devices import autocast, forward_batch, loader_workers, overlap_decoding, resolve_device  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.imageio import load_image  # noqa: E402
 from mga.transforms import working_side  # noqa: E402
@@ -73,12 +73,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def build_throughput(gallery: str | Path, model, zoom: ZoomViews, workers: int, batch_size: int) -> tuple[float, float]:
+def build_throughput(gallery: str | Path, model, zoom: ZoomViews, workers: int, batch_size: int,
+                     overlap: bool | None) -> tuple[float, float]:
     """(views/s of index_builder's encode loop, views/s end to end) building the index of `gallery`."""
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         man = build_index(gallery, Path(tmp) / "ix", model=model, workers=workers, zoom=zoom, batch_size=batch_size,
-                          progress=False, log=lambda m: None)
+                          overlap=overlap, progress=False, log=lambda m: None)
         total = time.perf_counter() - t
     views = man["counts"]["views"]
     return views / man["build"]["encode_seconds"], views / total
@@ -105,6 +106,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="builds, each between two bare passes")
     p.add_argument("--modes", nargs="+", choices=("full", "zoom"), default=("full", "zoom"))
     p.add_argument("--repeat", type=int, default=1, help="index each image this many times (for fast devices)")
+    p.add_argument("--decode", nargs="+", choices=("device", "overlap", "turns"), default=("device",),
+                   help="decoding beside encoding (overlap) or in turns with it; device: the device's way "
+                        "(config.OVERLAP_DECODING). Several: each round builds once with each, bare passes between")
     args = p.parse_args()
     model = load_model(args.weights, device=str(resolve_device(args.device)))
     batch_size = args.batch_size or forward_batch(model.device)
@@ -116,8 +120,10 @@ def main() -> None:
         links = tempfile.TemporaryDirectory()  # removed at exit
         gallery, paths = repeated_gallery(paths, Path(args.data), args.repeat, Path(links.name))
     n = len(paths)
+    decodes = {"device": None, "overlap": True, "turns": False}
     print(f"{n} images, image_size {model.config.image_size}, device {model.device}, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {workers}, forwards of <= {batch_size}")
+          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {workers}, forwards of <= {batch_size}, "
+          f"decoding {'beside' if overlap_decoding(model.device) else 'in turns with'} encoding by default")
     ratios = {}
     modes = {"full": ("full photos only (--zoom-grid 0)", ZoomViews(grid=0)), "zoom": ("zoom views (default)", ZoomViews())}
     for label, zoom in (modes[m] for m in args.modes):
@@ -126,17 +132,17 @@ def main() -> None:
         prep = len(tensors) * len(set(paths)) / n / (time.perf_counter() - t)  # each distinct image decoded once
         print(f"{label}: {len(tensors)} views ({len(tensors) / n:.1f} per image, {len(tensors) / len(forwards):.1f} "
               f"per forward); decode+crop+letterbox alone, 1 process: {prep:.1f} views/s")
-        rows, before = [], bare_forward(model, tensors, forwards)
+        before = bare_forward(model, tensors, forwards)
         for r in range(args.rounds):
-            enc, total = build_throughput(gallery, model, zoom, workers, batch_size)
-            after = bare_forward(model, tensors, forwards)
-            bare = (before + after) / 2
-            rows.append(enc / bare)
-            print(f"  round {r + 1}: bare forwards {before:7.1f} then {after:7.1f} views/s | index_builder encode loop "
-                  f"{enc:7.1f} views/s ({enc * n / len(tensors):.1f} images/s), end to end {total:7.1f} views/s | "
-                  f"ratio {enc / bare:.2f}")
-            before = after
-        ratios[label] = rows
+            for decode in args.decode:
+                enc, total = build_throughput(gallery, model, zoom, workers, batch_size, decodes[decode])
+                after = bare_forward(model, tensors, forwards)
+                bare = (before + after) / 2
+                ratios.setdefault(f"{label}, decoding: {decode}", []).append(enc / bare)
+                print(f"  round {r + 1}, decoding {decode}: bare forwards {before:7.1f} then {after:7.1f} views/s | "
+                      f"index_builder encode loop {enc:7.1f} views/s ({enc * n / len(tensors):.1f} images/s), end to "
+                      f"end {total:7.1f} views/s | ratio {enc / bare:.2f}")
+                before = after
         del tensors
     print("RESULT build/bare ratio (encode loop), median [range] over rounds: "
           + ", ".join(f"{k} {statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]" for k, v in ratios.items())

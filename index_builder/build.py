@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mga.devices import forward_batch, loader_workers
+from mga.config import BURST_IMAGES
+from mga.devices import forward_batch, loader_workers, overlap_decoding
 from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
@@ -95,12 +97,52 @@ def _collate(batch: list[dict]) -> list[dict]:
     return batch
 
 
-def _background_worker(_: int) -> None:
+def _background_worker(_: int = 0) -> None:
     """Decoding runs at the lowest priority: where the model already uses every core (a CPU build), the
     workers then fill its idle moments instead of preempting its threads mid-operation (bench_build: encode
     loop / bare forwards 0.62 -> 0.89 with full photos, 0.74 -> 0.87 with zoom views, on 2 cores)."""
     if hasattr(os, "nice"):  # POSIX
         os.nice(19)
+
+
+_BURST_DATASET: EncodeDataset | None = None  # a burst decoder's dataset (set in each pool process)
+
+
+def _burst_worker(dataset: EncodeDataset) -> None:
+    global _BURST_DATASET
+    _BURST_DATASET = dataset
+    torch.set_num_threads(1)  # a forked process must not enter the parent's OpenMP pool (it would hang)
+    _background_worker()
+
+
+def _burst_decode(i: int) -> dict:
+    return _BURST_DATASET[i]
+
+
+def decoded_batches(dataset: EncodeDataset, batches: list[list[int]], workers: int, overlap: bool,
+                    burst_images: int = BURST_IMAGES) -> Iterator[list[dict]]:
+    """The decoded records of each batch of `batches`, in order.
+
+    overlap: DataLoader workers decode ahead while the model encodes (a GPU, whose feeding is the bottleneck).
+    Otherwise (a CPU build, whose model threads already use every core) decoding and encoding take turns: the
+    workers decode the next `burst_images` images while the model waits, then sit idle while it encodes them.
+    Decoders running beside the model's forwards slow them down far more than their own CPU time (bench_build,
+    2 cores: they cost the model ~3x it), so the turns are faster overall."""
+    if overlap or workers == 0:
+        yield from DataLoader(dataset, batch_sampler=batches, collate_fn=_collate, num_workers=workers,
+                              prefetch_factor=4 if workers > 0 else None, worker_init_fn=_background_worker)
+        return
+    with multiprocessing.get_context().Pool(workers, initializer=_burst_worker, initargs=(dataset,)) as pool:
+        start = 0
+        while start < len(batches):
+            end, images = start, 0
+            while end < len(batches) and images < burst_images:
+                images += len(batches[end])
+                end += 1
+            records = iter(pool.map(_burst_decode, [i for b in batches[start:end] for i in b], chunksize=1))
+            for b in batches[start:end]:
+                yield [next(records) for _ in b]
+            start = end
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -245,6 +287,7 @@ def _model_manifest(model: MGAModel, weights) -> dict:
 def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = None, weights: str | None = None,
                 csv: str | Path | None = None, index_type: str = "auto", resume: bool = False,
                 shard: str | None = None, batch_size: int | None = None, workers: int | None = None,
+                overlap: bool | None = None,
                 chunk_size: int = DEFAULT_CHUNK, thumb_size: int = DEFAULT_THUMB, fast_decode: bool = True,
                 zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (), on_chunk: Callable[[int, int], None] | None = None,
                 progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
@@ -252,7 +295,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     returns its manifest.
 
     `on_chunk(done_chunks, total_chunks)` is called after each persisted chunk (tests interrupt a build there).
-    `exclude`: absolute paths not to index (used by `add`)."""
+    `exclude`: absolute paths not to index (used by `add`). `overlap`: decode beside encoding or in turns
+    with it (`decoded_batches`; None: the device's way)."""
     t_start = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
@@ -314,6 +358,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     done_images = sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if c not in set(todo))
     device = model.device
     workers = loader_workers(device) if workers is None else workers
+    overlap = overlap_decoding(device) if overlap is None else overlap
     batch_size = batch_size or forward_batch(device)  # views per forward
     t_enc = time.perf_counter()
     encoded_now = 0
@@ -323,15 +368,12 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         per_batch = zoom.images_per_batch(batch_size)
         batches = [list(range(s, min(e, s + per_batch))) for c in todo for (s0, e) in [chunks[c]]
                    for s in range(s0, e, per_batch)]
-        loader = DataLoader(ds, batch_sampler=batches, collate_fn=_collate, num_workers=workers,
-                            persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
-                            worker_init_fn=_background_worker)
         bar = tqdm(total=n, initial=done_images, desc="index", unit="img", disable=not progress or None,
                    dynamic_ncols=True)
         pending = {c: [] for c in todo}
         chunk_of = lambda i: i // chunk_size  # noqa: E731
         with torch.inference_mode():
-            for batch in loader:
+            for batch in decoded_batches(ds, batches, workers, overlap):
                 good = [b for b in batch if b["x"] is not None]
                 if good:
                     enc = model.encode(torch.cat([b["x"] for b in good]), batch_size)
@@ -382,7 +424,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         "skipped": skipped,
         "build": {"seconds": None, "encode_seconds": round(encode_s, 2), "images_encoded_now": encoded_now,
                   "images_per_s": round(encoded_now / encode_s, 2) if encoded_now and encode_s > 0 else None,
-                  "batch_size": batch_size, "workers": workers, "resumed": resumed is not None,
+                  "batch_size": batch_size, "workers": workers, "overlap_decoding": overlap,
+                  "resumed": resumed is not None,
                   "device": str(device), "torch_threads": torch.get_num_threads(), "fast_decode": fast_decode},
     }
     write_index(tmp, out, pieces, items, manifest, index_type, progress)

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .config import FORWARD_BATCH, LOADER_WORKERS
+from .config import FORWARD_BATCH, LOADER_WORKERS, OVERLAP_DECODING
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -32,3 +32,8 @@ def loader_workers(device: torch.device) -> int:
     cores = os.cpu_count() or 1
     n = LOADER_WORKERS.get(device.type, LOADER_WORKERS["cpu"])
     return max(1, cores - 1) if n is None else min(n, cores)
+
+
+def overlap_decoding(device: torch.device) -> bool:
+    """Whether decoding runs beside encoding on this device, or in turns with it (config.OVERLAP_DECODING)."""
+    return OVERLAP_DECODING.get(device.type, OVERLAP_DECODING["cpu"])

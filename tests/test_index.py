@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import LUMA_TINY, ROOT
 from index_builder import add_to_index, build_index, merge_indexes, remove_from_index
+from index_builder.build import EncodeDataset, decoded_batches
 from index_builder.gallery import discover_gallery, shard_of
 from mga.search import GalleryIndex, SearchEngine
 from mga.views import ZoomViews
@@ -107,6 +108,27 @@ def test_plain_folder_with_bad_files(tmp_path, default_model):
     assert ix.parts.shape[1:] == (default_model.config.num_parts, default_model.config.embed_dim)
     assert isinstance(ix.embeddings, np.memmap)
     assert not list(tmp_path.glob("index.tmp-*")) and not list(tmp_path.glob("index.old-*"))
+
+
+@pytest.mark.parametrize("burst_images", [1, 5])
+def test_decoding_in_turns_yields_what_the_overlapping_loader_yields(tmp_path, default_model, burst_images):
+    """A CPU build decodes in turns with encoding (a process pool), a GPU build beside it (a DataLoader): the
+    same records, batch by batch and in order, bad files included, whatever the bursts' size."""
+    gal = tmp_path / "gallery"
+    gal.mkdir()
+    _make_bad_gallery(gal)
+    paths = [e.path for e in discover_gallery(gal).entries]
+    ds = EncodeDataset(gal, paths, default_model.transform.pixels, default_model.config.image_size, None, 0,
+                       zoom=FAST["zoom"])
+    cuts = np.cumsum([0, 3, 1, 4, 2])
+    batches = [list(range(a, b)) for a, b in zip(cuts, cuts[1:])] + [list(range(cuts[-1], len(paths)))]
+    beside = list(decoded_batches(ds, batches, 2, overlap=True))
+    turns = list(decoded_batches(ds, batches, 2, overlap=False, burst_images=burst_images))
+    assert [[r["i"] for r in b] for b in turns] == batches == [[r["i"] for r in b] for b in beside]
+    for t, b in zip(sum(turns, []), sum(beside, [])):
+        assert (t["error"], t["boxes"], t["w"], t["h"]) == (b["error"], b["boxes"], b["w"], b["h"])
+        assert (t["x"] is None and b["x"] is None) or torch.equal(t["x"], b["x"])
+    assert sum(r["error"] != "" for r in sum(turns, [])) == 6
 
 
 def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
