@@ -74,15 +74,17 @@ def sync(device: torch.device) -> None:
 
 
 def build_throughput(gallery: str | Path, model, zoom: ZoomViews, workers: int, batch_size: int,
-                     overlap: bool | None) -> tuple[float, float]:
-    """(views/s of index_builder's encode loop, views/s end to end) building the index of `gallery`."""
+                     overlap: bool | None) -> tuple[float, float, float]:
+    """(views/s of index_builder's encode loop, views/s end to end, the loop's share of time spent waiting for
+    decoded images) building the index of `gallery`."""
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         man = build_index(gallery, Path(tmp) / "ix", model=model, workers=workers, zoom=zoom, batch_size=batch_size,
                           overlap=overlap, progress=False, log=lambda m: None)
         total = time.perf_counter() - t
     views = man["counts"]["views"]
-    return views / man["build"]["encode_seconds"], views / total
+    b = man["build"]
+    return views / b["encode_seconds"], views / total, b["decode_wait_seconds"] / b["encode_seconds"]
 
 
 def repeated_gallery(paths: list[Path], root: Path, repeat: int, tmp: Path) -> tuple[Path, list[Path]]:
@@ -135,13 +137,13 @@ def main() -> None:
         before = bare_forward(model, tensors, forwards)
         for r in range(args.rounds):
             for decode in args.decode:
-                enc, total = build_throughput(gallery, model, zoom, workers, batch_size, decodes[decode])
+                enc, total, wait = build_throughput(gallery, model, zoom, workers, batch_size, decodes[decode])
                 after = bare_forward(model, tensors, forwards)
                 bare = (before + after) / 2
                 ratios.setdefault(f"{label}, decoding: {decode}", []).append(enc / bare)
                 print(f"  round {r + 1}, decoding {decode}: bare forwards {before:7.1f} then {after:7.1f} views/s | "
                       f"index_builder encode loop {enc:7.1f} views/s ({enc * n / len(tensors):.1f} images/s), end to "
-                      f"end {total:7.1f} views/s | ratio {enc / bare:.2f}")
+                      f"end {total:7.1f} views/s, waiting for decoding {wait:.0%} | ratio {enc / bare:.2f}")
                 before = after
         del tensors
     print("RESULT build/bare ratio (encode loop), median [range] over rounds: "

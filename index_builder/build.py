@@ -145,6 +145,18 @@ def decoded_batches(dataset: EncodeDataset, batches: list[list[int]], workers: i
             start = end
 
 
+def waited_for(items: Iterable, clock: list[float]) -> Iterator:
+    """`items`, adding to clock[0] the seconds spent waiting for each (the encode loop's wait for decoding)."""
+    it = iter(items)
+    while True:
+        t = time.perf_counter()
+        item = next(it, None)
+        clock[0] += time.perf_counter() - t
+        if item is None:
+            return
+        yield item
+
+
 # ------------------------------------------------------------------------------------------------ folders
 def _pid_alive(pid: int) -> bool:
     try:
@@ -360,7 +372,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     workers = loader_workers(device) if workers is None else workers
     overlap = overlap_decoding(device) if overlap is None else overlap
     batch_size = batch_size or forward_batch(device)  # views per forward
-    t_enc = time.perf_counter()
+    t_enc, waited = time.perf_counter(), [0.0]
     encoded_now = 0
     if todo:
         ds = EncodeDataset(gal.root, [e.path for e in entries], model.transform.pixels, cfg.image_size,
@@ -373,7 +385,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         pending = {c: [] for c in todo}
         chunk_of = lambda i: i // chunk_size  # noqa: E731
         with torch.inference_mode():
-            for batch in decoded_batches(ds, batches, workers, overlap):
+            for batch in waited_for(decoded_batches(ds, batches, workers, overlap), waited):
                 good = [b for b in batch if b["x"] is not None]
                 if good:
                     enc = model.encode(torch.cat([b["x"] for b in good]), batch_size)
@@ -422,7 +434,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         "roots": [root_entry],
         "zoom": zoom.to_dict(),
         "skipped": skipped,
-        "build": {"seconds": None, "encode_seconds": round(encode_s, 2), "images_encoded_now": encoded_now,
+        "build": {"seconds": None, "encode_seconds": round(encode_s, 2), "decode_wait_seconds": round(waited[0], 2),
+                  "images_encoded_now": encoded_now,
                   "images_per_s": round(encoded_now / encode_s, 2) if encoded_now and encode_s > 0 else None,
                   "batch_size": batch_size, "workers": workers, "overlap_decoding": overlap,
                   "resumed": resumed is not None,
