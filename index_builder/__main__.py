@@ -122,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BuildError, WeightsError, IndexFormatError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = " (its finished chunks are kept: run the same command with --resume)" if cmd == "build" else ""
+        print(f"\ninterrupted: any index already there is unchanged{again}", file=sys.stderr)
+        return 130
     return 0
 
 

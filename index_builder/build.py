@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ def _burst_worker(dataset: EncodeDataset) -> None:
     global _BURST_DATASET
     _BURST_DATASET = dataset
     torch.set_num_threads(1)  # a forked process must not enter the parent's OpenMP pool (it would hang)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the build in its main process, which ends the pool
     _background_worker()
 
 

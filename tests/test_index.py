@@ -277,6 +277,50 @@ def test_hnsw_and_cli(tmp_path, default_model):
     assert r.returncode == 0 and json.loads(r.stdout)["faiss"]["type"] == "hnsw"
 
 
+def test_ctrl_c_stops_a_cli_build_which_then_resumes(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group (the build and its decoding pool), here while the pool
+    decodes: the build stops at once with a hint, leaves no process behind, and `--resume` finishes it from the
+    chunks already written."""
+    import os
+    import signal
+    import time
+
+    gal = tmp_path / "g"
+    gal.mkdir()
+    big = tmp_path / "big.png"  # ~0.4 s to decode: the second burst of 16 takes seconds, its encoding < 1 s
+    Image.open(TINY_JPEGS[0]).convert("RGB").resize((4000, 5000)).save(big, compress_level=1)
+    for k in range(24):
+        (gal / f"{k:02d}.png").symlink_to(big)
+    out = tmp_path / "ix"
+    cmd = [sys.executable, "-m", "index_builder", "--gallery", str(gal), "--out", str(out), "--chunk-size", "2",
+           "--workers", "2", "--zoom-grid", "1"]  # with its progress bar, as a person runs it
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    build = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("ix.tmp-*/chunks/chunk-*.npz")) and time.monotonic() < deadline:
+        assert build.poll() is None, build.stderr.read()
+        time.sleep(0.02)
+    time.sleep(1.5)  # the first burst is encoded, the second is being decoded
+    os.killpg(build.pid, signal.SIGINT)
+    try:
+        _, err = build.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(build.pid, signal.SIGKILL)
+        pytest.fail("the build hung after Ctrl-C")
+    assert build.returncode == 130 and "--resume" in err and not out.exists(), err
+    for _ in range(50):  # the pool's processes are gone too
+        try:
+            os.killpg(build.pid, 0)
+            time.sleep(0.1)
+        except ProcessLookupError:
+            break
+    else:
+        pytest.fail("decoding processes outlived the interrupted build")
+    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "resuming" in done.stderr, done.stderr
+    assert len(GalleryIndex(out)) == 24
+
+
 def test_discover_consumer_layout_and_csv_keys(tmp_path):
     root = tmp_path / "c2s"
     (root / "Eval").mkdir(parents=True)
