@@ -28,9 +28,9 @@ FORWARD_BATCH = {"cpu": 4, "cuda": 128}
 # every core, so 2 (at most the cores) suffice; with a GPU the work is decode-bound and gets every core but the
 # one that feeds the GPU (None): an H200 with 16 cores built 121 img/s with 6 workers, 176-185 with 15 (README).
 LOADER_WORKERS = {"cpu": 2, "cuda": None}
-# Whether those processes decode while the model encodes (a GPU, which they must keep fed) or take turns with it,
-# decoding BURST_IMAGES images while the model waits (the CPU: decoders beside its forwards slow them down ~3x
-# their own CPU time; index builds, README "Measured").
+# In index builds, whether those processes decode while the model encodes (a GPU, which they must keep fed) or
+# take turns with it, decoding BURST_IMAGES images while the model waits (the CPU, where decoders beside its
+# forwards slow them down ~3x their own CPU time; README "Measured").
 OVERLAP_DECODING = {"cpu": False, "cuda": True}
 BURST_IMAGES = 16
 
