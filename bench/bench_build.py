@@ -4,7 +4,7 @@
                                 [--device auto] [--decode device overlap turns]
 
 Builds the index of the Luma gallery split (183 full-size studio photos) with `index_builder` (decoding and
-cropping zoom views in DataLoader workers, encoding, chunk persistence, FAISS, writing) and compares its
+cropping zoom views in worker processes, encoding, chunk persistence, FAISS, writing) and compares its
 throughput with forwards of the model alone over the same views, already decoded, letterboxed into tensors and
 on the device, in the same forwards (the upper bound); once with full photos only and once with the default
 zoom views. Shared machines change speed from minute to minute, so each of `--rounds` builds is bracketed by
@@ -33,6 +33,9 @@ from mga.hub import load_model  # noqa: E402
 from mga.imageio import load_image  # noqa: E402
 from mga.transforms import working_side  # noqa: E402
 from mga.views import ZoomViews  # noqa: E402
+
+# --decode: build_index's `overlap` (None: the device's way)
+DECODES = {"device": None, "overlap": True, "turns": False}
 
 
 @torch.inference_mode()
@@ -108,7 +111,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="builds, each between two bare passes")
     p.add_argument("--modes", nargs="+", choices=("full", "zoom"), default=("full", "zoom"))
     p.add_argument("--repeat", type=int, default=1, help="index each image this many times (for fast devices)")
-    p.add_argument("--decode", nargs="+", choices=("device", "overlap", "turns"), default=("device",),
+    p.add_argument("--decode", nargs="+", choices=DECODES, default=("device",),
                    help="decoding beside encoding (overlap) or in turns with it; device: the device's way "
                         "(config.OVERLAP_DECODING). Several: each round builds once with each, bare passes between")
     args = p.parse_args()
@@ -122,7 +125,6 @@ def main() -> None:
         links = tempfile.TemporaryDirectory()  # removed at exit
         gallery, paths = repeated_gallery(paths, Path(args.data), args.repeat, Path(links.name))
     n = len(paths)
-    decodes = {"device": None, "overlap": True, "turns": False}
     print(f"{n} images, image_size {model.config.image_size}, device {model.device}, torch threads "
           f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {workers}, forwards of <= {batch_size}, "
           f"decoding {'beside' if overlap_decoding(model.device) else 'in turns with'} encoding by default")
@@ -137,7 +139,7 @@ def main() -> None:
         before = bare_forward(model, tensors, forwards)
         for r in range(args.rounds):
             for decode in args.decode:
-                enc, total, wait = build_throughput(gallery, model, zoom, workers, batch_size, decodes[decode])
+                enc, total, wait = build_throughput(gallery, model, zoom, workers, batch_size, DECODES[decode])
                 after = bare_forward(model, tensors, forwards)
                 bare = (before + after) / 2
                 ratios.setdefault(f"{label}, decoding: {decode}", []).append(enc / bare)

@@ -147,18 +147,6 @@ def decoded_batches(dataset: EncodeDataset, batches: list[list[int]], workers: i
             start = end
 
 
-def waited_for(items: Iterable, clock: list[float]) -> Iterator:
-    """`items`, adding to clock[0] the seconds spent waiting for each (the encode loop's wait for decoding)."""
-    it = iter(items)
-    while True:
-        t = time.perf_counter()
-        item = next(it, None)
-        clock[0] += time.perf_counter() - t
-        if item is None:
-            return
-        yield item
-
-
 # ------------------------------------------------------------------------------------------------ folders
 def _pid_alive(pid: int) -> bool:
     try:
@@ -374,7 +362,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     workers = loader_workers(device) if workers is None else workers
     overlap = overlap_decoding(device) if overlap is None else overlap
     batch_size = batch_size or forward_batch(device)  # views per forward
-    t_enc, waited = time.perf_counter(), [0.0]
+    t_enc, waited = time.perf_counter(), 0.0  # waited: the encode loop's seconds waiting for decoded images
     encoded_now = 0
     if todo:
         ds = EncodeDataset(gal.root, [e.path for e in entries], model.transform.pixels, cfg.image_size,
@@ -387,7 +375,9 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         pending = {c: [] for c in todo}
         chunk_of = lambda i: i // chunk_size  # noqa: E731
         with torch.inference_mode():
-            for batch in waited_for(decoded_batches(ds, batches, workers, overlap), waited):
+            t_wait = time.perf_counter()
+            for batch in decoded_batches(ds, batches, workers, overlap):
+                waited += time.perf_counter() - t_wait
                 good = [b for b in batch if b["x"] is not None]
                 if good:
                     enc = model.encode(torch.cat([b["x"] for b in good]), batch_size)
@@ -405,6 +395,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                     _save_chunk(chunk_file(c), pending.pop(c))
                     if on_chunk is not None:
                         on_chunk(len(chunks) - len(pending), len(chunks))
+                t_wait = time.perf_counter()
         bar.close()
     encode_s = time.perf_counter() - t_enc
 
@@ -436,7 +427,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         "roots": [root_entry],
         "zoom": zoom.to_dict(),
         "skipped": skipped,
-        "build": {"seconds": None, "encode_seconds": round(encode_s, 2), "decode_wait_seconds": round(waited[0], 2),
+        "build": {"seconds": None, "encode_seconds": round(encode_s, 2), "decode_wait_seconds": round(waited, 2),
                   "images_encoded_now": encoded_now,
                   "images_per_s": round(encoded_now / encode_s, 2) if encoded_now and encode_s > 0 else None,
                   "batch_size": batch_size, "workers": workers, "overlap_decoding": overlap,
