@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mga.config import BURST_IMAGES
-from mga.devices import forward_batch, loader_workers, overlap_decoding
+from mga.devices import feeder_threads, forward_batch, loader_workers, overlap_decoding
 from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
@@ -363,7 +363,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     overlap = overlap_decoding(device) if overlap is None else overlap
     batch_size = batch_size or forward_batch(device)  # views per forward
     t_enc, waited = time.perf_counter(), 0.0  # waited: the encode loop's seconds waiting for decoded images
-    encoded_now = 0
+    encoded_now, threads = 0, torch.get_num_threads()  # threads: torch's, while feeding the model
     if todo:
         ds = EncodeDataset(gal.root, [e.path for e in entries], model.transform.pixels, cfg.image_size,
                            tmp if use_thumbs else None, thumb_size, fast_decode, zoom)
@@ -374,7 +374,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                    dynamic_ncols=True)
         pending = {c: [] for c in todo}
         chunk_of = lambda i: i // chunk_size  # noqa: E731
-        with torch.inference_mode():
+        with torch.inference_mode(), feeder_threads(device):
+            threads = torch.get_num_threads()
             t_wait = time.perf_counter()
             for batch in decoded_batches(ds, batches, workers, overlap):
                 waited += time.perf_counter() - t_wait
@@ -432,7 +433,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                   "images_per_s": round(encoded_now / encode_s, 2) if encoded_now and encode_s > 0 else None,
                   "batch_size": batch_size, "workers": workers, "overlap_decoding": overlap,
                   "resumed": resumed is not None,
-                  "device": str(device), "torch_threads": torch.get_num_threads(), "fast_decode": fast_decode},
+                  "device": str(device), "torch_threads": threads, "fast_decode": fast_decode},
     }
     write_index(tmp, out, pieces, items, manifest, index_type, progress)
     manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)

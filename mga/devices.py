@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .config import FORWARD_BATCH, LOADER_WORKERS, OVERLAP_DECODING
+from .config import FEEDER_THREADS, FORWARD_BATCH, LOADER_WORKERS, OVERLAP_DECODING
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -37,3 +37,16 @@ def loader_workers(device: torch.device) -> int:
 def overlap_decoding(device: torch.device) -> bool:
     """Whether decoding runs beside encoding on this device, or in turns with it (config.OVERLAP_DECODING)."""
     return OVERLAP_DECODING.get(device.type, OVERLAP_DECODING["cpu"])
+
+
+@contextlib.contextmanager
+def feeder_threads(device: torch.device):
+    """torch's CPU threads set for the process that feeds a model on `device` while decoding workers run
+    beside it (config.FEEDER_THREADS), restored afterwards."""
+    n, before = FEEDER_THREADS.get(device.type), torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
