@@ -35,7 +35,8 @@ OVERLAP_DECODING = {"cpu": False, "cuda": True}
 BURST_IMAGES = 16
 # torch CPU threads of the process that feeds the model during an index build (None: torch's default, every core).
 # With a GPU the decoding workers hold every other core, and 16 OpenMP threads contending with them for the
-# feeder's copies cut a zoom build on an H100 with 16 cores from 241 to 24-128 photos/s (README, "Measured").
+# feeder's copies slowed it down: bench_build on an H100 with 16 cores, zoom views, built 104 photos/s with 16
+# threads and 186-189 with one (README, "On a lent GPU").
 FEEDER_THREADS = {"cpu": None, "cuda": 1}
 
 
