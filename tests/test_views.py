@@ -46,6 +46,12 @@ def test_an_image_scores_as_its_best_view():
     assert which.tolist() == [[1, 2, 3, -1], [0, 2, 4, -1]]  # first view on ties; image 3 has none
     b, pick = _best_per_image(np.array([0.1, 0.9, 0.3, 0.5, 0.5]), np.array([2, 1, 2]))  # the engine's grouping
     assert b.tolist() == pytest.approx([0.9, 0.3, 0.5]) and pick.tolist() == [1, 2, 3]
+    rng = np.random.default_rng(0)  # the engine's segment reductions agree with best_view, ties included
+    counts = rng.integers(1, 15, 300)
+    scores = rng.integers(0, 20, counts.sum()).astype(np.float32) / 20
+    b, pick = _best_per_image(torch.from_numpy(scores), counts)
+    ref, which = best_view(torch.from_numpy(scores)[None], torch.from_numpy(np.repeat(np.arange(300), counts)), 300)
+    assert b.tolist() == ref[0].tolist() and pick.tolist() == which[0].tolist()
 
 
 def test_heatmap_of_a_window_lies_inside_it():
