@@ -7,7 +7,8 @@ Builds the index of the Luma gallery split (183 full-size studio photos) with `i
 cropping zoom views in worker processes, encoding, chunk persistence, FAISS, writing) and compares its
 throughput with forwards of the model alone over the same views, already decoded, letterboxed into tensors and
 on the device, in the same forwards (the upper bound); once with full photos only and once with the default
-zoom views. Shared machines change speed from minute to minute, so each of `--rounds` builds is bracketed by
+zoom views. It also compares the builder's forwards (packed: batch_size views each, across images) with forwards
+cut per loaded batch of images, as before packing. Shared machines change speed from minute to minute, so each of `--rounds` builds is bracketed by
 bare passes (bare, build, bare, build, ..., bare) and compared with the mean of the two around it, which
 cancels a drift; the ratios' median and range are reported.
 """
@@ -53,21 +54,29 @@ def bare_forward(model, tensors: torch.Tensor, forwards: list[slice]) -> float:
     return len(tensors) / (time.perf_counter() - t)
 
 
-def view_tensors(model, paths: list[Path], zoom: ZoomViews, batch_size: int) -> tuple[torch.Tensor, list[slice]]:
-    """The tensors index_builder feeds the model (every view of every image, decoded and letterboxed) and its
-    forwards: the views of `zoom.images_per_batch(batch_size)` images at a time (a loaded batch), split into
-    forwards of at most batch_size views, as `MGAModel.encode` splits them."""
+def view_tensors(model, paths: list[Path], zoom: ZoomViews) -> tuple[torch.Tensor, list[int]]:
+    """The tensors index_builder feeds the model (every view of every image, decoded and letterboxed, on the
+    model's device) and the number of views of each image."""
     side = working_side(model.config.image_size)
     decoded = {p: zoom.tensors(load_image(p, max_side=side), model.transform)[1] for p in set(paths)}
     per_image = [decoded[p] for p in paths]
-    counts = [len(v) for v in per_image]
-    step = zoom.images_per_batch(batch_size)
+    return torch.cat(per_image).to(model.device), [len(v) for v in per_image]
+
+
+def packed_forwards(views: int, batch_size: int) -> list[slice]:
+    """index_builder's forwards (index_builder.packing): batch_size views each, across images, the last excepted."""
+    return [slice(s, min(s + batch_size, views)) for s in range(0, views, batch_size)]
+
+
+def per_batch_forwards(counts: list[int], images_per_batch: int, batch_size: int) -> list[slice]:
+    """The forwards before packing, for comparison: the views of each loaded batch of images_per_batch images,
+    cut into forwards of at most batch_size."""
     forwards, start = [], 0
-    for i in range(0, len(counts), step):  # a loaded batch of images
-        end = start + sum(counts[i:i + step])
+    for i in range(0, len(counts), images_per_batch):
+        end = start + sum(counts[i:i + images_per_batch])
         forwards += [slice(s, min(s + batch_size, end)) for s in range(start, end, batch_size)]
         start = end
-    return torch.cat(per_image).to(model.device), forwards
+    return forwards
 
 
 def sync(device: torch.device) -> None:
@@ -132,11 +141,19 @@ def main() -> None:
     modes = {"full": ("full photos only (--zoom-grid 0)", ZoomViews(grid=0)), "zoom": ("zoom views (default)", ZoomViews())}
     for label, zoom in (modes[m] for m in args.modes):
         t = time.perf_counter()
-        tensors, forwards = view_tensors(model, paths, zoom, batch_size)
+        tensors, counts = view_tensors(model, paths, zoom)
         prep = len(tensors) * len(set(paths)) / n / (time.perf_counter() - t)  # each distinct image decoded once
-        print(f"{label}: {len(tensors)} views ({len(tensors) / n:.1f} per image, {len(tensors) / len(forwards):.1f} "
-              f"per forward); decode+crop+letterbox alone, 1 process: {prep:.1f} views/s")
+        forwards = packed_forwards(len(tensors), batch_size)
+        unpacked = per_batch_forwards(counts, zoom.images_per_batch(batch_size), batch_size)
+        print(f"{label}: {len(tensors)} views ({len(tensors) / n:.1f} per image); decode+crop+letterbox alone, "
+              f"1 process: {prep:.1f} views/s")
         before = bare_forward(model, tensors, forwards)
+        cut = bare_forward(model, tensors, unpacked)
+        after = bare_forward(model, tensors, forwards)
+        print(f"  bare forwards of {batch_size} views across images (the builder's) {(before + after) / 2:7.1f} views/s"
+              f" | cut per loaded batch ({len(tensors) / len(unpacked):.1f} views per forward, before packing) "
+              f"{cut:7.1f} views/s | packed / cut {(before + after) / 2 / cut:.2f}")
+        before = after
         for r in range(args.rounds):
             for decode in args.decode:
                 enc, total, wait = build_throughput(gallery, model, zoom, workers, batch_size, DECODES[decode])

@@ -37,6 +37,7 @@ from mga.views import FULL_BOX, ZoomViews
 
 from .faiss_index import build_faiss, choose_index_type
 from .gallery import Gallery, GalleryEntry, discover_gallery, parse_shard, shard_of
+from .packing import PackedEncoder
 
 PLAN = "plan.json"
 CHUNKS = "chunks"
@@ -373,30 +374,28 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         bar = tqdm(total=n, initial=done_images, desc="index", unit="img", disable=not progress or None,
                    dynamic_ncols=True)
         pending = {c: [] for c in todo}
-        chunk_of = lambda i: i // chunk_size  # noqa: E731
-        with torch.inference_mode(), feeder_threads(device):
-            threads = torch.get_num_threads()
-            t_wait = time.perf_counter()
-            for batch in decoded_batches(ds, batches, workers, overlap):
-                waited += time.perf_counter() - t_wait
-                good = [b for b in batch if b["x"] is not None]
-                if good:
-                    enc = model.encode(torch.cat([b["x"] for b in good]), batch_size)
-                    s = 0
-                    for b in good:
-                        v = slice(s, s + len(b["x"]))
-                        b["enc"] = (enc.embedding[v].float().numpy(), enc.global_[v].half().numpy(),
-                                    enc.parts[v].half().numpy(), enc.attn[v].half().numpy())
-                        s += len(b["x"])
-                c = chunk_of(batch[0]["i"])
-                pending[c].extend({k: v for k, v in b.items() if k != "x"} for b in batch)
-                bar.update(len(batch))
-                encoded_now += len(batch)
+
+        def file_away(records: list[dict]) -> None:
+            """Encoded records into their chunks; a chunk complete is saved (what --resume starts from)."""
+            for b in records:
+                c = b["i"] // chunk_size
+                pending[c].append(b)
                 if len(pending[c]) == chunks[c][1] - chunks[c][0]:
                     _save_chunk(chunk_file(c), pending.pop(c))
                     if on_chunk is not None:
                         on_chunk(len(chunks) - len(pending), len(chunks))
+
+        with torch.inference_mode(), feeder_threads(device):
+            threads = torch.get_num_threads()
+            packer = PackedEncoder(model, batch_size)  # forwards of exactly batch_size views, across images
+            t_wait = time.perf_counter()
+            for batch in decoded_batches(ds, batches, workers, overlap):
+                waited += time.perf_counter() - t_wait
+                file_away(packer.add(batch))
+                bar.update(len(batch))
+                encoded_now += len(batch)
                 t_wait = time.perf_counter()
+            file_away(packer.flush())
         bar.close()
     encode_s = time.perf_counter() - t_enc
 

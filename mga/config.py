@@ -20,9 +20,10 @@ MIN_IMAGE_SIDE = 16
 ZOOM_GRID = 4
 ZOOM_SCALE = 0.35
 ZOOM_MIN_COVER = 0.5
-# Most images (views) per model forward when encoding: indexing, evaluation, the app. On the CPU small forwards
-# are faster per image (the default model, channels-last, 2 cores: 41-62 img/s in forwards of 4, 37-44 of 8,
-# 27 of 32; README, "Measured"); on a GPU large ones fill the chip. Other device types get the CPU's.
+# Most images (views) per model forward when encoding: evaluation, the app, and index builds, which pack exactly
+# this many views per forward across images (index_builder.packing). On the CPU small forwards are faster per
+# image (the default model, channels-last, 2 cores: 41-62 img/s in forwards of 4, 37-44 of 8, 27 of 32; README,
+# "Measured"); on a GPU large ones fill the chip. Other device types get the CPU's.
 FORWARD_BATCH = {"cpu": 4, "cuda": 128}
 # DataLoader processes that decode images (index builds, evaluation, training). On the CPU the model already uses
 # every core, so 2 (at most the cores) suffice; with a GPU the work is decode-bound and gets every core but the

@@ -18,6 +18,7 @@ from conftest import LUMA_TINY, ROOT
 from index_builder import add_to_index, build_index, merge_indexes, remove_from_index
 from index_builder.build import EncodeDataset, decoded_batches
 from index_builder.gallery import discover_gallery, shard_of
+from index_builder.packing import PackedEncoder
 from mga.search import GalleryIndex, SearchEngine
 from mga.views import ZoomViews
 
@@ -130,6 +131,41 @@ def test_decoding_in_turns_yields_what_the_overlapping_loader_yields(tmp_path, d
         assert (t["error"], t["boxes"], t["w"], t["h"]) == (b["error"], b["boxes"], b["w"], b["h"])
         assert (t["x"] is None and b["x"] is None) or torch.equal(t["x"], b["x"])
     assert sum(r["error"] != "" for r in sum(turns, [])) == 6
+
+
+def test_packed_forwards_hold_batch_size_views_across_images(tmp_path, default_model):
+    """The encoder of a build carries views over to the next batch, so every forward but the last holds exactly
+    batch_size views; each record comes back in order with the encodings of its own views, failed files too."""
+    gal = tmp_path / "gallery"
+    gal.mkdir()
+    _make_bad_gallery(gal)
+    paths = [e.path for e in discover_gallery(gal).entries]
+    ds = EncodeDataset(gal, paths, default_model.transform.pixels, default_model.config.image_size, None, 0,
+                       zoom=ZoomViews())
+    records = [ds[i] for i in range(len(ds))]
+    alone = {r["i"]: default_model.encode(r["x"]) for r in records if r["x"] is not None}
+    views = sum(len(r["x"]) for r in records if r["x"] is not None)
+    sizes = []
+    hook = default_model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    try:
+        packer = PackedEncoder(default_model, batch_size=3)
+        out = []
+        for a, b in [(0, 2), (2, 3), (3, 7), (7, len(records))]:
+            out += packer.add(dict(r) for r in records[a:b])
+        out += packer.flush()
+    finally:
+        hook.remove()
+    assert views % 3 and sizes == [3] * (views // 3) + [views % 3]
+    assert [r["i"] for r in out] == list(range(len(records)))
+    for r in out:
+        assert "x" not in r
+        if r["error"]:
+            assert "enc" not in r
+            continue
+        emb, g, parts, attn = r["enc"]
+        assert emb.shape[0] == len(r["boxes"]) == len(alone[r["i"]])
+        np.testing.assert_allclose(emb, alone[r["i"]].embedding.numpy(), atol=1e-4)
+        np.testing.assert_allclose(parts, alone[r["i"]].parts.numpy(), atol=2e-3)
 
 
 def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
