@@ -135,7 +135,7 @@ def main() -> None:
         gallery, paths = repeated_gallery(paths, Path(args.data), args.repeat, Path(links.name))
     n = len(paths)
     print(f"{n} images, image_size {model.config.image_size}, device {model.device}, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {workers}, forwards of <= {batch_size}, "
+          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {workers}, forwards of {batch_size} views, "
           f"decoding {'beside' if overlap_decoding(model.device) else 'in turns with'} encoding by default")
     ratios = {}
     modes = {"full": ("full photos only (--zoom-grid 0)", ZoomViews(grid=0)), "zoom": ("zoom views (default)", ZoomViews())}
