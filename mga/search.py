@@ -68,9 +68,11 @@ def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) 
 
 
 def _rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """Some rows of a (memory-mapped, often fp16) array as a float32 tensor; torch casts fp16 ~10x faster than
-    numpy (the tokens of 1,200 candidate views: 2.2 -> 0.2 ms)."""
-    return torch.from_numpy(np.asarray(array[rows])).float()
+    """Some rows of a (memory-mapped, often fp16, writable) array as a float32 tensor. torch gathers the rows
+    ~2x faster than numpy's fancy indexing of a memory map (the tokens of 1,400 candidate views: 0.55 -> 0.3 ms)
+    and casts fp16 ~10x faster (2.2 -> 0.2 ms)."""
+    index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+    return torch.from_numpy(array).index_select(0, index).float()
 
 
 def _best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +117,9 @@ class GalleryIndex:
                                    f"this code reads ({FORMAT_VERSION}); update the code or rebuild the index")
         with open(self.path / ITEMS) as f:
             self.items: list[dict] = [json.loads(line) for line in f if line.strip()]
-        mode = "r" if mmap else None
+        # copy-on-write maps: nothing writes to them, and torch can gather from them in place (_rows_float), which it
+        # only does on writable memory
+        mode = "c" if mmap else None
         self.embeddings = np.load(self.path / EMBEDDINGS, mmap_mode=mode)
         self.global_ = np.load(self.path / GLOBAL, mmap_mode=mode)
         self.parts = np.load(self.path / PARTS, mmap_mode=mode)
@@ -325,7 +329,7 @@ class SearchResult:
 
 class SearchEngine:
     """Model + index folder. Thread-safe: searches share only read-only state (the model runs in eval mode
-    under torch.inference_mode, the index arrays are read-only memory maps, FAISS searches are const)."""
+    under torch.inference_mode, nothing writes to the index's memory maps, FAISS searches are const)."""
 
     def __init__(self, model: MGAModel, index: GalleryIndex, weights: str | Path | None = None):
         self.model = model.eval()
