@@ -8,9 +8,9 @@ cropping zoom views in worker processes, encoding, chunk persistence, FAISS, wri
 throughput with forwards of the model alone over the same views, already decoded, letterboxed into tensors and
 on the device, in the same forwards (the upper bound); once with full photos only and once with the default
 zoom views. It also compares the builder's forwards (packed: batch_size views each, across images) with forwards
-cut per loaded batch of images, as before packing. Shared machines change speed from minute to minute, so each of `--rounds` builds is bracketed by
-bare passes (bare, build, bare, build, ..., bare) and compared with the mean of the two around it, which
-cancels a drift; the ratios' median and range are reported.
+cut per loaded batch of images, as before packing. Shared machines change speed from minute to minute, so each
+of `--rounds` builds is bracketed by bare passes (bare, build, bare, build, ..., bare) and compared with the mean
+of the two around it, which cancels a drift; the ratios' median and range are reported.
 """
 from __future__ import annotations
 

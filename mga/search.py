@@ -274,12 +274,10 @@ class GalleryIndex:
 
     def tokens(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Stored global and part tokens of some rows (float32): all ATA needs."""
-        rows = np.asarray(rows, dtype=np.int64)
         return _rows_float(self.global_, rows), _rows_float(self.parts, rows)
 
     def encoding(self, rows: np.ndarray) -> Encoding:
         """Stored tokens of some rows as an Encoding (float32)."""
-        rows = np.asarray(rows, dtype=np.int64)
         return Encoding(*(_rows_float(a, rows) for a in (self.global_, self.parts, self.attn, self.embeddings)))
 
 
