@@ -116,6 +116,25 @@ def test_shipped_demo_index_matches_default_weights(default_model):
     assert len(res.matches) == 5 and all(os.path.exists(m.path) for m in res.matches)
 
 
+def assert_same_ranking_up_to_ties(ix, q, got, ref, tol=1e-5):
+    """Two top-m lists (images, scores, rows) agree where floats allow: the same scores in order, each image
+    scored as its exact best view through the row returned for it, and the same images wherever no other
+    image's score is within `tol` (FAISS and numpy sum in different orders, so near-ties may swap)."""
+    images, scores, rows = got
+    ref_images, ref_scores, _ = ref
+    assert scores == pytest.approx(ref_scores, abs=tol)
+    assert len(set(images.tolist())) == len(images)
+    everything = np.arange(len(ix))
+    all_images, all_scores, _ = ix._exact(q[None], everything, len(ix))
+    exact = dict(zip(all_images.tolist(), all_scores.tolist()))
+    assert [exact[i] for i in images.tolist()] == pytest.approx(scores.tolist(), abs=tol)
+    assert (np.asarray(ix.embeddings[np.sort(rows)], dtype=np.float32) @ q)[np.argsort(np.argsort(rows))] \
+        == pytest.approx(scores, abs=tol)
+    cut = float(ref_scores[-1]) + tol
+    assert {i for i, s in zip(images.tolist(), scores.tolist()) if s > cut} == \
+        {i for i, s in zip(ref_images.tolist(), ref_scores.tolist()) if s > cut}
+
+
 def test_flat_index_ranks_images_by_their_best_view_exactly(default_model):
     """A flat index takes each image's score from FAISS's first returned view, without re-scoring: it must equal
     scoring every view of every image (the demo index has ~14 views per image, so views cluster by image)."""
@@ -125,11 +144,22 @@ def test_flat_index_ranks_images_by_their_best_view_exactly(default_model):
     for row in range(0, ix.views, 397):
         q = np.array(ix.embeddings[row], dtype=np.float32)
         for m, category in ((100, None), (10, None), (10, ix.items[ix.owner[row]]["category"])):
-            images, scores, rows = ix.coarse_search(q, m, category)
+            got = ix.coarse_search(q, m, category)
             pool = everything if category is None else ix.category_images(category)
-            ref_images, ref_scores, ref_rows = ix._exact(q[None], pool, m)
-            assert images.tolist() == ref_images.tolist() and rows.tolist() == ref_rows.tolist()
-            assert scores == pytest.approx(ref_scores, abs=1e-5)
+            assert_same_ranking_up_to_ties(ix, q, got, ix._exact(q[None], pool, m))
+
+
+def test_ranking_comparison_allows_only_near_ties_to_swap(default_model):
+    """The comparison above is no blank cheque: swapping two images whose scores differ fails it."""
+    ix = SearchEngine.load(DEFAULT_INDEX_DIR, model=default_model).index
+    q = np.array(ix.embeddings[0], dtype=np.float32)
+    images, scores, rows = ix._exact(q[None], np.arange(len(ix)), 20)
+    gap = int(np.argmax(scores[:-1] - scores[1:] > 1e-3))
+    swapped = images.copy()
+    swapped[[gap, gap + 1]] = swapped[[gap + 1, gap]]
+    with pytest.raises(AssertionError):
+        assert_same_ranking_up_to_ties(ix, q, (swapped, scores, rows), (images, scores, rows))
+    assert_same_ranking_up_to_ties(ix, q, (images, scores, rows), (images, scores, rows))
 
 
 def test_cli_json(engine, luma_photos):
