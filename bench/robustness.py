@@ -1,11 +1,13 @@
 """Consumer-style robustness: Luma test queries corrupted the way shoppers' photos are, against the clean gallery.
 
-    python -m bench.robustness --data ../shared/data/luma-inshop [--weights DIR|HUB_ID] [--json out.json]
+    python -m bench.robustness --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--json out.json]
 
 The corruptions are deliberately NOT the training augmentations (mga.transforms.ConsumerPhotoAugment): real
-clutter from phone photos in ../shared/data/distractors behind the garment, perspective tilt, off-centre crops,
-colour-temperature casts, low-quality JPEG and defocus blur, each seeded. Prints R@1 per corruption next to the
-clean queries' R@1 (the baseline of the same run) and their ratio.
+clutter from the phone photos of ../shared/data/distractors/test (never a training background: training may only
+use distractors/validation) behind the garment, perspective tilt, off-centre crops, colour-temperature casts,
+low-quality JPEG and defocus blur, each seeded; "all at once" applies every one to the same photo, as a real
+shopper's photo has them. Each set of weights is ranked the app's way (coarse + ATA over the gallery's views);
+the untrained backbone (GeM of its last map, full photos, cosine) is measured in the same run as the baseline.
 """
 from __future__ import annotations
 
@@ -18,19 +20,22 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from mga.config import PROJECT_ROOT
+from mga.backbones import TokenBackbone
+from mga.config import TEST_DISTRACTORS
+from mga.data import load_retrieval_data
+from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
-from mga.data import load_retrieval_data
-from mga.evaluate import encode_gallery
 from mga.metrics import recall_at_k
-from mga.model import Encoding
+from mga.model import MGAModel
 from mga.retrieval import rank
 from mga.views import ZoomViews
 
-DISTRACTORS = PROJECT_ROOT.parent / "shared" / "data" / "distractors"
+Corruption = Callable[[Image.Image, random.Random], Image.Image]
 
 
 def on_clutter(img: Image.Image, rng: random.Random, backgrounds: list[Path]) -> Image.Image:
@@ -46,7 +51,7 @@ def tilt(img: Image.Image, rng: random.Random) -> Image.Image:
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
     dst = np.float32([[x + rng.uniform(-0.12, 0.12) * w, y + rng.uniform(-0.12, 0.12) * h] for x, y in src])
     warped = cv2.warpPerspective(np.asarray(img), cv2.getPerspectiveTransform(src, dst), (w, h),
-                                 borderValue=(255, 255, 255))
+                                 borderMode=cv2.BORDER_REPLICATE)
     return Image.fromarray(warped)
 
 
@@ -76,41 +81,84 @@ def blur(img: Image.Image, rng: random.Random) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(rng.uniform(2, 4) * max(img.size) / 500))
 
 
-def corruptions(backgrounds: list[Path]) -> dict[str, Callable[[Image.Image, random.Random], Image.Image]]:
-    return {"clean": lambda im, rng: im, "clutter": lambda im, rng: on_clutter(im, rng, backgrounds),
-            "tilt": tilt, "crop": crop, "colour cast": colour_cast, "jpeg": jpeg, "blur": blur}
+def corruptions(backgrounds: list[Path]) -> dict[str, Corruption]:
+    """Each corruption alone, then all of them on the same photo (in the order a photo gets them)."""
+    clutter: Corruption = lambda im, rng: on_clutter(im, rng, backgrounds)  # noqa: E731
+    single = {"clutter": clutter, "tilt": tilt, "crop": crop, "colour cast": colour_cast, "jpeg": jpeg, "blur": blur}
+
+    def all_at_once(im: Image.Image, rng: random.Random) -> Image.Image:
+        for name in ("clutter", "crop", "tilt", "colour cast", "blur", "jpeg"):
+            im = single[name](im, rng)
+        return im
+
+    return {"clean": lambda im, rng: im, **single, "all at once": all_at_once}
+
+
+class BackboneBaseline:
+    """The untrained (pretrained, not fine-tuned) backbone as a retrieval model: GeM of its last map, cosine."""
+
+    def __init__(self, like: MGAModel):
+        self.backbone = TokenBackbone(like.config.backbone, like.config.image_size, like.config.gem_p)
+        self.backbone.load_pretrained()
+        self.backbone.eval()
+        self.transform = like.transform
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        out = [F.normalize(self.backbone(torch.stack([self.transform(im) for im in images[s:s + 8]]))[0], dim=-1)
+               for s in range(0, len(images), 8)]
+        return torch.cat(out)
+
+    def ranking(self, queries: Sequence[Image.Image], gallery: torch.Tensor) -> np.ndarray:
+        return (self.encode(queries) @ gallery.T).argsort(dim=1, descending=True)[:, :10].numpy()
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.robustness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
-    p.add_argument("--weights")
-    p.add_argument("--distractors", default=str(DISTRACTORS))
+    p.add_argument("--weights", nargs="*", default=[None],
+                   help="one or more checkpoint folders / Hub ids (default: the embedded default)")
+    p.add_argument("--distractors", default=str(TEST_DISTRACTORS), help="backgrounds for the clutter corruption")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    model = load_model(args.weights)
     data = load_retrieval_data(args.data)
-    backgrounds = sorted(Path(args.distractors).glob("*/*/*.jpg"))
+    backgrounds = sorted(Path(args.distractors).rglob("*.jpg"))
+    if not backgrounds:
+        raise SystemExit(f"{args.distractors}: no .jpg backgrounds for the clutter corruption")
     queries = [load_image(data.root / r.path) for r in data.query]
     for img in queries:
         img.thumbnail((640, 640))
-    gallery, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
-    q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
-    results = {}
+    corrupted = {}
     for name, corrupt in corruptions(backgrounds).items():
         rng = random.Random(args.seed)
-        q: Encoding = model.encode_images(corrupt(img, rng) for img in queries)
-        order = rank(model, q, gallery, "coarse", 100, owner)[:, :10].numpy()
-        results[name] = recall_at_k(order, q_items, g_items, (1, 10))
-    clean = results["clean"]["R@1"]
-    print(f"weights {describe_weights(args.weights)}; {len(queries)} queries, {len(data.gallery)} gallery "
-          f"({len(gallery)} views, zoom grid {args.zoom_grid})")
-    print(f"{'corruption':<12} {'R@1':>6} {'R@10':>6} {'R@1 / clean':>12}")
-    for name, r in results.items():
-        print(f"{name:<12} {r['R@1']:6.3f} {r['R@10']:6.3f} {r['R@1'] / max(clean, 1e-9):12.2f}")
+        corrupted[name] = [corrupt(img, rng) for img in queries]
+    q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    models = [(describe_weights(w), load_model(w)) for w in args.weights]
+    baseline = BackboneBaseline(models[0][1])
+    gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
+    results["untrained backbone (GeM)"] = {name: recall_at_k(baseline.ranking(qs, gallery), q_items, g_items, (1, 10))
+                                           for name, qs in corrupted.items()}
+    for label, model in models:
+        views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
+        results[label] = {}
+        for name, qs in corrupted.items():
+            order = rank(model, model.encode_images(qs), views, "coarse", DEFAULT_RERANK_TOP, owner)[:, :10].numpy()
+            results[label][name] = recall_at_k(order, q_items, g_items, (1, 10))
+    print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
+          f"{args.zoom_grid}; clutter from {len(backgrounds)} photos of {Path(args.distractors).name}/")
+    names = list(corrupted)
+    print("R@1" + "".join(f"{n:>13}" for n in names))
+    for label, rows in results.items():
+        print(label)
+        print("   " + "".join(f"{rows[n]['R@1']:13.3f}" for n in names))
+    base = results["untrained backbone (GeM)"]
+    for label in list(results)[1:]:
+        print(f"ratio {label} / untrained backbone")
+        print("   " + "".join(f"{results[label][n]['R@1'] / max(base[n]['R@1'], 1e-9):13.2f}" for n in names))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results

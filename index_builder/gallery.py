@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mga.data import PARTITION_FILE, load_retrieval_data
+from mga.data import PARTITION_FILE, category_of, load_retrieval_data
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 CSV_NAMES = ("metadata.csv", "items.csv")  # looked for at the gallery root when --csv is not given
@@ -49,12 +49,7 @@ def _norm(path: str) -> str:
 
 def _entry(path: str, meta: dict[str, dict[str, str]], item_id: str | None = None) -> GalleryEntry:
     row = dict(meta.get(path, {}))
-    parts = path.split("/")
-    default_cat = ""
-    if len(parts) >= 4 and parts[0] == "img":  # DeepFashion: img/<GENDER>/<Category>/id_x/file.jpg
-        default_cat = parts[2]
-    elif len(parts) >= 2:
-        default_cat = parts[-2]
+    default_cat = category_of(path)
     item = item_id or row.pop("item_id", "") or path.rsplit(".", 1)[0]
     row.pop("item_id", None)
     category = row.pop("category", "") or default_cat

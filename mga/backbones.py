@@ -105,6 +105,14 @@ class TokenBackbone(nn.Module):
         h, w = self.model.patch_embed.grid_size
         return feats[:, 0], feats[:, prefix:], (h, w)
 
+    def pool(self, tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """GeM of a CNN's token cells (B, N, C), each cell weighted (B, N): the global token of the figure
+        alone, when the weights are its probability."""
+        w = weights.float()[..., None]
+        x = tokens.float().clamp(min=1e-6).pow(self.gem_p)
+        pooled = (x * w).sum(1) / w.sum(1).clamp(min=1e-6)
+        return pooled.pow(1.0 / self.gem_p).to(tokens.dtype)
+
     def freeze_early(self, num_blocks: int) -> None:
         """Freeze the stem and the first `num_blocks` blocks (weights and BatchNorm statistics): on a small
         data set and a CPU budget, early edge/texture filters need no retraining and cost most backprop."""

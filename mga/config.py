@@ -9,6 +9,11 @@ ASSETS_DIR = PROJECT_ROOT / "assets"
 DEFAULT_WEIGHTS_DIR = ASSETS_DIR / "mga-default"
 DEFAULT_INDEX_DIR = ASSETS_DIR / "demo-index"
 CACHE_DIR = Path.home() / ".cache" / "mga"
+# The team's shared data beside the project. Distractor photos: validation/ may feed training (backgrounds),
+# test/ is for measuring only.
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+TRAIN_BACKGROUNDS = SHARED_DATA / "distractors" / "validation"
+TEST_DISTRACTORS = SHARED_DATA / "distractors" / "test"
 
 # Largest image we agree to decode (pixels). Beyond this PIL would happily allocate gigabytes.
 MAX_IMAGE_PIXELS = 60_000_000
@@ -54,6 +59,11 @@ class MGAConfig:
     alpha: float = 0.5  # weight of the global term in coarse and ATA similarities
     tau: float = 0.1  # temperature of ATA's soft part assignment
     gem_p: float = 3.0  # GeM pooling exponent for CNN backbones
+    # A head that tells the figure (the garment) from its background on the token grid; its probability weights
+    # the global pooling and biases the parts' attention, so that clutter behind a garment moves neither.
+    figure_head: bool = False
+    # Part names per garment category (mga.parts.names_for), read off where each part sits after training.
+    part_names: dict = field(default_factory=dict)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     extra: dict = field(default_factory=dict)  # free-form provenance (training recipe, data)

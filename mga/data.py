@@ -1,8 +1,8 @@
 """Datasets in the DeepFashion layouts (In-shop, Consumer-to-shop), a P x K item sampler, image caching."""
 from __future__ import annotations
 
-import csv
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -93,10 +93,17 @@ def load_retrieval_data(root: str | Path, fmt: str | None = None) -> RetrievalDa
     return loaders[fmt](root)
 
 
-def read_metadata_csv(path: str | Path, key: str = "image_name") -> dict[str, dict[str, str]]:
-    """Rows of a metadata CSV (like Luma's items.csv) keyed by image path."""
-    with open(path, newline="") as f:
-        return {row[key]: row for row in csv.DictReader(f)}
+def category_of(path: str) -> str:
+    """The category a data-set path names: DeepFashion's img/<GENDER>/<Category>/id_x/file.jpg, else the folder."""
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[0] == "img":
+        return parts[2]
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def category_key(category: str) -> str:
+    """One spelling per category: "Hoodies & Sweatshirts", "Hoodies_Sweatshirts" and "hoodies sweatshirts" agree."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", category.lower()).split())
 
 
 class ImageDataset(Dataset):

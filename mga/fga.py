@@ -19,9 +19,16 @@ class FGALayer(nn.Module):
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
 
-    def forward(self, parts: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, parts: torch.Tensor, tokens: torch.Tensor,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         kv = self.norm_kv(tokens)
-        gathered, attn = self.cross(self.norm_q(parts), kv, kv, need_weights=True, average_attn_weights=True)
+        mask = None
+        if bias is not None:  # (B, N) added to every part's and head's attention logits
+            b, n = bias.shape
+            mask = bias[:, None, None, :].expand(b, self.cross.num_heads, parts.shape[1], n).reshape(-1, parts.shape[1], n)
+            mask = mask.to(kv.dtype)
+        gathered, attn = self.cross(self.norm_q(parts), kv, kv, need_weights=True, average_attn_weights=True,
+                                    attn_mask=mask)
         parts = parts + gathered
         q = self.norm_self(parts)
         parts = parts + self.self_attn(q, q, q, need_weights=False)[0]
@@ -30,7 +37,8 @@ class FGALayer(nn.Module):
 
 
 class FineGranularAggregator(nn.Module):
-    """tokens (B, N, D) -> part tokens (B, K, D) and part attention maps (B, K, N), rows summing to 1."""
+    """tokens (B, N, D) -> part tokens (B, K, D) and part attention maps (B, K, N), rows summing to 1. An
+    optional bias (B, N) on the attention logits steers every part towards some tokens (the figure's)."""
 
     def __init__(self, dim: int, num_parts: int, heads: int = 4, layers: int = 1):
         super().__init__()
@@ -38,11 +46,11 @@ class FineGranularAggregator(nn.Module):
         self.layers = nn.ModuleList(FGALayer(dim, heads) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         parts = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
         attn = tokens.new_zeros(0)
         for layer in self.layers:
-            parts, attn = layer(parts, tokens)
+            parts, attn = layer(parts, tokens, bias)
         return self.norm(parts), attn
 
 

@@ -30,6 +30,7 @@ class Encoding:
     parts: torch.Tensor  # (B, K, D)
     attn: torch.Tensor  # (B, K, h, w) part attention maps on the token grid; each map sums to 1
     embedding: torch.Tensor  # (B, D * (K + 1)) coarse embedding for FAISS inner-product search
+    figure: torch.Tensor | None = None  # (B, h, w) figure logits (models with a figure head, while training)
 
     def __len__(self) -> int:
         return self.global_.shape[0]
@@ -72,6 +73,7 @@ class MGAModel(
         self.global_proj = nn.Linear(c, d)
         self.token_proj = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))
         self.fga = FineGranularAggregator(d, cfg.num_parts, cfg.fga_heads, cfg.fga_layers)
+        self.figure_head = nn.Linear(c, 1) if cfg.figure_head else None
         self.part_logits = nn.Parameter(torch.zeros(cfg.num_parts))
         self.transform = EvalTransform(cfg.image_size, cfg.mean, cfg.std)
 
@@ -88,11 +90,17 @@ class MGAModel(
 
     def forward(self, images: torch.Tensor) -> Encoding:
         g0, tokens, (h, w) = self.backbone(images)
+        figure, bias = None, None
+        if self.figure_head is not None:
+            figure = self.figure_head(tokens).float()[..., 0]  # (B, N) logits
+            bias = F.logsigmoid(figure)
+            g0 = self.backbone.pool(tokens, bias.exp()) if self.backbone.spec.kind == "cnn" else g0
         g = F.normalize(self.global_proj(g0).float(), dim=-1)
-        parts, attn = self.fga(self.token_proj(tokens))
+        parts, attn = self.fga(self.token_proj(tokens), bias)
         parts = F.normalize(parts.float(), dim=-1)
         attn = attn.float().reshape(attn.shape[0], attn.shape[1], h, w)
-        return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.alpha))
+        figure = figure.reshape(-1, h, w) if figure is not None and self.training else None
+        return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.alpha), figure)
 
     def align(self, q: Encoding, x: Encoding) -> Alignment:
         """ATA between every query in q and every candidate in x."""
@@ -140,7 +148,8 @@ class MGAModel(
 
     def fingerprint(self) -> str:
         """Short hash of config and weights: an index records it and refuses other weights."""
-        shape = {k: v for k, v in self.config.to_dict().items() if k != "extra"}  # provenance is not identity
+        # provenance and names are not identity; a figure head shows in the weights themselves
+        shape = {k: v for k, v in self.config.to_dict().items() if k not in ("extra", "part_names", "figure_head")}
         h = hashlib.sha256(repr(sorted(shape.items())).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())

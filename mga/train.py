@@ -1,4 +1,6 @@
-"""Train MGA with P x K batches: multi-similarity on the global, coarse and ATA similarities + part diversity.
+"""Train MGA with P x K batches: multi-similarity on the global, coarse and ATA similarities, and part terms that
+keep parts apart (diversity), on the garment (background, figure head), compact (concentration) and on the same
+region of every garment of a kind (consistency).
 
     python -m mga.train --data ../shared/data/luma-inshop --out runs/default
 
@@ -20,18 +22,21 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import MGAConfig
-from .data import ImageDataset, PKSampler, load_retrieval_data
+from .config import PROJECT_ROOT, TRAIN_BACKGROUNDS, MGAConfig
+from .data import ImageDataset, PKSampler, category_key, category_of, load_retrieval_data
 from .devices import autocast, loader_workers, resolve_device
 from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
 from .files import atomic_path
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
-from .transforms import ConsumerPhotoAugment, working_side
+from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
+                    names_from_positions, part_geometry)
+from .transforms import Backgrounds, ConsumerPhotoAugment, TrainSample, working_side
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -59,10 +64,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-coarse", type=float, default=1.0, help="loss weight: MS on the coarse embedding")
     p.add_argument("--w-ata", type=float, default=1.0, help="loss weight: MS on the ATA similarity")
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
+    p.add_argument("--w-background", type=float, default=1.0, help="loss weight: part attention off the figure")
+    p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
+    p.add_argument("--w-consistency", type=float, default=2.0,
+                   help="loss weight: variance of part centroids (figure-box coordinates) within a category")
+    p.add_argument("--w-figure", type=float, default=1.0, help="loss weight: the figure head's mask (BCE)")
+    p.add_argument("--figure-head", action=argparse.BooleanOptionalAction, default=True,
+                   help="a figure/background head that weights the global pooling and biases part attention")
     p.add_argument("--w-proxy", type=float, default=0.0, help="loss weight: Proxy-Anchor on the coarse embedding")
     p.add_argument("--proxy-lr", type=float, default=1e-2, help="learning rate of the Proxy-Anchor proxies")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
+    p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
+    p.add_argument("--backgrounds", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
+                   help="folder of real photos to paste garments onto ('' : flat colours and noise only); "
+                        "default: the distractors' validation split, never their test split")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
@@ -84,9 +100,10 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, images: torch.Tensor, labels: torch.Tensor,
-               args: argparse.Namespace) -> dict:
-    enc = model(images)
+def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSample, labels: torch.Tensor,
+               categories: torch.Tensor, args: argparse.Namespace) -> dict:
+    """Every loss term of one batch; `categories` (B,) groups photos for the consistency term."""
+    enc = model(batch.image)
     terms = {"global": multi_similarity_loss(enc.global_ @ enc.global_.T, labels)}
     if proxy is not None:
         terms["proxy"] = proxy(enc.embedding, labels)
@@ -96,7 +113,25 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, images: torch.Ten
         terms["ata"] = multi_similarity_loss(model.align(enc, enc).scores, labels)
     if args.w_div:
         terms["div"] = diversity_loss(enc.attn.flatten(2))
+    figure = figure_on_grid(batch.figure, enc.attn.shape[-2:])
+    if args.w_background:
+        terms["background"] = background_loss(enc.attn, figure)
+    if args.w_concentration:
+        terms["concentration"] = concentration_loss(enc.attn)
+    if args.w_consistency:
+        groups = torch.where(batch.close_up, -1, categories)
+        terms["consistency"] = consistency_loss(enc.attn, figure_boxes(batch.figure.float()), groups)
+    if args.w_figure and enc.figure is not None:
+        terms["figure"] = F.binary_cross_entropy_with_logits(enc.figure, figure)
     return terms
+
+
+def portable(value):
+    """An absolute path inside the project's parent folder as a path relative to the project: what config.json
+    records must not name a machine's folders."""
+    if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(PROJECT_ROOT.parent):
+        return os.path.relpath(value, PROJECT_ROOT)
+    return value
 
 
 def save_model_atomically(model: MGAModel, path: Path) -> None:
@@ -122,7 +157,8 @@ def train(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
     data = load_retrieval_data(args.data, args.format)
     config = MGAConfig(backbone=args.backbone, image_size=args.image_size, embed_dim=args.embed_dim,
-                       num_parts=args.num_parts, fga_layers=args.fga_layers, alpha=args.alpha, tau=args.tau)
+                       num_parts=args.num_parts, fga_layers=args.fga_layers, alpha=args.alpha, tau=args.tau,
+                       figure_head=args.figure_head)
     checkpoint_path = out / "checkpoint.pt"
     resume = torch.load(checkpoint_path, map_location="cpu", weights_only=True) \
         if args.resume and checkpoint_path.exists() else None
@@ -132,7 +168,7 @@ def train(args: argparse.Namespace) -> dict:
         model.load_state_dict(resume["model"])
     else:
         model = MGAModel.from_backbone(config)
-    config.extra = {"train_args": {k: v for k, v in vars(args).items() if k not in ("resume",)},
+    config.extra = {"train_args": {k: portable(v) for k, v in vars(args).items() if k not in ("resume",)},
                     "train_data": str(Path(args.data).name), "train_images": len(data.train)}
     if args.freeze_blocks:
         model.backbone.freeze_early(args.freeze_blocks)
@@ -140,8 +176,15 @@ def train(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
 
-    augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail)
-    dataset = ImageDataset(data.root, data.train, augment, max_side=working_side(config.image_size), cache=True)
+    side = working_side(config.image_size)
+    backgrounds = Backgrounds(sorted(Path(args.backgrounds).rglob("*.jpg")), side) if args.backgrounds else None
+    augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
+                                   args.clutter, backgrounds)
+    dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
+    category_ids = {c: i for i, c in enumerate(sorted({category_key(category_of(r.path)) for r in data.train}))}
+    item_category = torch.zeros(len(dataset.label_of), dtype=torch.long)
+    for r in data.train:
+        item_category[dataset.label_of[r.item_id]] = category_ids[category_key(category_of(r.path))]
     sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
     workers = loader_workers(device) if args.workers is None else args.workers
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
@@ -166,7 +209,8 @@ def train(args: argparse.Namespace) -> dict:
         start_epoch, step = resume["epoch"], resume["step"]
         print(f"resumed from {checkpoint_path} at epoch {start_epoch}")
     weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
-               "proxy": args.w_proxy}
+               "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
+               "consistency": args.w_consistency, "figure": args.w_figure}
     log_path = out / "metrics.jsonl"
     t0 = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
@@ -176,14 +220,16 @@ def train(args: argparse.Namespace) -> dict:
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False, disable=None)
         epoch_start = time.perf_counter()
-        for images, labels in bar:
+        for batch, labels in bar:
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * lr_factor(step, total_steps, warmup)
-            images, labels = images.to(device, non_blocking=True), labels.to(device)
+            images = batch.image.to(device, non_blocking=True)
             if device.type == "cuda":
                 images = images.to(memory_format=torch.channels_last)
+            batch = TrainSample(images, batch.figure.to(device), batch.close_up.to(device))
+            labels = labels.to(device)
             with autocast(device):
-                terms = loss_terms(model, proxy, images, labels, args)
+                terms = loss_terms(model, proxy, batch, labels, item_category.to(device)[labels], args)
             loss = sum(weights[k] * v for k, v in terms.items())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -205,7 +251,10 @@ def train(args: argparse.Namespace) -> dict:
                         **({"proxy": proxy.state_dict()} if proxy else {})}, tmp)
 
     model.eval()
-    save_model_atomically(model.to("cpu"), out / "model")
+    model.to("cpu")
+    positions = part_geometry(model, data.root, data.train)["position"]
+    model.config.part_names = names_from_positions(positions, [category_of(r.path) for r in data.train])
+    save_model_atomically(model, out / "model")
     model.to(device)
     summary = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": round(peak_memory_mb()),
                "device": str(device), "fingerprint": model.fingerprint()}

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import v2 as T
 
-from .imageio import bicubic_pixels, fit_size, shrink
+from .imageio import bicubic_pixels, fit_size, load_image, shrink
 
 WHITE = (255, 255, 255)
 
@@ -77,15 +79,14 @@ def garment_mask(img: Image.Image, white: int = 242) -> np.ndarray:
     return np.asarray(ImageOps.grayscale(img)) <= white
 
 
-def detail_crop(img: Image.Image, tries: int = 5) -> Image.Image:
+def detail_box(img: Image.Image, mask: np.ndarray, tries: int = 5) -> tuple[int, int, int, int] | None:
     """A close-up of one region of the garment (a pocket, a cuff, a waistband): 25-55% of the garment's
     width, the way shop "additional" views and shoppers' detail photos show it. The centre is a garment pixel
-    below the top 15% of the figure (where a wearer's head would be); crops that are mostly background are
-    redrawn, and after `tries` the image is returned whole."""
-    mask = garment_mask(img)
+    (`mask`) below the top 15% of the figure (where a wearer's head would be); boxes that are mostly background
+    are redrawn, and after `tries` there is none (None)."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        return img
+        return None
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     body = ys >= y0 + 0.15 * (y1 - y0)
     ys, xs = ys[body], xs[body]
@@ -96,53 +97,95 @@ def detail_crop(img: Image.Image, tries: int = 5) -> Image.Image:
         left = int(min(max(xs[i] - w / 2, 0), img.width - w))
         top = int(min(max(ys[i] - h / 2, 0), img.height - h))
         if mask[top : top + h, left : left + w].mean() >= 0.5:
-            return img.crop((left, top, left + w, top + h))
-    return img
+            return left, top, left + w, top + h
+    return None
+
+
+class Backgrounds:
+    """Real photos to paste garments onto (decoded once per process, reduced to `max_side`): the clutter a
+    shopper's photo has behind the garment. Only ever the training side of a data set's distractors."""
+
+    def __init__(self, paths: Sequence[Path], max_side: int):
+        self.paths, self.max_side = list(paths), max_side
+        self._cache: dict[int, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def sample(self, size: tuple[int, int]) -> Image.Image:
+        """A random photo, randomly cropped to the aspect of `size` and resized to it."""
+        i = random.randrange(len(self.paths))
+        if i not in self._cache:
+            self._cache[i] = load_image(self.paths[i], max_side=self.max_side)
+        bg = self._cache[i]
+        w, h = size
+        scale = min(bg.width / w, bg.height / h) * random.uniform(0.6, 1.0)
+        cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
+        x, y = random.randint(0, bg.width - cw), random.randint(0, bg.height - ch)
+        return bg.crop((x, y, x + cw, y + ch)).resize(size, Image.BILINEAR)
+
+
+class TrainSample(NamedTuple):
+    """One augmented training photo (a batch of them, once collated): the model input, its figure mask (the
+    garment's pixels, wherever the augmentations moved them) and whether it is a close-up (its figure box is
+    not the garment's)."""
+
+    image: torch.Tensor  # (3, S, S) normalised
+    figure: torch.Tensor  # (S, S) bool
+    close_up: bool
 
 
 class ConsumerPhotoAugment:
     """Turn a clean studio photo into something a shopper might take: partial crops, close-ups of a detail,
-    tilt, colour casts, clutter behind the garment, blur and JPEG artefacts. Colour jitter is strong on purpose:
+    tilt, colour casts, clutter behind the garment (real photos when `backgrounds` are given), blur and JPEG
+    artefacts, and carry the garment's mask through every geometric step. Colour jitter is strong on purpose:
     an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0,
-                 detail: float = 0.0):
-        self.size, self.strength, self.detail = size, strength, detail
+                 detail: float = 0.0, clutter: float = 0.3, backgrounds: Backgrounds | None = None):
+        self.size, self.strength, self.detail, self.clutter = size, strength, detail, clutter
+        self.backgrounds = backgrounds
         self.normalize = Normalize(mean, std)
         self.color = T.ColorJitter(0.4 * strength, 0.4 * strength, 0.4 * strength, 0.1 * strength)
         self.gray = T.RandomGrayscale(0.2 * strength)
 
-    def _clutter(self, img: Image.Image) -> Image.Image:
-        """Replace the white studio background with a random flat colour or noise texture."""
+    def _background(self, size: tuple[int, int]) -> Image.Image:
+        """A real photo (two times in three, when there are any), a flat colour or a coarse noise texture."""
+        if self.backgrounds and random.random() < 2 / 3:
+            return self.backgrounds.sample(size)
         if random.random() < 0.5:
-            fill = tuple(random.randint(0, 255) for _ in range(3))
-            bg = Image.new("RGB", img.size, fill)
-        else:
-            noise = torch.randint(0, 256, (3, max(1, img.height // 16), max(1, img.width // 16)), dtype=torch.uint8)
-            bg = T.functional.to_pil_image(noise).resize(img.size, Image.BILINEAR)
-        mask = Image.fromarray(garment_mask(img).astype(np.uint8) * 255)
-        mask = mask.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
-        return Image.composite(img, bg, mask)
+            return Image.new("RGB", size, tuple(random.randint(0, 255) for _ in range(3)))
+        noise = torch.randint(0, 256, (3, max(1, size[1] // 16), max(1, size[0] // 16)), dtype=torch.uint8)
+        return T.functional.to_pil_image(noise).resize(size, Image.BILINEAR)
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
+    def _clutter(self, img: Image.Image, figure: Image.Image) -> Image.Image:
+        """Replace the white studio background with another, the garment's edge softened."""
+        soft = figure.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
+        return Image.composite(img, self._background(img.size), soft)
+
+    def __call__(self, img: Image.Image) -> TrainSample:
         s = self.strength
-        close_up = random.random() < self.detail
-        if close_up:  # before clutter: the crop looks for the garment on its white background
-            img = detail_crop(img)
-        if random.random() < 0.3 * s:
-            img = self._clutter(img)
+        mask = garment_mask(img)
+        figure = Image.fromarray(mask.astype(np.uint8) * 255)
+        box = detail_box(img, mask) if random.random() < self.detail else None
+        if box is not None:  # before clutter: the crop looks for the garment on its white background
+            img, figure = img.crop(box), figure.crop(box)
+        if random.random() < self.clutter * s:
+            img = self._clutter(img, figure)
         if random.random() < 0.5:
-            img = ImageOps.mirror(img)
+            img, figure = ImageOps.mirror(img), ImageOps.mirror(figure)
         # partial crop of the garment (keep most of it: retrieval still needs the item)
-        if not close_up and random.random() < 0.6 * s:
+        if box is None and random.random() < 0.6 * s:
             w, h = img.size
             scale = random.uniform(0.6, 1.0)
             cw, ch = int(w * random.uniform(scale, 1.0)), int(h * random.uniform(scale, 1.0))
             x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
-            img = img.crop((x0, y0, x0 + cw, y0 + ch))
-        img = letterbox(img, self.size)
+            img, figure = img.crop((x0, y0, x0 + cw, y0 + ch)), figure.crop((x0, y0, x0 + cw, y0 + ch))
+        img, figure = letterbox(img, self.size), letterbox(figure.convert("RGB"), self.size, fill=(0, 0, 0))
         if random.random() < 0.5 * s:
-            img = img.rotate(random.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=WHITE)
+            angle = random.uniform(-15, 15)
+            img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE)
+            figure = figure.rotate(angle, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
         img = self.gray(self.color(img))
         if random.random() < 0.2 * s:
             img = img.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 1.5)))
@@ -150,4 +193,4 @@ class ConsumerPhotoAugment:
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=random.randint(20, 70))
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        return self.normalize(img)
+        return TrainSample(self.normalize(img), torch.from_numpy(np.asarray(figure)[..., 0] > 127), box is not None)

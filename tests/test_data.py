@@ -21,7 +21,7 @@ from mga.data import (
     load_retrieval_data,
 )
 from mga.imageio import bicubic_pixels, load_image
-from mga.transforms import (ConsumerPhotoAugment, EvalTransform, detail_crop, garment_mask, letterbox,
+from mga.transforms import (Backgrounds, ConsumerPhotoAugment, EvalTransform, detail_box, garment_mask, letterbox,
                             letterbox_box, letterbox_pixels)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -269,14 +269,14 @@ def test_consumer_photo_augment_shape_and_difference():
     clean = EvalTransform(64, MEAN, STD)(photo)
     random.seed(0)
     torch.manual_seed(0)
-    outs = [aug(photo) for _ in range(4)]
+    outs = [aug(photo).image for _ in range(4)]
     for out in outs:
         assert out.shape == (3, 64, 64) and out.dtype == torch.float32 and torch.isfinite(out).all()
     assert any(not torch.allclose(out, clean, atol=1e-3) for out in outs)
     assert not torch.allclose(outs[0], outs[1], atol=1e-3), "augmentations vary from call to call"
     random.seed(0)
     torch.manual_seed(0)
-    again = aug(photo)
+    again = aug(photo).image
     assert torch.equal(again, outs[0]), "seeded augmentation is reproducible"
 
 
@@ -286,7 +286,7 @@ def test_augment_strength_zero_equals_eval_transform():
     clean = EvalTransform(64, MEAN, STD)(photo)
     random.seed(1)
     torch.manual_seed(1)
-    outs = [aug(photo) for _ in range(6)]
+    outs = [aug(photo).image for _ in range(6)]
     # with strength 0 only the random mirror remains
     from PIL import ImageOps
 
@@ -303,14 +303,14 @@ def test_detail_crop_is_a_close_up_of_the_garment():
     garment_width = xs.max() - xs.min() + 1
     random.seed(0)
     for _ in range(20):
-        crop = detail_crop(photo)
+        crop = photo.crop(detail_box(photo, mask))
         assert 0.25 * garment_width - 1 <= crop.width <= 0.55 * garment_width + 1
         assert garment_mask(crop).mean() >= 0.5, "a close-up shows garment, not studio background"
 
 
-def test_detail_crop_of_a_blank_image_returns_it_whole():
+def test_detail_box_of_a_blank_image_is_none():
     blank = Image.new("RGB", (200, 300), "white")
-    assert detail_crop(blank) is blank
+    assert detail_box(blank, garment_mask(blank)) is None
 
 
 def test_augment_with_detail_one_always_zooms_in():
@@ -321,5 +321,6 @@ def test_augment_with_detail_one_always_zooms_in():
     clean_background = torch.isclose(clean, white, atol=0.05).all(0).float().mean()
     random.seed(0)
     for _ in range(5):
-        out = aug(photo)
-        assert torch.isclose(out, white, atol=0.05).all(0).float().mean() < 0.75 * clean_background
+        sample = aug(photo)
+        assert sample.close_up
+        assert torch.isclose(sample.image, white, atol=0.05).all(0).float().mean() < 0.75 * clean_background

@@ -40,11 +40,19 @@ def test_training_writes_model_metrics_and_eval(trained):
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["image_size"] == 64 and cfg["backbone"] == "tf_efficientnet_lite0"
     assert cfg["extra"]["train_images"] == 341
+    assert cfg["figure_head"] is True
+    assert cfg["extra"]["train_args"]["backgrounds"] == "../shared/data/distractors/validation", \
+        "real backgrounds from the distractors' validation split only, recorded without the machine's folders"
+    names = cfg["part_names"]
+    assert {"*", "pants", "shorts", "jackets", "tees"} <= set(names), "names per category and generic ones"
+    for row in names.values():
+        assert len(row) == 6 and len(set(row)) == 6, "every part of a category reads apart"
     lines = metrics(out)
     assert [r["epoch"] for r in lines] == [1, 2]
     for r in lines:
         losses = {k: v for k, v in r.items() if k.startswith("loss_")}
-        assert set(losses) == {"loss_global", "loss_coarse", "loss_ata", "loss_div"}
+        assert set(losses) == {"loss_global", "loss_coarse", "loss_ata", "loss_div", "loss_background",
+                               "loss_concentration", "loss_consistency", "loss_figure"}
         assert all(math.isfinite(v) and v >= 0 for v in losses.values())
     assert lines[1]["step"] == 2 * (341 // 8)
     ev = json.loads((out / "eval.json").read_text())

@@ -1,0 +1,150 @@
+"""Where the parts land on photos the model was not trained on, and whether their names hold there.
+
+    python -m bench.parts --data ../shared/data/luma-inshop [--weights DIR|HUB_ID] [--plot docs/parts.png]
+
+On the test split (query and gallery photos), per part: its attention mass on the figure (the non-white pixels;
+a uniform map scores the figure's share of the frame), its effective area (share of the token grid), and the
+spread of its centroid in figure-box coordinates across the photos of one category and view (root mean squared
+distance from their mean, averaged over (category, view) groups of 3 or more photos). Then, for every query
+against its #1 match (the model's own ranking): which part contributes most, and whether that part's centroid on
+the query lies in the region its name says. `--plot` draws each part's mean map per category over the
+category's template garment (the mean of its photos in figure-box coordinates), the README's picture.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mga.data import category_key, category_of, load_retrieval_data
+from mga.evaluate import DEFAULT_RERANK_TOP, encode_records
+from mga.files import atomic_path
+from mga.hub import describe_weights, load_model
+from mga.parts import garment_kind, names_for, part_geometry, region_name
+from mga.retrieval import rank
+
+TARGET_MASS, TARGET_SPREAD = 0.85, 0.10
+
+
+def view_of(path: str) -> str:
+    """In-shop file names end in the view: 01_1_front.jpg -> front."""
+    return Path(path).stem.rsplit("_", 1)[-1]
+
+
+def centroid_spread(positions: np.ndarray, groups: Sequence[str], min_size: int = 3) -> np.ndarray:
+    """(K,) RMS distance of each part's centroid from its group's mean, averaged over groups (photo-weighted)."""
+    groups = np.asarray(groups)
+    total, count = np.zeros(positions.shape[1]), 0
+    for g in set(groups):
+        p = positions[groups == g]
+        if len(p) < min_size:
+            continue
+        total += ((p - p.mean(0)) ** 2).sum(-1).sum(0)
+        count += len(p)
+    return np.sqrt(total / max(count, 1))
+
+
+def strongest_parts(model, data) -> list[dict]:
+    """Each query's #1 match (full gallery photos, coarse + ATA) and the part that contributed most to it."""
+    q = encode_records(model, data.root, data.query, desc="queries")
+    g = encode_records(model, data.root, data.gallery, desc="gallery")
+    top1 = rank(model, q, g, "coarse", DEFAULT_RERANK_TOP)[:, 0]
+    rows = []
+    for i, j in enumerate(top1.tolist()):
+        al = model.align(q[i], g[j:j + 1])
+        category = category_of(data.gallery[j].path)
+        rows.append({"query": data.query[i].path, "match_category": category,
+                     "strongest": int(al.contributions[0, 0].argmax()), "hit": data.gallery[j].item_id == data.query[i].item_id})
+    return rows
+
+
+def plot_mean_maps(geometry: dict[str, np.ndarray], categories: Sequence[str], names: dict, path: str | Path) -> None:
+    """A grid: one row per category, its template garment and each part's mean map over it, named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cats = sorted(set(categories))
+    k = geometry["maps"].shape[1]
+    fig, axes = plt.subplots(len(cats), k + 1, figsize=(1.45 * (k + 1), 1.9 * len(cats)), dpi=110, squeeze=False)
+    for r, cat in enumerate(cats):
+        sel = np.array([c == cat for c in categories])
+        template = geometry["images"][sel].mean(0) / 255
+        part_names = names_for(names, cat, k)
+        axes[r, 0].imshow(template)
+        axes[r, 0].set_title(f"{cat}\n({sel.sum()} photos)", fontsize=7)
+        for p in range(k):
+            m = geometry["maps"][sel, p].mean(0)
+            ax = axes[r, p + 1]
+            ax.imshow(template.mean(-1), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(m / max(m.max(), 1e-9), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+            ax.set_title(part_names[p], fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Mean part maps per category, in figure-box coordinates (test photos)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.parts", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="In-shop data set; its query and gallery photos are measured")
+    p.add_argument("--weights", help="checkpoint folder or Hub id (default: the embedded default)")
+    p.add_argument("--plot", help="write the mean-map grid (PNG) here")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    model = load_model(args.weights)
+    data = load_retrieval_data(args.data)
+    records = data.query + data.gallery
+    geo = part_geometry(model, data.root, records)
+    categories = [category_of(r.path) for r in records]
+    groups = [f"{category_key(c)}/{view_of(r.path)}" for c, r in zip(categories, records)]
+    k = geo["mass"].shape[1]
+    mass, area = geo["mass"].mean(0), geo["area"].mean(0)
+    spread = centroid_spread(geo["position"], groups)
+    names = model.config.part_names
+    print(f"weights {describe_weights(args.weights)}; {len(records)} test photos ({data.root.name}), {k} parts")
+    print(f"{'part':<6}{'generic name':<18}{'mass on figure':>15}{'area':>8}{'centroid spread':>17}")
+    for i in range(k):
+        print(f"{i + 1:<6}{names_for(names, None, k)[i]:<18}{mass[i]:15.3f}{area[i]:8.3f}{spread[i]:17.3f}")
+    print(f"{'mean':<24}{mass.mean():15.3f}{area.mean():8.3f}{spread.mean():17.3f}")
+    print(f"targets: every part's mass >= {TARGET_MASS} ({'met' if mass.min() >= TARGET_MASS else 'NOT met'}), "
+          f"every spread <= {TARGET_SPREAD} ({'met' if spread.max() <= TARGET_SPREAD else 'NOT met'})")
+
+    rows = strongest_parts(model, data)
+    position = {r.path: i for i, r in enumerate(records)}
+    fits = 0
+    for row in rows:
+        cat, part = row["match_category"], row["strongest"]
+        row["name"] = names_for(names, cat, k)[part]
+        x, y = geo["position"][position[row["query"]], part]
+        row["region_on_query"] = region_name(garment_kind(cat), float(x), float(y))
+        row["fits"] = row["name"].rsplit(" ", 1)[0] if row["name"][-1].isdigit() else row["name"]
+        row["fits"] = row["fits"] == row["region_on_query"]
+        fits += row["fits"]
+    counts = Counter(r["name"] for r in rows)
+    print(f"strongest part of each query's #1 match ({len(rows)} queries): "
+          + ", ".join(f"{n} {c}" for n, c in counts.most_common()))
+    print(f"the strongest part lies, on the query, in the region its name says: {fits}/{len(rows)} "
+          f"({fits / max(len(rows), 1):.2f})")
+    result = {"mass_on_figure": mass.tolist(), "effective_area": area.tolist(), "centroid_spread": spread.tolist(),
+              "part_names": names, "strongest": dict(counts), "name_fits": fits / max(len(rows), 1)}
+    if args.plot:
+        plot_mean_maps(geo, categories, names, args.plot)
+        print(f"wrote {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Where parts land: the geometry of FGA's attention maps against the figure (the non-white pixels of a studio
+photo), the part losses built on it, and part names read off where each part sits on the training photos.
+
+Coordinates are fractions of the letterboxed input, (x, y) with y down. A figure box is the bounding box of the
+figure; a point "in figure-box coordinates" is (0, 0) at its top-left and (1, 1) at its bottom-right, so that the
+same detail of a short and of a long garment gets the same coordinates.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .data import Record, category_key
+from .imageio import load_image
+from .transforms import garment_mask, working_side
+
+GENERIC = "*"  # the key of the names that apply to any category
+
+
+def figure_on_grid(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, S, S) figure masks in [0, 1] -> (B, h, w): the figure's share of each token cell."""
+    return F.adaptive_avg_pool2d(masks.float()[:, None], grid)[:, 0]
+
+
+def mass_on_figure(attn: torch.Tensor, figure: torch.Tensor) -> torch.Tensor:
+    """attn (B, K, h, w) summing to 1 per map, figure (B, h, w) -> (B, K): each part's attention on the figure."""
+    return (attn * figure[:, None]).sum(dim=(2, 3))
+
+
+def effective_area(attn: torch.Tensor) -> torch.Tensor:
+    """(B, K): the share of the grid a map spreads over (inverse participation ratio / cells): 1/N for one
+    cell, 1 for a uniform map."""
+    a = attn.flatten(2)
+    return 1.0 / (a.pow(2).sum(-1) * a.shape[-1]).clamp(min=1e-12)
+
+
+def _cell_centres(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    return xs, ys
+
+
+def centroids(attn: torch.Tensor) -> torch.Tensor:
+    """(B, K, 2): each map's centre of mass (x, y) in input fractions."""
+    h, w = attn.shape[-2:]
+    xs, ys = _cell_centres(h, w, attn.device)
+    a = attn.float()
+    return torch.stack([(a.sum(2) * xs).sum(-1), (a.sum(3) * ys).sum(-1)], dim=-1)
+
+
+def spread(attn: torch.Tensor) -> torch.Tensor:
+    """(B, K): each map's mean squared distance from its centroid (input fractions squared): SCOPS's
+    concentration term; small for a compact part."""
+    h, w = attn.shape[-2:]
+    xs, ys = _cell_centres(h, w, attn.device)
+    c = centroids(attn)
+    dx2 = (xs.view(1, 1, 1, w) - c[..., 0, None, None]).pow(2)
+    dy2 = (ys.view(1, 1, h, 1) - c[..., 1, None, None]).pow(2)
+    return (attn.float() * (dx2 + dy2)).sum(dim=(2, 3))
+
+
+def figure_boxes(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(B, S, S) masks -> (B, 4) figure boxes (x0, y0, x1, y1) in input fractions; the whole frame when a mask
+    is empty."""
+    b, s_h, s_w = masks.shape
+    on = masks > threshold
+    rows, cols = on.any(2), on.any(1)
+    ar_h = torch.arange(s_h, device=masks.device)
+    ar_w = torch.arange(s_w, device=masks.device)
+    y0 = torch.where(rows, ar_h, s_h).min(1).values
+    y1 = torch.where(rows, ar_h + 1, 0).max(1).values
+    x0 = torch.where(cols, ar_w, s_w).min(1).values
+    x1 = torch.where(cols, ar_w + 1, 0).max(1).values
+    empty = ~rows.any(1)
+    box = torch.stack([x0 / s_w, y0 / s_h, x1 / s_w, y1 / s_h], dim=1).float()
+    return torch.where(empty[:, None], torch.tensor([0.0, 0.0, 1.0, 1.0], device=masks.device), box)
+
+
+def in_figure_box(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """points (B, K, 2) in input fractions, boxes (B, 4) -> points in figure-box coordinates."""
+    origin, size = boxes[:, None, :2], (boxes[:, None, 2:] - boxes[:, None, :2]).clamp(min=1e-3)
+    return (points - origin) / size
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def background_loss(attn: torch.Tensor, figure: torch.Tensor) -> torch.Tensor:
+    """Mean attention mass off the figure: a part that looks at the studio background explains nothing."""
+    return (1.0 - mass_on_figure(attn, figure)).mean()
+
+
+def concentration_loss(attn: torch.Tensor) -> torch.Tensor:
+    """Mean spread of the part maps (SCOPS, Hung et al. 2019): parts are compact regions, not scattered cells."""
+    return spread(attn).mean()
+
+
+def consistency_loss(attn: torch.Tensor, boxes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Variance of each part's centroid, in figure-box coordinates, across the images of one group (a garment
+    category) in the batch: a part sits on the same region of every garment of a kind. Groups < 0 (close-ups,
+    whose figure box is not the garment's) and groups of one image are left out."""
+    pos = in_figure_box(centroids(attn), boxes)  # (B, K, 2)
+    total, count = pos.new_zeros(()), 0
+    for g in torch.unique(groups):
+        sel = groups == g
+        if g < 0 or sel.sum() < 2:
+            continue
+        p = pos[sel]
+        total = total + (p - p.mean(0, keepdim=True)).pow(2).sum(-1).mean()
+        count += 1
+    return total / max(count, 1)
+
+
+# ---------------------------------------------------------------------------------------------- names
+# Regions of a garment in figure-box coordinates, by the kind of garment: (name, x range, y range), first match
+# wins. Tops are worn on the upper body, bottoms on the legs; the figure box spans the model in the photo.
+REGIONS: dict[str, list[tuple[str, tuple[float, float], tuple[float, float]]]] = {
+    "top": [("neckline", (0.3, 0.7), (0.0, 0.3)), ("shoulder", (0.0, 1.0), (0.0, 0.3)),
+            ("sleeve / cuff", (0.0, 0.3), (0.3, 1.0)), ("sleeve / cuff", (0.7, 1.0), (0.3, 1.0)),
+            ("chest / zip", (0.3, 0.7), (0.3, 0.6)), ("hem", (0.3, 0.7), (0.6, 1.0))],
+    "bottom": [("waistband", (0.0, 1.0), (0.0, 0.3)), ("pocket / hip", (0.0, 1.0), (0.3, 0.55)),
+               ("leg", (0.0, 1.0), (0.55, 0.85)), ("hem", (0.0, 1.0), (0.85, 1.0))],
+}
+
+
+def region_name(kind: str, x: float, y: float) -> str:
+    for name, (x0, x1), (y0, y1) in REGIONS[kind]:
+        if x0 <= x <= x1 and y0 <= y <= y1:
+            return name
+    return "figure"
+
+
+def name_parts(positions: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> dict[str, list[str]]:
+    """Names per category from each part's mean position there ((K, 2) figure-box coordinates per category);
+    the same name twice in a category is numbered ("hem", "hem 2"), so that every part reads apart."""
+    names: dict[str, list[str]] = {}
+    for category, pos in positions.items():
+        raw = [region_name(kinds.get(category, "top"), float(x), float(y)) for x, y in pos]
+        names[category] = _numbered(raw)
+    return names
+
+
+def _numbered(raw: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in raw:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} {seen[n]}")
+    return out
+
+
+def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | None, num_parts: int) -> list[str]:
+    """The names of the parts for a category, else the generic names, else "part k"."""
+    table = part_names or {}
+    for key in (category_key(category or ""), GENERIC):
+        if key in table and len(table[key]) == num_parts:
+            return list(table[key])
+    return [f"part {k + 1}" for k in range(num_parts)]
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+BOTTOMS = ("pants", "shorts", "skirt", "skirts", "trousers", "jeans", "leggings", "denim")
+
+
+def garment_kind(category: str) -> str:
+    """"bottom" for garments worn on the legs, else "top" (what REGIONS names parts by)."""
+    return "bottom" if any(w in BOTTOMS for w in category_key(category).split()) else "top"
+
+
+TEMPLATE = (64, 48)  # (h, w) of the figure-box frame that mean maps and template garments are drawn in
+
+
+def _in_box(x: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, h, w) map or image over the letterboxed input -> its figure box resampled to TEMPLATE."""
+    x = F.interpolate(x[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0]
+    x0, y0, x1, y1 = (int(round(float(v) * size)) for v in box)
+    x = x[:, y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+    return F.interpolate(x[None], size=TEMPLATE, mode="bilinear", align_corners=False)[0]
+
+
+@torch.inference_mode()
+def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Where each part lands on each image (clean studio photos, letterboxed as the model sees them):
+    "mass" (N, K) attention on the figure, "area" (N, K) effective area, "position" (N, K, 2) centroid in
+    figure-box coordinates, and in the figure-box frame (TEMPLATE) "maps" (N, K, h, w) and "images" (N, h, w, 3)."""
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("mass", "area", "position", "maps", "images")}
+    side, size = working_side(model.config.image_size), model.config.image_size
+    for s in range(0, len(records), batch_size):
+        pixels = torch.stack([model.transform.pixels(load_image(Path(root) / r.path, max_side=side))
+                              for r in records[s:s + batch_size]])
+        masks = torch.from_numpy(np.stack([garment_mask(Image.fromarray(p.permute(1, 2, 0).numpy()))
+                                           for p in pixels]))
+        attn = model.encode(pixels).attn
+        boxes = figure_boxes(masks)
+        out["mass"].append(mass_on_figure(attn, figure_on_grid(masks, attn.shape[-2:])))
+        out["area"].append(effective_area(attn))
+        out["position"].append(in_figure_box(centroids(attn), boxes))
+        out["maps"].append(torch.stack([_in_box(a, b, size) for a, b in zip(attn, boxes)]))
+        out["images"].append(torch.stack([_in_box(p, b, size).permute(1, 2, 0) for p, b in zip(pixels, boxes)]))
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def names_from_positions(positions: np.ndarray, categories: Sequence[str]) -> dict[str, list[str]]:
+    """Part names per category key (and GENERIC, from every photo, named as a top) from each part's mean
+    position over that category's photos."""
+    cats = np.array([category_key(c) for c in categories])
+    means = {c: positions[cats == c].mean(0) for c in sorted(set(cats))}
+    kinds = {c: garment_kind(c) for c in means}
+    names = name_parts(means, kinds)
+    names[GENERIC] = name_parts({GENERIC: positions.mean(0)}, {GENERIC: "top"})[GENERIC]
+    return names

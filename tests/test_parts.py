@@ -1,0 +1,163 @@
+"""mga.parts: the geometry of part maps, the part losses, naming; and the figure-carrying augmentation."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import DISTRACTORS, LUMA
+from mga.data import category_key, load_retrieval_data
+from mga.imageio import load_image
+from mga.parts import (GENERIC, background_loss, centroids, concentration_loss, consistency_loss, effective_area,
+                       figure_boxes, figure_on_grid, garment_kind, in_figure_box, mass_on_figure, name_parts,
+                       names_for, names_from_positions, part_geometry, spread)
+from mga.transforms import Backgrounds, ConsumerPhotoAugment, garment_mask
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def one_hot_map(h: int, w: int, i: int, j: int) -> torch.Tensor:
+    a = torch.zeros(h, w)
+    a[i, j] = 1
+    return a
+
+
+def test_mass_area_centroid_and_spread_of_simple_maps():
+    h = w = 8
+    figure = torch.zeros(1, h, w)
+    figure[0, 2:6, 2:6] = 1  # a 4x4 figure in the middle
+    point_on = one_hot_map(h, w, 3, 4)
+    point_off = one_hot_map(h, w, 0, 0)
+    uniform = torch.full((h, w), 1 / (h * w))
+    attn = torch.stack([point_on, point_off, uniform])[None]  # (1, 3, h, w)
+    assert mass_on_figure(attn, figure)[0].tolist() == pytest.approx([1.0, 0.0, 16 / 64])
+    assert effective_area(attn)[0].tolist() == pytest.approx([1 / 64, 1 / 64, 1.0])
+    c = centroids(attn)[0]
+    assert c[0].tolist() == pytest.approx([4.5 / 8, 3.5 / 8]), "(x, y) of cell row 3, column 4"
+    assert c[2].tolist() == pytest.approx([0.5, 0.5])
+    s = spread(attn)[0]
+    assert s[0] == pytest.approx(0.0, abs=1e-7) and s[2] > 0.1, "a point is compact, a uniform map is not"
+
+
+def test_figure_boxes_and_figure_box_coordinates():
+    masks = torch.zeros(2, 10, 20)
+    masks[0, 2:8, 5:15] = 1
+    boxes = figure_boxes(masks)
+    assert boxes[0].tolist() == pytest.approx([0.25, 0.2, 0.75, 0.8])
+    assert boxes[1].tolist() == [0.0, 0.0, 1.0, 1.0], "an empty mask: the whole frame"
+    pts = torch.tensor([[[0.25, 0.2], [0.5, 0.5]], [[0.3, 0.7], [1.0, 1.0]]])
+    assert torch.allclose(in_figure_box(pts, boxes), torch.tensor([[[0, 0], [0.5, 0.5]], [[0.3, 0.7], [1, 1]]]))
+    grid = figure_on_grid(masks, (5, 10))
+    assert grid.shape == (2, 5, 10) and grid[0].sum() == pytest.approx(masks[0].sum() / 4)
+
+
+def test_background_loss_moves_attention_onto_the_figure():
+    """Gradient descent on the loss alone takes a map's mass from the background to the figure."""
+    torch.manual_seed(0)
+    figure = torch.zeros(2, 6, 6)
+    figure[:, 1:5, 2:4] = 1
+    logits = torch.randn(2, 3, 36, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=5.0)
+    before = mass_on_figure(logits.softmax(-1).view(2, 3, 6, 6), figure).min().item()
+    for _ in range(100):
+        loss = background_loss(logits.softmax(-1).view(2, 3, 6, 6), figure)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = mass_on_figure(logits.softmax(-1).view(2, 3, 6, 6), figure).min().item()
+    assert before < 0.5 and after > 0.9
+
+
+def test_concentration_and_consistency_losses():
+    h = w = 8
+    a = torch.stack([one_hot_map(h, w, 1, 1), one_hot_map(h, w, 6, 6)])[None]  # 2 compact parts
+    spread_out = torch.full((1, 2, h, w), 1 / 64)
+    assert concentration_loss(a) < 1e-6 < concentration_loss(spread_out)
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 3)
+    same = a.expand(3, -1, -1, -1)
+    moved = torch.cat([a, a, torch.stack([one_hot_map(h, w, 6, 6), one_hot_map(h, w, 1, 1)])[None]])
+    assert consistency_loss(same, boxes, torch.tensor([0, 0, 0])) == pytest.approx(0.0, abs=1e-7)
+    assert consistency_loss(moved, boxes, torch.tensor([0, 0, 0])) > 0.1
+    assert consistency_loss(moved, boxes, torch.tensor([0, 0, 1])) == pytest.approx(0.0, abs=1e-7), \
+        "only photos of one category are compared"
+    assert consistency_loss(moved, boxes, torch.tensor([0, 0, -1])) == pytest.approx(0.0, abs=1e-7), \
+        "close-ups (group -1) are left out"
+    # the same garment region in a smaller figure box (a shorter garment) is consistent
+    small = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]])
+    scaled = torch.stack([a[0], torch.stack([one_hot_map(h, w, 0, 0), one_hot_map(h, w, 3, 3)])])
+    assert consistency_loss(scaled, small, torch.tensor([0, 0])) < consistency_loss(scaled, boxes[:2], torch.tensor([0, 0]))
+
+
+def test_parts_are_named_by_region_and_kind_of_garment():
+    tops = np.array([[0.5, 0.1], [0.1, 0.8], [0.5, 0.45], [0.5, 0.8], [0.9, 0.7], [0.5, 0.12]])
+    names = name_parts({"tees": tops, "pants": tops}, {"tees": "top", "pants": "bottom"})
+    assert names["tees"] == ["neckline", "sleeve / cuff", "chest / zip", "hem", "sleeve / cuff 2", "neckline 2"]
+    assert names["pants"][:4] == ["waistband", "leg", "pocket / hip", "leg 2"]
+    assert garment_kind("Shorts") == "bottom" and garment_kind("Hoodies_Sweatshirts") == "top"
+    assert category_key("Hoodies & Sweatshirts") == category_key("Hoodies_Sweatshirts") == "hoodies sweatshirts"
+    table = {"tees": names["tees"], GENERIC: [f"g{k}" for k in range(6)]}
+    assert names_for(table, "Tees", 6) == names["tees"]
+    assert names_for(table, "Jackets", 6) == table[GENERIC], "an unknown category gets the generic names"
+    assert names_for({}, "Tees", 6) == [f"part {k}" for k in range(1, 7)], "weights without names"
+    from_positions = names_from_positions(np.stack([tops, tops]), ["Tees", "Pants"])
+    assert from_positions["tees"] == names["tees"] and set(from_positions) == {"tees", "pants", GENERIC}
+
+
+def test_part_geometry_on_real_photos(default_model):
+    data = load_retrieval_data(LUMA)
+    records = data.query[:6]
+    geo = part_geometry(default_model, data.root, records, batch_size=4)
+    k = default_model.config.num_parts
+    assert geo["mass"].shape == (6, k) and ((geo["mass"] >= 0) & (geo["mass"] <= 1 + 1e-5)).all()
+    assert geo["area"].shape == (6, k) and (geo["area"] > 0).all() and (geo["area"] <= 1 + 1e-5).all()
+    assert geo["position"].shape == (6, k, 2) and np.isfinite(geo["position"]).all()
+    assert geo["maps"].shape[:2] == (6, k) and geo["images"].shape[0] == 6
+    # the photos' own figures: a studio photo's figure fills a good part of the frame, and the template image is
+    # the figure box itself, so it is mostly not white
+    assert (geo["images"].mean(axis=(1, 2, 3)) < 240).all()
+
+
+def _denormalize(x: torch.Tensor) -> Image.Image:
+    px = (x * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)).clamp(0, 1) * 255
+    return Image.fromarray(px.round().byte().permute(1, 2, 0).numpy())
+
+
+def test_augmented_figure_mask_follows_the_garment():
+    """Crops, close-ups, mirroring and letterboxing move the mask with the garment (colours off: strength 0)."""
+    photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
+    aug = ConsumerPhotoAugment(96, MEAN, STD, strength=0.0, detail=0.5)
+    random.seed(0)
+    close_ups = 0
+    for _ in range(8):
+        sample = aug(photo)
+        seen = torch.from_numpy(garment_mask(_denormalize(sample.image)))
+        iou = (seen & sample.figure).sum() / (seen | sample.figure).sum()
+        assert iou > 0.85
+        close_ups += sample.close_up
+    assert 0 < close_ups < 8
+
+
+def test_clutter_pastes_the_garment_on_real_photos(tmp_path):
+    real = Backgrounds(sorted((DISTRACTORS / "validation").rglob("*.jpg"))[:4], 128)
+    assert real.sample((50, 70)).size == (50, 70)
+    grass = tmp_path / "grass.jpg"
+    Image.new("RGB", (300, 200), (40, 160, 60)).save(grass)
+    photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
+
+    def white_behind(clutter: float) -> float:
+        """Median share of studio white among the non-figure pixels (letterbox padding included)."""
+        aug = ConsumerPhotoAugment(96, MEAN, STD, strength=1.0, clutter=clutter, backgrounds=Backgrounds([grass], 128))
+        random.seed(1)
+        torch.manual_seed(1)
+        shares = []
+        for _ in range(8):
+            sample = aug(photo)
+            img = np.asarray(_denormalize(sample.image)).astype(int)
+            shares.append((img > 235).all(-1)[~sample.figure.numpy()].mean())
+            assert 0.05 < sample.figure.float().mean() < 0.8
+        return float(np.median(shares))
+
+    assert white_behind(0.0) > 0.6 and white_behind(1.0) < 0.35, "the studio white is gone from behind the garment"
