@@ -57,12 +57,11 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
     engine = loaded.engine
     examples = example_paths() if examples is None else examples
     categories = [ALL_CATEGORIES] + list(engine.categories)
-    num_parts = engine.info.get("num_parts")
 
     empty_details = ("Pick a result to see why it matched.", None, None, None)
 
     def details(ui, i):
-        d = match_details(ui.query, ui.result.matches[i], num_parts)
+        d = match_details(ui.query, ui.result.matches[i])
         return d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"]
 
     def search_ui(image, k, category, crop):

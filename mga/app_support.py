@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .config import ASSETS_DIR, DEFAULT_INDEX_DIR, PROJECT_ROOT
-from .explain import overlay, part_names
+from .explain import overlay
 from .hub import WeightsError, describe_weights, load_model
 from .imageio import ImageError, load_image
 from .search import IndexMismatchError, Match, SearchEngine, SearchResult
@@ -256,7 +256,7 @@ def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution
     if global_contribution is not None:
         vals, labels = [float(global_contribution)] + vals, ["global"] + labels
     font = _chart_font()
-    left, right, top = 70, 60, 10
+    left, right, top = 12 + int(max(font.getlength(lab) for lab in labels)), 60, 10  # names fit beside their bars
     img = Image.new("RGB", (width, top * 2 + row * len(vals) + 18), "white")
     d = ImageDraw.Draw(img)
     lo, hi = min(0.0, *vals), max(0.0, *vals)
@@ -284,7 +284,7 @@ def outline(img: Image.Image, box: Sequence[float], color: str = "#00c853") -> I
     return img
 
 
-def match_details(query: Image.Image, match: Match, num_parts: int | None = None) -> dict[str, Any]:
+def match_details(query: Image.Image, match: Match) -> dict[str, Any]:
     """Everything the details panel shows for one match: markdown, the query and the match with their heatmaps
     overlaid (at display size), and the per-part contribution chart."""
     q = _fit(query)
@@ -297,7 +297,7 @@ def match_details(query: Image.Image, match: Match, num_parts: int | None = None
     zoomed = tuple(match.box) != FULL_BOX
     if zoomed:
         m_over = outline(m_over, match.box)
-    names = part_names(num_parts or len(match.contributions))
+    names = match.part_names
     chart = bar_chart(match.contributions, names, global_contribution=match.global_contribution)
     top = int(np.argmax(match.contributions)) if match.contributions else None
     meta = ", ".join(f"{k}: {v}" for k, v in match.metadata.items() if v not in ("", None))

@@ -21,11 +21,6 @@ from .transforms import letterbox_box
 from .views import FULL_BOX, box_pixels
 
 
-def part_names(num_parts: int) -> list[str]:
-    """Honest names: we have not shown that a part sits on the same garment region across images."""
-    return [f"part {k + 1}" for k in range(num_parts)]
-
-
 def part_contribution_maps(
     contributions: np.ndarray | torch.Tensor,
     query_attn: np.ndarray | torch.Tensor,
@@ -120,28 +115,3 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.6, cmap: s
     colored = colored.convert("RGB")
     weight = Image.fromarray(np.round(hm * (alpha * 255)).astype(np.uint8), "L")  # per pixel: alpha * heat
     return Image.composite(colored, image, weight)
-
-
-def contribution_bar_chart(contributions: Sequence[float], names: Sequence[str] | None = None,
-                           global_contribution: float | None = None, title: str = "what matched",
-                           size: tuple[float, float] = (4.0, 2.6), dpi: int = 100) -> Image.Image:
-    """Horizontal bars of the per-part ATA contributions c_k (and the global term if given) as a PIL image."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # not pyplot: this runs in the app's worker threads
-
-    vals = [float(c) for c in contributions]
-    labels = list(names) if names is not None else part_names(len(vals))
-    if global_contribution is not None:
-        vals, labels = [float(global_contribution)] + vals, ["global"] + labels
-    fig = Figure(figsize=size, dpi=dpi)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colors = ["#888888" if lab == "global" else ("#d62728" if v < 0 else "#1f77b4") for lab, v in zip(labels, vals)]
-    ax.barh(range(len(vals))[::-1], vals, color=colors)
-    ax.set_yticks(range(len(vals))[::-1], labels)
-    ax.axvline(0, color="black", linewidth=0.6)
-    ax.set_xlabel("contribution to the score")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy(), "RGB")

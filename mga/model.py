@@ -68,6 +68,7 @@ class MGAModel(
         super().__init__()
         cfg = config if isinstance(config, MGAConfig) else MGAConfig.from_dict(config or {})
         self.config = cfg
+        self._hub_mixin_config = cfg  # save_pretrained writes this object: later edits (part names) are kept
         self.backbone = TokenBackbone(cfg.backbone, cfg.image_size, cfg.gem_p)
         c, d = self.backbone.num_features, cfg.embed_dim
         self.global_proj = nn.Linear(c, d)

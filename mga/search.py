@@ -25,6 +25,7 @@ from PIL import Image
 
 from .config import DEFAULT_INDEX_DIR
 from .explain import part_contribution_maps, to_image_frame
+from .parts import names_for
 from .hub import describe_weights
 from .imageio import ImageSource, load_image
 from .model import Encoding, MGAModel
@@ -293,6 +294,7 @@ class Match:
     path: str  # absolute path of the gallery image
     metadata: dict
     contributions: list[float]  # per part, ATA's c_k
+    part_names: list[str]  # per part, its name on garments of this match's category (mga.parts.names_for)
     global_contribution: float
     query_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the query image's frame
     match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
@@ -304,6 +306,7 @@ class Match:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
                 "item_id": self.item_id, "category": self.category, "image": self.path,
                 "contributions": [round(c, 6) for c in self.contributions],
+                "parts": [{"name": n, "contribution": round(c, 6)} for n, c in zip(self.part_names, self.contributions)],
                 "global_contribution": round(self.global_contribution, 6),
                 "matched_view": [round(b, 4) for b in self.box]}
 
@@ -431,7 +434,9 @@ class SearchEngine:
                 rank=r + 1, score=float(best_ata[j] if j < n_rerank else coarse[j]), coarse_score=float(coarse[j]),
                 item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
                 path=str(self.index.image_path(image)), metadata=dict(it.get("meta", {})),
-                contributions=[float(x) for x in contrib], global_contribution=float(al.global_term[0, c]),
+                contributions=[float(x) for x in contrib],
+                part_names=names_for(self.model.config.part_names, it.get("category"), len(contrib)),
+                global_contribution=float(al.global_term[0, c]),
                 query_heatmap=None, match_heatmap=mh, index=image, display_path=str(self.index.display_path(image)),
                 box=box))
         if query_maps and query_size is not None:  # the query's maps share one frame: one pass for all matches
@@ -486,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(engine.index)} images in {args.index} ({engine.index.index_type}); "
           f"{' '.join(f'{k} {v:.1f}' for k, v in res.timings.items())}")
     for m in res.matches:
-        parts = " ".join(f"{c:+.3f}" for c in m.contributions)
+        parts = ", ".join(f"{n} {c:+.3f}" for n, c in zip(m.part_names, m.contributions))
         print(f"{m.rank:3d}  {m.score:.4f}  {m.item_id:<28s} {m.category:<22s} {m.path}   [g {m.global_contribution:+.3f} | {parts}]")
     return 0
 

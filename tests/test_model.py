@@ -347,3 +347,52 @@ def test_feeder_threads_leave_a_gpu_build_one_thread_and_restore_them():
     with pytest.raises(KeyError), feeder_threads(torch.device("cuda")):
         raise KeyError  # restored on the way out of an error too
     assert torch.get_num_threads() == before
+
+
+# --- figure head and WiSE-FT -------------------------------------------------------------------------------
+
+def test_weighted_pool_ignores_cells_of_weight_zero_and_equals_gem_when_uniform():
+    from mga.backbones import gem
+
+    bb = TokenBackbone("tf_efficientnet_lite0", 64)
+    fmap = torch.rand(2, 5, 3, 4)
+    tokens = fmap.flatten(2).transpose(1, 2)  # (B, 12, C)
+    assert torch.allclose(bb.pool(tokens, torch.ones(2, 12)), gem(fmap), atol=1e-6)
+    w = torch.ones(2, 12)
+    w[:, 6:] = 0
+    changed = tokens.clone()
+    changed[:, 6:] = 100.0  # clutter where the figure head says "background"
+    assert torch.allclose(bb.pool(tokens, w), bb.pool(changed, w), atol=1e-6)
+
+
+def test_figure_head_logits_in_training_and_a_save_load_round_trip(tmp_path):
+    """A model with a figure head returns its figure logits (on the token grid) while training, for the loss,
+    and none in eval; the head round-trips through save/load with the same embeddings."""
+    torch.manual_seed(0)
+    model = MGAModel(MGAConfig(image_size=64, figure_head=True))
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    assert model(x).figure.shape == (2, 2, 2)
+    model.eval()
+    assert model(x).figure is None
+    model.save_pretrained(tmp_path / "m")
+    again = MGAModel.from_pretrained(tmp_path / "m")
+    assert again.config.figure_head and torch.allclose(again.eval()(x).embedding, model(x).embedding, atol=1e-5)
+
+
+def test_wise_interpolates_the_backbone_only(default_model, tmp_path):
+    from mga.backbones import cached_pretrained_state
+    from mga.wise import interpolate_backbone, main as wise_main
+
+    pretrained = cached_pretrained_state(default_model.backbone.spec, default_model.backbone.model)
+    wise_main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--ratio", "0", "--out", str(tmp_path / "w0")])
+    w0 = load_model(tmp_path / "w0")
+    for name, t in w0.backbone.model.state_dict().items():
+        if t.is_floating_point():
+            assert torch.allclose(t, pretrained[name], atol=1e-6), name
+    assert torch.equal(w0.fga.queries, default_model.fga.queries), "the MGA heads stay as trained"
+    assert w0.config.extra["wise_ratio"] == 0 and w0.fingerprint() != default_model.fingerprint()
+    one = interpolate_backbone(load_model(None), 1.0)
+    assert one.fingerprint() == default_model.fingerprint()
+    with pytest.raises(ValueError, match="ratio"):
+        interpolate_backbone(one, 1.5)

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import LUMA_TINY, ROOT
 from index_builder import build_index
 from mga.config import DEFAULT_INDEX_DIR
-from mga.explain import contribution_bar_chart, overlay, part_contribution_maps, to_image_frame
+from mga.explain import overlay, part_contribution_maps, to_image_frame
 from mga.imageio import ImageError
 from mga.model import MGAModel
 from mga.search import IndexMismatchError, SearchEngine, SearchResult
@@ -102,8 +102,6 @@ def test_explain_maths():
     img = Image.new("RGB", (300, 150), "white")
     assert overlay(img, frame).size == (300, 150)
     assert overlay(img, np.zeros((10, 10))).size == (300, 150)
-    chart = contribution_bar_chart([0.1, -0.02, 0.05], global_contribution=0.4)
-    assert isinstance(chart, Image.Image) and chart.size[0] > 100
 
 
 def test_shipped_demo_index_matches_default_weights(default_model):
