@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The recipe sweep we ran on a lent GPU (one H100, 16 cores): Lite0 MGA recipes over three seeds, 16 runs at
 # once, one CPU thread and one loader worker each (augmentation, not the GPU, is the bottleneck); 24 runs took
-# 520 s. d288-det50 ran in a second, shorter call (3 runs, 3 workers each). Results: README, "Recipe sweep".
+# 520 s. d288-det50 ran in a second, shorter call (3 runs, 3 workers each). Results: docs/experiments.md.
 # Usage: bench/gpu_sweep.sh DATA OUT [bench.sweep flags, e.g. --timeout 480 --train-args --epochs 1]
 set -euo pipefail
 data=$1; out=$2; shift 2

@@ -21,28 +21,24 @@ MAX_IMAGE_PIXELS = 60_000_000
 MIN_IMAGE_SIDE = 16
 # Zoom views of gallery images (mga.views): a ZOOM_GRID x ZOOM_GRID lattice of square windows, ZOOM_SCALE x the
 # garment's size (the size of a shop's close-up), indexed next to the full photo, except windows less than
-# ZOOM_MIN_COVER garment; ZOOM_GRID = 0 turns them off. Chosen over 4 trained models (README, "Zoom views").
+# ZOOM_MIN_COVER garment; ZOOM_GRID = 0 turns them off. How they were chosen: docs/experiments.md.
 ZOOM_GRID = 4
 ZOOM_SCALE = 0.35
 ZOOM_MIN_COVER = 0.5
-# Most images (views) per model forward when encoding: evaluation, the app, and index builds, which pack exactly
-# this many views per forward across images (index_builder.packing). On the CPU small forwards are faster per
-# image (the default model, channels-last, 2 cores: 41-62 img/s in forwards of 4, 37-44 of 8, 27 of 32; README,
-# "Measured"); on a GPU large ones fill the chip. Other device types get the CPU's.
+# Most images (views) per model forward when encoding (evaluation, the app, index builds, which pack exactly this
+# many views per forward): small forwards are fastest per image on the CPU, large ones fill a GPU
+# (docs/benchmarks.md). Other device types get the CPU's.
 FORWARD_BATCH = {"cpu": 4, "cuda": 128}
-# DataLoader processes that decode images (index builds, evaluation, training). On the CPU the model already uses
-# every core, so 2 (at most the cores) suffice; with a GPU the work is decode-bound and gets every core but the
-# one that feeds the GPU (None): an H200 with 16 cores built 121 img/s with 6 workers, 176-185 with 15 (README).
+# DataLoader processes that decode images: on the CPU the model already uses every core, so 2 suffice; with a GPU
+# the work is decode-bound and gets every core but the one that feeds the GPU (None).
 LOADER_WORKERS = {"cpu": 2, "cuda": None}
 # In index builds, whether those processes decode while the model encodes (a GPU, which they must keep fed) or
 # take turns with it, decoding BURST_IMAGES images while the model waits (the CPU, where decoders beside its
-# forwards slow them down ~3x their own CPU time; README "Measured").
+# forwards slow both down).
 OVERLAP_DECODING = {"cpu": False, "cuda": True}
 BURST_IMAGES = 16
-# torch CPU threads of the process that feeds the model during an index build (None: torch's default, every core).
-# With a GPU the decoding workers hold every other core, and 16 OpenMP threads contending with them for the
-# feeder's copies slowed it down: bench_build on an H100 with 16 cores, zoom views, built 104 photos/s with 16
-# threads and 186-189 with one (README, "On a lent GPU").
+# torch CPU threads of the process that feeds the model during an index build (None: torch's default, every core):
+# with a GPU the decoding workers hold every other core, and OpenMP threads contending with them slow the feeder.
 FEEDER_THREADS = {"cpu": None, "cuda": 1}
 
 
