@@ -24,7 +24,7 @@ from mga.data import category_key, category_of, load_retrieval_data
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_records
 from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
-from mga.parts import garment_kind, names_for, part_geometry, region_name
+from mga.parts import KIND_KEY, garment_kind, names_for, part_geometry, region_name
 from mga.retrieval import rank
 
 TARGET_MASS, TARGET_SPREAD = 0.85, 0.10
@@ -113,10 +113,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     spread = centroid_spread(geo["position"], groups)
     names = model.config.part_names
     print(f"weights {describe_weights(args.weights)}; {len(records)} test photos ({data.root.name}), {k} parts")
-    print(f"{'part':<6}{'generic name':<18}{'mass on figure':>15}{'area':>8}{'centroid spread':>17}")
+    on = {kind: names.get(KIND_KEY.format(kind)) or names_for(None, None, k) for kind in ("top", "bottom")}
+    print(f"{'part':<6}{'on tops':<18}{'on bottoms':<18}{'mass on figure':>15}{'area':>8}{'centroid spread':>17}")
     for i in range(k):
-        print(f"{i + 1:<6}{names_for(names, None, k)[i]:<18}{mass[i]:15.3f}{area[i]:8.3f}{spread[i]:17.3f}")
-    print(f"{'mean':<24}{mass.mean():15.3f}{area.mean():8.3f}{spread.mean():17.3f}")
+        print(f"{i + 1:<6}{on['top'][i]:<18}{on['bottom'][i]:<18}{mass[i]:15.3f}{area[i]:8.3f}{spread[i]:17.3f}")
+    print(f"{'mean':<42}{mass.mean():15.3f}{area.mean():8.3f}{spread.mean():17.3f}")
     print(f"targets: every part's mass >= {TARGET_MASS} ({'met' if mass.min() >= TARGET_MASS else 'NOT met'}), "
           f"every spread <= {TARGET_SPREAD} ({'met' if spread.max() <= TARGET_SPREAD else 'NOT met'})")
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import Record, category_key
+from .data import Record, RetrievalData, category_key, category_of, load_retrieval_data
 from .imageio import load_image
 from .transforms import garment_mask, working_side
 
-GENERIC = "*"  # the key of the names that apply to any category
+KIND_KEY = "*{}"  # the key of a kind's names ("*top", "*bottom"): for categories training did not see
 
 
 def figure_on_grid(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -115,30 +115,45 @@ def consistency_loss(attn: torch.Tensor, boxes: torch.Tensor, groups: torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------- names
-# Regions of a garment in figure-box coordinates, by the kind of garment: (name, x range, y range), first match
-# wins. Tops are worn on the upper body, bottoms on the legs; the figure box spans the model in the photo.
-REGIONS: dict[str, list[tuple[str, tuple[float, float], tuple[float, float]]]] = {
-    "top": [("neckline", (0.3, 0.7), (0.0, 0.3)), ("shoulder", (0.0, 1.0), (0.0, 0.3)),
-            ("sleeve / cuff", (0.0, 0.3), (0.3, 1.0)), ("sleeve / cuff", (0.7, 1.0), (0.3, 1.0)),
-            ("chest / zip", (0.3, 0.7), (0.3, 0.6)), ("hem", (0.3, 0.7), (0.6, 1.0))],
-    "bottom": [("waistband", (0.0, 1.0), (0.0, 0.3)), ("pocket / hip", (0.0, 1.0), (0.3, 0.55)),
-               ("leg", (0.0, 1.0), (0.55, 0.85)), ("hem", (0.0, 1.0), (0.85, 1.0))],
+# Landmarks of a garment in figure-box coordinates, by the kind of garment. Shop photos show it worn, so the figure
+# box spans the wearer: a top's from the head down to the thighs, a bottom's from the belly to the feet; a part that
+# sits on the wearer's head is named so. Left and right share a name: a back view swaps them.
+ANCHORS: dict[str, list[tuple[str, tuple[float, float]]]] = {
+    "top": [("head (not the garment)", (0.5, 0.06)), ("neckline", (0.5, 0.2)), ("chest", (0.5, 0.34)),
+            ("front / zip", (0.5, 0.47)), ("waist", (0.5, 0.6)), ("hem", (0.5, 0.76)),
+            ("sleeve / cuff", (0.15, 0.5)), ("sleeve / cuff", (0.85, 0.5))],
+    "bottom": [("waistband", (0.5, 0.06)), ("hip / pocket", (0.5, 0.18)), ("fly / crotch", (0.5, 0.3)),
+               ("thigh", (0.5, 0.45)), ("knee", (0.5, 0.62)), ("hem / ankle", (0.5, 0.88))],
 }
+# How far (figure boxes) a part may be from a free landmark to take its name rather than its nearest one's.
+MAX_SHIFT = 0.08
+
+
+def _distances(kind: str, pos: np.ndarray) -> np.ndarray:
+    """(K, A) distances of K positions to the kind's anchors."""
+    anchors = np.array([xy for _, xy in ANCHORS[kind]])
+    return np.linalg.norm(np.asarray(pos, dtype=np.float64)[:, None, :] - anchors[None], axis=-1)
 
 
 def region_name(kind: str, x: float, y: float) -> str:
-    for name, (x0, x1), (y0, y1) in REGIONS[kind]:
-        if x0 <= x <= x1 and y0 <= y <= y1:
-            return name
-    return "figure"
+    """The name of the landmark nearest to a point."""
+    return ANCHORS[kind][int(_distances(kind, np.array([[x, y]]))[0].argmin())][0]
 
 
 def name_parts(positions: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> dict[str, list[str]]:
-    """Names per category from each part's mean position there ((K, 2) figure-box coordinates per category);
-    the same name twice in a category is numbered ("hem", "hem 2"), so that every part reads apart."""
+    """Names per category from each part's mean position there ((K, 2) figure-box coordinates per category):
+    closest pairs first, a part takes a free landmark within MAX_SHIFT, so that two parts of a category get two
+    names where the garment allows; a part left without one takes its nearest landmark, numbered ("hem 2")."""
     names: dict[str, list[str]] = {}
     for category, pos in positions.items():
-        raw = [region_name(kinds.get(category, "top"), float(x), float(y)) for x, y in pos]
+        kind = kinds.get(category, "top")
+        d = _distances(kind, pos)
+        chosen: dict[int, int] = {}
+        for flat in np.argsort(d, axis=None):
+            k, a = divmod(int(flat), d.shape[1])
+            if k not in chosen and a not in chosen.values() and d[k, a] <= MAX_SHIFT:
+                chosen[k] = a
+        raw = [ANCHORS[kind][chosen.get(k, int(d[k].argmin()))][0] for k in range(len(pos))]
         names[category] = _numbered(raw)
     return names
 
@@ -152,22 +167,26 @@ def _numbered(raw: Sequence[str]) -> list[str]:
     return out
 
 
+BOTTOMS = ("pants", "shorts", "skirt", "skirts", "trousers", "jeans", "leggings", "denim")
+
+
+def garment_kind(category: str) -> str:
+    """"bottom" for garments worn on the legs, else "top" (the kinds ANCHORS names parts by)."""
+    return "bottom" if any(w in BOTTOMS for w in category_key(category).split()) else "top"
+
+
 def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | None, num_parts: int) -> list[str]:
-    """The names of the parts for a category, else the generic names, else "part k"."""
+    """The names of the parts on a category's garments; for a category training did not see, its kind's names;
+    without a category (or names), "part k"."""
     table = part_names or {}
-    for key in (category_key(category or ""), GENERIC):
+    keys = [category_key(category), KIND_KEY.format(garment_kind(category))] if category else []
+    for key in keys:
         if key in table and len(table[key]) == num_parts:
             return list(table[key])
     return [f"part {k + 1}" for k in range(num_parts)]
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-BOTTOMS = ("pants", "shorts", "skirt", "skirts", "trousers", "jeans", "leggings", "denim")
-
-
-def garment_kind(category: str) -> str:
-    """"bottom" for garments worn on the legs, else "top" (what REGIONS names parts by)."""
-    return "bottom" if any(w in BOTTOMS for w in category_key(category).split()) else "top"
 
 
 TEMPLATE = (64, 48)  # (h, w) of the figure-box frame that mean maps and template garments are drawn in
@@ -204,11 +223,41 @@ def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int 
 
 
 def names_from_positions(positions: np.ndarray, categories: Sequence[str]) -> dict[str, list[str]]:
-    """Part names per category key (and GENERIC, from every photo, named as a top) from each part's mean
-    position over that category's photos."""
+    """Part names per category key, and per kind of garment (KIND_KEY), from each part's mean position over
+    those photos."""
     cats = np.array([category_key(c) for c in categories])
-    means = {c: positions[cats == c].mean(0) for c in sorted(set(cats))}
-    kinds = {c: garment_kind(c) for c in means}
-    names = name_parts(means, kinds)
-    names[GENERIC] = name_parts({GENERIC: positions.mean(0)}, {GENERIC: "top"})[GENERIC]
-    return names
+    kinds = np.array([KIND_KEY.format(garment_kind(c)) for c in cats])
+    groups = {c: cats == c for c in sorted(set(cats))} | {k: kinds == k for k in sorted(set(kinds))}
+    means = {g: positions[sel].mean(0) for g, sel in groups.items()}
+    return name_parts(means, {g: garment_kind(g.lstrip("*")) for g in means})
+
+
+def name_model_parts(model, data: RetrievalData) -> dict[str, list[str]]:
+    """Name a trained model's parts from where they land on its training photos (stored in its config)."""
+    positions = part_geometry(model, data.root, data.train)["position"]
+    model.config.part_names = names_from_positions(positions, [category_of(r.path) for r in data.train])
+    return model.config.part_names
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """python -m mga.parts: (re)name the parts of a checkpoint from its training data."""
+    import argparse
+
+    from .hub import load_model
+    from .train import save_model_atomically
+
+    p = argparse.ArgumentParser(prog="python -m mga.parts", description="Name a checkpoint's parts by where they "
+                                "land on the training photos of a data set (In-shop layout), per category.")
+    p.add_argument("--weights", required=True, help="checkpoint folder or Hub id")
+    p.add_argument("--data", required=True, help="the data set it was trained on (its train split is used)")
+    p.add_argument("--out", help="where to write the named checkpoint (default: --weights, a folder, in place)")
+    args = p.parse_args(argv)
+    model = load_model(args.weights)
+    names = name_model_parts(model, load_retrieval_data(args.data))
+    save_model_atomically(model.to(memory_format=torch.contiguous_format), Path(args.out or args.weights))
+    for key, row in names.items():
+        print(f"{key:<22} {', '.join(row)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -35,7 +35,7 @@ from .files import atomic_path
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
-                    names_from_positions, part_geometry)
+                    name_model_parts)
 from .transforms import Backgrounds, ConsumerPhotoAugment, TrainSample, working_side
 
 
@@ -252,8 +252,7 @@ def train(args: argparse.Namespace) -> dict:
 
     model.eval()
     model.to("cpu")
-    positions = part_geometry(model, data.root, data.train)["position"]
-    model.config.part_names = names_from_positions(positions, [category_of(r.path) for r in data.train])
+    name_model_parts(model, data)
     save_model_atomically(model, out / "model")
     model.to(device)
     summary = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": round(peak_memory_mb()),

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import DISTRACTORS, LUMA
 from mga.data import category_key, load_retrieval_data
 from mga.imageio import load_image
-from mga.parts import (GENERIC, background_loss, centroids, concentration_loss, consistency_loss, effective_area,
+from mga.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area,
                        figure_boxes, figure_on_grid, garment_kind, in_figure_box, mass_on_figure, name_parts,
                        names_for, names_from_positions, part_geometry, spread)
 from mga.transforms import Backgrounds, ConsumerPhotoAugment, garment_mask
@@ -91,19 +91,22 @@ def test_concentration_and_consistency_losses():
     assert consistency_loss(scaled, small, torch.tensor([0, 0])) < consistency_loss(scaled, boxes[:2], torch.tensor([0, 0]))
 
 
-def test_parts_are_named_by_region_and_kind_of_garment():
-    tops = np.array([[0.5, 0.1], [0.1, 0.8], [0.5, 0.45], [0.5, 0.8], [0.9, 0.7], [0.5, 0.12]])
-    names = name_parts({"tees": tops, "pants": tops}, {"tees": "top", "pants": "bottom"})
-    assert names["tees"] == ["neckline", "sleeve / cuff", "chest / zip", "hem", "sleeve / cuff 2", "neckline 2"]
-    assert names["pants"][:4] == ["waistband", "leg", "pocket / hip", "leg 2"]
+def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
+    tops = np.array([[0.5, 0.2], [0.12, 0.55], [0.5, 0.35], [0.5, 0.74], [0.9, 0.5], [0.5, 0.8]])
+    names = name_parts({"tees": tops}, {"tees": "top"})
+    assert names["tees"] == ["neckline", "sleeve / cuff", "chest", "hem", "sleeve / cuff 2", "hem 2"], \
+        "both sides are a sleeve; the second part near the hem is numbered, not named after a far landmark"
+    bottoms = np.array([[0.5, 0.05], [0.5, 0.2], [0.5, 0.31], [0.5, 0.47], [0.5, 0.6], [0.5, 0.9]])
+    assert name_parts({"pants": bottoms}, {"pants": "bottom"})["pants"] == \
+        ["waistband", "hip / pocket", "fly / crotch", "thigh", "knee", "hem / ankle"]
     assert garment_kind("Shorts") == "bottom" and garment_kind("Hoodies_Sweatshirts") == "top"
     assert category_key("Hoodies & Sweatshirts") == category_key("Hoodies_Sweatshirts") == "hoodies sweatshirts"
-    table = {"tees": names["tees"], GENERIC: [f"g{k}" for k in range(6)]}
-    assert names_for(table, "Tees", 6) == names["tees"]
-    assert names_for(table, "Jackets", 6) == table[GENERIC], "an unknown category gets the generic names"
-    assert names_for({}, "Tees", 6) == [f"part {k}" for k in range(1, 7)], "weights without names"
-    from_positions = names_from_positions(np.stack([tops, tops]), ["Tees", "Pants"])
-    assert from_positions["tees"] == names["tees"] and set(from_positions) == {"tees", "pants", GENERIC}
+    from_positions = names_from_positions(np.stack([tops, bottoms, tops]), ["Tees", "Pants", "Jackets"])
+    assert set(from_positions) == {"tees", "pants", "jackets", "*top", "*bottom"}
+    assert from_positions["tees"] == names["tees"] and from_positions["*top"] == names["tees"]
+    assert names_for(from_positions, "Tees", 6) == names["tees"]
+    assert names_for(from_positions, "shorts", 6) == from_positions["*bottom"], "an unseen category: its kind's"
+    assert names_for(from_positions, None, 6) == names_for({}, "Tees", 6) == [f"part {k}" for k in range(1, 7)]
 
 
 def test_part_geometry_on_real_photos(default_model):

@@ -44,9 +44,9 @@ def test_training_writes_model_metrics_and_eval(trained):
     assert cfg["extra"]["train_args"]["backgrounds"] == "../shared/data/distractors/validation", \
         "real backgrounds from the distractors' validation split only, recorded without the machine's folders"
     names = cfg["part_names"]
-    assert {"*", "pants", "shorts", "jackets", "tees"} <= set(names), "names per category and generic ones"
+    assert {"*top", "*bottom", "pants", "shorts", "jackets", "tees"} <= set(names), "per category and per kind"
     for row in names.values():
-        assert len(row) == 6 and len(set(row)) == 6, "every part of a category reads apart"
+        assert len(row) == 6 and len(set(row)) == 6, "every part of a category reads apart (numbered if need be)"
     lines = metrics(out)
     assert [r["epoch"] for r in lines] == [1, 2]
     for r in lines:
