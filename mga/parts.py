@@ -226,10 +226,11 @@ def names_from_positions(positions: np.ndarray, categories: Sequence[str]) -> di
     """Part names per category key, and per kind of garment (KIND_KEY), from each part's mean position over
     those photos."""
     cats = np.array([category_key(c) for c in categories])
-    kinds = np.array([KIND_KEY.format(garment_kind(c)) for c in cats])
-    groups = {c: cats == c for c in sorted(set(cats))} | {k: kinds == k for k in sorted(set(kinds))}
-    means = {g: positions[sel].mean(0) for g, sel in groups.items()}
-    return name_parts(means, {g: garment_kind(g.lstrip("*")) for g in means})
+    kinds = np.array([garment_kind(c) for c in cats])
+    groups = {c: (cats == c, kind) for c, kind in sorted(set(zip(cats, kinds)))}
+    groups |= {KIND_KEY.format(kind): (kinds == kind, kind) for kind in sorted(set(kinds))}
+    means = {g: positions[sel].mean(0) for g, (sel, _) in groups.items()}
+    return name_parts(means, {g: kind for g, (_, kind) in groups.items()})
 
 
 def name_model_parts(model, data: RetrievalData) -> dict[str, list[str]]:
@@ -242,7 +243,9 @@ def name_model_parts(model, data: RetrievalData) -> dict[str, list[str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     """python -m mga.parts: (re)name the parts of a checkpoint from its training data."""
     import argparse
+    import json
 
+    from .files import atomic_path
     from .hub import load_model
     from .train import save_model_atomically
 
@@ -250,11 +253,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 "land on the training photos of a data set (In-shop layout), per category.")
     p.add_argument("--weights", required=True, help="checkpoint folder or Hub id")
     p.add_argument("--data", required=True, help="the data set it was trained on (its train split is used)")
-    p.add_argument("--out", help="where to write the named checkpoint (default: --weights, a folder, in place)")
+    p.add_argument("--out", help="write a named copy of the checkpoint here (default: rewrite the config.json of "
+                                 "--weights, a folder, and nothing else in it)")
     args = p.parse_args(argv)
     model = load_model(args.weights)
     names = name_model_parts(model, load_retrieval_data(args.data))
-    save_model_atomically(model.to(memory_format=torch.contiguous_format), Path(args.out or args.weights))
+    out = Path(args.out or args.weights)
+    if args.out:
+        save_model_atomically(model.to(memory_format=torch.contiguous_format), out)
+    with atomic_path(out / "config.json") as tmp:
+        Path(tmp).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
     for key, row in names.items():
         print(f"{key:<22} {', '.join(row)}")
 

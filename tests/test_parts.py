@@ -104,6 +104,8 @@ def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
     from_positions = names_from_positions(np.stack([tops, bottoms, tops]), ["Tees", "Pants", "Jackets"])
     assert set(from_positions) == {"tees", "pants", "jackets", "*top", "*bottom"}
     assert from_positions["tees"] == names["tees"] and from_positions["*top"] == names["tees"]
+    assert from_positions["pants"] == from_positions["*bottom"] == ["waistband", "hip / pocket", "fly / crotch",
+                                                                  "thigh", "knee", "hem / ankle"]
     assert names_for(from_positions, "Tees", 6) == names["tees"]
     assert names_for(from_positions, "shorts", 6) == from_positions["*bottom"], "an unseen category: its kind's"
     assert names_for(from_positions, None, 6) == names_for({}, "Tees", 6) == [f"part {k}" for k in range(1, 7)]
