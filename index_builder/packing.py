@@ -2,9 +2,8 @@
 
 An image brings 1 to 17 views (its full photo and zoom windows, mga.views), so forwards cut per loaded batch
 would have a different size almost every time. Carrying the views that do not fill a forward over to the next
-batch gives a whole build one forward shape (the last forward excepted). A GPU pays for every new shape (an H100
-built 24 photos/s over view counts it had not seen against 128 on the same batches again); on the 2-core CPU it
-is neutral (bench_build: bare forwards packed / cut per image 0.96-0.99).
+batch gives a whole build one forward shape (the last forward excepted). A GPU pays for every new shape (compiling
+kernels for it); on the CPU packing is neutral (docs/benchmarks.md).
 """
 from __future__ import annotations
 

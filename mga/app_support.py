@@ -247,9 +247,8 @@ def _chart_font():
 
 def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution: float | None = None,
               width: int = 420, row: int = 26) -> Image.Image:
-    """Horizontal bars of the per-part contributions (and the global term), drawn with PIL: ~1 ms, where a
-    matplotlib figure costs ~50 ms per click on a 2-core machine (mga.explain.contribution_bar_chart draws the
-    same figure with matplotlib for reports)."""
+    """Horizontal bars of the per-part contributions (and the global term), drawn with PIL: a matplotlib figure
+    per click would cost more than the search itself."""
     from PIL import ImageDraw
 
     vals, labels = [float(v) for v in values], list(names)

@@ -37,8 +37,7 @@ def align(
     g_q, parts_q, g_x, parts_x = (t.float() for t in (g_q, parts_q, g_x, parts_x))
     global_term = alpha * (g_q @ g_x.T)  # (Q, X)
     cos = torch.einsum("qkd,xjd->qxkj", parts_q, parts_x)  # (Q, X, K, K)
-    # softmax over j, spelled out: torch's CPU softmax over an innermost dim of K elements is 4x slower
-    # (ATA of 1,200 candidate views: 0.87 against 0.22 ms)
+    # softmax over j, spelled out: torch's CPU softmax over an innermost dim of K elements is several times slower
     logits = cos / tau
     pi = (logits - logits.amax(-1, keepdim=True).detach()).exp()
     pi = pi / pi.sum(-1, keepdim=True)

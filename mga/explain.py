@@ -93,7 +93,7 @@ def to_image_frame(grid_map: np.ndarray | torch.Tensor, image_w: int, image_h: i
 
 @functools.lru_cache(maxsize=None)
 def _colormap_lut(cmap: str) -> np.ndarray:
-    """A matplotlib colormap's (256) entries as uint8 RGB: a palette is ~30x faster than calling the colormap
+    """A matplotlib colormap's (256) entries as uint8 RGB: a palette is far faster than calling the colormap
     on every pixel."""
     from matplotlib import colormaps
 

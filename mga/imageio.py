@@ -57,7 +57,7 @@ def _check_size(width: int, height: int, name: str) -> None:
 
 def bicubic_pixels(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """RGB `img` resized to size (w, h) as uint8 pixels (3, h, w): Pillow's antialiased bicubic, computed by torch's
-    uint8 kernel (what the model sees, everywhere: 3-5x faster than Pillow's, within 2 levels of it)."""
+    uint8 kernel (what the model sees, everywhere: faster than Pillow's, within 2 levels of it)."""
     # (1, 3, h, w) over the HWC array: channels-last memory, the kernel's fast path (strides it checks exactly)
     x = torch.from_numpy(np.array(img, dtype=np.uint8))[None].permute(0, 3, 1, 2)
     if (x.shape[3], x.shape[2]) == tuple(size):

@@ -123,7 +123,7 @@ class MGAModel(
         normalised here on the model's device; in eval mode, with the device's autocast, in forwards of at most
         `batch_size` (None: the device's, mga.devices.forward_batch). Returned on the CPU."""
         was_training = self.training
-        if was_training:  # switching modes walks every module: ~2 ms per call on the CPU, a tenth of encoding one image
+        if was_training:  # switching modes walks every module: a cost per call that encoding need not pay
             self.eval()
         device = self.device
         step = batch_size or forward_batch(device)

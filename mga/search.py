@@ -70,8 +70,7 @@ def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) 
 
 def _rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     """Some rows of a (memory-mapped, often fp16, writable) array as a float32 tensor. torch gathers the rows
-    ~2x faster than numpy's fancy indexing of a memory map (the tokens of 1,400 candidate views: 0.55 -> 0.3 ms)
-    and casts fp16 ~10x faster (2.2 -> 0.2 ms)."""
+    faster than numpy's fancy indexing of a memory map, and casts fp16 much faster (docs/benchmarks.md)."""
     index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
     return torch.from_numpy(array).index_select(0, index).float()
 
@@ -79,7 +78,7 @@ def _rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
 def _best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scores of views in adjacent groups, `counts` (each >= 1) views per image -> each image's best score and the
     position of its best view, the first on ties (as mga.retrieval.best_view, which evaluation ranks with).
-    numpy's segment reductions: ~10x faster than best_view's scatters on the ~2,000 views of a search."""
+    numpy's segment reductions: much faster than best_view's scatters on the views of one search."""
     scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     starts = np.cumsum(counts) - counts
     best = np.maximum.reduceat(scores, starts)
@@ -260,8 +259,8 @@ class GalleryIndex:
             if len(images) >= m or fetch >= self.views:
                 # exact scores, best first: an image's first returned view is the best of its views found, which
                 # a flat index finds all of. An approximate index may miss an image's best view; it then scores
-                # as its best view found (recall@10 against exact search: 1.000 at 100k, bench_search). Scoring
-                # every view of the ~180 candidate images of a search for 100 instead cost 2 of its 5 ms.
+                # as its best view found (its recall against exact search: bench_search). Scoring every view of
+                # the candidate images instead would cost a large share of a search.
                 return _top_images(images, scores[first], rows[first], m)
             fetch = min(self.views, fetch * 4)
 
