@@ -58,7 +58,7 @@ def strongest_parts(model, data) -> list[dict]:
         al = model.align(q[i], g[j:j + 1])
         category = category_of(data.gallery[j].path)
         rows.append({"query": data.query[i].path, "match_category": category,
-                     "strongest": int(al.contributions[0, 0].argmax()), "hit": data.gallery[j].item_id == data.query[i].item_id})
+                     "strongest": int(al.contributions[0, 0].argmax())})
     return rows
 
 
@@ -128,10 +128,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cat, part = row["match_category"], row["strongest"]
         row["name"] = names_for(names, cat, k)[part]
         x, y = geo["position"][position[row["query"]], part]
-        row["region_on_query"] = region_name(garment_kind(cat), float(x), float(y))
-        row["fits"] = row["name"].rsplit(" ", 1)[0] if row["name"][-1].isdigit() else row["name"]
-        row["fits"] = row["fits"] == row["region_on_query"]
-        fits += row["fits"]
+        landmark = row["name"].rsplit(" ", 1)[0] if row["name"][-1].isdigit() else row["name"]  # "hem 2" -> "hem"
+        fits += landmark == region_name(garment_kind(cat), float(x), float(y))
     counts = Counter(r["name"] for r in rows)
     print(f"strongest part of each query's #1 match ({len(rows)} queries): "
           + ", ".join(f"{n} {c}" for n, c in counts.most_common()))

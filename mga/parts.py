@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = name_model_parts(model, load_retrieval_data(args.data))
     out = Path(args.out or args.weights)
     if args.out:
-        save_model_atomically(model.to(memory_format=torch.contiguous_format), out)
+        save_model_atomically(model, out)
     with atomic_path(out / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
     for key, row in names.items():

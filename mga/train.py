@@ -135,6 +135,8 @@ def portable(value):
 
 
 def save_model_atomically(model: MGAModel, path: Path) -> None:
+    """Save in the usual memory layout (a loaded model is channels-last), replacing `path` in one rename."""
+    model.to(memory_format=torch.contiguous_format)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -181,10 +183,9 @@ def train(args: argparse.Namespace) -> dict:
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
                                    args.clutter, backgrounds)
     dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
-    category_ids = {c: i for i, c in enumerate(sorted({category_key(category_of(r.path)) for r in data.train}))}
-    item_category = torch.zeros(len(dataset.label_of), dtype=torch.long)
-    for r in data.train:
-        item_category[dataset.label_of[r.item_id]] = category_ids[category_key(category_of(r.path))]
+    category = {r.item_id: category_key(category_of(r.path)) for r in data.train}
+    category_ids = {c: i for i, c in enumerate(sorted(set(category.values())))}
+    item_category = torch.tensor([category_ids[category[item]] for item in dataset.label_of])  # label order
     sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
     workers = loader_workers(device) if args.workers is None else args.workers
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,

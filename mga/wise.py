@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="folder for the interpolated checkpoint")
     args = p.parse_args(argv)
     model = interpolate_backbone(load_model(args.weights), args.ratio)
-    save_model_atomically(model.to(memory_format=torch.contiguous_format), Path(args.out))
+    save_model_atomically(model, Path(args.out))
     print(f"wrote {args.out} (backbone {args.ratio:g} fine-tuned + {1 - args.ratio:g} pretrained)")
 
 
