@@ -168,11 +168,16 @@ def _numbered(raw: Sequence[str]) -> list[str]:
 
 
 BOTTOMS = ("pants", "shorts", "skirt", "skirts", "trousers", "jeans", "leggings", "denim")
+NOT_GARMENTS = ("hat", "hats", "cap", "caps", "shoe", "shoes", "sneakers", "boots", "bag", "bags", "accessories")
 
 
 def garment_kind(category: str) -> str:
-    """"bottom" for garments worn on the legs, else "top" (the kinds ANCHORS names parts by)."""
-    return "bottom" if any(w in BOTTOMS for w in category_key(category).split()) else "top"
+    """"bottom" for garments worn on the legs, "other" for what is no garment (a hat, shoes), else "top": the
+    kinds ANCHORS names parts by, and one it does not."""
+    words = category_key(category).split()
+    if any(w in NOT_GARMENTS for w in words):
+        return "other"
+    return "bottom" if any(w in BOTTOMS for w in words) else "top"
 
 
 def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | None, num_parts: int) -> list[str]:
@@ -227,6 +232,7 @@ def names_from_positions(positions: np.ndarray, categories: Sequence[str]) -> di
     those photos."""
     cats = np.array([category_key(c) for c in categories])
     kinds = np.array([garment_kind(c) for c in cats])
+    cats, kinds, positions = cats[kinds != "other"], kinds[kinds != "other"], positions[kinds != "other"]
     groups = {c: (cats == c, kind) for c, kind in sorted(set(zip(cats, kinds)))}
     groups |= {KIND_KEY.format(kind): (kinds == kind, kind) for kind in sorted(set(kinds))}
     means = {g: positions[sel].mean(0) for g, (sel, _) in groups.items()}

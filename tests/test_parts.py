@@ -109,6 +109,9 @@ def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
     assert names_for(from_positions, "Tees", 6) == names["tees"]
     assert names_for(from_positions, "shorts", 6) == from_positions["*bottom"], "an unseen category: its kind's"
     assert names_for(from_positions, None, 6) == names_for({}, "Tees", 6) == [f"part {k}" for k in range(1, 7)]
+    assert garment_kind("hat") == garment_kind("Shoes") == "other"
+    assert names_for(from_positions, "hat", 6) == [f"part {k}" for k in range(1, 7)], \
+        "no garment landmark names for a hat or shoes"
 
 
 def test_part_geometry_on_real_photos(default_model):
