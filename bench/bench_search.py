@@ -34,7 +34,8 @@ from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.model import Encoding, coarse_embedding  # noqa: E402
 from mga.retrieval import best_view  # noqa: E402
-from mga.search import GalleryIndex, SearchEngine  # noqa: E402
+from mga.index import GalleryIndex
+from mga.search import SearchEngine  # noqa: E402
 from mga.views import ZoomViews  # noqa: E402
 
 

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "build"
     args = build_parser(cmd).parse_args(argv)
     from mga.hub import WeightsError
-    from mga.search import IndexFormatError
+    from mga.index import IndexFormatError
 
     from .build import BuildError, add_to_index, build_index, merge_indexes, remove_from_index
 
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _, n = remove_from_index(args.index, args.paths, args.item_ids, args.index_type, not args.quiet)
             print(f"removed {n} images from {args.index}", file=sys.stderr)
         elif cmd == "info":
-            from mga.search import GalleryIndex
+            from mga.index import GalleryIndex
 
             m = GalleryIndex(args.index).manifest
             m = {k: v for k, v in m.items() if k != "skipped"} | {"skipped": len(m.get("skipped", []))}

@@ -31,7 +31,7 @@ from mga.files import atomic_path
 from mga.imageio import ImageError, load_image
 from mga.model import MGAModel
 from mga.transforms import working_side
-from mga.search import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS,
+from mga.index import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS,
                         SKIPPED, GalleryIndex)
 from mga.views import FULL_BOX, ZoomViews
 
@@ -75,7 +75,8 @@ class EncodeDataset(Dataset):
         path = self.root / self.paths[i]
         try:
             side = max(working_side(self.image_size), self.thumb_size if self.thumb_dir else 0)
-            img = load_image(path, max_side=side if self.fast else None)  # problems end in ImageError
+            # problems end in ImageError, which names the image as the gallery does (no server path in reports)
+            img = load_image(path, name=self.paths[i], max_side=side if self.fast else None)
             w, h = img.info["original_size"]
             thumb = None
             if self.thumb_dir is not None and max(w, h) > self.thumb_size * 1.25:
@@ -92,7 +93,7 @@ class EncodeDataset(Dataset):
             return {"i": i, "x": None, "boxes": [], "w": 0, "h": 0, "thumb": None, "error": str(exc)}
         except Exception as exc:  # never abort a build for one file
             return {"i": i, "x": None, "boxes": [], "w": 0, "h": 0, "thumb": None,
-                    "error": f"{path}: {type(exc).__name__}: {exc}"}
+                    "error": f"{self.paths[i]}: {type(exc).__name__}: {exc}"}
 
 
 def _collate(batch: list[dict]) -> list[dict]:
@@ -234,6 +235,11 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
         raise BuildError(f"internal: {n} rows in {len(counts)} images but {len(items)} items")
     if n == 0:
         raise BuildError("no image could be indexed (all were skipped or the gallery is empty); see the report")
+    for name in ENCODED:  # broken weights give NaN rows, which no search can rank: refuse them, write nothing
+        bad = sum(int((~np.isfinite(p.arrays[name][p.rows].reshape(len(p.rows), -1)).all(1)).sum()) for p in pieces)
+        if bad:
+            raise BuildError(f"the model gave non-finite values (NaN or inf) for {bad} of {n} views ({name}): its "
+                             f"weights are broken; nothing was written")
     index_type = choose_index_type(n, index_type)
     first = pieces[0].arrays
     outs = {}
@@ -312,9 +318,11 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     model.eval()
     gal: Gallery = discover_gallery(gallery, csv)
     entries: list[GalleryEntry] = gal.entries
+    refused = gal.refused
     sh = parse_shard(shard)
     if sh:
         entries = [e for e in entries if shard_of(e.path, sh[1]) == sh[0]]
+        refused = [r for r in refused if shard_of(r["path"], sh[1]) == sh[0]]
     excl = set(exclude)
     if excl:
         entries = [e for e in entries if str((gal.root / e.path).resolve()) not in excl]
@@ -400,7 +408,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     encode_s = time.perf_counter() - t_enc
 
     # assemble the final folder from the chunks
-    pieces, items, skipped = [], [], []
+    pieces, items, skipped = [], [], list(refused)
     root_entry = _rel_root(gal.root, out)
     for c in range(len(chunks)):
         z = np.load(chunk_file(c), allow_pickle=False)

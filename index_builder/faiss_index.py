@@ -36,7 +36,7 @@ def _pq_m(d: int) -> int:
 def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block: int = 65536):
     """An approximate inner-product FAISS index (hnsw or ivfpq) over `emb` (N, E) float32 (may be a memory map);
     returns (index, params) where params (type, ef_search, nprobe ...) go into the manifest and are applied at
-    search time. An exact flat index is not stored: mga.search.GalleryIndex builds it from the embeddings."""
+    search time. An exact flat index is not stored: mga.index.GalleryIndex builds it from the embeddings."""
     import faiss
 
     n, d = emb.shape

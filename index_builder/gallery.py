@@ -27,6 +27,7 @@ class Gallery:
     kind: str  # "folder" | "inshop" | "consumer2shop"
     entries: list[GalleryEntry]
     csv: Path | None = None
+    refused: list[dict] = field(default_factory=list)  # {"path", "error"}: found but not an image file in the gallery
 
 
 def read_csv_metadata(path: str | Path) -> dict[str, dict[str, str]]:
@@ -65,14 +66,40 @@ def discover_gallery(src: str | Path, csv_path: str | Path | None = None) -> Gal
     if csv_path is None:
         csv_path = next((root / n for n in CSV_NAMES if (root / n).exists()), None)
     meta = read_csv_metadata(csv_path) if csv_path else {}
+    csv_file = Path(csv_path) if csv_path else None
     if (root / PARTITION_FILE).exists():
         data = load_retrieval_data(root)
-        entries = [_entry(r.path, meta, r.item_id) for r in data.gallery]
-        return Gallery(root, data.format, entries, Path(csv_path) if csv_path else None)
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    return Gallery(root, "folder", [_entry(f, meta) for f in files], Path(csv_path) if csv_path else None)
+        listed = {r.path: r.item_id for r in data.gallery}
+        files, refused = screen(root, list(listed))
+        return Gallery(root, data.format, [_entry(f, meta, listed[f]) for f in files], csv_file, refused)
+    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTS and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files, refused = screen(root, found)
+    return Gallery(root, "folder", [_entry(f, meta) for f in files], csv_file, refused)
+
+
+def screen(root: Path, paths: list[str]) -> tuple[list[str], list[dict]]:
+    """The paths that are image files inside `root`, and why each other one is refused: a folder named like an
+    image, a broken link or a link loop, a link to a file outside the gallery (which an index would then serve)."""
+    inside, ok, refused = root.resolve(), [], []
+    for rel in paths:
+        path = root / rel
+        try:
+            target = path.resolve(strict=True)
+        except RuntimeError:
+            refused.append({"path": rel, "error": "a link loop"})
+            continue
+        except OSError:
+            refused.append({"path": rel, "error": "missing, or a broken link"})
+            continue
+        if not target.is_relative_to(inside):
+            refused.append({"path": rel, "error": "a link to a file outside the gallery"})
+        elif not target.is_file():
+            refused.append({"path": rel, "error": "not a file (a folder named like an image?)"})
+        else:
+            ok.append(rel)
+    return ok, refused
+
 
 
 def shard_of(path: str, num_shards: int) -> int:

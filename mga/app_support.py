@@ -21,7 +21,8 @@ from .config import ASSETS_DIR, DEFAULT_INDEX_DIR, PROJECT_ROOT
 from .explain import overlay
 from .hub import WeightsError, describe_weights, load_model
 from .imageio import ImageError, load_image
-from .search import IndexMismatchError, Match, SearchEngine, SearchResult
+from .index import IndexMismatchError
+from .search import Match, SearchEngine, SearchResult
 from .views import FULL_BOX
 
 ALL_CATEGORIES = "All"

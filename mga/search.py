@@ -11,8 +11,8 @@ with heatmaps on the view that matched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,260 +25,15 @@ from PIL import Image
 
 from .config import DEFAULT_INDEX_DIR
 from .explain import part_contribution_maps, to_image_frame
-from .parts import names_for
 from .hub import describe_weights
-from .imageio import ImageSource, load_image
+from .imageio import ImageError, ImageSource, load_image
+from .index import GalleryIndex, IndexFormatError, IndexMismatchError, best_per_image, rebuild_command
 from .model import Encoding, MGAModel
-from .views import FULL_BOX, ZoomViews
-
-# The index folder's files (index_builder writes them; this module reads them).
-MANIFEST = "manifest.json"
-ITEMS = "items.jsonl"
-FAISS_FILE = "index.faiss"  # HNSW or IVF-PQ; a flat (exact) index is rebuilt from the embeddings at load
-EMBEDDINGS = "embeddings.npy"  # float32 (N, E) coarse embeddings: exact re-scoring and FAISS rebuilds
-GLOBAL = "global.npy"  # float16 (N, D)
-PARTS = "parts.npy"  # float16 (N, K, D)
-ATTN = "attn.npy"  # float16 (N, K, h, w)
-OWNER = "owner.npy"  # int64 (N,): the image (line of items.jsonl) of each row; rows of one image are adjacent
-BOXES = "boxes.npy"  # float32 (N, 4): where each row's view lies in its image, (x0, y0, x1, y1) as fractions
-SKIPPED = "skipped.txt"
-FORMAT_VERSION = 2  # 2: rows are views (mga.views: full photo + zoom windows), owner.npy and boxes.npy
+from .parts import names_for
+from .views import FULL_BOX
 
 DEFAULT_RERANK_TOP = 100
 HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longest side (aspect kept)
-EXACT_SUBSET_MAX = 20_000  # a category this small is searched exactly instead of over-fetching from FAISS
-
-
-class IndexMismatchError(RuntimeError):
-    """The index was built with other weights than the model searching it: its vectors mean nothing here."""
-
-
-class IndexFormatError(RuntimeError):
-    """The folder is not an MGA index, or an incomplete one."""
-
-
-def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) -> str:
-    """The exact command that rebuilds this index with `weights`."""
-    src = manifest.get("source", {})
-    cmd = ["python", "-m", "index_builder", "--gallery", str(src.get("gallery", "GALLERY_DIR")), "--out", str(index_dir)]
-    if src.get("csv"):
-        cmd += ["--csv", str(src["csv"])]
-    if weights:
-        cmd += ["--weights", str(weights)]
-    return shlex.join(cmd)
-
-
-def _rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """Some rows of a (memory-mapped, often fp16, writable) array as a float32 tensor. torch gathers the rows
-    faster than numpy's fancy indexing of a memory map, and casts fp16 much faster (docs/benchmarks.md)."""
-    index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
-    return torch.from_numpy(array).index_select(0, index).float()
-
-
-def _best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of views in adjacent groups, `counts` (each >= 1) views per image -> each image's best score and the
-    position of its best view, the first on ties (as mga.retrieval.best_view, which evaluation ranks with).
-    numpy's segment reductions: much faster than best_view's scatters on the views of one search."""
-    scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
-    starts = np.cumsum(counts) - counts
-    best = np.maximum.reduceat(scores, starts)
-    at_best = np.flatnonzero(scores == np.repeat(best, counts))
-    return best, at_best[np.searchsorted(at_best, starts)]
-
-
-def _top_images(images: np.ndarray, best: np.ndarray, best_rows: np.ndarray, m: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The m best of some images given each one's best-view score and row: (images, scores, rows), by score,
-    ties by image (deterministic)."""
-    order = np.lexsort((images, -best))[:m]
-    return images[order], best[order], best_rows[order]
-
-
-class GalleryIndex:
-    """An index folder opened read-only: manifest, items (one per image), FAISS index and memory-mapped token
-    arrays (one row per view: each image's full photo first, then its zoom windows)."""
-
-    def __init__(self, path: str | Path, mmap: bool = True):
-        import faiss
-
-        self.path = Path(path)
-        man = self.path / MANIFEST
-        if not man.exists():
-            hint = ""
-            if self.path.parent.exists():
-                tmp = sorted(p.name for p in self.path.parent.glob(self.path.name + ".tmp-*"))
-                if tmp:
-                    hint = f" (an unfinished build is in {tmp[-1]}; finish it with --resume)"
-            raise IndexFormatError(f"{self.path}: no {MANIFEST}; not an MGA index folder{hint}. "
-                                   f"Build one with: python -m index_builder --gallery GALLERY_DIR --out {self.path}")
-        self.manifest: dict = json.loads(man.read_text())
-        if self.manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise IndexFormatError(f"{self.path}: index format {self.manifest['format_version']} is newer than "
-                                   f"this code reads ({FORMAT_VERSION}); update the code or rebuild the index")
-        with open(self.path / ITEMS) as f:
-            self.items: list[dict] = [json.loads(line) for line in f if line.strip()]
-        # copy-on-write maps: nothing writes to them, and torch can gather from them in place (_rows_float), which it
-        # only does on writable memory
-        mode = "c" if mmap else None
-        self.embeddings = np.load(self.path / EMBEDDINGS, mmap_mode=mode)
-        self.global_ = np.load(self.path / GLOBAL, mmap_mode=mode)
-        self.parts = np.load(self.path / PARTS, mmap_mode=mode)
-        self.attn = np.load(self.path / ATTN, mmap_mode=mode)
-        n = len(self.items)
-        if (self.path / OWNER).exists():
-            self.owner = np.load(self.path / OWNER)
-            self.boxes = np.load(self.path / BOXES)
-        else:  # format 1: one full view per image
-            self.owner = np.arange(n, dtype=np.int64)
-            self.boxes = np.tile(np.array(FULL_BOX, dtype=np.float32), (n, 1))
-        self.zoom = ZoomViews.from_dict(self.manifest.get("zoom"))
-        v = len(self.owner)
-        for name, arr in (("embeddings", self.embeddings), ("global", self.global_), ("parts", self.parts),
-                          ("attn", self.attn), ("boxes", self.boxes)):
-            if arr.shape[0] != v:
-                raise IndexFormatError(f"{self.path}: {name} has {arr.shape[0]} rows but there are {v} views")
-        if v and (np.any(np.diff(self.owner) < 0) or self.owner[-1] != n - 1):
-            raise IndexFormatError(f"{self.path}: {OWNER} must map views to the {n} images in order")
-        # rows of image i: first_row[i] (its full photo) up to first_row[i + 1]
-        self.first_row = np.searchsorted(self.owner, np.arange(n + 1))
-        params = self.manifest.get("faiss", {})
-        self.index_type: str = params.get("type", "flat")
-        if self.index_type == "flat":  # exact search over the stored embeddings: no second copy on disk
-            self.faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
-            self.faiss.add(np.ascontiguousarray(self.embeddings, dtype=np.float32))
-        else:
-            try:
-                self.faiss = faiss.read_index(str(self.path / FAISS_FILE), faiss.IO_FLAG_MMAP if mmap else 0)
-            except RuntimeError:  # not every index type maps; read it into memory then
-                self.faiss = faiss.read_index(str(self.path / FAISS_FILE))
-        if self.faiss.ntotal != v:
-            raise IndexFormatError(f"{self.path}: FAISS holds {self.faiss.ntotal} vectors but there are {v} views")
-        self.ef_search: int = int(params.get("ef_search", 128))
-        self.nprobe: int = int(params.get("nprobe", 32))
-        self.refine: int = int(params.get("refine", 1))  # candidates fetched per result, re-scored exactly
-        roots = self.manifest.get("roots", [])
-        self.roots = [self._resolve_root(r) for r in roots]
-        cats = [it.get("category", "") for it in self.items]
-        self.categories = sorted({c for c in cats if c})
-        self._by_category: dict[str, np.ndarray] = {}
-        for c in self.categories:
-            self._by_category[c] = np.array([i for i, x in enumerate(cats) if x == c], dtype=np.int64)
-
-    def _resolve_root(self, root: dict) -> Path:
-        rel = root.get("relative")
-        if rel is not None and (self.path / rel).exists():
-            return (self.path / rel).resolve()
-        return Path(root.get("absolute", rel or "."))
-
-    def __len__(self) -> int:
-        """Number of images (the rows of the arrays are views: see `views`)."""
-        return len(self.items)
-
-    @property
-    def views(self) -> int:
-        return len(self.owner)
-
-    def view_count(self, images: np.ndarray) -> np.ndarray:
-        """Number of views (rows) of each of some images."""
-        images = np.asarray(images, dtype=np.int64)
-        return self.first_row[images + 1] - self.first_row[images]
-
-    def view_rows(self, images: np.ndarray) -> np.ndarray:
-        """All rows (views) of some images, image by image."""
-        images = np.asarray(images, dtype=np.int64)
-        counts = self.view_count(images)
-        return np.repeat(self.first_row[images] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest.get("model", {}).get("fingerprint", "")
-
-    def image_path(self, i: int) -> Path:
-        it = self.items[i]
-        return self.roots[it.get("root", 0)] / it["path"]
-
-    def display_path(self, i: int) -> Path:
-        """A small copy (thumbnail) where the builder made one, else the original."""
-        thumb = self.items[i].get("thumb")
-        return self.path / thumb if thumb else self.image_path(i)
-
-    def category_images(self, category: str) -> np.ndarray:
-        return self._by_category.get(category, np.zeros(0, dtype=np.int64))
-
-    def _faiss_search(self, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) of the top m views by FAISS, with exact scores, best first. IVF-PQ's own scores are
-        approximate: it returns `refine` x m candidates, re-scored with the stored embeddings."""
-        import faiss
-
-        m = min(m, self.views)
-        if self.index_type == "hnsw":  # IndexHNSWFlat: exact inner products of the stored vectors
-            d, idx = self.faiss.search(q, m, params=faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m)))
-        elif self.index_type == "ivfpq":
-            fetch = min(self.views, m * self.refine)
-            _, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
-            rows = idx[0][idx[0] >= 0]
-            scores = self._scores(q, rows)
-            order = np.argsort(-scores, kind="stable")
-            return scores[order], rows[order]
-        else:
-            d, idx = self.faiss.search(q, m)
-        found = idx[0] >= 0
-        return d[0][found], idx[0][found]
-
-    def _scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Exact coarse inner products of query q (1, E) with some rows. In torch, whose threads the rest of a
-        search uses: numpy's own BLAS threads, left spinning after a product, slowed the ATA that follows ~2x at
-        the median and ~10x at p95 (bench_search, 2 cores)."""
-        return (_rows_float(self.embeddings, rows) @ torch.from_numpy(q[0])).numpy()
-
-    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top m images by the coarse inner product of their best view, optionally within one category: FAISS
-        finds candidate views (`_faiss_search`, exact scores), an image scores as the best of its views found.
-        Returns (images, scores, best view rows), best first."""
-        q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
-        allowed = None
-        if category:
-            allowed = self.category_images(category)
-            if len(allowed) == 0:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-            if len(allowed) <= EXACT_SUBSET_MAX or self.index_type == "flat" and len(allowed) * 4 > len(self):
-                return self._exact(q, allowed, m)
-        # an image's best views come first and its other views far behind, so 2 views per wanted image usually
-        # give m images; if not, fetch 4x more. A flat index scans every view whatever it returns, so it returns
-        # enough views for m images of average view count at once.
-        fetch_per_image = -(-self.views // max(1, len(self))) if self.index_type == "flat" else 2
-        fetch = fetch_per_image * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
-        while True:  # over-fetch until m images (of the category) come back, or everything was searched
-            scores, rows = self._faiss_search(q, fetch)
-            owners = self.owner[rows]
-            if allowed is not None:
-                keep = np.isin(owners, allowed)
-                scores, rows, owners = scores[keep], rows[keep], owners[keep]
-            images, first = np.unique(owners, return_index=True)
-            if len(images) >= m or fetch >= self.views:
-                # exact scores, best first: an image's first returned view is the best of its views found, which
-                # a flat index finds all of. An approximate index may miss an image's best view; it then scores
-                # as its best view found (its recall against exact search: bench_search). Scoring every view of
-                # the candidate images instead would cost a large share of a search.
-                return _top_images(images, scores[first], rows[first], m)
-            fetch = min(self.views, fetch * 4)
-
-    def _exact(self, q: np.ndarray, images: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        images = np.sort(np.asarray(images, dtype=np.int64))  # ascending reads from the memory map
-        if len(images) == 0:
-            return images, np.zeros(0, dtype=np.float32), images
-        rows = self.view_rows(images)
-        best, pick = _best_per_image(self._scores(q, rows), self.view_count(images))
-        return _top_images(images, best, rows[pick], m)
-
-    def tokens(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stored global and part tokens of some rows (float32): all ATA needs."""
-        return _rows_float(self.global_, rows), _rows_float(self.parts, rows)
-
-    def encoding(self, rows: np.ndarray) -> Encoding:
-        """Stored tokens of some rows as an Encoding (float32)."""
-        return Encoding(*(_rows_float(a, rows) for a in (self.global_, self.parts, self.attn, self.embeddings)))
 
 
 @dataclass
@@ -290,7 +45,8 @@ class Match:
     coarse_score: float
     item_id: str
     category: str
-    path: str  # absolute path of the gallery image
+    image: str  # the gallery image, relative to its gallery root: what users and API clients see
+    path: str  # its file on this machine (never shown)
     metadata: dict
     contributions: list[float]  # per part, ATA's c_k
     part_names: list[str]  # per part, its name on garments of this match's category (mga.parts.names_for)
@@ -303,7 +59,7 @@ class Match:
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
-                "item_id": self.item_id, "category": self.category, "image": self.path,
+                "item_id": self.item_id, "category": self.category, "image": self.image,
                 "contributions": [round(c, 6) for c in self.contributions],
                 "parts": [{"name": n, "contribution": round(c, 6)} for n, c in zip(self.part_names, self.contributions)],
                 "global_contribution": round(self.global_contribution, 6),
@@ -408,7 +164,7 @@ class SearchEngine:
             al = self.model.align_tokens(q.global_[:1], q.parts[:1], *self.index.tokens(rows))
         counts = np.ones(len(images), dtype=np.int64)
         counts[:n_rerank] = self.index.view_count(images[:n_rerank])
-        best_ata, pick = _best_per_image(al.scores[0], counts)
+        best_ata, pick = best_per_image(al.scores[0], counts)
         head = np.lexsort((np.arange(n_rerank), -best_ata[:n_rerank]))  # stable: ties keep coarse order
         order = np.concatenate([head, np.arange(n_rerank, len(images))])[:k]
         t2 = time.perf_counter()
@@ -432,7 +188,7 @@ class SearchEngine:
             matches.append(Match(
                 rank=r + 1, score=float(best_ata[j] if j < n_rerank else coarse[j]), coarse_score=float(coarse[j]),
                 item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
-                path=str(self.index.image_path(image)), metadata=dict(it.get("meta", {})),
+                image=self.index.relative_path(image), path=str(self.index.image_path(image)), metadata=dict(it.get("meta", {})),
                 contributions=[float(x) for x in contrib],
                 part_names=names_for(self.model.config.part_names, it.get("category"), len(contrib)),
                 global_contribution=float(al.global_term[0, c]),
@@ -472,10 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rerank-top", type=int, default=DEFAULT_RERANK_TOP, help="candidates ATA re-ranks (0: off)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
-    from .imageio import ImageError
-
-    import contextlib
-
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the Hub mixin prints while loading; keep stdout JSON-clean
             engine = SearchEngine.load(args.index, weights=args.weights)
@@ -491,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{' '.join(f'{k} {v:.1f}' for k, v in res.timings.items())}")
     for m in res.matches:
         parts = ", ".join(f"{n} {c:+.3f}" for n, c in zip(m.part_names, m.contributions))
-        print(f"{m.rank:3d}  {m.score:.4f}  {m.item_id:<28s} {m.category:<22s} {m.path}   [g {m.global_contribution:+.3f} | {parts}]")
+        print(f"{m.rank:3d}  {m.score:.4f}  {m.item_id:<28s} {m.category:<22s} {m.image}   [g {m.global_contribution:+.3f} | {parts}]")
     return 0
 
 

@@ -76,6 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
+    p.add_argument("--degrade", type=float, default=0.0,
+                   help="probability of a low-resolution, heavily compressed copy of the photo")
     p.add_argument("--backgrounds", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
                    help="folder of real photos to paste garments onto ('' : flat colours and noise only); "
                         "default: the distractors' validation split, never their test split")
@@ -181,7 +183,7 @@ def train(args: argparse.Namespace) -> dict:
     side = working_side(config.image_size)
     backgrounds = Backgrounds(sorted(Path(args.backgrounds).rglob("*.jpg")), side) if args.backgrounds else None
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
-                                   args.clutter, backgrounds)
+                                   args.clutter, backgrounds, args.degrade)
     dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
     category = {r.item_id: category_key(category_of(r.path)) for r in data.train}
     category_ids = {c: i for i, c in enumerate(sorted(set(category.values())))}

@@ -138,12 +138,14 @@ class TrainSample(NamedTuple):
 class ConsumerPhotoAugment:
     """Turn a clean studio photo into something a shopper might take: partial crops, close-ups of a detail,
     tilt, colour casts, clutter behind the garment (real photos when `backgrounds` are given), blur and JPEG
-    artefacts, and carry the garment's mask through every geometric step. Colour jitter is strong on purpose:
+    artefacts, a low-resolution phone or messaging-app copy (`degrade`: shrunk, heavily compressed, enlarged
+    back), and carry the garment's mask through every geometric step. Colour jitter is strong on purpose:
     an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0,
-                 detail: float = 0.0, clutter: float = 0.3, backgrounds: Backgrounds | None = None):
-        self.size, self.strength, self.detail, self.clutter = size, strength, detail, clutter
+                 detail: float = 0.0, clutter: float = 0.3, backgrounds: Backgrounds | None = None,
+                 degrade: float = 0.0):
+        self.size, self.strength, self.detail, self.clutter, self.degrade = size, strength, detail, clutter, degrade
         self.backgrounds = backgrounds
         self.normalize = Normalize(mean, std)
         self.color = T.ColorJitter(0.4 * strength, 0.4 * strength, 0.4 * strength, 0.1 * strength)
@@ -162,6 +164,16 @@ class ConsumerPhotoAugment:
         """Replace the white studio background with another, the garment's edge softened."""
         soft = figure.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
         return Image.composite(img, self._background(img.size), soft)
+
+    @staticmethod
+    def _low_resolution(img: Image.Image) -> Image.Image:
+        """A small, heavily compressed copy enlarged back: what a forwarded or thumbnailed photo looks like."""
+        small = img.resize((max(8, int(img.width * random.uniform(0.25, 0.6))),
+                            max(8, int(img.height * random.uniform(0.25, 0.6)))),
+                           random.choice([Image.BILINEAR, Image.BICUBIC, Image.BOX]))
+        buf = io.BytesIO()
+        small.save(buf, "JPEG", quality=random.randint(8, 50))
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize(img.size, Image.BICUBIC)
 
     def __call__(self, img: Image.Image) -> TrainSample:
         s = self.strength
@@ -193,4 +205,6 @@ class ConsumerPhotoAugment:
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=random.randint(20, 70))
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        if random.random() < self.degrade:
+            img = self._low_resolution(img)
         return TrainSample(self.normalize(img), torch.from_numpy(np.asarray(figure)[..., 0] > 127), box is not None)

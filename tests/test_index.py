@@ -1,6 +1,7 @@
 """index_builder on real data and real FAISS: layouts, bad files, exactness, interruption, add/remove, shards."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import struct
@@ -16,10 +17,11 @@ from PIL import Image
 
 from conftest import LUMA_TINY, ROOT
 from index_builder import add_to_index, build_index, merge_indexes, remove_from_index
-from index_builder.build import EncodeDataset, decoded_batches
+from index_builder.build import BuildError, EncodeDataset, decoded_batches
 from index_builder.gallery import discover_gallery, shard_of
 from index_builder.packing import PackedEncoder
-from mga.search import GalleryIndex, SearchEngine
+from mga.index import GalleryIndex
+from mga.search import SearchEngine
 from mga.views import ZoomViews
 
 QUIET = dict(progress=False, log=lambda msg: None)
@@ -79,6 +81,14 @@ def _make_bad_gallery(root: Path) -> dict[str, str]:
     big.save(odd / "exif_rotated.jpg", exif=exif, quality=90)
     expect.update({f"odd/{n}": "ok" for n in ("rgba.png", "cmyk.jpg", "grey16.png", "exif_rotated.jpg")})
     (root / "readme.txt").write_text("not an image extension: ignored, not reported")
+    outside = root.parent / "outside.jpg"  # a real image, but not the gallery's: an index would serve it
+    shutil.copy(TINY_JPEGS[2], outside)
+    (bad / "link-out.jpg").symlink_to(outside)
+    (bad / "loop-a.jpg").symlink_to(bad / "loop-b.jpg")
+    (bad / "loop-b.jpg").symlink_to(bad / "loop-a.jpg")
+    (bad / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    (bad / "folder.jpg").mkdir()
+    expect.update({f"bad/{n}": "skip" for n in ("link-out.jpg", "loop-a.jpg", "loop-b.jpg", "dangling.jpg", "folder.jpg")})
     return expect
 
 
@@ -98,8 +108,11 @@ def test_plain_folder_with_bad_files(tmp_path, default_model):
         assert (rel in indexed) == (what == "ok"), rel
     assert len(indexed) == 6 + 4
     assert "empty" in skipped["bad/empty.jpg"] and "pixels" in skipped["bad/bomb.png"]
-    report = (out / "skipped.txt").read_text().splitlines()
-    assert len(report) == 6 and all("\t" in line for line in report)
+    assert "outside the gallery" in skipped["bad/link-out.jpg"] and "loop" in skipped["bad/loop-a.jpg"]
+    assert "broken link" in skipped["bad/dangling.jpg"] and "folder" in skipped["bad/folder.jpg"]
+    report = (out / "skipped.txt").read_text()
+    assert len(report.splitlines()) == 11 and all("\t" in line for line in report.splitlines())
+    assert str(tmp_path) not in report + (out / "items.jsonl").read_text()  # reports name gallery paths only
     by_path = {it["path"]: it for it in ix.items}
     assert (by_path["odd/exif_rotated.jpg"]["width"], by_path["odd/exif_rotated.jpg"]["height"]) == (400, 300)
     assert by_path["odd/rgba.png"]["item_id"] == "sku-1" and by_path["odd/rgba.png"]["meta"] == {"price": "9.99"}
@@ -433,3 +446,15 @@ def test_auto_index_type_counts_vectors_not_images(tmp_path, monkeypatch):
     ix = GalleryIndex(out)
     assert manifest["faiss"]["type"] == ix.index_type == "hnsw"
     assert len(ix) == images and ix.views == n and ix.view_count(np.arange(images)).tolist() == [per_image] * images
+
+
+def test_broken_weights_write_no_index(tmp_path, default_model):
+    """Weights that give NaN (a corrupted tensor) must not leave an index whose every search returns nothing."""
+    gal = tmp_path / "gallery"
+    _copy_some(gal, 3)
+    broken = copy.deepcopy(default_model)
+    with torch.no_grad():
+        broken.global_proj.weight[0, 0] = float("nan")
+    with pytest.raises(BuildError, match="non-finite"):
+        build_index(gal, tmp_path / "index", model=broken, workers=0, **FAST)
+    assert not (tmp_path / "index").exists()

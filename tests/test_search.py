@@ -17,7 +17,8 @@ from mga.config import DEFAULT_INDEX_DIR
 from mga.explain import overlay, part_contribution_maps, to_image_frame
 from mga.imageio import ImageError
 from mga.model import MGAModel
-from mga.search import IndexMismatchError, SearchEngine, SearchResult
+from mga.index import IndexMismatchError
+from mga.search import SearchEngine, SearchResult
 from mga.views import ZoomViews
 
 
@@ -57,7 +58,8 @@ def test_results_sorted_unique_and_explained(engine, luma_photos):
         assert m.score == pytest.approx(m.global_contribution + sum(m.contributions), abs=1e-4)
     assert {"encode_ms", "search_ms", "rerank_ms", "explain_ms", "total_ms"} <= set(res.timings)
     doc = json.loads(json.dumps(res.to_json()))
-    assert doc[0]["rank"] == 1 and doc[0]["image"] == res.matches[0].path
+    assert doc[0]["rank"] == 1 and doc[0]["image"] == res.matches[0].image  # gallery-relative, never a server path
+    assert not os.path.isabs(doc[0]["image"]) and res.matches[0].path.endswith(doc[0]["image"])
     capped = engine.search(photo, k=2)  # default: heatmaps at most 1024 px on the long side, aspect kept
     hh, ww = capped.matches[0].query_heatmap.shape
     assert max(hh, ww) == min(1024, max(w, h)) and abs(ww / hh - w / h) < 0.01

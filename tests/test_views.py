@@ -14,7 +14,8 @@ from index_builder import build_index
 from mga.explain import to_image_frame
 from mga.imageio import load_image
 from mga.retrieval import best_view
-from mga.search import SearchEngine, _best_per_image
+from mga.index import best_per_image
+from mga.search import SearchEngine
 from mga.transforms import garment_mask
 from mga.views import FULL_BOX, ZoomViews, crop
 
@@ -44,12 +45,12 @@ def test_an_image_scores_as_its_best_view():
     np.testing.assert_allclose(best[:, :3], [[0.9, 0.3, 0.5], [0.2, 0.8, 0.7]])
     assert best[:, 3].isinf().all()
     assert which.tolist() == [[1, 2, 3, -1], [0, 2, 4, -1]]  # first view on ties; image 3 has none
-    b, pick = _best_per_image(np.array([0.1, 0.9, 0.3, 0.5, 0.5]), np.array([2, 1, 2]))  # the engine's grouping
+    b, pick = best_per_image(np.array([0.1, 0.9, 0.3, 0.5, 0.5]), np.array([2, 1, 2]))  # the engine's grouping
     assert b.tolist() == pytest.approx([0.9, 0.3, 0.5]) and pick.tolist() == [1, 2, 3]
     rng = np.random.default_rng(0)  # the engine's segment reductions agree with best_view, ties included
     counts = rng.integers(1, 15, 300)
     scores = rng.integers(0, 20, counts.sum()).astype(np.float32) / 20
-    b, pick = _best_per_image(torch.from_numpy(scores), counts)
+    b, pick = best_per_image(torch.from_numpy(scores), counts)
     ref, which = best_view(torch.from_numpy(scores)[None], torch.from_numpy(np.repeat(np.arange(300), counts)), 300)
     assert b.tolist() == ref[0].tolist() and pick.tolist() == which[0].tolist()
 

@@ -1,0 +1,384 @@
+"""The index folder: its format (one home for the file names and what they hold) and its reader, `GalleryIndex`,
+which opens a folder written by `python -m index_builder`, checks every file, and answers coarse searches.
+
+Everything read from the folder is validated before use: a damaged or hand-edited index gives an IndexFormatError
+that names the file and what is wrong, never a traceback from numpy or FAISS, nor silent nonsense; and no item
+or root can make a reader open a file outside its gallery.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+
+from .model import Encoding
+from .views import FULL_BOX, ZoomViews
+
+MANIFEST = "manifest.json"
+ITEMS = "items.jsonl"
+FAISS_FILE = "index.faiss"  # HNSW or IVF-PQ; a flat (exact) index is rebuilt from the embeddings at load
+EMBEDDINGS = "embeddings.npy"  # float32 (N, E) coarse embeddings: exact re-scoring and FAISS rebuilds
+GLOBAL = "global.npy"  # float16 (N, D)
+PARTS = "parts.npy"  # float16 (N, K, D)
+ATTN = "attn.npy"  # float16 (N, K, h, w)
+OWNER = "owner.npy"  # int64 (N,): the image (line of items.jsonl) of each row; rows of one image are adjacent
+BOXES = "boxes.npy"  # float32 (N, 4): where each row's view lies in its image, (x0, y0, x1, y1) as fractions
+SKIPPED = "skipped.txt"
+FORMAT_VERSION = 2  # 2: rows are views (mga.views: full photo + zoom windows), owner.npy and boxes.npy
+INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+ARRAY_DIMS = {EMBEDDINGS: 2, GLOBAL: 2, PARTS: 3, ATTN: 4, OWNER: 1, BOXES: 2}
+FINITE_CHECK_ROWS = 65_536  # rows checked for NaN / inf per step (bounded memory on any index size)
+
+EXACT_SUBSET_MAX = 20_000  # a category this small is searched exactly instead of over-fetching from FAISS
+
+
+class IndexMismatchError(RuntimeError):
+    """The index was built with other weights than the model searching it: its vectors mean nothing here."""
+
+
+class IndexFormatError(RuntimeError):
+    """The folder is not an MGA index, or a damaged one: the message names the file and what is wrong."""
+
+
+def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) -> str:
+    """The exact command that rebuilds this index with `weights`."""
+    src = manifest.get("source", {})
+    cmd = ["python", "-m", "index_builder", "--gallery", str(src.get("gallery", "GALLERY_DIR")), "--out", str(index_dir)]
+    if src.get("csv"):
+        cmd += ["--csv", str(src["csv"])]
+    if weights:
+        cmd += ["--weights", str(weights)]
+    return shlex.join(cmd)
+
+
+def safe_relative(path: Any, where: str) -> str:
+    """`path` if it is a relative POSIX path that stays below its folder (no '..', not absolute), else
+    IndexFormatError."""
+    p = PurePosixPath(path) if isinstance(path, str) and path else None
+    if p is None or p.is_absolute() or ".." in p.parts or "\\" in path:
+        raise IndexFormatError(f"{where}: path {str(path)[:200]!r} must be relative and stay inside its folder")
+    return path
+
+
+def _inside(folder: Path, relative: str, where: str) -> Path:
+    """folder / relative, refused if it resolves (through symlinks) outside `folder`."""
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise IndexFormatError(f"{where}: {relative!r} leads outside {folder.name}/ (a link to elsewhere)")
+    return path
+
+
+def _read_manifest(path: Path) -> dict:
+    man = path / MANIFEST
+    if not man.exists():
+        hint = ""
+        if path.parent.exists():
+            tmp = sorted(p.name for p in path.parent.glob(path.name + ".tmp-*"))
+            if tmp:
+                hint = f" (an unfinished build is in {tmp[-1]}; finish it with --resume)"
+        raise IndexFormatError(f"{path}: no {MANIFEST}; not an MGA index folder{hint}. "
+                               f"Build one with: python -m index_builder --gallery GALLERY_DIR --out {path}")
+    try:
+        manifest = json.loads(man.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{man}: unreadable ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise IndexFormatError(f"{man}: must hold a JSON object")
+    version = manifest.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise IndexFormatError(f"{man}: format_version {version!r} " + (
+            f"is newer than this code reads ({FORMAT_VERSION}); update the code or rebuild the index" if newer
+            else f"is not a format this code reads (1 to {FORMAT_VERSION})"))
+    if manifest.get("faiss", {}).get("type", "flat") not in INDEX_TYPES:
+        raise IndexFormatError(f"{man}: faiss.type must be one of {INDEX_TYPES}")
+    roots = manifest.get("roots", [])
+    if not isinstance(roots, list) or not all(isinstance(r, dict) for r in roots):
+        raise IndexFormatError(f"{man}: roots must be a list of objects")
+    return manifest
+
+
+def _read_items(path: Path, n_roots: int) -> list[dict]:
+    """items.jsonl, each line checked: a relative path inside its root, an existing root, no path twice."""
+    file, items, seen = path / ITEMS, [], set()
+    try:
+        lines = file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{file}: unreadable ({exc})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{file}, line {number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise IndexFormatError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(item, dict):
+            raise IndexFormatError(f"{where}: must be a JSON object")
+        root = item.get("root", 0)
+        if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < max(n_roots, 1):
+            raise IndexFormatError(f"{where}: root {root!r} is not one of the manifest's {n_roots} roots")
+        key = (root, safe_relative(item.get("path"), where))
+        if item.get("thumb") is not None:
+            safe_relative(item["thumb"], where)
+        if key in seen:
+            raise IndexFormatError(f"{where}: {key[1]!r} is listed twice")
+        seen.add(key)
+        items.append(item)
+    return items
+
+
+def _load_array(path: Path, name: str, mmap: bool) -> np.ndarray:
+    # copy-on-write maps: nothing writes to them, and torch can gather from them in place (_rows_float), which it
+    # only does on writable memory
+    try:
+        array = np.load(path / name, mmap_mode="c" if mmap else None)
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path / name}: missing; rebuild the index") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise IndexFormatError(f"{path / name}: unreadable or truncated ({exc}); rebuild the index") from None
+    if array.ndim != ARRAY_DIMS[name] or array.dtype.kind not in "fiu":
+        raise IndexFormatError(f"{path / name}: expected a {ARRAY_DIMS[name]}-d numeric array, found "
+                               f"{array.ndim}-d {array.dtype}")
+    return array
+
+
+def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
+    for start in range(0, len(array), FINITE_CHECK_ROWS):
+        chunk = array[start:start + FINITE_CHECK_ROWS]
+        bad = ~np.isfinite(chunk).reshape(len(chunk), -1).all(1)
+        if bad.any():
+            raise IndexFormatError(f"{path / name}: row {start + int(np.argmax(bad))} is not finite (NaN or inf); "
+                                   f"rebuild the index with working weights")
+
+
+def _rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Some rows of a (memory-mapped, often fp16, writable) array as a float32 tensor. torch gathers the rows
+    faster than numpy's fancy indexing of a memory map, and casts fp16 much faster (docs/benchmarks.md)."""
+    index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+    return torch.from_numpy(array).index_select(0, index).float()
+
+
+def best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of views in adjacent groups, `counts` (each >= 1) views per image -> each image's best score and the
+    position of its best view, the first on ties (as mga.retrieval.best_view, which evaluation ranks with).
+    numpy's segment reductions: much faster than best_view's scatters on the views of one search."""
+    scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    starts = np.cumsum(counts) - counts
+    best = np.maximum.reduceat(scores, starts)
+    at_best = np.flatnonzero(scores == np.repeat(best, counts))
+    return best, at_best[np.searchsorted(at_best, starts)]
+
+
+def _top_images(images: np.ndarray, best: np.ndarray, best_rows: np.ndarray, m: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The m best of some images given each one's best-view score and row: (images, scores, rows), by score,
+    ties by image (deterministic)."""
+    order = np.lexsort((images, -best))[:m]
+    return images[order], best[order], best_rows[order]
+
+
+class GalleryIndex:
+    """An index folder opened read-only: manifest, items (one per image), FAISS index and memory-mapped token
+    arrays (one row per view: each image's full photo first, then its zoom windows)."""
+
+    def __init__(self, path: str | Path, mmap: bool = True):
+        self.path = Path(path)
+        self.manifest: dict = _read_manifest(self.path)
+        self.roots = [self._resolve_root(i, r) for i, r in enumerate(self.manifest.get("roots", []))]
+        self.items: list[dict] = _read_items(self.path, len(self.roots))
+        for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN):
+            setattr(self, name.split(".")[0], _load_array(self.path, name, mmap))
+        self.global_ = self.__dict__.pop("global")
+        n = len(self.items)
+        if (self.path / OWNER).exists():
+            self.owner = _load_array(self.path, OWNER, mmap=False).astype(np.int64, copy=False)
+            self.boxes = _load_array(self.path, BOXES, mmap=False)
+        else:  # format 1: one full view per image
+            self.owner = np.arange(n, dtype=np.int64)
+            self.boxes = np.tile(np.array(FULL_BOX, dtype=np.float32), (n, 1))
+        self.zoom = ZoomViews.from_dict(self.manifest.get("zoom"))
+        v = len(self.owner)
+        for name, arr in ((EMBEDDINGS, self.embeddings), (GLOBAL, self.global_), (PARTS, self.parts),
+                          (ATTN, self.attn), (BOXES, self.boxes)):
+            if arr.shape[0] != v:
+                raise IndexFormatError(f"{self.path / name}: {arr.shape[0]} rows, but {OWNER} lists {v} views")
+        # rows of image i: first_row[i] (its full photo) up to first_row[i + 1]; every image has a view
+        self.first_row = np.searchsorted(self.owner, np.arange(n + 1))
+        if v and (np.any(np.diff(self.owner) < 0) or self.owner[0] != 0 or self.owner[-1] != n - 1) \
+                or np.any(np.diff(self.first_row) < 1):
+            raise IndexFormatError(f"{self.path / OWNER}: must map views to the {n} images of {ITEMS} in order")
+        for name, arr in ((EMBEDDINGS, self.embeddings), (GLOBAL, self.global_)):
+            _check_finite(self.path, name, arr)
+        params = self.manifest.get("faiss", {})
+        self.index_type: str = params.get("type", "flat")
+        self.faiss = self._open_faiss(mmap)
+        self.ef_search: int = int(params.get("ef_search", 128))
+        self.nprobe: int = int(params.get("nprobe", 32))
+        self.refine: int = int(params.get("refine", 1))  # candidates fetched per result, re-scored exactly
+        cats = [str(it.get("category", "")) for it in self.items]
+        self.categories = sorted({c for c in cats if c})
+        self._by_category: dict[str, np.ndarray] = {}
+        for c in self.categories:
+            self._by_category[c] = np.array([i for i, x in enumerate(cats) if x == c], dtype=np.int64)
+
+    def _open_faiss(self, mmap: bool):
+        import faiss
+
+        if self.index_type == "flat":  # exact search over the stored embeddings: no second copy on disk
+            index = faiss.IndexFlatIP(self.embeddings.shape[1])
+            index.add(np.ascontiguousarray(self.embeddings, dtype=np.float32))
+            return index
+        file = self.path / FAISS_FILE
+        if not file.exists():
+            raise IndexFormatError(f"{file}: missing, but {MANIFEST} declares a {self.index_type} index")
+        try:
+            try:
+                index = faiss.read_index(str(file), faiss.IO_FLAG_MMAP if mmap else 0)
+            except RuntimeError:  # not every index type maps; read it into memory then
+                index = faiss.read_index(str(file))
+        except RuntimeError as exc:
+            raise IndexFormatError(f"{file}: unreadable ({str(exc).splitlines()[0][:200]})") from None
+        if index.ntotal != len(self.owner) or index.d != self.embeddings.shape[1]:
+            raise IndexFormatError(f"{file}: holds {index.ntotal} vectors of {index.d} dims, but there are "
+                                   f"{len(self.owner)} views of {self.embeddings.shape[1]} dims")
+        return index
+
+    def _resolve_root(self, i: int, root: dict) -> Path:
+        """A gallery root: relative to the index folder (so both move together), else the absolute path the
+        builder recorded. Never the file system's root: a gallery is a folder of images."""
+        rel, absolute = root.get("relative"), root.get("absolute")
+        if isinstance(rel, str) and rel and (self.path / rel).is_dir():
+            path = (self.path / rel).resolve()
+        elif isinstance(absolute, str) and Path(absolute).is_absolute():
+            path = Path(absolute).resolve()
+        elif isinstance(rel, str) and rel:
+            path = (self.path / rel).resolve()  # a moved gallery: its images will be reported missing
+        else:
+            raise IndexFormatError(f"{self.path / MANIFEST}: root {i} names no folder")
+        if path == Path(path.anchor):
+            raise IndexFormatError(f"{self.path / MANIFEST}: root {i} is the file system's root, not a gallery")
+        return path
+
+    def __len__(self) -> int:
+        """Number of images (the rows of the arrays are views: see `views`)."""
+        return len(self.items)
+
+    @property
+    def views(self) -> int:
+        return len(self.owner)
+
+    def view_count(self, images: np.ndarray) -> np.ndarray:
+        """Number of views (rows) of each of some images."""
+        images = np.asarray(images, dtype=np.int64)
+        return self.first_row[images + 1] - self.first_row[images]
+
+    def view_rows(self, images: np.ndarray) -> np.ndarray:
+        """All rows (views) of some images, image by image."""
+        images = np.asarray(images, dtype=np.int64)
+        counts = self.view_count(images)
+        return np.repeat(self.first_row[images] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.get("model", {}).get("fingerprint", "")
+
+    def image_path(self, i: int) -> Path:
+        """Image i's file, which must lie inside its gallery root (a symlink swapped in after the build that
+        points elsewhere is refused, so no caller reads or serves a file outside the gallery)."""
+        it = self.items[i]
+        return _inside(self.roots[it.get("root", 0)], it["path"], f"{self.path / ITEMS}: image {i}")
+
+    def relative_path(self, i: int) -> str:
+        """Image i as its gallery knows it (root-relative, POSIX): what users and API clients see."""
+        return self.items[i]["path"]
+
+    def display_path(self, i: int) -> Path:
+        """A small copy (thumbnail) where the builder made one, else the original."""
+        thumb = self.items[i].get("thumb")
+        return _inside(self.path, thumb, f"{self.path / ITEMS}: thumbnail of image {i}") if thumb \
+            else self.image_path(i)
+
+    def category_images(self, category: str) -> np.ndarray:
+        return self._by_category.get(category, np.zeros(0, dtype=np.int64))
+
+    def _faiss_search(self, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the top m views by FAISS, with exact scores, best first. IVF-PQ's own scores are
+        approximate: it returns `refine` x m candidates, re-scored with the stored embeddings."""
+        import faiss
+
+        m = min(m, self.views)
+        if self.index_type == "hnsw":  # IndexHNSWFlat: exact inner products of the stored vectors
+            d, idx = self.faiss.search(q, m, params=faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m)))
+        elif self.index_type == "ivfpq":
+            fetch = min(self.views, m * self.refine)
+            _, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
+            rows = idx[0][idx[0] >= 0]
+            scores = self._scores(q, rows)
+            order = np.argsort(-scores, kind="stable")
+            return scores[order], rows[order]
+        else:
+            d, idx = self.faiss.search(q, m)
+        found = idx[0] >= 0
+        return d[0][found], idx[0][found]
+
+    def _scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact coarse inner products of query q (1, E) with some rows. In torch, whose threads the rest of a
+        search uses: numpy's own BLAS threads, left spinning after a product, slowed the ATA that follows ~2x at
+        the median and ~10x at p95 (bench_search, 2 cores)."""
+        return (_rows_float(self.embeddings, rows) @ torch.from_numpy(q[0])).numpy()
+
+    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top m images by the coarse inner product of their best view, optionally within one category: FAISS
+        finds candidate views (`_faiss_search`, exact scores), an image scores as the best of its views found.
+        Returns (images, scores, best view rows), best first."""
+        q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
+        allowed = None
+        if category:
+            allowed = self.category_images(category)
+            if len(allowed) == 0:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+            if len(allowed) <= EXACT_SUBSET_MAX or self.index_type == "flat" and len(allowed) * 4 > len(self):
+                return self._exact(q, allowed, m)
+        # an image's best views come first and its other views far behind, so 2 views per wanted image usually
+        # give m images; if not, fetch 4x more. A flat index scans every view whatever it returns, so it returns
+        # enough views for m images of average view count at once.
+        fetch_per_image = -(-self.views // max(1, len(self))) if self.index_type == "flat" else 2
+        fetch = fetch_per_image * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
+        while True:  # over-fetch until m images (of the category) come back, or everything was searched
+            scores, rows = self._faiss_search(q, fetch)
+            owners = self.owner[rows]
+            if allowed is not None:
+                keep = np.isin(owners, allowed)
+                scores, rows, owners = scores[keep], rows[keep], owners[keep]
+            images, first = np.unique(owners, return_index=True)
+            if len(images) >= m or fetch >= self.views:
+                # exact scores, best first: an image's first returned view is the best of its views found, which
+                # a flat index finds all of. An approximate index may miss an image's best view; it then scores
+                # as its best view found (its recall against exact search: bench_search). Scoring every view of
+                # the candidate images instead would cost a large share of a search.
+                return _top_images(images, scores[first], rows[first], m)
+            fetch = min(self.views, fetch * 4)
+
+    def _exact(self, q: np.ndarray, images: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        images = np.sort(np.asarray(images, dtype=np.int64))  # ascending reads from the memory map
+        if len(images) == 0:
+            return images, np.zeros(0, dtype=np.float32), images
+        rows = self.view_rows(images)
+        best, pick = best_per_image(self._scores(q, rows), self.view_count(images))
+        return _top_images(images, best, rows[pick], m)
+
+    def tokens(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored global and part tokens of some rows (float32): all ATA needs."""
+        return _rows_float(self.global_, rows), _rows_float(self.parts, rows)
+
+    def encoding(self, rows: np.ndarray) -> Encoding:
+        """Stored tokens of some rows as an Encoding (float32)."""
+        return Encoding(*(_rows_float(a, rows) for a in (self.global_, self.parts, self.attn, self.embeddings)))
+
+
