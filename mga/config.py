@@ -1,6 +1,7 @@
 """The one home of MGA's configuration: model shape, retrieval weights, paths of bundled assets."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,27 @@ class MGAConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     extra: dict = field(default_factory=dict)  # free-form provenance (training recipe, data)
+
+    def __post_init__(self):
+        """Refuse values no model can run with (a hand-edited or corrupted config.json), naming the field."""
+        ints = {"image_size": (32, 2048), "embed_dim": (8, 4096), "num_parts": (1, 64), "fga_layers": (0, 16),
+                "fga_heads": (1, 64)}
+        for name, (low, high) in ints.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"MGAConfig.{name} = {value!r}: must be a whole number from {low} to {high}")
+        if self.embed_dim % self.fga_heads:
+            raise ValueError(f"MGAConfig.embed_dim = {self.embed_dim} must be divisible by fga_heads = {self.fga_heads}")
+        floats = {"alpha": (0.0, 1.0), "tau": (1e-3, 10.0), "gem_p": (1.0, 10.0)}
+        for name, (low, high) in floats.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"MGAConfig.{name} = {value!r}: must be a finite number from {low} to {high}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value) \
+                    or name == "std" and min(value) <= 0:
+                raise ValueError(f"MGAConfig.{name} = {value!r}: must be 3 finite numbers (std > 0)")
 
     @property
     def embedding_dim(self) -> int:

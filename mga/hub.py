@@ -1,6 +1,7 @@
 """Where weights come from: a Hub id (`org/name` or `org/name@revision`), a local folder, or the embedded default."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -26,19 +27,37 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> MGAMod
         if source.is_dir():
             if not (source / "model.safetensors").exists():
                 raise WeightsError(f"{source}: a folder without model.safetensors is not an MGA checkpoint")
-            model = MGAModel.from_pretrained(source)
+            model = MGAModel.from_pretrained(source, strict=True)
         elif weights is not None and "/" in str(weights) and not str(weights).startswith((".", "/")):
             repo, revision = split_revision(str(weights))
-            model = MGAModel.from_pretrained(repo, revision=revision)
+            model = MGAModel.from_pretrained(repo, revision=revision, strict=True)
         else:
             raise WeightsError(f"{weights}: neither a local checkpoint folder nor a Hub id like org/name[@revision]")
     except WeightsError:
         raise
+    except RuntimeError as exc:
+        if "state_dict" not in str(exc):
+            raise WeightsError(f"could not load MGA weights from {weights or source}: {exc}") from exc
+        raise WeightsError(f"{weights or source}: model.safetensors does not fit its config.json: "
+                           f"{_tensor_mismatch(str(exc))}") from None
     except Exception as exc:  # the Hub's own errors (offline, 404, gated) name the problem; keep them
         raise WeightsError(f"could not load MGA weights from {weights or source}: {type(exc).__name__}: {exc}") from exc
     # channels-last: oneDNN runs the default CNN faster on the CPU with the same outputs (the fingerprint and saved
     # weights are those of the usual layout)
     return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def _tensor_mismatch(message: str, shown: int = 4) -> str:
+    """torch's strict-load error (every key, often hundreds, a kind per line) as one line naming a few of each."""
+    parts = []
+    for line in message.splitlines():
+        for marker, label in (("Missing key(s)", "missing tensors"), ("Unexpected key(s)", "unexpected tensors"),
+                              ("size mismatch for", "wrong shapes for")):
+            if marker in line:
+                keys = re.findall(r'"([^"]+)"', line) or re.findall(r"size mismatch for ([\w.]+)", line)
+                more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+                parts.append(f"{label} {', '.join(keys[:shown])}{more}")
+    return "; ".join(parts) or message[:500]
 
 
 def describe_weights(weights: str | Path | None) -> str:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2 as T
 
 from conftest import LUMA, LUMA_TINY
@@ -305,6 +308,38 @@ def test_folder_without_safetensors(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(WeightsError, match="model.safetensors"):
         load_model(tmp_path)
+
+
+def _broken_copy(tmp_path: Path, tensors=None, config=None) -> Path:
+    """The embedded default copied, with its tensors and/or config.json entries replaced."""
+    out = tmp_path / "weights"
+    shutil.copytree(DEFAULT_WEIGHTS_DIR, out)
+    if tensors is not None:
+        save_file(tensors(load_file(out / "model.safetensors")), out / "model.safetensors")
+    if config:
+        cfg = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**cfg, **config}))
+    return out
+
+
+@pytest.mark.parametrize("tensors, says", [
+    (lambda sd: dict(list(sorted(sd.items()))[: len(sd) // 2]), r"missing tensors backbone\.\S+, .* \(\+\d+ more\)"),
+    (lambda sd: {"unrelated": torch.zeros(3)}, "unexpected tensors unrelated"),
+    (lambda sd: {**sd, "global_proj.weight": torch.zeros(5, 5)}, "wrong shapes for global_proj.weight"),
+], ids=["half the tensors", "one unrelated tensor", "a wrong shape"])
+def test_partial_or_foreign_weights_are_refused_by_name(tmp_path, tensors, says):
+    """A non-strict load would fill what is missing with random values (and a new fingerprint every load)."""
+    with pytest.raises(WeightsError, match=says):
+        load_model(_broken_copy(tmp_path, tensors=tensors))
+
+
+@pytest.mark.parametrize("field, value", [("alpha", float("nan")), ("tau", 0), ("image_size", 10**6),
+                                          ("num_parts", 0), ("std", [0.2, 0.0, 0.2]), ("embed_dim", "128")])
+def test_absurd_config_values_are_refused_by_name(tmp_path, field, value):
+    with pytest.raises(WeightsError, match=f"MGAConfig.{field}"):
+        load_model(_broken_copy(tmp_path, config={field: value}))
+    with pytest.raises(ValueError, match=f"MGAConfig.{field}"):
+        MGAConfig.from_dict({field: value})
 
 
 def test_neither_folder_nor_hub_id(tmp_path):
