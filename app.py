@@ -9,6 +9,7 @@ JSON; bad input raises an error whose message says what is wrong (gradio_client.
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -16,20 +17,19 @@ from contextlib import contextmanager  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from mga.app_support import (  # noqa: E402
+from mga.imageio import ImageError  # noqa: E402
+from mga.index import IndexFormatError  # noqa: E402
+from ui.results import api_payload, match_details, run_search  # noqa: E402
+from ui.settings import (  # noqa: E402
     ALL_CATEGORIES,
     DEFAULT_K,
     MAX_K,
     LoadedEngine,
     allowed_paths,
-    api_payload,
     example_paths,
     load_engine,
-    match_details,
     parse_settings,
-    run_search,
 )
-from mga.imageio import ImageError  # noqa: E402
 
 TITLE = "MGA · fashion visual search"
 INTRO = (
@@ -68,7 +68,7 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
         if image is None:  # the input was cleared
             return [], None, None, "", *empty_details
         with user_errors():
-            ui = run_search(engine, image, k, category, crop)
+            ui = run_search(loaded, image, k, category, crop)
         if not ui.result.matches:
             return [], ui, None, ui.summary, *empty_details
         return ui.gallery, ui, 0, ui.summary, *details(ui, 0)
@@ -81,14 +81,15 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
     def more_like_this(ui, i):
         if ui is None or i is None:
             raise gr.Error("Pick a result first.")
-        return ui.result.matches[i].path
+        return loaded.files.original(ui.result.matches[i].index)
 
     def api_search(image, k, category):
         with user_errors():
-            ui = run_search(engine, image, k, category, crop=False, explain=False)  # JSON has no heatmaps
+            ui = run_search(loaded, image, k, category, crop=False, explain=False)  # JSON has no heatmaps
             return api_payload(ui, category, loaded.weights_label)
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    # uploads and the copies Gradio serves are deleted an hour after they were made (checked every 10 minutes)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         gr.Markdown(loaded.status_markdown, elem_id="mga-status")
         last = gr.State(None)  # the last search (UIResult)
@@ -149,14 +150,18 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
-    loaded = load_engine(settings.weights, settings.index, settings.device)
+    try:
+        loaded = load_engine(settings.weights, settings.index, settings.device)
+    except IndexFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     if loaded.fallback_reason:
         print(f"WARNING: {loaded.fallback_reason}", flush=True)
     print(f"MGA: {loaded.weights_label}; index {settings.index} ({loaded.engine.info.get('images')} images); "
           f"ready in {loaded.load_seconds:.1f} s", flush=True)
     demo = build_demo(loaded)
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=None)
-    demo.launch(server_name=settings.host, server_port=settings.port, allowed_paths=allowed_paths(loaded),
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)
+    demo.launch(server_name=settings.host, server_port=settings.port, allowed_paths=allowed_paths(),
                 max_file_size="30mb", show_error=True, ssr_mode=False, theme=gr.themes.Soft(), css=CSS,
                 footer_links=["api", "settings"])
 

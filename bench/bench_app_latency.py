@@ -4,7 +4,7 @@
 
 Per query, from a decoded image (RGB PIL) to everything the UI shows: search (encode, FAISS, ATA re-rank),
 heatmaps for all k results, and the selected match's overlays and contribution chart
-(mga.app_support.run_search + match_details, exactly what the search callback runs). Baseline, same run:
+(ui.results.run_search + match_details, exactly what the search callback runs). Baseline, same run:
 model.encode_images([image]) alone. Prints p50 of each and their ratio (goal <= 1.5).
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mga.app_support import example_paths, load_engine, match_details, run_search  # noqa: E402
+from ui.results import match_details, run_search  # noqa: E402
+from ui.settings import example_paths, load_engine  # noqa: E402
 from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
 from mga.imageio import load_image  # noqa: E402
 
@@ -44,7 +45,7 @@ def main() -> None:
 
     for img in images[:2]:  # warm-up: first-call allocations, lazy imports (matplotlib)
         model.encode_images([img])
-        ui = run_search(engine, img, args.k)
+        ui = run_search(loaded, img, args.k)
         match_details(ui.query, ui.result.matches[0])
 
     enc, app, search_only = [], [], []
@@ -52,7 +53,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model.encode_images([img])
         t1 = time.perf_counter()
-        ui = run_search(engine, img, args.k)
+        ui = run_search(loaded, img, args.k)
         t2 = time.perf_counter()
         match_details(ui.query, ui.result.matches[0])
         t3 = time.perf_counter()

@@ -18,6 +18,8 @@ TEST_DISTRACTORS = SHARED_DATA / "distractors" / "test"
 
 # Largest image we agree to decode (pixels). Beyond this PIL would happily allocate gigabytes.
 MAX_IMAGE_PIXELS = 60_000_000
+# Largest image file we read (bytes): checked before reading, so a huge or sparse file costs nothing.
+MAX_IMAGE_BYTES = 100_000_000
 # Smallest side we accept: below it there is no garment left to see.
 MIN_IMAGE_SIDE = 16
 # Zoom views of gallery images (mga.views): a ZOOM_GRID x ZOOM_GRID lattice of square windows, ZOOM_SCALE x the

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
+from .config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -24,18 +24,21 @@ class ImageError(ValueError):
     """A user-facing problem with one image: the message says what and, where it helps, what to do."""
 
 
+def _to_8bit(img: Image.Image, lo: float, scale: float, rows: int = 256) -> Image.Image:
+    """(pixel - lo) * scale as 8-bit greyscale, a block of rows at a time: a 16-bit or float image converted whole
+    through float64 would cost 8 bytes per pixel (gigabytes for a small, highly compressed 56 MP PNG)."""
+    w, h = img.size
+    out = np.empty((h, w), dtype=np.uint8)
+    for r in range(0, h, rows):
+        block = np.asarray(img.crop((0, r, w, min(h, r + rows))), dtype=np.float32)
+        out[r:r + rows] = np.clip((block - lo) * scale, 0, 255)
+    return Image.fromarray(out, "L")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode (RGBA, P, LA, I;16, I, F, CMYK, L, 1) to RGB (an RGB image itself: callers pass their own
     copy); transparency is composited on white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.size else 1.0
-        scale = 255.0 / (65535.0 if hi > 255 else max(hi, 1.0))
-        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
-    elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-9) * 255).astype(np.uint8), "L")
+    img = _eight_bit(img)
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -43,6 +46,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and float images as 8-bit greyscale (the range stretched to 0-255); other modes unchanged."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        hi = float(img.getextrema()[1])
+        return _to_8bit(img, 0.0, 255.0 / (65535.0 if hi > 255 else max(hi, 1.0)))
+    if img.mode == "F":
+        lo, hi = (float(x) for x in img.getextrema())
+        return _to_8bit(img, lo, 255.0 / max(hi - lo, 1e-9))
+    return img
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -92,10 +106,10 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
         arr = source if source.dtype == np.uint8 else np.clip(source, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr[..., :4] if arr.ndim == 3 else arr)
         _check_size(img.width, img.height, label)
-        return _reduced(_to_rgb(img), img.size, max_side)
+        return _reduced(img, img.size, max_side)
     if isinstance(source, Image.Image):
         _check_size(source.width, source.height, label)
-        img = _to_rgb(ImageOps.exif_transpose(source))
+        img = ImageOps.exif_transpose(source)
         return _reduced(img, img.size, max_side)
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -103,7 +117,14 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
             raise ImageError(f"{label}: no such file.")
         if path.is_dir():
             raise ImageError(f"{label}: is a folder, not an image file.")
-        data = path.read_bytes()
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:  # checked before reading: a sparse multi-GB file would be read whole
+            raise ImageError(f"{label}: the file is {size / 1e6:,.0f} MB, more than the {MAX_IMAGE_BYTES / 1e6:,.0f} MB "
+                             f"we read; a photo this large is not needed, downscale it first.")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{label}: cannot be read ({exc.strerror or exc}).") from exc
     elif isinstance(source, bytes):
         data = source
     else:
@@ -135,10 +156,16 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
             size = size[::-1]
     except Exception:  # a broken EXIF block should not cost the picture itself
         pass
-    return _reduced(_to_rgb(img), size, max_side)
+    return _reduced(img, size, max_side)
 
 
 def _reduced(img: Image.Image, original_size: tuple[int, int], max_side: int | None) -> Image.Image:
-    img = shrink(img, max_side)
+    """`img` as RGB within max_side. An image more than twice too large is first box-reduced by a whole factor
+    in its own mode, before any full-size RGB copy exists (what a JPEG's draft decoding does for the others)."""
+    if max_side and max(img.size) >= 2 * max_side:
+        img = _eight_bit(img)
+        if img.mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
+            img = img.reduce(max(img.size) // max_side)
+    img = shrink(_to_rgb(img), max_side)
     img.info["original_size"] = tuple(original_size)
     return img

@@ -3,7 +3,9 @@
 One real app server per module (a subprocess on 127.0.0.1, free port, HF_HUB_OFFLINE=1)."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +32,12 @@ def index_dir() -> Path:
     if not (path / "manifest.json").exists():
         pytest.skip(f"no index at {path}: build assets/demo-index (python -m index_builder) or set MGA_TEST_INDEX")
     return path
+
+
+def gallery_root() -> Path:
+    from mga.index import GalleryIndex
+
+    return GalleryIndex(index_dir()).roots[0]
 
 
 def query_photos(n: int = 5) -> list[Path]:
@@ -106,9 +114,10 @@ def check_ranked(res: dict, k: int) -> None:
     assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
     scores = [r["score"] for r in results]
     assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:])), scores
+    root = gallery_root()
     for r in results:
         assert r["item_id"] and r["category"]
-        assert Path(r["image"]).exists(), r["image"]
+        assert not os.path.isabs(r["image"]) and (root / r["image"]).is_file(), r["image"]  # gallery-relative
         assert len(r["contributions"]) > 0 and all(np.isfinite(r["contributions"]))
     assert len({r["image"] for r in results}) == len(results)
 
@@ -207,23 +216,23 @@ def test_eight_concurrent_clients_get_the_sequential_answers(server, client):
 # ------------------------------------------------------------------------------------------------ start-up
 def test_bogus_hub_id_falls_back_to_default_and_says_so(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from mga.app_support import load_engine
+    from ui.settings import load_engine
 
     loaded = load_engine("no-such-org/no-such-model@v0", index_dir())
     assert loaded.weights_label.startswith("embedded default")
     assert loaded.fallback_reason and "Could not load no-such-org/no-such-model@v0" in loaded.fallback_reason
     assert "using embedded default" in loaded.fallback_reason
-    assert "Could not load no-such-org/no-such-model@v0" in loaded.status_markdown
+    assert "Could not use the requested weights no-such-org/no-such-model@v0" in loaded.status_markdown
 
     import app  # the UI shows it in the status line
 
     demo = app.build_demo(loaded, examples=[])
     status = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "mga-status"]
-    assert status and "using embedded default" in status[0].value
+    assert status and "using the embedded default" in status[0].value
 
 
 def test_bad_local_weights_folder_falls_back(tmp_path):
-    from mga.app_support import load_engine
+    from ui.settings import load_engine
 
     loaded = load_engine(str(tmp_path), index_dir())
     assert "Could not load" in loaded.fallback_reason and "model.safetensors" in loaded.fallback_reason
@@ -232,7 +241,7 @@ def test_bad_local_weights_folder_falls_back(tmp_path):
 def test_hub_id_loads_from_a_prefilled_cache(hub_cache):
     """A Hub id resolves through huggingface_hub's cache (offline): same weights as the default, so the demo
     index matches and no fallback happens. The revision can be pinned with @rev."""
-    from mga.app_support import load_engine
+    from ui.settings import load_engine
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     hub_cache("mga-test/default", commit)
@@ -242,7 +251,7 @@ def test_hub_id_loads_from_a_prefilled_cache(hub_cache):
 
 
 def test_settings_from_env_and_command_line():
-    from mga.app_support import parse_settings
+    from ui.settings import parse_settings
 
     s = parse_settings([], {"MGA_WEIGHTS": "org/name@v1", "MGA_INDEX": "/x", "GRADIO_SERVER_NAME": "0.0.0.0",
                             "GRADIO_SERVER_PORT": "7860"})
@@ -252,7 +261,7 @@ def test_settings_from_env_and_command_line():
 
 
 def test_autocrop_trims_a_plain_background():
-    from mga.app_support import autocrop
+    from ui.inputs import autocrop
 
     img = Image.new("RGB", (400, 300), (255, 255, 255))
     img.paste(Image.new("RGB", (100, 150), (20, 40, 200)), (200, 100))
@@ -260,3 +269,57 @@ def test_autocrop_trims_a_plain_background():
     assert 100 <= out.width <= 140 and 150 <= out.height <= 190  # box + a 4% margin
     busy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
     assert autocrop(busy).size == busy.size
+
+
+# ------------------------------------------------------------------------------------------------ what is served
+def fetch(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+def test_only_the_images_a_search_shows_are_downloadable(server, client):
+    """Gradio serves its cache and `allowed_paths`: the index (weights, arrays, metadata), the gallery's folders,
+    the app's own files and the rest of the disk must not be reachable, only the copies of what a search shows."""
+    from mga.config import DEFAULT_WEIGHTS_DIR
+
+    index = index_dir().resolve()
+    forbidden = [index / "manifest.json", index / "embeddings.npy", index / "items.jsonl",
+                 DEFAULT_WEIGHTS_DIR.resolve() / "model.safetensors", ROOT / "app.py", ROOT / ".git" / "config",
+                 Path("/etc/passwd"), gallery_root() / sorted(p.name for p in gallery_root().iterdir())[0]]
+    for path in forbidden:
+        for url in (f"{server}gradio_api/file={path}", f"{server}file={path}"):
+            status, body = fetch(url)
+            assert status in (403, 404), (url, status)
+    from gradio_client import handle_file
+
+    out = client.predict(handle_file(str(query_photos(1)[0])), 3, "All", api_name="/search")
+    res = out["results"]
+    assert res and all(not os.path.isabs(r["image"]) for r in res)
+    dumped = json.dumps(out)
+    assert str(ROOT) not in dumped and str(index) not in dumped and "/tmp" not in dumped
+
+
+@pytest.mark.parametrize("change, fault", [
+    (lambda man, items: man.update(roots=[{"relative": "/"}]), "file system's root"),
+    (lambda man, items: items[0].update(path="../../../../etc/passwd"), "must be relative"),
+    (lambda man, items: items[0].update(path=str(ROOT / "app.py")), "must be relative"),
+], ids=["root /", "item climbing out", "item in the app folder"])
+def test_a_crafted_index_is_refused_at_start(tmp_path, change, fault):
+    """The app does not start on an index whose roots or items lead outside its gallery; it says why."""
+    shutil.copytree(index_dir(), tmp_path / "index")
+    man = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    man["roots"] = [{"absolute": str(gallery_root())}]
+    items = [json.loads(line) for line in (tmp_path / "index" / "items.jsonl").read_text().splitlines()]
+    change(man, items)
+    (tmp_path / "index" / "manifest.json").write_text(json.dumps(man))
+    (tmp_path / "index" / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--index", str(tmp_path / "index"), "--port",
+                        str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False"))
+    assert r.returncode == 2 and fault in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

@@ -1,0 +1,74 @@
+"""What users send: the query photo (decoded, optionally auto-cropped), the number of results and the category."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mga.imageio import ImageError, load_image
+
+from .settings import ALL_CATEGORIES, MAX_K
+
+# Queries are decoded to at most this side: the model sees 2 x its input side, the overlays DISPLAY_MAX_SIDE, and
+# a session keeps its last query, so a 50 MP upload must not stay 150 MB in memory.
+QUERY_MAX_SIDE = 1600
+
+
+def decode_query(value: Any, name: str = "query image") -> Image.Image:
+    """A query from the UI or API (file path, bytes, PIL, array, or None) -> RGB PIL, or ImageError."""
+    if value is None:
+        raise ImageError("No query image: upload a photo, take one with the webcam, or paste one.")
+    if isinstance(value, dict):  # an ImageEditor value: use what the user cropped
+        value = value.get("composite") if value.get("composite") is not None else value.get("background")
+        if value is None:
+            raise ImageError("No query image in the cropper: load a photo first.")
+    return load_image(value, name=name, max_side=QUERY_MAX_SIDE)
+
+
+def autocrop(img: Image.Image, threshold: float = 28.0, margin: float = 0.04, min_fraction: float = 0.05) -> Image.Image:
+    """Trim a plain background (studio white, a wall) around the garment: the box of pixels that differ from
+    the border's median colour, plus a small margin. Returns the image unchanged when nothing sensible is found
+    (busy backgrounds, a garment filling the frame)."""
+    small = img.copy()
+    small.thumbnail((256, 256))
+    a = np.asarray(small, dtype=np.float32)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    bg = np.median(border, axis=0)
+    if np.mean(np.abs(border - bg).max(axis=1) > threshold) > 0.3:  # the border is not one colour
+        return img
+    mask = np.abs(a - bg).max(axis=2) > threshold
+    ys, xs = np.nonzero(mask)
+    if len(xs) < min_fraction * mask.size:
+        return img
+    sx, sy = img.width / a.shape[1], img.height / a.shape[0]
+    x0, x1 = np.percentile(xs, [0.5, 99.5])
+    y0, y1 = np.percentile(ys, [0.5, 99.5])
+    mx, my = margin * img.width, margin * img.height
+    box = (max(0, int(x0 * sx - mx)), max(0, int(y0 * sy - my)),
+           min(img.width, int((x1 + 1) * sx + mx)), min(img.height, int((y1 + 1) * sy + my)))
+    if box[2] - box[0] < 16 or box[3] - box[1] < 16:
+        return img
+    if (box[2] - box[0]) * (box[3] - box[1]) > 0.97 * img.width * img.height:
+        return img
+    return img.crop(box)
+
+
+def parse_category(category: str | None, categories: Sequence[str]) -> str | None:
+    """'All', '' or None -> no filter; a known category -> itself; anything else -> ValueError with the list."""
+    if category is None or category == "" or category == ALL_CATEGORIES:
+        return None
+    if category not in categories:
+        raise ValueError(f"Unknown category {category!r}; choose {ALL_CATEGORIES!r} or one of: {', '.join(categories)}")
+    return category
+
+
+def parse_k(k: Any) -> int:
+    """The number of results: a whole number from 1 to MAX_K (ints, integral floats, digit strings)."""
+    try:
+        f = float(k) if not isinstance(k, bool) else float("nan")
+    except (TypeError, ValueError):
+        f = float("nan")
+    if not f.is_integer() or not 1 <= f <= MAX_K:
+        raise ValueError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
+    return int(f)

@@ -1,0 +1,154 @@
+"""What users see: a SearchResult as gallery items, a match's overlays and part chart, and the API's JSON."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mga.explain import overlay
+from mga.imageio import ImageError, load_image
+from mga.search import Match, SearchResult
+from mga.views import FULL_BOX
+
+from .inputs import autocrop, decode_query, parse_category, parse_k
+from .settings import ALL_CATEGORIES, DEFAULT_K, LoadedEngine
+
+# Largest side of the images the app shows (overlays): browsers don't need a 6000 px photo.
+DISPLAY_MAX_SIDE = 320
+# Heatmaps come from a coarse token grid: computing them at 256 px (then resized for display) loses nothing
+# visible and keeps "explain" cheap for k results.
+HEATMAP_SIDE = 256
+
+
+@dataclass
+class UIResult:
+    """What one search shows: the query as searched, the result, and the gallery's items."""
+
+    query: Image.Image
+    result: SearchResult
+    gallery: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        t = self.result.timings
+        n = len(self.result.matches)
+        if n == 0:
+            return "No matches (is the category empty?)."
+        return (f"{n} matches for a {self.query.width}×{self.query.height} query · "
+                f"encode {t.get('encode_ms', 0):.0f} ms, search {t.get('search_ms', 0):.0f} ms, "
+                f"re-rank {t.get('rerank_ms', 0):.0f} ms, explain {t.get('explain_ms', 0):.0f} ms")
+
+
+def caption(m: Match) -> str:
+    return f"#{m.rank} · {m.score:.3f} · {m.item_id} · {m.category}"
+
+
+def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: str | None = None,
+               crop: bool = False, explain: bool = True, heatmap_max_side: int = HEATMAP_SIDE) -> UIResult:
+    """Decode (ImageError on bad input), optionally auto-crop, search, and list the gallery items."""
+    k_int = parse_k(k)
+    cat = parse_category(category, loaded.engine.categories)
+    img = decode_query(image)
+    if crop:
+        img = autocrop(img)
+    res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, heatmap_max_side=heatmap_max_side)
+    items = [(loaded.files.display(m.index), caption(m)) for m in res.matches]
+    return UIResult(img, res, items)
+
+
+def _fit(img: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    if max(img.size) <= max_side:
+        return img
+    img = img.copy()
+    img.thumbnail((max_side, max_side), Image.BILINEAR)
+    return img
+
+
+@functools.lru_cache(maxsize=1)
+def _chart_font():
+    """Loaded once: loading the font took half of each chart's time."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution: float | None = None,
+              width: int = 420, row: int = 26) -> Image.Image:
+    """Horizontal bars of the per-part contributions (and the global term), drawn with PIL: a matplotlib figure
+    per click would cost more than the search itself."""
+    from PIL import ImageDraw
+
+    vals, labels = [float(v) for v in values], list(names)
+    if global_contribution is not None:
+        vals, labels = [float(global_contribution)] + vals, ["global"] + labels
+    font = _chart_font()
+    left, right, top = 12 + int(max(font.getlength(lab) for lab in labels)), 60, 10  # names fit beside their bars
+    img = Image.new("RGB", (width, top * 2 + row * len(vals) + 18), "white")
+    d = ImageDraw.Draw(img)
+    lo, hi = min(0.0, *vals), max(0.0, *vals)
+    span = (hi - lo) or 1.0
+    x = lambda v: left + (v - lo) / span * (width - left - right)  # noqa: E731
+    for i, (v, lab) in enumerate(zip(vals, labels)):
+        y = top + i * row
+        color = "#9e9e9e" if lab == "global" else ("#d62728" if v < 0 else "#1f77b4")
+        d.rectangle([min(x(0), x(v)), y + 4, max(x(0), x(v)), y + row - 4], fill=color)
+        d.text((6, y + 5), lab, fill="black", font=font)
+        d.text((max(x(0), x(v)) + 4, y + 5), f"{v:+.3f}", fill="#333333", font=font)
+    d.line([x(0), top, x(0), top + row * len(vals)], fill="black", width=1)
+    d.text((left, img.height - 20), "contribution to the score", fill="#555555", font=font)
+    return img
+
+
+def outline(img: Image.Image, box: Sequence[float], color: str = "#00c853") -> Image.Image:
+    """`img` with the zoom window `box` (fractions of the image) drawn as a rectangle."""
+    from PIL import ImageDraw
+
+    img = img.copy()
+    w, h = img.size
+    width = max(2, round(max(w, h) / 200))
+    ImageDraw.Draw(img).rectangle([box[0] * w, box[1] * h, box[2] * w - 1, box[3] * h - 1], outline=color, width=width)
+    return img
+
+
+def match_details(query: Image.Image, match: Match) -> dict[str, Any]:
+    """Everything the details panel shows for one match: markdown, the query and the match with their heatmaps
+    overlaid (at display size), and the per-part contribution chart."""
+    q = _fit(query)
+    q_over = overlay(q, match.query_heatmap) if match.query_heatmap is not None else q
+    try:
+        m_img = _fit(load_image(match.path))
+    except ImageError:  # the original is gone: fall back to the thumbnail
+        m_img = _fit(load_image(match.display_path))
+    m_over = overlay(m_img, match.match_heatmap) if match.match_heatmap is not None else m_img
+    zoomed = tuple(match.box) != FULL_BOX
+    if zoomed:
+        m_over = outline(m_over, match.box)
+    names = match.part_names
+    chart = bar_chart(match.contributions, names, global_contribution=match.global_contribution)
+    top = int(np.argmax(match.contributions)) if match.contributions else None
+    meta = ", ".join(f"{k}: {v}" for k, v in match.metadata.items() if v not in ("", None))
+    md = (f"### #{match.rank} · {match.item_id}\n"
+          f"**Score** {match.score:.4f} (coarse {match.coarse_score:.4f}) · **Category** {match.category or '—'}"
+          + (f" · strongest part: {names[top]}" if top is not None else "")
+          + (" · matched through a close-up of the outlined region" if zoomed else "")
+          + (f"\n\n{meta}" if meta else "")
+          + f"\n\n`{match.image}`")
+    return {"markdown": md, "query_overlay": q_over, "match_overlay": m_over, "chart": chart}
+
+
+def api_payload(ui: UIResult, category: str | None, weights_label: str) -> dict[str, Any]:
+    """The /search API's JSON: ranked results plus what produced them."""
+    return {
+        "results": ui.result.to_json(),
+        "k": len(ui.result.matches),
+        "category": category or ALL_CATEGORIES,
+        "query_size": list(ui.result.query_size),
+        "timings_ms": {k: round(v, 2) for k, v in ui.result.timings.items()},
+        "weights": weights_label,
+    }

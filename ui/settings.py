@@ -1,0 +1,122 @@
+"""The app's settings (command line, then environment, as a Space sets it) and its start-up with a visible fallback."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from mga.config import ASSETS_DIR, DEFAULT_INDEX_DIR
+from mga.hub import WeightsError, describe_weights, load_model
+from mga.index import IndexMismatchError
+from mga.search import SearchEngine
+
+from .files import GalleryFiles
+
+ALL_CATEGORIES = "All"
+MAX_K = 50
+DEFAULT_K = 10
+EXAMPLES_DIR = ASSETS_DIR / "examples"
+EXAMPLE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+# ------------------------------------------------------------------------------------------------ settings
+@dataclass
+class AppSettings:
+    weights: str | None  # Hub id `org/name[@rev]`, a checkpoint folder, or None (embedded default)
+    index: str
+    host: str
+    port: int | None
+    device: str = "cpu"
+    concurrency: int = 8
+    queue: int = 64
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> AppSettings:
+    """Command line first, then the environment (as a Hugging Face Space sets it), then defaults."""
+    env = os.environ if environ is None else environ
+    p = argparse.ArgumentParser(prog="python app.py", description="MGA fashion visual search (Gradio app)")
+    p.add_argument("--weights", default=env.get("MGA_WEIGHTS") or None,
+                   help="Hub id org/name[@revision] or checkpoint folder (env MGA_WEIGHTS); "
+                        "default: the embedded weights in assets/mga-default")
+    p.add_argument("--index", default=env.get("MGA_INDEX") or str(DEFAULT_INDEX_DIR),
+                   help="index folder built by `python -m index_builder` (env MGA_INDEX; default assets/demo-index)")
+    p.add_argument("--host", default=env.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                   help="interface to listen on (env GRADIO_SERVER_NAME; default 127.0.0.1, a Space uses 0.0.0.0)")
+    p.add_argument("--port", type=int, default=int(env["GRADIO_SERVER_PORT"]) if env.get("GRADIO_SERVER_PORT") else None,
+                   help="port (env GRADIO_SERVER_PORT; default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--device", default=env.get("MGA_DEVICE") or "cpu", help="torch device (env MGA_DEVICE)")
+    p.add_argument("--concurrency", type=int, default=int(env.get("MGA_CONCURRENCY") or 8),
+                   help="searches run at once; the rest wait in the queue (env MGA_CONCURRENCY; default 8)")
+    p.add_argument("--queue", type=int, default=int(env.get("MGA_QUEUE") or 64),
+                   help="searches that may wait; beyond them a visitor is told the app is busy (env MGA_QUEUE; "
+                        "default 64)")
+    a = p.parse_args(argv)
+    return AppSettings(a.weights, a.index, a.host, a.port, a.device, max(1, a.concurrency), max(1, a.queue))
+
+
+# ------------------------------------------------------------------------------------------------ start-up
+@dataclass
+class LoadedEngine:
+    engine: SearchEngine
+    requested_weights: str | None
+    weights_label: str  # what actually got loaded, as users may see it
+    fallback_reason: str | None = None  # why the requested weights are not in use (for the server's log)
+    load_seconds: float = 0.0
+    files: GalleryFiles = field(init=False)  # the gallery images this app has shown, as the browser gets them
+
+    def __post_init__(self):
+        self.files = GalleryFiles(self.engine.index)
+
+    @property
+    def status_markdown(self) -> str:
+        """The status line: what is loaded, in names a visitor may see (no folder of the server)."""
+        info = self.engine.info
+        line = (f"**Weights:** {self.weights_label} (fingerprint `{info.get('fingerprint', '?')}`) · "
+                f"**Index:** `{Path(info.get('index', '?')).name}` — {info.get('images', '?')} images, "
+                f"{info.get('items', '?')} items, {len(self.engine.categories)} categories")
+        if self.fallback_reason:
+            line = (f"⚠️ Could not use the requested weights {public_name(self.requested_weights)}; using the "
+                    f"embedded default (the server's log says why).\n\n{line}")
+        return line
+
+
+def public_name(weights: str | None) -> str:
+    """Weights as a visitor may see them: a Hub id as it is, a local checkpoint by its folder's name only."""
+    if weights is None:
+        return describe_weights(None)
+    return Path(weights).name if Path(weights).exists() or weights.startswith(("/", ".")) else weights
+
+
+def load_engine(weights: str | None, index_dir: str | Path = DEFAULT_INDEX_DIR, device: str = "cpu") -> LoadedEngine:
+    """Open the index with the requested weights; if they cannot be loaded (offline Hub, typo, not a checkpoint)
+    or do not match the index, fall back to the embedded default and say so. Loads the prebuilt index only:
+    nothing in the gallery is re-encoded. Raises if even the default cannot open the index."""
+    t0 = time.perf_counter()
+    reason = None
+    if weights:
+        try:
+            model = load_model(weights, device=device)
+            engine = SearchEngine.load(index_dir, weights=weights, model=model)
+            return LoadedEngine(engine, weights, public_name(weights), None, time.perf_counter() - t0)
+        except WeightsError as exc:
+            reason = f"Could not load {weights}: {exc}; using embedded default."
+        except IndexMismatchError as exc:
+            reason = f"Weights {weights} do not match the index: {exc}; using embedded default."
+    engine = SearchEngine.load(index_dir, weights=None, model=load_model(None, device=device))
+    return LoadedEngine(engine, weights, public_name(None), reason, time.perf_counter() - t0)
+
+
+def example_paths(folder: str | Path = EXAMPLES_DIR, limit: int = 8) -> list[str]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in EXAMPLE_EXTS][:limit]
+
+
+def allowed_paths() -> list[str]:
+    """What Gradio may serve straight from disk: the example photos, nothing else. Gallery images reach the
+    browser as copies (ui.files.GalleryFiles); the index, the weights and the gallery's folders are never served."""
+    return [str(EXAMPLES_DIR)]
