@@ -128,7 +128,8 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
         # The API: one plain-JSON endpoint (the UI's events below are private).
         with gr.Column(visible=False):
             api_image = gr.File(label="image", type="filepath")
-            api_k = gr.Number(value=DEFAULT_K, precision=0, label="k", minimum=1, maximum=MAX_K)
+            # no rounding here: parse_k refuses 2.5 or true instead of searching with what Gradio made of them
+            api_k = gr.Number(value=DEFAULT_K, label="k", minimum=1, maximum=MAX_K)
             api_category = gr.Dropdown(categories, value=ALL_CATEGORIES, label="category", allow_custom_value=True)
             api_out = gr.JSON(label="results")
             api_btn = gr.Button("search")

@@ -144,6 +144,12 @@ def test_api_category_filter(client):
         search(client, photo, k=5, category="NoSuchThing")
     with pytest.raises(AppError, match="k must be|minimum"):
         search(client, photo, k=0)
+    for k in (2.5, True):  # refused, not rounded into a search the client did not ask for
+        with pytest.raises(AppError, match="k must be a whole number"):
+            search(client, photo, k=k)
+    with pytest.raises(AppError) as err:  # a huge category string is not echoed back whole
+        search(client, photo, k=5, category="x" * 100_000)
+    assert "Unknown category" in str(err.value) and len(str(err.value)) < 2000
 
 
 def make_bad_inputs(tmp: Path) -> dict[str, tuple[Path, str | None]]:

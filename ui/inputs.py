@@ -59,7 +59,8 @@ def parse_category(category: str | None, categories: Sequence[str]) -> str | Non
     if category is None or category == "" or category == ALL_CATEGORIES:
         return None
     if category not in categories:
-        raise ValueError(f"Unknown category {category!r}; choose {ALL_CATEGORIES!r} or one of: {', '.join(categories)}")
+        shown = category if len(str(category)) <= 60 else f"{str(category)[:60]}..."  # never echo a huge string
+        raise ValueError(f"Unknown category {shown!r}; choose {ALL_CATEGORIES!r} or one of: {', '.join(categories)}")
     return category
 
 
