@@ -63,6 +63,9 @@ class MGAConfig:
     figure_head: bool = False
     # Part names per garment category (mga.parts.names_for), read off where each part sits after training.
     part_names: dict = field(default_factory=dict)
+    # How a result's score maps to the probability that it is the query's product (mga.confidence); fitted after
+    # training, like the part names, and like them not part of the model's fingerprint.
+    confidence: dict = field(default_factory=dict)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     extra: dict = field(default_factory=dict)  # free-form provenance (training recipe, data)
@@ -96,6 +99,16 @@ class MGAConfig:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
+
+    def save(self, folder: str | Path) -> None:
+        """Rewrite a checkpoint's config.json in one rename (what is fitted after training: part names,
+        confidence), leaving its weights as they are."""
+        import json
+
+        from .files import atomic_path
+
+        with atomic_path(Path(folder) / "config.json") as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict) -> "MGAConfig":

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
 
+from .data import category_key
 from .model import Encoding
 from .views import FULL_BOX, ZoomViews
 
@@ -220,11 +222,15 @@ class GalleryIndex:
         self.ef_search: int = int(params.get("ef_search", 128))
         self.nprobe: int = int(params.get("nprobe", 32))
         self.refine: int = int(params.get("refine", 1))  # candidates fetched per result, re-scored exactly
-        cats = [str(it.get("category", "")) for it in self.items]
-        self.categories = sorted({c for c in cats if c})
-        self._by_category: dict[str, np.ndarray] = {}
-        for c in self.categories:
-            self._by_category[c] = np.array([i for i, x in enumerate(cats) if x == c], dtype=np.int64)
+        # one category per spelling ("Pants", "pants"), shown as its most common one
+        keys = [category_key(str(it.get("category", ""))) for it in self.items]
+        spellings = Counter((k, str(it.get("category", ""))) for k, it in zip(keys, self.items) if k)
+        self._label: dict[str, str] = {}
+        for (key, spelling), _ in spellings.most_common():
+            self._label.setdefault(key, spelling)
+        self.categories = sorted(self._label.values())
+        self._by_category = {self._label[key]: np.flatnonzero(np.array(keys) == key) for key in self._label}
+        self.item_photos = Counter(str(it.get("item_id", "")) for it in self.items)  # photos per product
 
     def _open_faiss(self, mmap: bool):
         import faiss
@@ -303,8 +309,13 @@ class GalleryIndex:
         return _inside(self.path, thumb, f"{self.path / ITEMS}: thumbnail of image {i}") if thumb \
             else self.image_path(i)
 
+    def category_label(self, category: str) -> str | None:
+        """The index's name for a category in any spelling ("pants" -> "Pants"), None if it has no such one."""
+        return self._label.get(category_key(category))
+
     def category_images(self, category: str) -> np.ndarray:
-        return self._by_category.get(category, np.zeros(0, dtype=np.int64))
+        label = self.category_label(category)
+        return self._by_category[label] if label else np.zeros(0, dtype=np.int64)
 
     def _faiss_search(self, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the top m views by FAISS, with exact scores, best first. IVF-PQ's own scores are

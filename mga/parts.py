@@ -249,9 +249,7 @@ def name_model_parts(model, data: RetrievalData) -> dict[str, list[str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     """python -m mga.parts: (re)name the parts of a checkpoint from its training data."""
     import argparse
-    import json
 
-    from .files import atomic_path
     from .hub import load_model
     from .train import save_model_atomically
 
@@ -267,8 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out or args.weights)
     if args.out:
         save_model_atomically(model, out)
-    with atomic_path(out / "config.json") as tmp:
-        Path(tmp).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    model.config.save(out)
     for key, row in names.items():
         print(f"{key:<22} {', '.join(row)}")
 

@@ -29,6 +29,7 @@ from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
 from .index import GalleryIndex, IndexFormatError, IndexMismatchError, best_per_image, rebuild_command
 from .model import Encoding, MGAModel
+from .confidence import set_confidence
 from .parts import names_for
 from .views import FULL_BOX
 
@@ -56,6 +57,10 @@ class Match:
     index: int = -1  # the image in the index (for gallery_image / "more like this")
     display_path: str = ""  # a thumbnail where the index has one, else `path`
     box: tuple[float, float, float, float] = FULL_BOX  # the view that matched: the full photo or a zoom window
+    row: int = -1  # the index row of that view
+    view: int = -1  # its position among the re-ranked rows (for the alignment's assignment)
+    photos: int = 1  # photos of this match's product in the gallery
+    confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
@@ -63,7 +68,31 @@ class Match:
                 "contributions": [round(c, 6) for c in self.contributions],
                 "parts": [{"name": n, "contribution": round(c, 6)} for n, c in zip(self.part_names, self.contributions)],
                 "global_contribution": round(self.global_contribution, 6),
-                "matched_view": [round(b, 4) for b in self.box]}
+                "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
+                "confidence": None if self.confidence is None else round(self.confidence, 4)}
+
+
+@dataclass
+class Ranked:
+    """The candidates after ATA: `order` ranks them (positions into the coarse candidates), each scores as its
+    best view (`best_ata` for the first `n_rerank`, its coarse score after), `pick` is that view's position in
+    `rows`, the rows ATA aligned."""
+
+    order: np.ndarray
+    n_rerank: int
+    best_ata: np.ndarray
+    pick: np.ndarray
+    rows: np.ndarray
+    alignment: Any
+
+    def score(self, j: int, coarse: np.ndarray) -> float:
+        return float(self.best_ata[j] if j < self.n_rerank else coarse[j])
+
+
+def distinct(keys: Sequence[Any], order: np.ndarray) -> np.ndarray:
+    """`order` keeping the first (best) of each key: one result per product."""
+    seen: set = set()
+    return np.array([j for j, key in zip(order, keys) if not (key in seen or seen.add(key))], dtype=np.int64)
 
 
 @dataclass
@@ -127,14 +156,14 @@ class SearchEngine:
 
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
-               heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> SearchResult:
+               heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
         q = self.encode(img)
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, explain, query_size=img.size,
-                                   heatmap_max_side=heatmap_max_side)
+                                   heatmap_max_side=heatmap_max_side, products=products)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -142,66 +171,81 @@ class SearchEngine:
     def search_encoding(self, q: Encoding, k: int = 10, category: str | None = None,
                         rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = False,
                         query_size: tuple[int, int] | None = None,
-                        heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> SearchResult:
-        """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h)."""
+                        heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False) -> SearchResult:
+        """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
+        `products`: one match per product (item id), its best-scoring photo, as a shop lists them."""
         t0 = time.perf_counter()
         if category == "":
             category = None
-        if category is not None and category not in self.index.categories:
+        if category is not None and self.index.category_label(category) is None:
             raise ValueError(f"unknown category {category!r}; the index has {self.categories}")
-        m = max(rerank_top, k)
-        images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), m, category)
+        images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), max(rerank_top, k),
+                                                             category)
         t1 = time.perf_counter()
         if len(images) == 0:
             return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)))
-        # ATA over every view of the top rerank_top images (each scores as its best view); the rest keep
-        # their coarse order and best view
+        ranked = self._rerank(q, images, coarse, best_rows, rerank_top)
+        keys = [str(self.index.items[int(images[j])].get("item_id", "")) for j in ranked.order]
+        by_product = distinct(keys, ranked.order)
+        order = by_product if products else ranked.order
+        t2 = time.perf_counter()
+        matches = [self._match(r + 1, ranked, images, int(j), coarse) for r, j in enumerate(order[:k])]
+        best_two = [(str(self.index.items[int(images[j])].get("item_id", "")), ranked.score(int(j), coarse))
+                    for j in by_product[:2]]
+        set_confidence(matches, best_two, self.model.config.confidence)
+        if explain:
+            self._explain(matches, ranked, q, query_size, heatmap_max_side)
+        t3 = time.perf_counter()
+        timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
+                   "total_ms": (t3 - t0) * 1e3}
+        return SearchResult(matches, timings, tuple(query_size or (0, 0)))
+
+    def _rerank(self, q: Encoding, images: np.ndarray, coarse: np.ndarray, best_rows: np.ndarray,
+                rerank_top: int) -> "Ranked":
+        """ATA over every view of the top rerank_top images (each scores as its best view); the rest keep
+        their coarse order and best view."""
         n_rerank = min(rerank_top, len(images))
-        view_rows = self.index.view_rows(images[:n_rerank])
-        rows = np.concatenate([view_rows, best_rows[n_rerank:]])
+        rows = np.concatenate([self.index.view_rows(images[:n_rerank]), best_rows[n_rerank:]])
         with torch.inference_mode():
             al = self.model.align_tokens(q.global_[:1], q.parts[:1], *self.index.tokens(rows))
         counts = np.ones(len(images), dtype=np.int64)
         counts[:n_rerank] = self.index.view_count(images[:n_rerank])
         best_ata, pick = best_per_image(al.scores[0], counts)
         head = np.lexsort((np.arange(n_rerank), -best_ata[:n_rerank]))  # stable: ties keep coarse order
-        order = np.concatenate([head, np.arange(n_rerank, len(images))])[:k]
-        t2 = time.perf_counter()
-        matches: list[Match] = []
-        q_attn = q.attn[0].float().numpy()
-        size = self.model.config.image_size
-        query_maps = []
-        for r, j in enumerate(order):
-            image, c = int(images[j]), int(pick[j])
-            row = int(rows[c])
-            it = self.index.items[image]
-            box = tuple(float(b) for b in self.index.boxes[row])
-            contrib = al.contributions[0, c].numpy()
-            mh = None
-            if explain:
-                match_attn = np.asarray(self.index.attn[row], dtype=np.float32)
-                qg, mg = part_contribution_maps(contrib, q_attn, match_attn, al.assignment[0, c].numpy())
-                query_maps.append(qg)
-                mw, mh_ = it.get("width") or size, it.get("height") or size
-                mh = to_image_frame(mg, int(mw), int(mh_), size, heatmap_max_side, box)
-            matches.append(Match(
-                rank=r + 1, score=float(best_ata[j] if j < n_rerank else coarse[j]), coarse_score=float(coarse[j]),
-                item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
-                image=self.index.relative_path(image), path=str(self.index.image_path(image)), metadata=dict(it.get("meta", {})),
-                contributions=[float(x) for x in contrib],
-                part_names=names_for(self.model.config.part_names, it.get("category"), len(contrib)),
-                global_contribution=float(al.global_term[0, c]),
-                query_heatmap=None, match_heatmap=mh, index=image, display_path=str(self.index.display_path(image)),
-                box=box))
-        if query_maps and query_size is not None:  # the query's maps share one frame: one pass for all matches
+        return Ranked(np.concatenate([head, np.arange(n_rerank, len(images))]), n_rerank, best_ata, pick, rows, al)
+
+    def _match(self, rank: int, ranked: "Ranked", images: np.ndarray, j: int, coarse: np.ndarray) -> Match:
+        image, c = int(images[j]), int(ranked.pick[j])
+        it = self.index.items[image]
+        contrib = ranked.alignment.contributions[0, c].numpy()
+        return Match(
+            rank=rank, score=ranked.score(j, coarse), coarse_score=float(coarse[j]),
+            item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
+            image=self.index.relative_path(image), path=str(self.index.image_path(image)),
+            metadata=dict(it.get("meta", {})), contributions=[float(x) for x in contrib],
+            part_names=names_for(self.model.config.part_names, it.get("category"), len(contrib)),
+            global_contribution=float(ranked.alignment.global_term[0, c]), index=image,
+            display_path=str(self.index.display_path(image)), row=int(ranked.rows[c]), view=c,
+            box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
+            photos=self.index.item_photos.get(it.get("item_id"), 1))
+
+    def _explain(self, matches: list[Match], ranked: "Ranked", q: Encoding, query_size: tuple[int, int] | None,
+                 heatmap_max_side: int | None) -> None:
+        """Heatmaps of what each part contributed, on the match (its frame) and on the query (one pass for all)."""
+        q_attn, size, query_maps = q.attn[0].float().numpy(), self.model.config.image_size, []
+        for m in matches:
+            contrib = np.asarray(m.contributions, dtype=np.float32)
+            match_attn = np.asarray(self.index.attn[m.row], dtype=np.float32)
+            qg, mg = part_contribution_maps(contrib, q_attn, match_attn, ranked.alignment.assignment[0, m.view].numpy())
+            query_maps.append(qg)
+            it = self.index.items[m.index]
+            m.match_heatmap = to_image_frame(mg, int(it.get("width") or size), int(it.get("height") or size), size,
+                                             heatmap_max_side, m.box)
+        if query_maps and query_size is not None:
             frames = to_image_frame(np.stack(query_maps), query_size[0], query_size[1], size, heatmap_max_side)
             for match, frame in zip(matches, frames):
                 match.query_heatmap = frame
-        t3 = time.perf_counter()
-        timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
-                   "total_ms": (t3 - t0) * 1e3}
-        return SearchResult(matches, timings, tuple(query_size or (0, 0)))
 
     def gallery_image(self, i: int, original: bool = False) -> Image.Image:
         """Gallery image i (its thumbnail unless `original`), e.g. for "more like this"."""

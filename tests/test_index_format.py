@@ -102,3 +102,17 @@ def test_a_link_to_outside_the_gallery_is_never_opened(tmp_path):
     with pytest.raises(IndexFormatError, match="leads outside"):
         ix.image_path(0)
     assert ix.image_path(1).is_file()  # the other images still open
+
+
+def test_one_category_per_spelling(index_copy):
+    """"Pants" and "pants" (or "Hoodies_Sweatshirts") are one category, offered once, filtered in any spelling."""
+    ix = GalleryIndex(index_copy)
+    name = ix.categories[0]
+    members = set(ix.category_images(name).tolist())
+    edit_items(index_copy, lambda its: [it.update(category=it["category"].lower()) for it in its[::2]
+                                        if it.get("category") == name])
+    ix = GalleryIndex(index_copy)
+    assert (name in ix.categories) + (name.lower() in ix.categories) == 1  # one entry, its commonest spelling
+    for spelling in (name, name.lower(), name.upper().replace(" ", "_")):
+        assert set(ix.category_images(spelling).tolist()) == members
+    assert ix.category_label("no such thing") is None and len(ix.category_images("no such thing")) == 0

@@ -170,3 +170,19 @@ def test_cli_json(engine, luma_photos):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert len(out["matches"]) == 3 and out["matches"][0]["rank"] == 1
+
+
+def test_product_results_list_each_product_once_at_its_best_photo(engine, luma_photos):
+    photos = engine.search(luma_photos[0], k=30, explain=False)
+    products = engine.search(luma_photos[0], k=10, explain=False, products=True)
+    ids = [m.item_id for m in products.matches]
+    assert len(set(ids)) == len(ids) == 10
+    best_photo = {}
+    for m in photos.matches:  # the photo ranking, first photo of each product
+        best_photo.setdefault(m.item_id, m)
+    expected = list(best_photo)[:10]
+    assert ids == expected[:len(ids)] or len(best_photo) < 10
+    for m in products.matches:
+        if m.item_id in best_photo:
+            assert m.image == best_photo[m.item_id].image and m.score == pytest.approx(best_photo[m.item_id].score)
+        assert m.photos == sum(it["item_id"] == m.item_id for it in engine.index.items)

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from mga.data import category_key
 from mga.imageio import ImageError, load_image
 
 from .settings import ALL_CATEGORIES, MAX_K
@@ -55,13 +56,15 @@ def autocrop(img: Image.Image, threshold: float = 28.0, margin: float = 0.04, mi
 
 
 def parse_category(category: str | None, categories: Sequence[str]) -> str | None:
-    """'All', '' or None -> no filter; a known category -> itself; anything else -> ValueError with the list."""
+    """'All', '' or None -> no filter; a known category in any spelling -> the index's name for it; anything
+    else -> ValueError with the list."""
     if category is None or category == "" or category == ALL_CATEGORIES:
         return None
-    if category not in categories:
+    known = {category_key(c): c for c in categories}
+    if not isinstance(category, str) or category_key(category) not in known:
         shown = category if len(str(category)) <= 60 else f"{str(category)[:60]}..."  # never echo a huge string
         raise ValueError(f"Unknown category {shown!r}; choose {ALL_CATEGORIES!r} or one of: {', '.join(categories)}")
-    return category
+    return known[category_key(category)]
 
 
 def parse_k(k: Any) -> int:

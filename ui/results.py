@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
+from mga.confidence import CONFIDENT
 from mga.explain import overlay
 from mga.imageio import ImageError, load_image
 from mga.search import Match, SearchResult
@@ -16,6 +18,10 @@ from mga.views import FULL_BOX
 from .inputs import autocrop, decode_query, parse_category, parse_k
 from .settings import ALL_CATEGORIES, DEFAULT_K, LoadedEngine
 
+# Metadata columns that only the index needs (ids, splits, provenance): never shown to shoppers.
+HIDDEN_FIELDS = {"product_name", "color", "view", "evaluation_status", "source", "image_name", "path", "split"}
+# Gallery images for API clients: GALLERY_ROUTE/<image number>/<file name>, relative to the app's address.
+GALLERY_ROUTE = "gallery"
 # Largest side of the images the app shows (overlays): browsers don't need a 6000 px photo.
 DISPLAY_MAX_SIDE = 320
 # Heatmaps come from a coarse token grid: computing them at 256 px (then resized for display) loses nothing
@@ -32,18 +38,41 @@ class UIResult:
     gallery: list[tuple[str, str]] = field(default_factory=list)
 
     @property
+    def confident(self) -> bool:
+        """Whether the best product is likely the query's (always, for weights without a calibration)."""
+        best = self.result.matches[0].confidence if self.result.matches else 0.0
+        return best is None or best >= CONFIDENT
+
+    @property
     def summary(self) -> str:
         t = self.result.timings
         n = len(self.result.matches)
         if n == 0:
             return "No matches (is the category empty?)."
-        return (f"{n} matches for a {self.query.width}×{self.query.height} query · "
-                f"encode {t.get('encode_ms', 0):.0f} ms, search {t.get('search_ms', 0):.0f} ms, "
-                f"re-rank {t.get('rerank_ms', 0):.0f} ms, explain {t.get('explain_ms', 0):.0f} ms")
+        timing = (f"{n} products for a {self.query.width}×{self.query.height} photo · search "
+                  f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
+                  f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
+        if not self.confident:
+            return ("**No confident match**: this shop may not sell this product (or the photo shows too little of "
+                    f"it). The closest products are below.\n\n{timing}")
+        return timing
+
+
+def product_name(m: Match) -> str:
+    """What a shopper calls the match: its product name, else its category."""
+    return str(m.metadata.get("product_name") or m.category or "product")
 
 
 def caption(m: Match) -> str:
-    return f"#{m.rank} · {m.score:.3f} · {m.item_id} · {m.category}"
+    """Name, colour and confidence: no ids, paths or internal fields."""
+    sure = f"{m.confidence:.0%}" if m.confidence is not None else f"score {m.score:.2f}"
+    return " · ".join(x for x in (product_name(m), str(m.metadata.get("color") or ""), sure) if x)
+
+
+def shown_details(metadata: dict) -> dict:
+    """The metadata a shopper may read (price, gender, material...), without what only the index needs."""
+    return {k: v for k, v in metadata.items()
+            if v not in ("", None) and k.lower() not in HIDDEN_FIELDS and not k.lower().endswith("id")}
 
 
 def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: str | None = None,
@@ -54,9 +83,14 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
     img = decode_query(image)
     if crop:
         img = autocrop(img)
-    res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, heatmap_max_side=heatmap_max_side)
+    res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, heatmap_max_side=heatmap_max_side,
+                               products=True)
     items = [(loaded.files.display(m.index), caption(m)) for m in res.matches]
     return UIResult(img, res, items)
+
+
+def gallery_url(index: int, image: str) -> str:
+    return f"{GALLERY_ROUTE}/{index}/{Path(image).name}"
 
 
 def _fit(img: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
@@ -132,20 +166,27 @@ def match_details(query: Image.Image, match: Match) -> dict[str, Any]:
     names = match.part_names
     chart = bar_chart(match.contributions, names, global_contribution=match.global_contribution)
     top = int(np.argmax(match.contributions)) if match.contributions else None
-    meta = ", ".join(f"{k}: {v}" for k, v in match.metadata.items() if v not in ("", None))
-    md = (f"### #{match.rank} · {match.item_id}\n"
-          f"**Score** {match.score:.4f} (coarse {match.coarse_score:.4f}) · **Category** {match.category or '—'}"
-          + (f" · strongest part: {names[top]}" if top is not None else "")
+    meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
+    sure = (f"**{match.confidence:.0%}** likely the same product" if match.confidence is not None
+            else f"**Score** {match.score:.3f}")
+    md = (f"### #{match.rank} · {product_name(match)}\n"
+          f"{sure} · {match.category or '—'}"
+          + (f" · {match.metadata['color']}" if match.metadata.get("color") else "")
+          + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
+          + (f"\n\nStrongest part: **{names[top]}**" if top is not None else "")
           + (" · matched through a close-up of the outlined region" if zoomed else "")
-          + (f"\n\n{meta}" if meta else "")
-          + f"\n\n`{match.image}`")
+          + (f"\n\n{meta}" if meta else ""))
     return {"markdown": md, "query_overlay": q_over, "match_overlay": m_over, "chart": chart}
 
 
 def api_payload(ui: UIResult, category: str | None, weights_label: str) -> dict[str, Any]:
-    """The /search API's JSON: ranked results plus what produced them."""
+    """The /search API's JSON: ranked products (each with a URL of its photo, relative to the app's address)
+    plus what produced them."""
+    results = [{**m.to_dict(), "product_name": product_name(m), "color": m.metadata.get("color", ""),
+                "url": gallery_url(m.index, m.image)} for m in ui.result.matches]
     return {
-        "results": ui.result.to_json(),
+        "results": results,
+        "confident": ui.confident,
         "k": len(ui.result.matches),
         "category": category or ALL_CATEGORIES,
         "query_size": list(ui.result.query_size),

@@ -28,7 +28,7 @@ class AppSettings:
     weights: str | None  # Hub id `org/name[@rev]`, a checkpoint folder, or None (embedded default)
     index: str
     host: str
-    port: int | None
+    port: int
     device: str = "cpu"
     concurrency: int = 8
     queue: int = 64
@@ -45,8 +45,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
                    help="index folder built by `python -m index_builder` (env MGA_INDEX; default assets/demo-index)")
     p.add_argument("--host", default=env.get("GRADIO_SERVER_NAME") or "127.0.0.1",
                    help="interface to listen on (env GRADIO_SERVER_NAME; default 127.0.0.1, a Space uses 0.0.0.0)")
-    p.add_argument("--port", type=int, default=int(env["GRADIO_SERVER_PORT"]) if env.get("GRADIO_SERVER_PORT") else None,
-                   help="port (env GRADIO_SERVER_PORT; default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT") or 7860),
+                   help="port (env GRADIO_SERVER_PORT; default 7860)")
     p.add_argument("--device", default=env.get("MGA_DEVICE") or "cpu", help="torch device (env MGA_DEVICE)")
     p.add_argument("--concurrency", type=int, default=int(env.get("MGA_CONCURRENCY") or 8),
                    help="searches run at once; the rest wait in the queue (env MGA_CONCURRENCY; default 8)")
@@ -109,7 +109,7 @@ def load_engine(weights: str | None, index_dir: str | Path = DEFAULT_INDEX_DIR, 
     return LoadedEngine(engine, weights, public_name(None), reason, time.perf_counter() - t0)
 
 
-def example_paths(folder: str | Path = EXAMPLES_DIR, limit: int = 8) -> list[str]:
+def example_paths(folder: str | Path = EXAMPLES_DIR, limit: int = 12) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return []

@@ -1,0 +1,152 @@
+"""Match confidence: fit the calibrator outside the test split, then measure how well it tells a correct #1 of a
+consumer-style photo from the #1 of a photo of something the shop does not sell.
+
+    python -m bench.confidence --data ../shared/data/luma-inshop [--weights DIR] [--fit] [--json out.json]
+
+Fit (`--fit`, written into the checkpoint's config.json; the embedded default when no --weights): the training
+split's items, half of each item's photos as the shop and the other half as queries, each query photo clean and
+under every corruption of bench.robustness with backgrounds from distractors/validation; negatives are the
+validation distractors' shoes and hats. Labels: 1 where the #1 product is the query's, else 0.
+Measure: the test split's gallery photos as the shop, its query photos clean and corrupted (backgrounds from
+distractors/test) against the shoes and hats of distractors/test. Prints the AUROC (correct #1 of shop garments
+against the #1 of shoes and hats) and, per threshold, how many results are shown as confident and how often
+those are right.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from bench.robustness import corruptions
+from index_builder import build_index
+from mga.config import SHARED_DATA, TEST_DISTRACTORS, TRAIN_BACKGROUNDS
+from mga.confidence import auroc, features, fit, probability
+from mga.data import Record, category_of, load_retrieval_data
+from mga.hub import load_model
+from mga.imageio import load_image
+from mga.index import GalleryIndex
+from mga.search import SearchEngine
+
+NOT_SOLD = ("shoes", "hat")  # distractor classes the shop has no product of
+
+
+def shop_index(model, root: Path, records: Sequence[Record], out: Path) -> SearchEngine:
+    """An index of `records` (copied into a gallery folder with their item ids), searched with `model`."""
+    gallery = out / "gallery"
+    for r in records:
+        (gallery / r.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / r.path, gallery / r.path)
+    with open(gallery / "metadata.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "item_id", "category"])
+        w.writerows([r.path, r.item_id, category_of(r.path)] for r in records)
+    build_index(gallery, out / "index", model=model, progress=False, log=lambda msg: None)
+    return SearchEngine(model, GalleryIndex(out / "index"))
+
+
+def consumer_photos(paths: Sequence[Path], backgrounds: Path, seed: int) -> list[tuple[int, Image.Image]]:
+    """(which path, photo) for every path, clean and under each corruption of bench.robustness."""
+    rng = random.Random(seed)
+    out = []
+    for name, corrupt in corruptions(sorted(backgrounds.rglob("*.jpg"))).items():
+        for i, p in enumerate(paths):
+            img = load_image(p)
+            img.thumbnail((640, 640))
+            out.append((i, corrupt(img, rng)))
+    return out
+
+
+def top_features(engine: SearchEngine, photos: Sequence[Image.Image]) -> tuple[np.ndarray, list[str]]:
+    """Features of each photo's #1 product (mga.confidence.features) and that product's id."""
+    x, ids = [], []
+    for img in photos:
+        res = engine.search(img, k=2, explain=False, products=True)
+        best, other = res.matches[0], res.matches[1] if len(res.matches) > 1 else None
+        x.append(features(best.score, other.score if other else None))
+        ids.append(best.item_id)
+    return np.array(x), ids
+
+
+def labelled(engine: SearchEngine, queries: Sequence[Record], root: Path, backgrounds: Path, not_sold: Sequence[Path],
+             seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, correct #1?, is a product of the shop?) for the consumer-style queries, then the photos of
+    things the shop does not sell."""
+    shots = consumer_photos([root / r.path for r in queries], backgrounds, seed)
+    xq, ids = top_features(engine, [img for _, img in shots])
+    correct = np.array([ids[n] == queries[i].item_id for n, (i, _) in enumerate(shots)])
+    xn, _ = top_features(engine, [load_image(p) for p in not_sold])
+    x = np.vstack([xq, xn])
+    return x, np.r_[correct, np.zeros(len(xn), bool)], np.r_[np.ones(len(xq), bool), np.zeros(len(xn), bool)]
+
+
+def not_sold_photos(folder: Path) -> list[Path]:
+    return sorted(p for c in NOT_SOLD for p in (folder / c).glob("*.jpg"))
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.confidence", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(SHARED_DATA / "luma-inshop"))
+    p.add_argument("--weights", help="checkpoint folder (default: the embedded default)")
+    p.add_argument("--fit", action="store_true", help="fit the calibrator and write it into config.json first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    from mga.config import DEFAULT_WEIGHTS_DIR
+
+    weights = Path(args.weights or DEFAULT_WEIGHTS_DIR)
+    model = load_model(weights)
+    data = load_retrieval_data(args.data)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.fit:
+            by_item: dict[str, list[Record]] = {}
+            for r in data.train:
+                by_item.setdefault(r.item_id, []).append(r)
+            items = [rs for rs in by_item.values() if len(rs) >= 2]
+            shop = [r for rs in items for r in rs[::2]]
+            queries = [r for rs in items for r in rs[1::2]]
+            engine = shop_index(model, data.root, shop, Path(tmp) / "fit")
+            x, y, _ = labelled(engine, queries, data.root, TRAIN_BACKGROUNDS, not_sold_photos(TRAIN_BACKGROUNDS),
+                               args.seed)
+            model.config.confidence = {**fit(x, y.astype(float)), "fitted_on": f"{len(x)} photos outside the test split"}
+            model.config.save(weights)
+            print(f"fitted on {len(x)} photos ({int(y.sum())} correct #1): {model.config.confidence}")
+        engine = shop_index(model, data.root, data.gallery, Path(tmp) / "test")
+        x, correct, sold = labelled(engine, data.query, data.root, TEST_DISTRACTORS, not_sold_photos(TEST_DISTRACTORS),
+                                    args.seed + 1)
+    cal = model.config.confidence
+    if not cal:
+        raise SystemExit(f"{weights}: no calibration in config.json; run with --fit first")
+    prob = np.array([probability(cal, row) for row in x])
+    result = {"auroc": auroc(prob[sold & correct], prob[~sold]), "auroc_raw_score": auroc(x[sold & correct, 0], x[~sold, 0]),
+              "queries": int(sold.sum()), "correct_top1": int(correct.sum()), "not_sold": int((~sold).sum()),
+              "thresholds": []}
+    print(f"test: {result['queries']} consumer-style photos of shop products ({result['correct_top1']} with a correct "
+          f"#1), {result['not_sold']} photos of {' and '.join(NOT_SOLD)}")
+    print(f"AUROC, correct #1 against shoes and hats: confidence {result['auroc']:.3f}, raw score "
+          f"{result['auroc_raw_score']:.3f}")
+    print(f"{'threshold':>9} {'shown confident':>16} {'precision':>10} {'recall':>7} {'shoes/hats confident':>21}")
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        shown = prob >= t
+        row = {"threshold": t, "confident": int(shown.sum()),
+               "precision": float(correct[shown].mean()) if shown.any() else float("nan"),
+               "recall": float(shown[correct].mean()), "not_sold_confident": float(shown[~sold].mean())}
+        result["thresholds"].append(row)
+        print(f"{t:>9.1f} {row['confident']:>16d} {row['precision']:>10.3f} {row['recall']:>7.3f} "
+              f"{row['not_sold_confident']:>21.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""How sure a search is that a result is the query's product: a calibrated probability, not a raw score.
+
+A raw ATA score says little on its own: a hat photo's best match scores about what a correct match of a cluttered
+phone photo scores. What tells them apart is how the score stands against the other products' (a product that is
+in the gallery stands out from the rest; a photo of something the shop does not sell matches many products about
+equally). `features` turns a result's score and the best score of any other product into the calibrator's input;
+a logistic regression fitted on photos outside the test split (`python -m bench.confidence --fit`) maps it to the
+probability that the result is the same product. The fit is stored with the weights (`MGAConfig.confidence`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+FEATURES = ("score", "margin")
+CONFIDENT = 0.5  # the probability from which a result counts as the query's product: below it, "no confident match"  # the result's score; its lead over the best other product (negative below #1)
+
+
+def features(score: float, best_other: float | None) -> np.ndarray:
+    """The calibrator's input for one result: its score and its lead over the best other product's score."""
+    return np.array([score, score - (best_other if best_other is not None else 0.0)], dtype=np.float64)
+
+
+def probability(calibration: dict, x: np.ndarray) -> float:
+    """P(same product) for one feature vector under a fitted calibration."""
+    z = float(np.dot(calibration["weights"], x) + calibration["bias"])
+    return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+
+def set_confidence(matches: Sequence[Any], products: Sequence[tuple[str, float]], calibration: dict) -> None:
+    """Give each match (an object with item_id, score, confidence) its probability; `products` are the best
+    (item id, score) pairs of the ranking, best first, at least the top two. Nothing without a calibration."""
+    if not calibration:
+        return
+    for m in matches:
+        other = next((s for item, s in products if item != m.item_id), None)
+        m.confidence = probability(calibration, features(m.score, other))
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> dict:
+    """Logistic regression by Newton's method (a handful of features, a few hundred photos: no library needed).
+    Features are used as they are, so the stored weights apply to raw scores."""
+    x1 = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(x1.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(x1 @ w, -50, 50)))
+        grad = x1.T @ (p - y) + l2 * np.r_[w[:-1], 0]
+        hess = (x1 * (p * (1 - p))[:, None]).T @ x1 + l2 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return {"features": list(FEATURES), "weights": [float(v) for v in w[:-1]], "bias": float(w[-1])}
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    pos, neg = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
