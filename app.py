@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse  # noqa: E402
 
 from mga.imageio import ImageError  # noqa: E402
 from mga.index import IndexFormatError  # noqa: E402
+from ui.inputs import add_corner, crop_to_corners, crop_view  # noqa: E402
 from ui.results import GALLERY_ROUTE, api_payload, match_details, run_search  # noqa: E402
 from ui.settings import (  # noqa: E402
     ALL_CATEGORIES,
@@ -89,14 +90,27 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
     def search_ui(image, k, category, crop):
         """Search, or show what is wrong with the input in one line and clear the previous results."""
         if image is None:  # the input was cleared
-            return [], None, None, "", *empty_details, "", None
+            return [], None, None, "", *empty_details, "", None, []
         try:
             ui = run_search(loaded, image, k, category, crop)
         except (ImageError, ValueError) as exc:
-            return [], None, None, "", *empty_details, f"⚠️ {exc}", None
-        if not ui.result.matches:
-            return [], ui, None, ui.summary, *empty_details, "", ui.query
-        return ui.gallery, ui, 0, ui.summary, *details(ui, 0), "", ui.query
+            return [], None, None, "", *empty_details, f"⚠️ {exc}", None, []
+        shown = (ui.gallery, ui, 0, ui.summary, *details(ui, 0)) if ui.result.matches else \
+            ([], ui, None, ui.summary, *empty_details)
+        return *shown, "", crop_view(ui.query, []), []
+
+    def pick_corner(ui, points, evt: gr.SelectData):
+        if ui is None:
+            return None, []
+        points = add_corner(points, evt.index, ui.query)
+        return crop_view(ui.query, points), points
+
+    def search_cropped(ui, points, k, category):
+        try:
+            part = crop_to_corners(ui.query, points) if ui is not None else None
+        except ImageError as exc:
+            return gr.skip(), *(gr.skip(),) * 7, f"⚠️ {exc}", gr.skip(), gr.skip()
+        return search_ui(part, k, category, False)
 
     def select(ui, evt: gr.SelectData):
         if ui is None or not isinstance(evt.index, int) or evt.index >= len(ui.result.matches):
@@ -126,6 +140,7 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
         gr.Markdown(loaded.status_markdown, elem_id="mga-status")
         last = gr.State(None)  # the last search (UIResult)
         selected = gr.State(None)  # index of the selected match
+        corners = gr.State([])  # corners clicked on the photo to crop by hand
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
                 query = QueryPhoto(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
@@ -137,9 +152,8 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
                     category = gr.Dropdown(categories, value=ALL_CATEGORIES, label="Category")
                 search_btn = gr.Button("Search", variant="primary", elem_id="mga-search")
                 with gr.Accordion("Crop by hand", open=False):
-                    cropper = gr.ImageEditor(label="Drag the crop tool around the garment", type="pil",
-                                             image_mode="RGB", sources=[], transforms=["crop"], brush=False,
-                                             eraser=False, layers=False, height=340, elem_id="mga-cropper")
+                    cropper = gr.Image(label="Click two opposite corners of the garment", type="pil",
+                                       interactive=False, height=340, elem_id="mga-cropper")
                     crop_btn = gr.Button("Search the cropped photo", elem_id="mga-search-cropped")
                 if examples:
                     gr.Examples(examples, inputs=query, label="Example queries", cache_examples=False,
@@ -166,13 +180,14 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
             api_out = gr.JSON(label="results")
             api_btn = gr.Button("search")
 
-        ui_out = [gallery, last, selected, summary, detail_md, q_heat, m_heat, chart, error, cropper]
+        ui_out = [gallery, last, selected, summary, detail_md, q_heat, m_heat, chart, error, cropper, corners]
         detail_out = [selected, detail_md, q_heat, m_heat, chart]
         private = dict(api_visibility="private")
         gr.on([query.change, search_btn.click, category.input, k.release], search_ui,
               [query, k, category, crop], ui_out, trigger_mode="always_last", **private).then(
             None, js=SHOW_RESULTS, **private)
-        crop_btn.click(search_ui, [cropper, k, category, gr.State(False)], ui_out[:-1], **private).then(
+        cropper.select(pick_corner, [last, corners], [cropper, corners], **private)
+        crop_btn.click(search_cropped, [last, corners, k, category], ui_out, **private).then(
             None, js=SHOW_RESULTS, **private)
         gallery.select(select, last, detail_out, **private)
         more_btn.click(more_like_this, [last, selected], query, **private)

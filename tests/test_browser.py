@@ -126,8 +126,8 @@ def test_bad_files_get_one_message_and_clear_the_results(server, playwright, tmp
             wait_for_results(page)
             page.locator("#mga-query input[type=file]").set_input_files(str(bad / name))
             page.locator("#mga-error").get_by_text(message).wait_for(timeout=60_000)
-            text = page.locator("body").inner_text()
-            assert text.count(message) == 1, (name, text)  # once: no second toast
+            said, text = page.locator("#mga-error").inner_text().strip(), page.locator("body").inner_text()
+            assert said.startswith("⚠️ query image:") and text.count(said) == 1, (name, text)  # once: no toast
             assert page.locator(".toast-body").count() == 0, name  # no raw Gradio error
             assert "/tmp" not in text and "gradio" not in page.locator("#mga-error").inner_text().lower()
             assert page.locator("#mga-results img").count() == 0, name  # the previous results are gone
@@ -154,6 +154,40 @@ def test_phone_layout_shows_the_results_without_sideways_scrolling(server, playw
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (i, box)
         page.screenshot(path=str(tmp_path / "phone.png"))
         screenshot(page, tmp_path, "phone-390x844.png")
+    finally:
+        browser.close()
+
+
+def test_crop_by_hand_searches_the_box_between_two_clicks(server, playwright, tmp_path):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        photo = query_photos(1)[0]
+        w, h = Image.open(photo).size
+        page.locator("#mga-query input[type=file]").set_input_files(str(photo))
+        wait_for_results(page)
+        page.get_by_text("Crop by hand").click()
+        view = page.locator("#mga-cropper img")
+        view.wait_for()
+        view.scroll_into_view_if_needed()
+        box = view.bounding_box()
+        # two opposite corners at 20 % and 70 % of the shown photo (object-fit keeps it whole in the box)
+        shown = page.evaluate("img => [img.naturalWidth, img.naturalHeight]", view.element_handle())
+        fit = min(box["width"] / shown[0], box["height"] / shown[1])
+        left, top = (box["width"] - shown[0] * fit) / 2, (box["height"] - shown[1] * fit) / 2
+        for fx, fy in ((0.2, 0.2), (0.7, 0.7)):
+            before = view.get_attribute("src")
+            view.click(position={"x": left + fx * shown[0] * fit, "y": top + fy * shown[1] * fit})
+            # the view redraws with the corner (a dot, then the box) before the next click
+            page.wait_for_function("s => document.querySelector('#mga-cropper img')?.src !== s", arg=before,
+                                   timeout=30_000)
+        page.locator("#mga-search-cropped").click()
+        page.wait_for_function(
+            "() => /for a \\d+×\\d+ photo/.test(document.querySelector('#mga-summary').innerText) &&"
+            f" !document.querySelector('#mga-summary').innerText.includes('{w}×{h} photo')", timeout=60_000)
+        cw, ch = (int(v) for v in page.locator("#mga-summary").inner_text().split(" for a ")[1].split(" photo")[0].split("×"))
+        assert abs(cw - 0.5 * w) <= 0.03 * w and abs(ch - 0.5 * h) <= 0.03 * h, ((cw, ch), (w, h))
     finally:
         browser.close()
 

@@ -6,11 +6,14 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from mga.config import MIN_IMAGE_SIDE
 from mga.data import category_key
-from mga.imageio import ImageError, load_image
+from mga.imageio import ImageError, fit_size, load_image
 
 from .settings import ALL_CATEGORIES, MAX_K
 
+# The photo to crop by hand is shown at this side (clicks on it are mapped back to the query's pixels).
+CROP_VIEW_SIDE = 480
 # Queries are decoded to at most this side: the model sees 2 x its input side, the overlays DISPLAY_MAX_SIDE, and
 # a session keeps its last query, so a 50 MP upload must not stay 150 MB in memory.
 QUERY_MAX_SIDE = 1600
@@ -76,3 +79,44 @@ def parse_k(k: Any) -> int:
     if not f.is_integer() or not 1 <= f <= MAX_K:
         raise ValueError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
     return int(f)
+
+
+def crop_view(query: Image.Image, corners: Sequence[tuple[int, int]]) -> Image.Image:
+    """The query at CROP_VIEW_SIDE with the corners clicked so far: a dot for the first, the box for two."""
+    from PIL import ImageDraw
+
+    view = query.resize(_view_size(query), Image.BILINEAR)
+    scale = view.width / query.width
+    draw = ImageDraw.Draw(view)
+    points = [(x * scale, y * scale) for x, y in corners]
+    if len(points) == 1:
+        (x, y), r = points[0], max(3, CROP_VIEW_SIDE // 80)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill="#00c853")
+    elif len(points) == 2:
+        (x0, y0), (x1, y1) = points
+        draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline="#00c853",
+                       width=max(2, CROP_VIEW_SIDE // 160))
+    return view
+
+
+def _view_size(query: Image.Image) -> tuple[int, int]:
+    return fit_size(*query.size, CROP_VIEW_SIDE) if max(query.size) > CROP_VIEW_SIDE else query.size
+
+
+def add_corner(corners: Sequence[tuple[int, int]], clicked: Sequence[int], query: Image.Image
+               ) -> list[tuple[int, int]]:
+    """A click on the crop view (its pixels) as a corner in the query's pixels; a third click starts anew."""
+    scale = query.width / _view_size(query)[0]
+    corner = (min(query.width, round(clicked[0] * scale)), min(query.height, round(clicked[1] * scale)))
+    return [corner] if len(corners) != 1 else [corners[0], corner]
+
+
+def crop_to_corners(query: Image.Image, corners: Sequence[tuple[int, int]]) -> Image.Image:
+    """The part of the query between two clicked corners, or ImageError saying what to do."""
+    if len(corners) != 2:
+        raise ImageError("Crop by hand: click two opposite corners of the garment on the photo first.")
+    (x0, y0), (x1, y1) = corners
+    box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    if min(box[2] - box[0], box[3] - box[1]) < MIN_IMAGE_SIDE:
+        raise ImageError(f"Crop by hand: the box is under {MIN_IMAGE_SIDE} px a side; click two corners further apart.")
+    return query.crop(box)
