@@ -1,6 +1,6 @@
 """Server-side latency of one app query vs encoding one image alone.
 
-    python bench/bench_app_latency.py [--index DIR] [--queries 20]
+    python -m bench.bench_app_latency [--index DIR] [--queries 20]
 
 Per query, from a decoded image (RGB PIL) to everything the UI shows: search (encode, FAISS, ATA re-rank),
 heatmaps for all k results, and the selected match's overlays and contribution chart
@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ui.results import match_details, run_search  # noqa: E402
-from ui.settings import example_paths, load_engine  # noqa: E402
-from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
-from mga.imageio import load_image  # noqa: E402
+from ui.results import match_details, run_search
+from ui.settings import example_paths, load_engine
+from mga.config import DEFAULT_INDEX_DIR
+from mga.imageio import load_image
 
 
 def p50(xs: list[float]) -> float:
@@ -63,7 +60,8 @@ def main() -> None:
 
     print(f"index {args.index}: {engine.info['images']} images; model {engine.info['weights']} "
           f"(input {engine.info['image_size']} px); k={args.k}; {args.queries} queries "
-          f"({len(images)} distinct, sizes e.g. {images[0].size}); torch threads {__import__('torch').get_num_threads()}")
+          f"({len(images)} distinct, sizes e.g. {images[0].size}); "
+          f"torch threads {__import__('torch').get_num_threads()}")
     print(f"encode one image (model.encode_images) p50: {p50(enc):8.1f} ms")
     print(f"search + heatmaps for k results    p50: {p50(search_only):8.1f} ms")
     print(f"app query (search + overlays/chart)  p50: {p50(app):8.1f} ms")

@@ -1,6 +1,6 @@
 """Index build throughput vs a bare model forward loop over the same images, measured in one run.
 
-    python bench/bench_build.py [--data ../shared/data/luma-inshop] [--modes full zoom] [--rounds 3] [--workers N]
+    python -m bench.bench_build [--data ../shared/data/luma-inshop] [--modes full zoom] [--rounds 3] [--workers N]
                                 [--device auto] [--decode device overlap turns]
 
 Builds the index of the Luma gallery split (183 full-size studio photos) with `index_builder` (decoding and
@@ -17,23 +17,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from index_builder import build_index  # noqa: E402
-from mga.data import load_retrieval_data  # noqa: E402
-from mga.devices import autocast, forward_batch, loader_workers, overlap_decoding, resolve_device  # noqa: E402
-from mga.hub import load_model  # noqa: E402
-from mga.imageio import load_image  # noqa: E402
-from mga.transforms import working_side  # noqa: E402
-from mga.views import ZoomViews  # noqa: E402
+from index_builder import build_index
+from mga.data import load_retrieval_data
+from mga.devices import autocast, forward_batch, loader_workers, overlap_decoding, resolve_device
+from mga.hub import load_model
+from mga.imageio import load_image
+from mga.transforms import working_side
+from mga.views import ZoomViews
 
 # --decode: build_index's `overlap` (None: the device's way)
 DECODES = {"device": None, "overlap": True, "turns": False}
@@ -138,7 +136,8 @@ def main() -> None:
           f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, workers {workers}, forwards of {batch_size} views, "
           f"decoding {'beside' if overlap_decoding(model.device) else 'in turns with'} encoding by default")
     ratios = {}
-    modes = {"full": ("full photos only (--zoom-grid 0)", ZoomViews(grid=0)), "zoom": ("zoom views (default)", ZoomViews())}
+    modes = {"full": ("full photos only (--zoom-grid 0)", ZoomViews(grid=0)),
+             "zoom": ("zoom views (default)", ZoomViews())}
     for label, zoom in (modes[m] for m in args.modes):
         t = time.perf_counter()
         tensors, counts = view_tensors(model, paths, zoom)

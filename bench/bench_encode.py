@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         model = MGAModel(MGAConfig(backbone=name)).eval()
         rows[name] = {"batch 1": ms_per_image(model, 1, args.repeats), "batch 32": ms_per_image(model, 32, 3)}
     base = rows[args.backbones[0]]
-    print(f"{'backbone':<28} {'ms/img b=1':>11} {'ms/img b=32':>12} {'ratio b=1':>10}  (threads {torch.get_num_threads()})")
+    print(f"{'backbone':<28} {'ms/img b=1':>11} {'ms/img b=32':>12} {'ratio b=1':>10}  "
+          f"(threads {torch.get_num_threads()})")
     for name, r in rows.items():
         print(f"{name:<28} {r['batch 1']:11.1f} {r['batch 32']:12.1f} {r['batch 1'] / base['batch 1']:10.2f}")
     return rows

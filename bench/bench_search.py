@@ -1,6 +1,6 @@
 """Search latency and approximate-index recall at 100k gallery vectors, measured in one run.
 
-    python bench/bench_search.py [--n 100000] [--queries 200] [--index-type auto|hnsw|ivfpq|flat]
+    python -m bench.bench_search [--n 100000] [--queries 200] [--index-type auto|hnsw|ivfpq|flat]
 
 Gallery: real encodings (every view of the Luma gallery photos in assets/demo-index + the 713 distractor photos,
 encoded here once and cached) plus synthetic vectors drawn to resemble them: a random real encoding whose global
@@ -15,34 +15,31 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from index_builder import build_index  # noqa: E402
-from index_builder.build import Piece, write_index  # noqa: E402
-from index_builder.faiss_index import INDEX_TYPES, choose_index_type  # noqa: E402
-from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
-from mga.hub import load_model  # noqa: E402
-from mga.model import Encoding, coarse_embedding  # noqa: E402
-from mga.retrieval import best_view  # noqa: E402
+from index_builder import build_index
+from index_builder.build import Piece, write_index
+from index_builder.faiss_index import INDEX_TYPES, choose_index_type
+from mga.config import DEFAULT_INDEX_DIR, SHARED_DATA
+from mga.hub import load_model
+from mga.model import Encoding, coarse_embedding
+from mga.retrieval import best_view
 from mga.index import GalleryIndex
-from mga.search import SearchEngine  # noqa: E402
-from mga.views import ZoomViews  # noqa: E402
+from mga.search import SearchEngine
+from mga.views import ZoomViews
 
 
 def real_rows(model, demo: GalleryIndex, cache: Path) -> dict:
     dis_dir = cache / f"distractors-{model.fingerprint()}-full"
     if not (dis_dir / "manifest.json").exists():
-        build_index(ROOT.parent / "shared" / "data" / "distractors", dis_dir, model=model, zoom=ZoomViews(grid=0),
+        build_index(SHARED_DATA / "distractors", dis_dir, model=model, zoom=ZoomViews(grid=0),
                     progress=False, log=lambda m: None)
     dis = GalleryIndex(dis_dir)
     keep = demo.view_rows([r for r, it in enumerate(demo.items) if not it["item_id"].startswith("distractor-")])
@@ -136,7 +133,8 @@ def main() -> None:
                 t_fine.append(time.perf_counter() - t)
                 hits += len({m.index for m in r0.matches} & set(exact[i].tolist()))
             recall = hits / (10 * args.queries)
-            print(f"{itype} {knob} {value:4d}: coarse-only p50 {pct(t_coarse, 50):.2f} ms p95 {pct(t_coarse, 95):.2f} ms"
+            print(f"{itype} {knob} {value:4d}: coarse-only p50 {pct(t_coarse, 50):.2f} ms "
+                  f"p95 {pct(t_coarse, 95):.2f} ms"
                   f" | + ATA re-rank of top 100: p50 {pct(t_fine, 50):.2f} ms p95 {pct(t_fine, 95):.2f} ms"
                   f" | recall@10 vs exact {recall:.3f}")
         t_exact = []

@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             engine = shop_index(model, data.root, shop, Path(tmp) / "fit")
             x, y, _ = labelled(engine, queries, data.root, TRAIN_BACKGROUNDS, not_sold_photos(TRAIN_BACKGROUNDS),
                                args.seed)
-            model.config.confidence = {**fit(x, y.astype(float)), "fitted_on": f"{len(x)} photos outside the test split"}
+            model.config.confidence = {**fit(x, y.astype(float)),
+                                       "fitted_on": f"{len(x)} photos outside the test split"}
             model.config.save(weights)
             print(f"fitted on {len(x)} photos ({int(y.sum())} correct #1): {model.config.confidence}")
         engine = shop_index(model, data.root, data.gallery, Path(tmp) / "test")
@@ -127,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not cal:
         raise SystemExit(f"{weights}: no calibration in config.json; run with --fit first")
     prob = np.array([probability(cal, row) for row in x])
-    result = {"auroc": auroc(prob[sold & correct], prob[~sold]), "auroc_raw_score": auroc(x[sold & correct, 0], x[~sold, 0]),
+    result = {"auroc": auroc(prob[sold & correct], prob[~sold]),
+              "auroc_raw_score": auroc(x[sold & correct, 0], x[~sold, 0]),
               "queries": int(sold.sum()), "correct_top1": int(correct.sum()), "not_sold": int((~sold).sum()),
               "thresholds": []}
     print(f"test: {result['queries']} consumer-style photos of shop products ({result['correct_top1']} with a correct "

@@ -5,4 +5,4 @@
 # Usage: bench/gpu_build.sh DATA [bench_build flags, e.g. --rounds 1]
 set -euo pipefail
 data=$1; shift
-python bench/bench_build.py --data "$data" --device cuda --repeat "${REPEAT:-8}" --rounds 2 "$@"
+python -m bench.bench_build --data "$data" --device cuda --repeat "${REPEAT:-8}" --rounds 2 "$@"

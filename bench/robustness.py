@@ -41,7 +41,8 @@ Corruption = Callable[[Image.Image, random.Random], Image.Image]
 def on_clutter(img: Image.Image, rng: random.Random, backgrounds: list[Path]) -> Image.Image:
     """The garment (everything not studio-white) pasted onto a real phone photo."""
     bg = load_image(rng.choice(backgrounds)).resize(img.size, Image.BILINEAR)
-    mask = Image.fromarray(((np.asarray(img.convert("L")) < 235) * 255).astype(np.uint8)).filter(ImageFilter.MedianFilter(5))
+    mask = Image.fromarray(((np.asarray(img.convert("L")) < 235) * 255).astype(np.uint8))
+    mask = mask.filter(ImageFilter.MedianFilter(5))
     return Image.composite(img, bg, mask)
 
 

@@ -1,4 +1,6 @@
-"""Gallery images -> MGA index folder (FAISS + items + part tokens + attention maps). See `python -m index_builder --help`."""
+"""Gallery images -> MGA index folder (FAISS + items + part tokens + attention maps).
+
+See `python -m index_builder --help`."""
 from .build import BuildError, add_to_index, build_index, merge_indexes, remove_from_index
 from .gallery import discover_gallery, shard_of
 

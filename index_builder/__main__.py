@@ -32,12 +32,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="metadata CSV keyed by relative image path (default: SRC/metadata.csv or items.csv)")
     p.add_argument("--index-type", choices=INDEX_TYPES, default="auto",
                    help="auto: exact flat below 50k vectors (views), HNSW above (IVF-PQ above 5M)")
-    p.add_argument("--batch-size", type=int, help="most views per forward (default: the device's, config.FORWARD_BATCH)")
+    p.add_argument("--batch-size", type=int,
+                   help="most views per forward (default: the device's, config.FORWARD_BATCH)")
     p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per persisted chunk (the --resume unit)")
-    p.add_argument("--thumb-size", type=int, default=0, help="write <=N px JPEG thumbnails of bigger originals for the app (default 0: none; costs build speed)")
+    p.add_argument("--thumb-size", type=int, default=0,
+                   help="write <=N px JPEG thumbnails of bigger originals for the app (default 0: none; costs "
+                        "build speed)")
     p.add_argument("--no-fast-decode", dest="fast_decode", action="store_false",
-                   help="decode JPEGs at full size (default: reduced-scale DCT decoding down to twice the model's input side)")
+                   help="decode JPEGs at full size (default: reduced-scale DCT decoding down to twice the "
+                        "model's input side)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

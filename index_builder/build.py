@@ -298,7 +298,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                 shard: str | None = None, batch_size: int | None = None, workers: int | None = None,
                 overlap: bool | None = None,
                 chunk_size: int = DEFAULT_CHUNK, thumb_size: int = DEFAULT_THUMB, fast_decode: bool = True,
-                zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (), on_chunk: Callable[[int, int], None] | None = None,
+                zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (),
+                on_chunk: Callable[[int, int], None] | None = None,
                 progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Encode every image of `gallery` (its full photo and `zoom` windows) and write the index folder `out`;
     returns its manifest.
@@ -579,7 +580,8 @@ def add_to_index(index: str | Path, gallery: str | Path, csv: str | Path | None 
         return merge_indexes(index, [index, part], index_type=index_type, progress=build_kwargs.get("progress", True))
     except BuildError as exc:
         if "no image could be indexed" in str(exc):
-            raise BuildError(f"nothing new to add from {gallery}: every image is already in {index} or was skipped") from exc
+            raise BuildError(f"nothing new to add from {gallery}: every image is already in {index} or was "
+                             f"skipped") from exc
         raise
     finally:
         shutil.rmtree(part, ignore_errors=True)

@@ -72,8 +72,8 @@ def discover_gallery(src: str | Path, csv_path: str | Path | None = None) -> Gal
         listed = {r.path: r.item_id for r in data.gallery}
         files, refused = screen(root, list(listed))
         return Gallery(root, data.format, [_entry(f, meta, listed[f]) for f in files], csv_file, refused)
-    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTS and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
     files, refused = screen(root, found)
     return Gallery(root, "folder", [_entry(f, meta) for f in files], csv_file, refused)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import html
 import shutil
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def main(argv=None) -> None:
         for r in csv.DictReader(f):
             if r["evaluation_status"] == "gallery":
                 _save(luma / r["image_name"], out / r["image_name"], SIDE)
-                rows.append({k: r.get(k, "") for k in FIELDS})
+                rows.append({k: html.unescape(r.get(k, "")) for k in FIELDS})  # "LumaTech&trade;" -> "LumaTech™"
     with open(out / "metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()

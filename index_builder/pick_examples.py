@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import html
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for key, (r, img) in picked.items():
-        name = f"{key.replace(' ', '-')}-{r['product_name'].lower().replace(' ', '-')}.jpg"
+        name = re.sub(r"[^a-z0-9]+", "-", f"{key} {html.unescape(r['product_name']).lower()}").strip("-") + ".jpg"
         img.save(out / name, "JPEG", quality=90)
     shutil.copy(luma / "LICENSE-OSL-3.0.txt", out / "LICENSE-OSL-3.0.txt")
     rate = f"{hits} of {len(queries)} query photos ({hits / len(queries):.0%}) find their product at #1"

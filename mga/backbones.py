@@ -40,7 +40,8 @@ def _efficientnet_lite(variant: str) -> Callable[[nn.Module], dict[str, torch.Te
         out = {}
         for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
             if sv.shape != tv.shape:
-                raise RuntimeError(f"EfficientNet-Lite{variant}: {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}")
+                raise RuntimeError(f"EfficientNet-Lite{variant}: {sk} {tuple(sv.shape)} does not fit "
+                                   f"{tk} {tuple(tv.shape)}")
             out[tk] = sv
         return out
 

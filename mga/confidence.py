@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-FEATURES = ("score", "margin")
-CONFIDENT = 0.5  # the probability from which a result counts as the query's product: below it, "no confident match"  # the result's score; its lead over the best other product (negative below #1)
+FEATURES = ("score", "margin")  # the result's score; its lead over the best other product (negative below #1)
+CONFIDENT = 0.5  # the probability from which a result counts as the query's product: below, "no confident match"
 
 
 def features(score: float, best_other: float | None) -> np.ndarray:

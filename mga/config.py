@@ -79,7 +79,8 @@ class MGAConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValueError(f"MGAConfig.{name} = {value!r}: must be a whole number from {low} to {high}")
         if self.embed_dim % self.fga_heads:
-            raise ValueError(f"MGAConfig.embed_dim = {self.embed_dim} must be divisible by fga_heads = {self.fga_heads}")
+            raise ValueError(f"MGAConfig.embed_dim = {self.embed_dim} must be divisible by "
+                             f"fga_heads = {self.fga_heads}")
         floats = {"alpha": (0.0, 1.0), "tau": (1e-3, 10.0), "gem_p": (1.0, 10.0)}
         for name, (low, high) in floats.items():
             value = getattr(self, name)

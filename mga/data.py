@@ -39,7 +39,8 @@ class RetrievalData:
 def _partition_rows(root: Path) -> list[list[str]]:
     path = root / PARTITION_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{root}: no {PARTITION_FILE}; expected a DeepFashion In-shop or Consumer-to-shop layout")
+        raise FileNotFoundError(f"{root}: no {PARTITION_FILE}; expected a DeepFashion In-shop or Consumer-to-shop "
+                                f"layout")
     lines = path.read_text().splitlines()
     # line 1: the count, line 2: the header, then one row per image (In-shop) or pair (C2S)
     rows = [ln.split() for ln in lines[2:] if ln.strip()]

@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--zoom-min-cover", type=float, default=ZoomViews().min_cover,
                    help="leave out windows with less garment (non-white) than this fraction")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, help="most images per forward (default: the device's, config.FORWARD_BATCH)")
+    p.add_argument("--batch-size", type=int,
+                   help="most images per forward (default: the device's, config.FORWARD_BATCH)")
     p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
     p.add_argument("--json", help="write the metrics here")
     p.add_argument("--plot", help="write a recall@K plot (PNG) here")

@@ -25,7 +25,8 @@ class FGALayer(nn.Module):
         mask = None
         if bias is not None:  # (B, N) added to every part's and head's attention logits
             b, n = bias.shape
-            mask = bias[:, None, None, :].expand(b, self.cross.num_heads, parts.shape[1], n).reshape(-1, parts.shape[1], n)
+            mask = bias[:, None, None, :].expand(b, self.cross.num_heads, parts.shape[1], n)
+            mask = mask.reshape(-1, parts.shape[1], n)
             mask = mask.to(kv.dtype)
         gathered, attn = self.cross(self.norm_q(parts), kv, kv, need_weights=True, average_attn_weights=True,
                                     attn_mask=mask)

@@ -66,7 +66,8 @@ def _check_size(width: int, height: int, name: str) -> None:
             "(a decompression bomb or a scan far larger than needed); downscale it first."
         )
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise ImageError(f"{name}: image is only {width}x{height} pixels; at least {MIN_IMAGE_SIDE} px per side is needed.")
+        raise ImageError(f"{name}: image is only {width}x{height} pixels; at least {MIN_IMAGE_SIDE} px per side "
+                         f"is needed.")
 
 
 def bicubic_pixels(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
@@ -119,8 +120,9 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
             raise ImageError(f"{label}: is a folder, not an image file.")
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:  # checked before reading: a sparse multi-GB file would be read whole
-            raise ImageError(f"{label}: the file is {size / 1e6:,.0f} MB, more than the {MAX_IMAGE_BYTES / 1e6:,.0f} MB "
-                             f"we read; a photo this large is not needed, downscale it first.")
+            raise ImageError(f"{label}: the file is {size / 1e6:,.0f} MB, more than the "
+                             f"{MAX_IMAGE_BYTES / 1e6:,.0f} MB we read; a photo this large is not needed, "
+                             f"downscale it first.")
         try:
             data = path.read_bytes()
         except OSError as exc:

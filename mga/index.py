@@ -49,7 +49,8 @@ class IndexFormatError(RuntimeError):
 def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) -> str:
     """The exact command that rebuilds this index with `weights`."""
     src = manifest.get("source", {})
-    cmd = ["python", "-m", "index_builder", "--gallery", str(src.get("gallery", "GALLERY_DIR")), "--out", str(index_dir)]
+    cmd = ["python", "-m", "index_builder", "--gallery", str(src.get("gallery", "GALLERY_DIR")),
+           "--out", str(index_dir)]
     if src.get("csv"):
         cmd += ["--csv", str(src["csv"])]
     if weights:

@@ -150,7 +150,8 @@ class MGAModel(
     def fingerprint(self) -> str:
         """Short hash of config and weights: an index records it and refuses other weights."""
         # provenance and names are not identity; a figure head shows in the weights themselves
-        shape = {k: v for k, v in self.config.to_dict().items() if k not in ("extra", "part_names", "confidence", "figure_head")}
+        fitted_later = ("extra", "part_names", "confidence", "figure_head")
+        shape = {k: v for k, v in self.config.to_dict().items() if k not in fitted_later}
         h = hashlib.sha256(repr(sorted(shape.items())).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())

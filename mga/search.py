@@ -66,7 +66,8 @@ class Match:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
                 "item_id": self.item_id, "category": self.category, "image": self.image,
                 "contributions": [round(c, 6) for c in self.contributions],
-                "parts": [{"name": n, "contribution": round(c, 6)} for n, c in zip(self.part_names, self.contributions)],
+                "parts": [{"name": n, "contribution": round(c, 6)}
+                          for n, c in zip(self.part_names, self.contributions)],
                 "global_contribution": round(self.global_contribution, 6),
                 "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
                 "confidence": None if self.confidence is None else round(self.confidence, 4)}
@@ -287,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{' '.join(f'{k} {v:.1f}' for k, v in res.timings.items())}")
     for m in res.matches:
         parts = ", ".join(f"{n} {c:+.3f}" for n, c in zip(m.part_names, m.contributions))
-        print(f"{m.rank:3d}  {m.score:.4f}  {m.item_id:<28s} {m.category:<22s} {m.image}   [g {m.global_contribution:+.3f} | {parts}]")
+        print(f"{m.rank:3d}  {m.score:.4f}  {m.item_id:<28s} {m.category:<22s} {m.image}   "
+              f"[g {m.global_contribution:+.3f} | {parts}]")
     return 0
 
 

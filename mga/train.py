@@ -76,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
-    p.add_argument("--degrade", type=float, default=0.0,
+    p.add_argument("--degrade", type=float, default=0.4,
                    help="probability of a low-resolution, heavily compressed copy of the photo")
     p.add_argument("--backgrounds", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
                    help="folder of real photos to paste garments onto ('' : flat colours and noise only); "
@@ -262,7 +262,8 @@ def train(args: argparse.Namespace) -> dict:
                "device": str(device), "fingerprint": model.fingerprint()}
     if data.query and data.gallery:
         q, g, owner = encode_split(model, data)
-        for name, top, desc in (("coarse", 0, "coarse"), ("ata", DEFAULT_RERANK_TOP, "coarse"), ("global", 0, "global")):
+        rankings = (("coarse", 0, "coarse"), ("ata", DEFAULT_RERANK_TOP, "coarse"), ("global", 0, "global"))
+        for name, top, desc in rankings:
             res = recall(model, data, q, g, owner, top, desc)
             summary[name] = {k: v for k, v in res.items() if k.startswith("R@")}
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -62,3 +62,14 @@ def hub_cache(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
         return cache
 
     return fill
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A running app (tests/app_server.py) for the tests of one module: its URL."""
+    from app_server import start_app, stop_app
+
+    proc, url, log = start_app()
+    yield url
+    stop_app(proc)
+    log.close()

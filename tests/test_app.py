@@ -3,10 +3,10 @@
 One real app server per module (a subprocess on 127.0.0.1, free port, HF_HUB_OFFLINE=1)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,82 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app_server import ROOT, free_port, gallery_root, index_dir, query_photos
 
-from mga.config import DEFAULT_INDEX_DIR  # noqa: E402
-
-LUMA_IMG = ROOT.parent / "shared" / "data" / "luma-inshop" / "img"
-
-
-def index_dir() -> Path:
-    """The prebuilt demo index, or MGA_TEST_INDEX while it is not there."""
-    env = os.environ.get("MGA_TEST_INDEX")
-    path = Path(env) if env else DEFAULT_INDEX_DIR
-    if not (path / "manifest.json").exists():
-        pytest.skip(f"no index at {path}: build assets/demo-index (python -m index_builder) or set MGA_TEST_INDEX")
-    return path
-
-
-def gallery_root() -> Path:
-    from mga.index import GalleryIndex
-
-    return GalleryIndex(index_dir()).roots[0]
-
-
-def query_photos(n: int = 5) -> list[Path]:
-    ex = sorted(p for p in (ROOT / "assets" / "examples").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
-    photos = ex if len(ex) >= n else sorted(LUMA_IMG.glob("*/*/*/*.jpg"))[::53]
-    assert len(photos) >= n, "no query photos found"
-    return photos[:n]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(args: list[str] = (), env: dict | None = None, timeout: float = 120.0):
-    """Start `python app.py` on a free port; returns (process, url) once it answers."""
-    import urllib.request
-
-    port = free_port()
-    e = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", MGA_INDEX=str(index_dir()),
-             PYTHONUNBUFFERED="1", **(env or {}))
-    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"mga-app-{port}.log"), "w+")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *args], cwd=ROOT, env=e,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"app exited with {proc.returncode}:\n{log.read()}")
-        try:
-            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url, log
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("app did not start in time")
-
-
-def stop_app(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def server():
-    proc, url, log = start_app()
-    yield url
-    stop_app(proc)
-    log.close()
+from mga.config import DEFAULT_INDEX_DIR
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +234,14 @@ def test_only_the_images_a_search_shows_are_downloadable(server, client):
     out = client.predict(handle_file(str(query_photos(1)[0])), 3, "All", api_name="/search")
     res = out["results"]
     assert res and all(not os.path.isabs(r["image"]) for r in res)
+    for r in res:  # each result's photo, fetched the way a remote client would
+        status, body = fetch(server + r["url"])
+        assert status == 200 and Image.open(io.BytesIO(body)).size == Image.open(gallery_root() / r["image"]).size
+        assert r["product_name"] and "confidence" in r and [p["name"] for p in r["parts"]]
+    first = res[0]["url"].split("/")
+    assert fetch(server + "/".join(first[:2] + ["other-name.jpg"]))[0] == 404  # a number and its own name only
+    assert fetch(server + "gallery/999999/x.jpg")[0] == 404
+    assert fetch(server + "gallery/0/..%2F..%2Fapp.py")[0] == 404
     dumped = json.dumps(out)
     assert str(ROOT) not in dumped and str(index) not in dumped and "/tmp" not in dumped
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_app import query_photos, server  # noqa: F401 (server is a fixture)
+from app_server import query_photos
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -186,7 +186,8 @@ def test_crop_by_hand_searches_the_box_between_two_clicks(server, playwright, tm
         page.wait_for_function(
             "() => /for a \\d+×\\d+ photo/.test(document.querySelector('#mga-summary').innerText) &&"
             f" !document.querySelector('#mga-summary').innerText.includes('{w}×{h} photo')", timeout=60_000)
-        cw, ch = (int(v) for v in page.locator("#mga-summary").inner_text().split(" for a ")[1].split(" photo")[0].split("×"))
+        size = page.locator("#mga-summary").inner_text().split(" for a ")[1].split(" photo")[0]
+        cw, ch = (int(v) for v in size.split("×"))
         assert abs(cw - 0.5 * w) <= 0.03 * w and abs(ch - 0.5 * h) <= 0.03 * h, ((cw, ch), (w, h))
     finally:
         browser.close()

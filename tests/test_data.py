@@ -21,7 +21,7 @@ from mga.data import (
     load_retrieval_data,
 )
 from mga.imageio import bicubic_pixels, load_image
-from mga.transforms import (Backgrounds, ConsumerPhotoAugment, EvalTransform, detail_box, garment_mask, letterbox,
+from mga.transforms import (ConsumerPhotoAugment, EvalTransform, detail_box, garment_mask, letterbox,
                             letterbox_box, letterbox_pixels)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -88,7 +88,8 @@ def _make_bad_gallery(root: Path) -> dict[str, str]:
     (bad / "loop-b.jpg").symlink_to(bad / "loop-a.jpg")
     (bad / "dangling.jpg").symlink_to(root / "nowhere.jpg")
     (bad / "folder.jpg").mkdir()
-    expect.update({f"bad/{n}": "skip" for n in ("link-out.jpg", "loop-a.jpg", "loop-b.jpg", "dangling.jpg", "folder.jpg")})
+    links = ("link-out.jpg", "loop-a.jpg", "loop-b.jpg", "dangling.jpg", "folder.jpg")
+    expect.update({f"bad/{n}": "skip" for n in links})
     return expect
 
 

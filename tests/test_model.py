@@ -230,7 +230,8 @@ def test_model_align_matches_functional(default_model):
     enc = default_model.encode_images([tiny_photo()] * 2)
     res = default_model.align(enc, enc)
     cfg = default_model.config
-    direct = align(enc.global_, enc.parts, enc.global_, enc.parts, default_model.part_weights.detach(), cfg.alpha, cfg.tau)
+    weights = default_model.part_weights.detach()
+    direct = align(enc.global_, enc.parts, enc.global_, enc.parts, weights, cfg.alpha, cfg.tau)
     assert torch.allclose(res.scores, direct.scores, atol=1e-6)
     assert torch.allclose(default_model.part_weights.sum(), torch.tensor(1.0))
 

@@ -88,7 +88,8 @@ def test_concentration_and_consistency_losses():
     # the same garment region in a smaller figure box (a shorter garment) is consistent
     small = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]])
     scaled = torch.stack([a[0], torch.stack([one_hot_map(h, w, 0, 0), one_hot_map(h, w, 3, 3)])])
-    assert consistency_loss(scaled, small, torch.tensor([0, 0])) < consistency_loss(scaled, boxes[:2], torch.tensor([0, 0]))
+    same = torch.tensor([0, 0])
+    assert consistency_loss(scaled, small, same) < consistency_loss(scaled, boxes[:2], same)
 
 
 def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from test_app import free_port, query_photos
+from app_server import free_port, query_photos
 from ui.space import LFS_SIZE, MAX_FILE_SIZE, space_files
 
 from mga.config import PROJECT_ROOT

@@ -30,7 +30,8 @@ def decode_query(value: Any, name: str = "query image") -> Image.Image:
     return load_image(value, name=name, max_side=QUERY_MAX_SIDE)
 
 
-def autocrop(img: Image.Image, threshold: float = 28.0, margin: float = 0.04, min_fraction: float = 0.05) -> Image.Image:
+def autocrop(img: Image.Image, threshold: float = 28.0, margin: float = 0.04,
+             min_fraction: float = 0.05) -> Image.Image:
     """Trim a plain background (studio white, a wall) around the garment: the box of pixels that differ from
     the border's median colour, plus a small margin. Returns the image unchanged when nothing sensible is found
     (busy backgrounds, a garment filling the frame)."""

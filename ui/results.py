@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,7 +61,7 @@ class UIResult:
 
 def product_name(m: Match) -> str:
     """What a shopper calls the match: its product name, else its category."""
-    return str(m.metadata.get("product_name") or m.category or "product")
+    return html.unescape(str(m.metadata.get("product_name") or m.category or "product"))
 
 
 def caption(m: Match) -> str:
