@@ -205,6 +205,6 @@ class ConsumerPhotoAugment:
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=random.randint(20, 70))
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        if random.random() < self.degrade:
+        if self.degrade and random.random() < self.degrade:  # no draw when off: other recipes replay exactly
             img = self._low_resolution(img)
         return TrainSample(self.normalize(img), torch.from_numpy(np.asarray(figure)[..., 0] > 127), box is not None)

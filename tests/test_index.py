@@ -337,7 +337,8 @@ def test_ctrl_c_stops_a_cli_build_which_then_resumes(tmp_path):
 
     gal = tmp_path / "g"
     gal.mkdir()
-    big = tmp_path / "big.png"  # ~0.4 s to decode: the second burst of 16 takes seconds, its encoding < 1 s
+    big = gal / ".source" / "big.png"  # ~0.4 s to decode: a burst of 16 takes seconds, its encoding < 1 s
+    big.parent.mkdir()  # a hidden folder: not indexed itself, and the links to it stay inside the gallery
     Image.open(TINY_JPEGS[0]).convert("RGB").resize((4000, 5000)).save(big, compress_level=1)
     for k in range(24):
         (gal / f"{k:02d}.png").symlink_to(big)
@@ -381,6 +382,8 @@ def test_discover_consumer_layout_and_csv_keys(tmp_path):
         "img/A/comsumer_01.jpg img/A/shop_01.jpg id_1 test\n"
         "img/A/comsumer_02.jpg img/A/shop_01.jpg id_1 test\n"
         "img/B/comsumer_01.jpg img/B/shop_01.jpg id_2 train\n")
+    (root / "img" / "A").mkdir(parents=True)
+    shutil.copy(TINY_JPEGS[0], root / "img" / "A" / "shop_01.jpg")
     gal = discover_gallery(root)
     assert gal.kind == "consumer2shop" and [e.path for e in gal.entries] == ["img/A/shop_01.jpg"]
     assert gal.entries[0].item_id == "id_1"

@@ -109,7 +109,7 @@ def test_explain_maths():
 def test_shipped_demo_index_matches_default_weights(default_model):
     """assets/demo-index must be rebuilt whenever assets/mga-default changes (the command is in the message)."""
     engine = SearchEngine.load(DEFAULT_INDEX_DIR, model=default_model)
-    assert engine.info["images"] > 300 and len(engine.categories) >= 7
+    assert engine.info["images"] >= 150 and len(engine.categories) >= 7
     examples = sorted((ROOT / "assets" / "examples").glob("*.jpg"))
     assert 6 <= len(examples) <= 8
     res = engine.search(examples[0], k=5)
