@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from index_builder import build_index
-from index_builder.build import Piece, write_index
+from index_builder.writer import Piece, write_index
 from index_builder.faiss_index import INDEX_TYPES, choose_index_type
 from mga.config import DEFAULT_INDEX_DIR, SHARED_DATA
 from mga.hub import load_model

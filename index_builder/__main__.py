@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mga.hub import WeightsError
     from mga.index import IndexFormatError
 
-    from .build import BuildError, add_to_index, build_index, merge_indexes, remove_from_index
+    from . import BuildError, add_to_index, build_index, merge_indexes, remove_from_index
 
     try:
         if cmd == "build":

@@ -16,7 +16,7 @@ from mga.model import Encoding, MGAModel
 
 
 class PackedEncoder:
-    """Decoded records in (`index_builder.build.EncodeDataset` items: views in "x", one box per view in "boxes",
+    """Decoded records in (`index_builder.decode.EncodeDataset` items: views in "x", one box per view in "boxes",
     "x" None for a file that failed), records out, in the same order, each with its views' encodings in "enc"
     (embedding float32, global, parts, attn float16, as numpy) once all of its views are encoded."""
 

@@ -1,5 +1,5 @@
 """The index folder: its format (one home for the file names and what they hold) and its reader, `GalleryIndex`,
-which opens a folder written by `python -m index_builder`, checks every file, and answers coarse searches.
+which opens a folder written by `python -m index_builder` and checks every file (coarse search: mga.coarse).
 
 Everything read from the folder is validated before use: a damaged or hand-edited index gives an IndexFormatError
 that names the file and what is wrong, never a traceback from numpy or FAISS, nor silent nonsense; and no item
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .data import category_key
+from .coarse import CoarseSearch, rows_float
 from .model import Encoding
 from .views import FULL_BOX, ZoomViews
 
@@ -35,7 +36,6 @@ INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 ARRAY_DIMS = {EMBEDDINGS: 2, GLOBAL: 2, PARTS: 3, ATTN: 4, OWNER: 1, BOXES: 2}
 FINITE_CHECK_ROWS = 65_536  # rows checked for NaN / inf per step (bounded memory on any index size)
 
-EXACT_SUBSET_MAX = 20_000  # a category this small is searched exactly instead of over-fetching from FAISS
 
 
 class IndexMismatchError(RuntimeError):
@@ -136,7 +136,7 @@ def _read_items(path: Path, n_roots: int) -> list[dict]:
 
 
 def _load_array(path: Path, name: str, mmap: bool) -> np.ndarray:
-    # copy-on-write maps: nothing writes to them, and torch can gather from them in place (_rows_float), which it
+    # copy-on-write maps: nothing writes to them, and torch can gather from them in place (rows_float), which it
     # only does on writable memory
     try:
         array = np.load(path / name, mmap_mode="c" if mmap else None)
@@ -159,35 +159,9 @@ def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
                                    f"rebuild the index with working weights")
 
 
-def _rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """Some rows of a (memory-mapped, often fp16, writable) array as a float32 tensor. torch gathers the rows
-    faster than numpy's fancy indexing of a memory map, and casts fp16 much faster (docs/benchmarks.md)."""
-    index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
-    return torch.from_numpy(array).index_select(0, index).float()
-
-
-def best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of views in adjacent groups, `counts` (each >= 1) views per image -> each image's best score and the
-    position of its best view, the first on ties (as mga.retrieval.best_view, which evaluation ranks with).
-    numpy's segment reductions: much faster than best_view's scatters on the views of one search."""
-    scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
-    starts = np.cumsum(counts) - counts
-    best = np.maximum.reduceat(scores, starts)
-    at_best = np.flatnonzero(scores == np.repeat(best, counts))
-    return best, at_best[np.searchsorted(at_best, starts)]
-
-
-def _top_images(images: np.ndarray, best: np.ndarray, best_rows: np.ndarray, m: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The m best of some images given each one's best-view score and row: (images, scores, rows), by score,
-    ties by image (deterministic)."""
-    order = np.lexsort((images, -best))[:m]
-    return images[order], best[order], best_rows[order]
-
-
-class GalleryIndex:
+class GalleryIndex(CoarseSearch):
     """An index folder opened read-only: manifest, items (one per image), FAISS index and memory-mapped token
-    arrays (one row per view: each image's full photo first, then its zoom windows)."""
+    arrays (one row per view: each image's full photo first, then its zoom windows); searched by CoarseSearch."""
 
     def __init__(self, path: str | Path, mmap: bool = True):
         self.path = Path(path)
@@ -318,79 +292,12 @@ class GalleryIndex:
         label = self.category_label(category)
         return self._by_category[label] if label else np.zeros(0, dtype=np.int64)
 
-    def _faiss_search(self, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) of the top m views by FAISS, with exact scores, best first. IVF-PQ's own scores are
-        approximate: it returns `refine` x m candidates, re-scored with the stored embeddings."""
-        import faiss
-
-        m = min(m, self.views)
-        if self.index_type == "hnsw":  # IndexHNSWFlat: exact inner products of the stored vectors
-            d, idx = self.faiss.search(q, m, params=faiss.SearchParametersHNSW(efSearch=max(self.ef_search, m)))
-        elif self.index_type == "ivfpq":
-            fetch = min(self.views, m * self.refine)
-            _, idx = self.faiss.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
-            rows = idx[0][idx[0] >= 0]
-            scores = self._scores(q, rows)
-            order = np.argsort(-scores, kind="stable")
-            return scores[order], rows[order]
-        else:
-            d, idx = self.faiss.search(q, m)
-        found = idx[0] >= 0
-        return d[0][found], idx[0][found]
-
-    def _scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Exact coarse inner products of query q (1, E) with some rows. In torch, whose threads the rest of a
-        search uses: numpy's own BLAS threads, left spinning after a product, slowed the ATA that follows ~2x at
-        the median and ~10x at p95 (bench_search, 2 cores)."""
-        return (_rows_float(self.embeddings, rows) @ torch.from_numpy(q[0])).numpy()
-
-    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top m images by the coarse inner product of their best view, optionally within one category: FAISS
-        finds candidate views (`_faiss_search`, exact scores), an image scores as the best of its views found.
-        Returns (images, scores, best view rows), best first."""
-        q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
-        allowed = None
-        if category:
-            allowed = self.category_images(category)
-            if len(allowed) == 0:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-            if len(allowed) <= EXACT_SUBSET_MAX or self.index_type == "flat" and len(allowed) * 4 > len(self):
-                return self._exact(q, allowed, m)
-        # an image's best views come first and its other views far behind, so 2 views per wanted image usually
-        # give m images; if not, fetch 4x more. A flat index scans every view whatever it returns, so it returns
-        # enough views for m images of average view count at once.
-        fetch_per_image = -(-self.views // max(1, len(self))) if self.index_type == "flat" else 2
-        fetch = fetch_per_image * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
-        while True:  # over-fetch until m images (of the category) come back, or everything was searched
-            scores, rows = self._faiss_search(q, fetch)
-            owners = self.owner[rows]
-            if allowed is not None:
-                keep = np.isin(owners, allowed)
-                scores, rows, owners = scores[keep], rows[keep], owners[keep]
-            images, first = np.unique(owners, return_index=True)
-            if len(images) >= m or fetch >= self.views:
-                # exact scores, best first: an image's first returned view is the best of its views found, which
-                # a flat index finds all of. An approximate index may miss an image's best view; it then scores
-                # as its best view found (its recall against exact search: bench_search). Scoring every view of
-                # the candidate images instead would cost a large share of a search.
-                return _top_images(images, scores[first], rows[first], m)
-            fetch = min(self.views, fetch * 4)
-
-    def _exact(self, q: np.ndarray, images: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        images = np.sort(np.asarray(images, dtype=np.int64))  # ascending reads from the memory map
-        if len(images) == 0:
-            return images, np.zeros(0, dtype=np.float32), images
-        rows = self.view_rows(images)
-        best, pick = best_per_image(self._scores(q, rows), self.view_count(images))
-        return _top_images(images, best, rows[pick], m)
-
     def tokens(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Stored global and part tokens of some rows (float32): all ATA needs."""
-        return _rows_float(self.global_, rows), _rows_float(self.parts, rows)
+        return rows_float(self.global_, rows), rows_float(self.parts, rows)
 
     def encoding(self, rows: np.ndarray) -> Encoding:
         """Stored tokens of some rows as an Encoding (float32)."""
-        return Encoding(*(_rows_float(a, rows) for a in (self.global_, self.parts, self.attn, self.embeddings)))
+        return Encoding(*(rows_float(a, rows) for a in (self.global_, self.parts, self.attn, self.embeddings)))
 
 

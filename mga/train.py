@@ -15,7 +15,6 @@ import math
 import os
 import random
 import resource
-import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +30,7 @@ from .data import ImageDataset, PKSampler, category_key, category_of, load_retri
 from .devices import autocast, loader_workers, resolve_device
 from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
-from .files import atomic_path
+from .files import atomic_folder, atomic_path
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
@@ -137,14 +136,10 @@ def portable(value):
 
 
 def save_model_atomically(model: MGAModel, path: Path) -> None:
-    """Save in the usual memory layout (a loaded model is channels-last), replacing `path` in one rename."""
+    """Save in the usual memory layout (a loaded model is channels-last), replacing `path` only when complete."""
     model.to(memory_format=torch.contiguous_format)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_folder(path) as tmp:
+        model.save_pretrained(tmp)
 
 
 def peak_memory_mb() -> float:

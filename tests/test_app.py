@@ -22,6 +22,9 @@ from app_server import ROOT, free_port, gallery_root, index_dir, query_photos
 from mga.config import DEFAULT_INDEX_DIR
 
 
+
+pytestmark = pytest.mark.slow  # real app servers in subprocesses
+
 @pytest.fixture(scope="module")
 def client(server):
     from gradio_client import Client

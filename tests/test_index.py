@@ -17,7 +17,8 @@ from PIL import Image
 
 from conftest import LUMA_TINY, ROOT
 from index_builder import add_to_index, build_index, merge_indexes, remove_from_index
-from index_builder.build import BuildError, EncodeDataset, decoded_batches
+from index_builder import BuildError
+from index_builder.decode import EncodeDataset, decoded_batches
 from index_builder.gallery import discover_gallery, shard_of
 from index_builder.packing import PackedEncoder
 from mga.index import GalleryIndex
@@ -93,6 +94,7 @@ def _make_bad_gallery(root: Path) -> dict[str, str]:
     return expect
 
 
+@pytest.mark.slow
 def test_plain_folder_with_bad_files(tmp_path, default_model):
     gal = tmp_path / "gallery"
     gal.mkdir()
@@ -147,6 +149,7 @@ def test_decoding_in_turns_yields_what_the_overlapping_loader_yields(tmp_path, d
     assert sum(r["error"] != "" for r in sum(turns, [])) == 6
 
 
+@pytest.mark.slow
 def test_packed_forwards_hold_batch_size_views_across_images(tmp_path, default_model):
     """The encoder of a build carries views over to the next batch, so every forward but the last holds exactly
     batch_size views; each record comes back in order with the encodings of its own views, failed files too."""
@@ -182,6 +185,7 @@ def test_packed_forwards_hold_batch_size_views_across_images(tmp_path, default_m
         np.testing.assert_allclose(parts, alone[r["i"]].parts.numpy(), atol=2e-3)
 
 
+@pytest.mark.slow
 def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
     from mga.data import load_retrieval_data
     from mga.evaluate import encode_gallery, encode_records
@@ -215,6 +219,7 @@ def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
         np.testing.assert_allclose([m.score for m in r1.matches], best, atol=5e-3)  # fp16 tokens vs fp32
 
 
+@pytest.mark.slow
 def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
     gal = tmp_path / "g"
     gal.mkdir()
@@ -248,6 +253,7 @@ def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
     np.testing.assert_allclose(GalleryIndex(fresh).embeddings, ix.embeddings, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_add_remove_and_search_consistency(tmp_path, default_model):
     gal = tmp_path / "g"
     gal.mkdir()
@@ -273,6 +279,7 @@ def test_add_remove_and_search_consistency(tmp_path, default_model):
         assert (ix2.owner[hit[:, 0]] == r).all()
 
 
+@pytest.mark.slow
 def test_shards_merge_to_the_full_index(tmp_path, default_model):
     gal = tmp_path / "g"
     gal.mkdir()
@@ -295,6 +302,7 @@ def test_shards_merge_to_the_full_index(tmp_path, default_model):
     assert man["source"]["shard"] == "2/3"
 
 
+@pytest.mark.slow
 def test_hnsw_and_cli(tmp_path, default_model):
     gal = tmp_path / "g"
     gal.mkdir()
@@ -327,6 +335,7 @@ def test_hnsw_and_cli(tmp_path, default_model):
     assert r.returncode == 0 and json.loads(r.stdout)["faiss"]["type"] == "hnsw"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_cli_build_which_then_resumes(tmp_path):
     """A terminal's Ctrl-C reaches the whole process group (the build and its decoding pool), here while the pool
     decodes: the build stops at once with a hint, leaves no process behind, and `--resume` finishes it from the
@@ -389,10 +398,11 @@ def test_discover_consumer_layout_and_csv_keys(tmp_path):
     assert gal.entries[0].item_id == "id_1"
 
 
+@pytest.mark.slow
 def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path):
     """IVF-PQ over 12k clustered unit vectors (real FAISS): PQ candidates re-scored with the stored float32
     embeddings give nearly the exact top 10, and every returned score is the exact inner product."""
-    from index_builder.build import Piece, write_index
+    from index_builder.writer import Piece, write_index
     from index_builder.faiss_index import IVFPQ_MIN
 
     rng = np.random.default_rng(0)
@@ -428,7 +438,7 @@ def test_auto_index_type_counts_vectors_not_images(tmp_path, monkeypatch):
     """`auto` picks the FAISS type by the vectors it will hold: with zoom views, 100 images of 6 views are 600
     vectors, above a flat limit of 500, so they get HNSW (and the index still maps views to images)."""
     from index_builder import faiss_index
-    from index_builder.build import Piece, write_index
+    from index_builder.writer import Piece, write_index
 
     monkeypatch.setattr(faiss_index, "FLAT_MAX", 500)
     rng = np.random.default_rng(0)

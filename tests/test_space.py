@@ -2,6 +2,8 @@
 copy of only those files the way a Space starts it."""
 from __future__ import annotations
 
+import pytest
+
 import fnmatch
 import json
 import os
@@ -14,6 +16,9 @@ from ui.space import LFS_SIZE, MAX_FILE_SIZE, space_files
 
 from mga.config import PROJECT_ROOT
 
+
+
+pytestmark = pytest.mark.slow  # real app servers in subprocesses
 
 def lfs_patterns() -> list[str]:
     lines = (PROJECT_ROOT / ".gitattributes").read_text().splitlines()

@@ -14,7 +14,7 @@ from index_builder import build_index
 from mga.explain import to_image_frame
 from mga.imageio import load_image
 from mga.retrieval import best_view
-from mga.index import best_per_image
+from mga.coarse import best_per_image
 from mga.search import SearchEngine
 from mga.transforms import garment_mask
 from mga.views import FULL_BOX, ZoomViews, crop

@@ -13,7 +13,7 @@ from PIL import Image
 from mga.confidence import CONFIDENT
 from mga.explain import overlay
 from mga.imageio import ImageError, load_image
-from mga.search import Match, SearchResult
+from mga.matches import Match, SearchResult
 from mga.views import FULL_BOX
 
 from .inputs import autocrop, decode_query, parse_category, parse_k

@@ -1,0 +1,155 @@
+"""Editing index folders: merge shards, add a gallery's new images, remove images; each writes a new folder and
+swaps it in whole, as a build does."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mga.files import recover_folder, swap_in, temp_folders
+from mga.index import MANIFEST, GalleryIndex
+from mga.model import MGAModel
+
+from .build import build_index
+from .writer import BuildError, Piece, rel_root, write_index, write_json
+
+
+def _copy_thumb(src_dir: Path, dst_dir: Path, thumb: str | None) -> str | None:
+    if not thumb:
+        return None
+    src, dst = src_dir / thumb, dst_dir / thumb
+    if not src.exists():
+        return None
+    dst.parent.mkdir(exist_ok=True)
+    if not dst.exists():
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    return thumb
+
+
+def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: str = "auto",
+                  keep: Callable[[GalleryIndex, int], bool] | None = None, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Concatenate index folders (shards) built with the same model into `out` (atomically). `keep(index, row)`
+    filters rows (used by `remove`). An image present in several sources is kept once."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(out)
+    idxs = [GalleryIndex(s) for s in sources]
+    if not idxs:
+        raise BuildError("merge needs at least one index folder")
+    fps = {ix.fingerprint for ix in idxs}
+    if len(fps) != 1:
+        raise BuildError("cannot merge indexes built with different weights: " +
+                         ", ".join(f"{ix.path}={ix.fingerprint}" for ix in idxs))
+    zooms = {ix.zoom for ix in idxs}
+    if len(zooms) != 1:
+        raise BuildError("cannot merge indexes built with different zoom views: " +
+                         ", ".join(f"{ix.path}={ix.zoom}" for ix in idxs))
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    roots: list[dict] = []
+    root_key: dict[str, int] = {}
+    pieces, items, skipped, seen = [], [], [], set()
+    for ix in idxs:
+        remap = []
+        for r, root in zip(ix.manifest.get("roots", []), ix.roots):
+            key = str(root.resolve())
+            if key not in root_key:
+                root_key[key] = len(roots)
+                roots.append(rel_root(root, out))
+            remap.append(root_key[key])
+        rows = []
+        for row, it in enumerate(ix.items):
+            abs_path = str(ix.image_path(row).resolve())
+            if abs_path in seen or (keep is not None and not keep(ix, row)):
+                continue
+            seen.add(abs_path)
+            rows.append(row)
+            it = dict(it, root=remap[it.get("root", 0)], thumb=_copy_thumb(ix.path, tmp, it.get("thumb")))
+            items.append(it)
+        if rows:
+            images = np.asarray(rows, dtype=np.int64)
+            pieces.append(Piece({"embeddings": ix.embeddings, "global": ix.global_, "parts": ix.parts,
+                                 "attn": ix.attn, "boxes": ix.boxes}, ix.view_rows(images),
+                                ix.view_count(images)))
+        skipped += ix.manifest.get("skipped", [])
+    base = idxs[0].manifest
+    manifest = {
+        "created_by": "index_builder merge",
+        "model": base["model"],
+        "source": dict(base.get("source", {}), merged_from=[str(s) for s in sources]),
+        "roots": roots,
+        "zoom": idxs[0].zoom.to_dict(),
+        "skipped": skipped,
+        "build": {"merged": len(idxs)},
+    }
+    t = time.perf_counter()
+    write_index(tmp, out, pieces, items, manifest, index_type, progress)
+    manifest["build"]["seconds"] = round(time.perf_counter() - t, 2)
+    write_json(tmp / MANIFEST, manifest)
+    del idxs, pieces
+    swap_in(tmp, out)
+    log(f"wrote {len(items)} images into {out} [{manifest['faiss']['type']}]")
+    return manifest
+
+
+def add_to_index(index: str | Path, gallery: str | Path, csv: str | Path | None = None,
+                 weights: str | None = None, model: MGAModel | None = None, index_type: str = "auto",
+                 **build_kwargs) -> dict:
+    """Encode the images of `gallery` not yet in `index` and merge them in (atomically)."""
+    index = Path(index)
+    ix = GalleryIndex(index)
+    if model is None:
+        from mga.hub import load_model
+
+        model = load_model(weights)
+    if model.fingerprint() != ix.fingerprint:
+        raise BuildError(f"{index} was built with model {ix.fingerprint}, these weights are {model.fingerprint()}; "
+                         "rebuild the whole index instead of adding to it")
+    present = {str(ix.image_path(r).resolve()) for r in range(len(ix))}
+    part = index.with_name(f"{index.name}.add-{os.getpid()}")
+    try:
+        build_index(gallery, part, model=model, weights=weights, csv=csv, exclude=present, index_type="flat",
+                    zoom=ix.zoom, **build_kwargs)
+        return merge_indexes(index, [index, part], index_type=index_type, progress=build_kwargs.get("progress", True))
+    except BuildError as exc:
+        if "no image could be indexed" in str(exc):
+            raise BuildError(f"nothing new to add from {gallery}: every image is already in {index} or was "
+                             f"skipped") from exc
+        raise
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+        for d in temp_folders(part):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def remove_from_index(index: str | Path, paths: Sequence[str] = (), item_ids: Sequence[str] = (),
+                      index_type: str = "auto", progress: bool = True) -> tuple[dict, int]:
+    """Drop images by path (relative to their gallery root, or absolute) or by item id; returns
+    (manifest, number removed)."""
+    index = Path(index)
+    ix = GalleryIndex(index)
+    rel = {p.replace("\\", "/") for p in paths}
+    absolute = {str(Path(p).resolve()) for p in paths}
+    ids = set(item_ids)
+    drop = {r for r, it in enumerate(ix.items)
+            if it["path"] in rel or it["item_id"] in ids or str(ix.image_path(r).resolve()) in absolute}
+    if not drop:
+        return ix.manifest, 0
+    if len(drop) == len(ix):
+        raise BuildError("that would remove every image; delete the folder instead")
+    del ix
+    manifest = merge_indexes(index, [index], index_type=index_type, keep=lambda _ix, r: r not in drop,
+                             progress=progress)
+    return manifest, len(drop)

@@ -1,0 +1,62 @@
+"""What a search returns: ranked matches, each with why it matched (per-part contributions, heatmaps, the view
+that matched) and how sure it is (confidence); plain data, as the app, the API and the CLI show it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .views import FULL_BOX
+
+
+@dataclass
+class Match:
+    """One gallery image found for a query, with why it matched."""
+
+    rank: int
+    score: float  # ATA score (the coarse score where the match was not re-ranked)
+    coarse_score: float
+    item_id: str
+    category: str
+    image: str  # the gallery image, relative to its gallery root: what users and API clients see
+    path: str  # its file on this machine (never shown)
+    metadata: dict
+    contributions: list[float]  # per part, ATA's c_k
+    part_names: list[str]  # per part, its name on garments of this match's category (mga.parts.names_for)
+    global_contribution: float
+    query_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the query image's frame
+    match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
+    index: int = -1  # the image in the index (for gallery_image / "more like this")
+    display_path: str = ""  # a thumbnail where the index has one, else `path`
+    box: tuple[float, float, float, float] = FULL_BOX  # the view that matched: the full photo or a zoom window
+    row: int = -1  # the index row of that view
+    view: int = -1  # its position among the re-ranked rows (for the alignment's assignment)
+    photos: int = 1  # photos of this match's product in the gallery
+    confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
+                "item_id": self.item_id, "category": self.category, "image": self.image,
+                "contributions": [round(c, 6) for c in self.contributions],
+                "parts": [{"name": n, "contribution": round(c, 6)}
+                          for n, c in zip(self.part_names, self.contributions)],
+                "global_contribution": round(self.global_contribution, 6),
+                "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
+                "confidence": None if self.confidence is None else round(self.confidence, 4)}
+
+
+@dataclass
+class SearchResult:
+    matches: list[Match]
+    timings: dict[str, float] = field(default_factory=dict)  # encode_ms search_ms rerank_ms explain_ms total_ms
+    query_size: tuple[int, int] = (0, 0)  # (width, height) of the query image
+
+    def __post_init__(self):
+        scores = [m.score for m in self.matches]
+        if any(a < b - 1e-6 for a, b in zip(scores, scores[1:])):
+            raise AssertionError("search results must be sorted by score")
+        if len({m.path for m in self.matches}) != len(self.matches):
+            raise AssertionError("search results must not repeat an image")
+
+    def to_json(self) -> list[dict]:
+        return [m.to_dict() for m in self.matches]
