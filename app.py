@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import uvicorn  # noqa: E402
@@ -77,52 +78,57 @@ def api_errors():
         raise gr.Error(str(exc), print_exception=False) from exc
 
 
-def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Blocks:
-    examples = example_paths() if examples is None else examples
-    categories = [ALL_CATEGORIES] + list(loaded.engine.categories)
+EMPTY_DETAILS = ("Pick a result to see why it matched.", None, None, None)
 
-    empty_details = ("Pick a result to see why it matched.", None, None, None)
 
-    def details(ui, i):
+class Callbacks:
+    """What the UI's events run, on one loaded engine. A search's outputs, in order: results, last search,
+    selected result, summary, the details (markdown, two overlays, chart), error line, crop view, corners."""
+
+    def __init__(self, loaded: LoadedEngine):
+        self.loaded = loaded
+
+    @staticmethod
+    def details(ui, i: int) -> tuple:
         d = match_details(ui.query, ui.result.matches[i])
         return d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"]
 
-    def search_ui(image, k, category, crop):
+    def search_photo(self, image, k, category, crop):
         """Search, or show what is wrong with the input in one line and clear the previous results."""
         if image is None:  # the input was cleared
-            return [], None, None, "", *empty_details, "", None, []
+            return [], None, None, "", *EMPTY_DETAILS, "", None, []
         try:
-            ui = run_search(loaded, image, k, category, crop)
+            ui = run_search(self.loaded, image, k, category, crop)
         except (ImageError, ValueError) as exc:
-            return [], None, None, "", *empty_details, f"⚠️ {exc}", None, []
-        shown = (ui.gallery, ui, 0, ui.summary, *details(ui, 0)) if ui.result.matches else \
-            ([], ui, None, ui.summary, *empty_details)
+            return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, []
+        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0)) if ui.result.matches else \
+            ([], ui, None, ui.summary, *EMPTY_DETAILS)
         return *shown, "", crop_view(ui.query, []), []
 
-    def pick_corner(ui, points, evt: gr.SelectData):
+    def pick_corner(self, ui, points, evt: gr.SelectData):
         if ui is None:
             return None, []
         points = add_corner(points, evt.index, ui.query)
         return crop_view(ui.query, points), points
 
-    def search_cropped(ui, points, k, category):
+    def search_cropped(self, ui, points, k, category):
         try:
             part = crop_to_corners(ui.query, points) if ui is not None else None
         except ImageError as exc:
             return gr.skip(), *(gr.skip(),) * 7, f"⚠️ {exc}", gr.skip(), gr.skip()
-        return search_ui(part, k, category, False)
+        return self.search_photo(part, k, category, False)
 
-    def select(ui, evt: gr.SelectData):
+    def select(self, ui, evt: gr.SelectData):
         if ui is None or not isinstance(evt.index, int) or evt.index >= len(ui.result.matches):
-            return None, *empty_details
-        return evt.index, *details(ui, evt.index)
+            return None, *EMPTY_DETAILS
+        return evt.index, *self.details(ui, evt.index)
 
-    def more_like_this(ui, i):
+    def more_like_this(self, ui, i):
         if ui is None or i is None:
             raise gr.Error("Pick a result first.")
-        return loaded.files.original(ui.result.matches[i].index)
+        return self.loaded.files.original(ui.result.matches[i].index)
 
-    def api_search(image, k, category):
+    def api_search(self, image, k, category):
         """Search the shop with one photo of a garment.
 
         Args:
@@ -131,70 +137,80 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
             category: "All", or one of the shop's categories, to search only that category
         """
         with api_errors():
-            ui = run_search(loaded, image, k, category, crop=False, explain=False)  # JSON has no heatmaps
-            return api_payload(ui, category, loaded.weights_label)
+            ui = run_search(self.loaded, image, k, category, crop=False, explain=False)  # JSON has no heatmaps
+            return api_payload(ui, category, self.loaded.weights_label)
 
+
+def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
+    """The page: the photo and its settings on the left, the products and why they matched on the right."""
+    c = SimpleNamespace(last=gr.State(None), selected=gr.State(None), corners=gr.State([]))
+    with gr.Row():
+        with gr.Column(scale=2, min_width=300):
+            c.query = QueryPhoto(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
+                                 height=340, elem_id="mga-query")
+            c.error = gr.Markdown(elem_id="mga-error")
+            c.crop = gr.Checkbox(label="Auto-crop to the garment (trim a plain background)", value=False)
+            with gr.Row():
+                c.k = gr.Slider(1, MAX_K, value=DEFAULT_K, step=1, label="Results")
+                c.category = gr.Dropdown(categories, value=ALL_CATEGORIES, label="Category")
+            c.search_btn = gr.Button("Search", variant="primary", elem_id="mga-search")
+            with gr.Accordion("Crop by hand", open=False):
+                c.cropper = gr.Image(label="Click two opposite corners of the garment", type="pil",
+                                     interactive=False, height=340, elem_id="mga-cropper")
+                c.crop_btn = gr.Button("Search the cropped photo", elem_id="mga-search-cropped")
+            if examples:
+                gr.Examples(examples, inputs=c.query, label="Example queries", cache_examples=False,
+                            examples_per_page=12)
+        with gr.Column(scale=3):
+            c.gallery = gr.Gallery(label="Matching products", columns=5, height="auto", allow_preview=True,
+                                   object_fit="contain", interactive=False, elem_id="mga-results")
+            c.summary = gr.Markdown(elem_id="mga-summary")
+            c.detail_md = gr.Markdown(EMPTY_DETAILS[0], elem_id="mga-detail")
+            with gr.Row(equal_height=True):
+                c.q_heat = gr.Image(label="Your photo", type="pil", interactive=False, height=300,
+                                    elem_id="mga-query-heatmap")
+                c.m_heat = gr.Image(label="The match", type="pil", interactive=False, height=300,
+                                    elem_id="mga-match-heatmap")
+                c.chart = gr.Image(label="Part contributions", type="pil", interactive=False, height=300,
+                                   elem_id="mga-contributions")
+            c.more_btn = gr.Button("More like this", elem_id="mga-more")
+    with gr.Column(visible=False):  # the API's one plain-JSON endpoint; its labels are what its docs show
+        c.api_image = QueryPhoto(label="a photo of a garment (JPEG, PNG, WebP...; 16 px to 60 MP)", type="filepath")
+        c.api_k = gr.Number(value=DEFAULT_K, label=f"products to return: a whole number from 1 to {MAX_K}",
+                            minimum=1, maximum=MAX_K)  # not rounded: parse_k refuses 2.5
+        c.api_category = gr.Dropdown(categories, value=ALL_CATEGORIES, allow_custom_value=True,
+                                     label=f"'{ALL_CATEGORIES}' or one of the shop's categories")
+        c.api_out = gr.JSON(label="results")
+        c.api_btn = gr.Button("search")
+    return c
+
+
+def wire(c: SimpleNamespace, cb: Callbacks) -> None:
+    """The events: the UI's are private; `/search` is the API."""
+    out = [c.gallery, c.last, c.selected, c.summary, c.detail_md, c.q_heat, c.m_heat, c.chart, c.error, c.cropper,
+           c.corners]
+    private = dict(api_visibility="private")
+    gr.on([c.query.change, c.search_btn.click, c.category.input, c.k.release], cb.search_photo,
+          [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **private).then(
+        None, js=SHOW_RESULTS, **private)
+    c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
+    c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category], out, **private).then(
+        None, js=SHOW_RESULTS, **private)
+    c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart], **private)
+    c.more_btn.click(cb.more_like_this, [c.last, c.selected], c.query, **private)
+    c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category], c.api_out, api_name="search",
+                    api_description="Search the shop with one photo: returns {results: [{rank, product_name, "
+                                    "color, category, confidence, url, image, parts, ...}], confident, "
+                                    "timings_ms, weights}.")
+
+
+def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Blocks:
+    examples = example_paths() if examples is None else examples
+    # uploads and the copies Gradio serves are deleted an hour after they were made (checked every 10 minutes)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(600, 3600)) as demo:
-        # uploads and the copies Gradio serves are deleted an hour after they were made (checked every 10 minutes)
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         gr.Markdown(loaded.status_markdown, elem_id="mga-status")
-        last = gr.State(None)  # the last search (UIResult)
-        selected = gr.State(None)  # index of the selected match
-        corners = gr.State([])  # corners clicked on the photo to crop by hand
-        with gr.Row():
-            with gr.Column(scale=2, min_width=300):
-                query = QueryPhoto(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
-                                   height=340, elem_id="mga-query")
-                error = gr.Markdown(elem_id="mga-error")
-                crop = gr.Checkbox(label="Auto-crop to the garment (trim a plain background)", value=False)
-                with gr.Row():
-                    k = gr.Slider(1, MAX_K, value=DEFAULT_K, step=1, label="Results")
-                    category = gr.Dropdown(categories, value=ALL_CATEGORIES, label="Category")
-                search_btn = gr.Button("Search", variant="primary", elem_id="mga-search")
-                with gr.Accordion("Crop by hand", open=False):
-                    cropper = gr.Image(label="Click two opposite corners of the garment", type="pil",
-                                       interactive=False, height=340, elem_id="mga-cropper")
-                    crop_btn = gr.Button("Search the cropped photo", elem_id="mga-search-cropped")
-                if examples:
-                    gr.Examples(examples, inputs=query, label="Example queries", cache_examples=False,
-                                examples_per_page=12)
-            with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Matching products", columns=5, height="auto", allow_preview=True,
-                                     object_fit="contain", interactive=False, elem_id="mga-results")
-                summary = gr.Markdown(elem_id="mga-summary")
-                detail_md = gr.Markdown(empty_details[0], elem_id="mga-detail")
-                with gr.Row(equal_height=True):
-                    q_heat = gr.Image(label="Your photo", type="pil", interactive=False,
-                                      height=300, elem_id="mga-query-heatmap")
-                    m_heat = gr.Image(label="The match", type="pil", interactive=False,
-                                      height=300, elem_id="mga-match-heatmap")
-                    chart = gr.Image(label="Part contributions", type="pil", interactive=False,
-                                     height=300, elem_id="mga-contributions")
-                more_btn = gr.Button("More like this", elem_id="mga-more")
-
-        # The API: one plain-JSON endpoint (the UI's events below are private).
-        with gr.Column(visible=False):
-            api_image = QueryPhoto(label="image", type="filepath")
-            api_k = gr.Number(value=DEFAULT_K, label="k", minimum=1, maximum=MAX_K)  # not rounded: parse_k checks
-            api_category = gr.Dropdown(categories, value=ALL_CATEGORIES, label="category", allow_custom_value=True)
-            api_out = gr.JSON(label="results")
-            api_btn = gr.Button("search")
-
-        ui_out = [gallery, last, selected, summary, detail_md, q_heat, m_heat, chart, error, cropper, corners]
-        detail_out = [selected, detail_md, q_heat, m_heat, chart]
-        private = dict(api_visibility="private")
-        gr.on([query.change, search_btn.click, category.input, k.release], search_ui,
-              [query, k, category, crop], ui_out, trigger_mode="always_last", **private).then(
-            None, js=SHOW_RESULTS, **private)
-        cropper.select(pick_corner, [last, corners], [cropper, corners], **private)
-        crop_btn.click(search_cropped, [last, corners, k, category], ui_out, **private).then(
-            None, js=SHOW_RESULTS, **private)
-        gallery.select(select, last, detail_out, **private)
-        more_btn.click(more_like_this, [last, selected], query, **private)
-        api_btn.click(api_search, [api_image, api_k, api_category], api_out, api_name="search",
-                      api_description="Search the shop with one photo: returns {results: [{rank, product_name, "
-                                      "color, category, confidence, url, image, parts, ...}], confident, "
-                                      "timings_ms, weights}.")
+        wire(layout([ALL_CATEGORIES] + list(loaded.engine.categories), examples), Callbacks(loaded))
     return demo
 
 

@@ -49,6 +49,11 @@ class Encoding:
     images: int = 0  # images encoded by this run (not by the run it resumed)
     threads: int = field(default_factory=torch.get_num_threads)  # torch's, while feeding the model
 
+    def report(self) -> dict:
+        return {"seconds": None, "encode_seconds": round(self.seconds, 2), "decode_wait_seconds": round(self.waited, 2),
+                "images_encoded_now": self.images, "torch_threads": self.threads,
+                "images_per_s": round(self.images / self.seconds, 2) if self.images and self.seconds > 0 else None}
+
 
 def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = None, weights: str | None = None,
                 csv: str | Path | None = None, index_type: str = "auto", resume: bool = False,
@@ -73,7 +78,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         from mga.hub import load_model
 
         model = load_model(weights)
-    model.eval()
+    model = model.eval()
     gal = discover_gallery(gallery, csv)
     entries, refused = _select(gal, shard, exclude)
     plan = {"fingerprint": model.fingerprint(), "gallery": str(gal.root.resolve()), "shard": shard,
@@ -93,8 +98,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     run = _encode(model, dataset, tmp, chunks, todo, zoom.images_per_batch(batch_size), batch_size, workers,
                   overlap, on_chunk, progress)
     pieces, items, skipped = _assemble(tmp, chunks, entries, refused)
-    for s in skipped:
-        log(f"skipped {s['path']}: {s['error']}")
+    if skipped:
+        log("\n".join(f"skipped {s['path']}: {s['error']}" for s in skipped))
     manifest = {
         "created_by": "index_builder",
         "model": model_manifest(model, weights),
@@ -103,12 +108,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         "roots": [rel_root(gal.root, out)],
         "zoom": zoom.to_dict(),
         "skipped": skipped,
-        "build": {"seconds": None, "encode_seconds": round(run.seconds, 2), "decode_wait_seconds": round(run.waited, 2),
-                  "images_encoded_now": run.images,
-                  "images_per_s": round(run.images / run.seconds, 2) if run.images and run.seconds > 0 else None,
-                  "batch_size": batch_size, "workers": workers, "overlap_decoding": overlap,
-                  "resumed": resumed is not None, "device": str(device), "torch_threads": run.threads,
-                  "fast_decode": fast_decode},
+        "build": {**run.report(), "batch_size": batch_size, "workers": workers, "overlap_decoding": overlap,
+                  "resumed": resumed is not None, "device": str(device), "fast_decode": fast_decode},
     }
     write_index(tmp, out, pieces, items, manifest, index_type, progress)
     manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)

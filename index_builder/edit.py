@@ -34,30 +34,20 @@ def _copy_thumb(src_dir: Path, dst_dir: Path, thumb: str | None) -> str | None:
     return thumb
 
 
-def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: str = "auto",
-                  keep: Callable[[GalleryIndex, int], bool] | None = None, progress: bool = True,
-                  log: Callable[[str], None] | None = None) -> dict:
-    """Concatenate index folders (shards) built with the same model into `out` (atomically). `keep(index, row)`
-    filters rows (used by `remove`). An image present in several sources is kept once."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    recover_folder(out)
-    idxs = [GalleryIndex(s) for s in sources]
+def _compatible(idxs: list[GalleryIndex]) -> list[GalleryIndex]:
+    """The indexes, if they can be merged: built with the same weights and the same zoom views."""
     if not idxs:
         raise BuildError("merge needs at least one index folder")
-    fps = {ix.fingerprint for ix in idxs}
-    if len(fps) != 1:
-        raise BuildError("cannot merge indexes built with different weights: " +
-                         ", ".join(f"{ix.path}={ix.fingerprint}" for ix in idxs))
-    zooms = {ix.zoom for ix in idxs}
-    if len(zooms) != 1:
-        raise BuildError("cannot merge indexes built with different zoom views: " +
-                         ", ".join(f"{ix.path}={ix.zoom}" for ix in idxs))
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    for what, key in (("weights", lambda ix: ix.fingerprint), ("zoom views", lambda ix: ix.zoom)):
+        if len({key(ix) for ix in idxs}) != 1:
+            raise BuildError(f"cannot merge indexes built with different {what}: " +
+                             ", ".join(f"{ix.path}={key(ix)}" for ix in idxs))
+    return idxs
+
+
+def _gather(idxs: list[GalleryIndex], out: Path, tmp: Path, keep: Callable[[GalleryIndex, int], bool] | None
+            ) -> tuple[list[dict], list[Piece], list[dict], list[dict]]:
+    """(roots, pieces, items, skip reports) of the merged index; an image in several sources is kept once."""
     roots: list[dict] = []
     root_key: dict[str, int] = {}
     pieces, items, skipped, seen = [], [], [], set()
@@ -84,6 +74,24 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
                                  "attn": ix.attn, "boxes": ix.boxes}, ix.view_rows(images),
                                 ix.view_count(images)))
         skipped += ix.manifest.get("skipped", [])
+    return roots, pieces, items, skipped
+
+
+def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: str = "auto",
+                  keep: Callable[[GalleryIndex, int], bool] | None = None, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Concatenate index folders (shards) built with the same model into `out` (atomically). `keep(index, row)`
+    filters rows (used by `remove`). An image present in several sources is kept once."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(out)
+    idxs = _compatible([GalleryIndex(s) for s in sources])
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    roots, pieces, items, skipped = _gather(idxs, out, tmp, keep)
     base = idxs[0].manifest
     manifest = {
         "created_by": "index_builder merge",

@@ -93,6 +93,28 @@ def shrink(img: Image.Image, max_side: int | None) -> Image.Image:
     return Image.fromarray(bicubic_pixels(img, fit_size(*img.size, max_side)).permute(1, 2, 0).numpy())
 
 
+def _read_bytes(source: str | Path | bytes | BinaryIO, label: str) -> bytes:
+    """The encoded bytes of a path, bytes or file object, or ImageError (no such file, a folder, too large)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{label}: no such file.")
+        if path.is_dir():
+            raise ImageError(f"{label}: is a folder, not an image file.")
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:  # checked before reading: a sparse multi-GB file would be read whole
+            raise ImageError(f"{label}: the file is {size / 1e6:,.0f} MB, more than the "
+                             f"{MAX_IMAGE_BYTES / 1e6:,.0f} MB we read; a photo this large is not needed, "
+                             f"downscale it first.")
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{label}: cannot be read ({exc.strerror or exc}).") from exc
+    if isinstance(source, bytes):
+        return source
+    return source.read()
+
+
 def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
     """Decode `source` into an upright RGB PIL image, or raise ImageError saying why not.
 
@@ -112,25 +134,7 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
         _check_size(source.width, source.height, label)
         img = ImageOps.exif_transpose(source)
         return _reduced(img, img.size, max_side)
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageError(f"{label}: no such file.")
-        if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image file.")
-        size = path.stat().st_size
-        if size > MAX_IMAGE_BYTES:  # checked before reading: a sparse multi-GB file would be read whole
-            raise ImageError(f"{label}: the file is {size / 1e6:,.0f} MB, more than the "
-                             f"{MAX_IMAGE_BYTES / 1e6:,.0f} MB we read; a photo this large is not needed, "
-                             f"downscale it first.")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageError(f"{label}: cannot be read ({exc.strerror or exc}).") from exc
-    elif isinstance(source, bytes):
-        data = source
-    else:
-        data = source.read()
+    data = _read_bytes(source, label)
     if len(data) == 0:
         raise ImageError(f"{label}: the file is empty (0 bytes).")
     try:

@@ -16,6 +16,7 @@ import os
 import random
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -149,47 +150,58 @@ def peak_memory_mb() -> float:
     return (own + kids) / 1024
 
 
-def train(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    data = load_retrieval_data(args.data, args.format)
-    config = MGAConfig(backbone=args.backbone, image_size=args.image_size, embed_dim=args.embed_dim,
-                       num_parts=args.num_parts, fga_layers=args.fga_layers, alpha=args.alpha, tau=args.tau,
-                       figure_head=args.figure_head)
-    checkpoint_path = out / "checkpoint.pt"
-    resume = torch.load(checkpoint_path, map_location="cpu", weights_only=True) \
-        if args.resume and checkpoint_path.exists() else None
+@dataclass
+class Run:
+    """What one training run works with, set up by `setup` (fresh, or from out/checkpoint.pt)."""
+
+    model: MGAModel
+    optimizer: torch.optim.Optimizer
+    proxy: ProxyAnchorLoss | None
+    loader: DataLoader
+    sampler: PKSampler
+    item_category: torch.Tensor  # (items,) category id of each label, for the consistency term
+    device: torch.device
+    start_epoch: int = 0
+    step: int = 0
+
+
+def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel:
+    """A fresh model on the pretrained backbone, or the checkpoint's; its early blocks frozen."""
     if resume:
-        config = MGAConfig.from_dict(resume["config"])
-        model = MGAModel(config)
+        model = MGAModel(MGAConfig.from_dict(resume["config"]))
         model.load_state_dict(resume["model"])
     else:
-        model = MGAModel.from_backbone(config)
-    config.extra = {"train_args": {k: portable(v) for k, v in vars(args).items() if k not in ("resume",)},
-                    "train_data": str(Path(args.data).name), "train_images": len(data.train)}
+        model = MGAModel.from_backbone(MGAConfig(
+            backbone=args.backbone, image_size=args.image_size, embed_dim=args.embed_dim,
+            num_parts=args.num_parts, fga_layers=args.fga_layers, alpha=args.alpha, tau=args.tau,
+            figure_head=args.figure_head))
+    model.config.extra = {"train_args": {k: portable(v) for k, v in vars(args).items() if k not in ("resume",)},
+                          "train_data": str(Path(args.data).name), "train_images": len(data.train)}
     if args.freeze_blocks:
         model.backbone.freeze_early(args.freeze_blocks)
-    model.to(device)
+    return model
+
+
+def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
+    device = resolve_device(args.device)
+    resume = torch.load(checkpoint_path, map_location="cpu", weights_only=True) \
+        if args.resume and checkpoint_path.exists() else None
+    model = build_model(args, data, resume).to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-
-    side = working_side(config.image_size)
+    config, side = model.config, working_side(model.config.image_size)
     backgrounds = Backgrounds(sorted(Path(args.backgrounds).rglob("*.jpg")), side) if args.backgrounds else None
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
                                    args.clutter, backgrounds, args.degrade)
     dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
     category = {r.item_id: category_key(category_of(r.path)) for r in data.train}
     category_ids = {c: i for i, c in enumerate(sorted(set(category.values())))}
-    item_category = torch.tensor([category_ids[category[item]] for item in dataset.label_of])  # label order
     sampler = PKSampler(dataset.labels, args.p, args.k, args.seed)
     workers = loader_workers(device) if args.workers is None else args.workers
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=device.type == "cuda")
-    backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
-    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    groups = [{"params": backbone_params, "lr": args.backbone_lr}, {"params": head_params, "lr": args.lr}]
+    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": args.backbone_lr},
+              {"params": [p for n, p in model.named_parameters() if not n.startswith("backbone.")], "lr": args.lr}]
     proxy = None
     if args.w_proxy:
         proxy = ProxyAnchorLoss(len(dataset.label_of), config.embedding_dim)
@@ -198,71 +210,92 @@ def train(args: argparse.Namespace) -> dict:
         proxy.to(device)
         groups.append({"params": list(proxy.parameters()), "lr": args.proxy_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    total_steps = args.epochs * len(sampler)
-    warmup = int(args.warmup_epochs * len(sampler))
-    start_epoch, step = 0, 0
+    run = Run(model, optimizer, proxy, loader, sampler,
+              torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device)
     if resume:
         optimizer.load_state_dict(resume["optimizer"])
-        start_epoch, step = resume["epoch"], resume["step"]
-        print(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+        run.start_epoch, run.step = resume["epoch"], resume["step"]
+        print(f"resumed from {checkpoint_path} at epoch {run.start_epoch}")
+    return run
+
+
+def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[float]) -> dict:
+    """One epoch over the P x K batches; returns the mean of each loss term."""
     weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
                "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
                "consistency": args.w_consistency, "figure": args.w_figure}
-    log_path = out / "metrics.jsonl"
+    total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
+    run.model.train()
+    sums: dict[str, float] = {}
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False, disable=None)
+    for batch, labels in bar:
+        for group, base in zip(run.optimizer.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(run.step, total, warmup)
+        images = batch.image.to(run.device, non_blocking=True)
+        if run.device.type == "cuda":
+            images = images.to(memory_format=torch.channels_last)
+        batch = TrainSample(images, batch.figure.to(run.device), batch.close_up.to(run.device))
+        labels = labels.to(run.device)
+        with autocast(run.device):
+            terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args)
+        loss = sum(weights[k] * v for k, v in terms.items())
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.step += 1
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return {f"loss_{k}": round(v / len(run.sampler), 4) for k, v in sums.items()}
+
+
+def train(args: argparse.Namespace) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(args.seed)
+    data = load_retrieval_data(args.data, args.format)
+    checkpoint_path = out / "checkpoint.pt"
+    run = setup(args, data, checkpoint_path)
+    base_lrs = [g["lr"] for g in run.optimizer.param_groups]
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in range(run.start_epoch, args.epochs):
         seed_everything(args.seed * 1000 + epoch)
-        sampler.set_epoch(epoch)
-        model.train()
-        sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False, disable=None)
+        run.sampler.set_epoch(epoch)
         epoch_start = time.perf_counter()
-        for batch, labels in bar:
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * lr_factor(step, total_steps, warmup)
-            images = batch.image.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.to(memory_format=torch.channels_last)
-            batch = TrainSample(images, batch.figure.to(device), batch.close_up.to(device))
-            labels = labels.to(device)
-            with autocast(device):
-                terms = loss_terms(model, proxy, batch, labels, item_category.to(device)[labels], args)
-            loss = sum(weights[k] * v for k, v in terms.items())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - epoch_start, 1),
-                  **{f"loss_{k}": round(v / len(sampler), 4) for k, v in sums.items()}}
+        losses = train_epoch(run, args, epoch, base_lrs)
+        record = {"epoch": epoch + 1, "step": run.step, "seconds": round(time.perf_counter() - epoch_start, 1),
+                  **losses}
         if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs and data.query:
-            record.update({k: v for k, v in evaluate(model, data, DEFAULT_RERANK_TOP).items() if k.startswith("R@")})
+            record.update({k: v for k, v in evaluate(run.model, data, DEFAULT_RERANK_TOP).items()
+                           if k.startswith("R@")})
         print(json.dumps(record))
-        with open(log_path, "a") as f:
+        with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         with atomic_path(checkpoint_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                        "step": step, "config": config.to_dict(),
-                        **({"proxy": proxy.state_dict()} if proxy else {})}, tmp)
+            torch.save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                        "epoch": epoch + 1, "step": run.step, "config": run.model.config.to_dict(),
+                        **({"proxy": run.proxy.state_dict()} if run.proxy else {})}, tmp)
+    train_seconds = round(time.perf_counter() - t0, 1)
+    summary = {"train_seconds": train_seconds, **finish(run.model, data, out, run.device)}
+    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return summary
 
+
+def finish(model: MGAModel, data, out: Path, device: torch.device) -> dict:
+    """Name the parts, save the model the Hugging Face way (out/model) and evaluate it where the data can."""
     model.eval()
     model.to("cpu")
     name_model_parts(model, data)
     save_model_atomically(model, out / "model")
     model.to(device)
-    summary = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": round(peak_memory_mb()),
-               "device": str(device), "fingerprint": model.fingerprint()}
+    summary = {"peak_memory_mb": round(peak_memory_mb()), "device": str(device), "fingerprint": model.fingerprint()}
     if data.query and data.gallery:
         q, g, owner = encode_split(model, data)
         rankings = (("coarse", 0, "coarse"), ("ata", DEFAULT_RERANK_TOP, "coarse"), ("global", 0, "global"))
         for name, top, desc in rankings:
             res = recall(model, data, q, g, owner, top, desc)
             summary[name] = {k: v for k, v in res.items() if k.startswith("R@")}
-    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
     return summary
 
 

@@ -54,6 +54,11 @@ def check_ranked(res: dict, k: int) -> None:
 
 # ------------------------------------------------------------------------------------------------ the API
 def test_api_search_returns_ranked_json(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/search"] and not api["unnamed_endpoints"]  # the UI's events are private
+    params = {p["parameter_name"]: p for p in api["named_endpoints"]["/search"]["parameters"]}
+    assert "whole number from 1 to 50" in params["k"]["label"] and "photo" in params["image"]["label"]
+    assert "pdf" not in str(params["image"]["example_input"])  # an image, as the docs' example
     photo = query_photos(1)[0]
     res = search(client, photo, k=7)
     check_ranked(res, 7)

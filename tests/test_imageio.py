@@ -360,3 +360,23 @@ def test_bicubic_pixels_is_pillows_antialiased_bicubic(case):
     assert ours.shape == pillow.shape == (size[1], size[0], 3)
     assert diff.max() <= 2 and (diff > 0).mean() < 0.01
     assert np.array_equal(bicubic_pixels(img, img.size).permute(1, 2, 0).numpy(), np.asarray(img)), "same size: as is"
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path):
+    """A sparse 2 GB '.jpg' costs nothing on disk; reading it whole would cost 2 GB of memory."""
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as f:
+        f.truncate(2_000_000_000)
+    with pytest.raises(ImageError, match="2,000 MB, more than the 100 MB"):
+        load_image(big)
+
+
+def test_sixteen_bit_greyscale_keeps_its_tones_and_fits_max_side(tmp_path):
+    """16-bit images convert a block of rows at a time (no float64 copy of the whole image) to the same tones."""
+    ramp = (np.arange(300 * 200, dtype=np.uint32).reshape(300, 200) * 65535 // (300 * 200 - 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    img = load_image(tmp_path / "ramp16.png")
+    expected = (ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert img.mode == "RGB" and np.abs(np.asarray(img)[..., 0].astype(int) - expected).max() <= 1
+    small = load_image(tmp_path / "ramp16.png", max_side=64)
+    assert max(small.size) == 64 and small.info["original_size"] == (200, 300)
