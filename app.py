@@ -47,7 +47,7 @@ INTRO = (
 CSS = """
 #mga-status {font-size: 0.85em; opacity: 0.85}
 #mga-error {color: var(--error-text-color, #b91c1c)}
-#mga-results .caption-label {font-size: 0.75em}
+#mga-results .caption-label {font-size: 0.75em; white-space: normal; line-height: 1.25}  /* whole names */
 /* results wrap to the screen: as many columns as fit, never a sideways scroll */
 #mga-results .grid-container {grid-template-columns: repeat(auto-fill, minmax(min(150px, 45%), 1fr)) !important;
                               grid-template-rows: none !important}
