@@ -355,7 +355,10 @@ def test_ctrl_c_stops_a_cli_build_which_then_resumes(tmp_path):
     cmd = [sys.executable, "-m", "index_builder", "--gallery", str(gal), "--out", str(out), "--chunk-size", "2",
            "--workers", "2", "--zoom-grid", "1"]  # with its progress bar, as a person runs it
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    build = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # as from a terminal: SIGINT not ignored, even where this test itself was started in the background
+    # (a shell's `cmd &` ignores SIGINT in what it starts, and Python then never raises KeyboardInterrupt)
+    build = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600  # a bound for a hung build, not a guess at the machine's speed
     while not list(tmp_path.glob("ix.tmp-*/chunks/chunk-*.npz")) and time.monotonic() < deadline:
         assert build.poll() is None, build.stderr.read()
