@@ -22,6 +22,7 @@ from typing import Sequence
 
 from mga.views import ZoomViews
 
+from .build import DEFAULT_CHUNK, DEFAULT_THUMB
 from .faiss_index import INDEX_TYPES
 
 SUBCOMMANDS = ("build", "merge", "add", "remove", "info")
@@ -35,8 +36,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int,
                    help="most views per forward (default: the device's, config.FORWARD_BATCH)")
     p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
-    p.add_argument("--chunk-size", type=int, default=1024, help="images per persisted chunk (the --resume unit)")
-    p.add_argument("--thumb-size", type=int, default=0,
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
+                   help="images per persisted chunk (the --resume unit)")
+    p.add_argument("--thumb-size", type=int, default=DEFAULT_THUMB,
                    help="write <=N px JPEG thumbnails of bigger originals for the app (default 0: none; costs "
                         "build speed)")
     p.add_argument("--no-fast-decode", dest="fast_decode", action="store_false",

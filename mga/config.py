@@ -22,6 +22,8 @@ MAX_IMAGE_PIXELS = 60_000_000
 MAX_IMAGE_BYTES = 100_000_000
 # Smallest side we accept: below it there is no garment left to see.
 MIN_IMAGE_SIDE = 16
+# Candidates (images) that ATA re-ranks after the coarse search: evaluation, the engine and the app alike.
+DEFAULT_RERANK_TOP = 100
 # Zoom views of gallery images (mga.views): a ZOOM_GRID x ZOOM_GRID lattice of square windows, ZOOM_SCALE x the
 # garment's size (the size of a shop's close-up), indexed next to the full photo, except windows less than
 # ZOOM_MIN_COVER garment; ZOOM_GRID = 0 turns them off. How they were chosen: docs/experiments.md.
@@ -50,7 +52,7 @@ class MGAConfig:
     """Everything needed to rebuild an MGA model; saved as config.json next to model.safetensors."""
 
     backbone: str = "tf_efficientnet_lite0"
-    image_size: int = 224
+    image_size: int = 288  # beat 224 and 320 in the recipe sweep (docs/experiments.md)
     embed_dim: int = 128
     num_parts: int = 6
     fga_layers: int = 1

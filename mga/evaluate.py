@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .config import DEFAULT_RERANK_TOP
 from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
 from .devices import forward_batch, loader_workers, resolve_device
 from .files import atomic_path
@@ -24,7 +25,6 @@ from .retrieval import DESCRIPTORS, rank
 from .transforms import working_side
 from .views import ViewsTransform, ZoomViews, collate_views
 
-DEFAULT_RERANK_TOP = 100
 
 
 def _encode(model: MGAModel, dataset: ImageDataset, images_per_batch: int, batch_size: int | None, workers: int,

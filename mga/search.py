@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DEFAULT_INDEX_DIR
+from .config import DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP
 from .explain import part_contribution_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
@@ -34,7 +34,6 @@ from .model import Encoding, MGAModel
 from .confidence import set_confidence
 from .parts import names_for
 
-DEFAULT_RERANK_TOP = 100
 HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longest side (aspect kept)
 
 

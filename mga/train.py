@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=["inshop", "consumer2shop"], help="default: read off the partition file")
     p.add_argument("--out", required=True, help="output folder (checkpoint.pt, metrics.jsonl, model/)")
     p.add_argument("--backbone", default=MGAConfig.backbone)
-    p.add_argument("--image-size", type=int, default=288, help="input side; 288 beat 224 and 320 (bench/gpu_sweep.sh)")
+    p.add_argument("--image-size", type=int, default=MGAConfig.image_size, help="input side")
     p.add_argument("--embed-dim", type=int, default=MGAConfig.embed_dim)
     p.add_argument("--num-parts", type=int, default=MGAConfig.num_parts)
     p.add_argument("--fga-layers", type=int, default=MGAConfig.fga_layers)
