@@ -68,9 +68,9 @@ def safe_relative(path: Any, where: str) -> str:
 
 
 def _inside(folder: Path, relative: str, where: str) -> Path:
-    """folder / relative, refused if it resolves (through symlinks) outside `folder`."""
+    """folder / relative, refused if it resolves (through symlinks) outside `folder` (itself resolved)."""
     path = folder / relative
-    if not path.resolve().is_relative_to(folder.resolve()):
+    if not path.resolve().is_relative_to(folder):
         raise IndexFormatError(f"{where}: {relative!r} leads outside {folder.name}/ (a link to elsewhere)")
     return path
 
@@ -165,6 +165,7 @@ class GalleryIndex(CoarseSearch):
 
     def __init__(self, path: str | Path, mmap: bool = True):
         self.path = Path(path)
+        self._folder, self._checked = self.path.resolve(), {}  # image i -> its checked path (image_path)
         self.manifest: dict = _read_manifest(self.path)
         self.roots = [self._resolve_root(i, r) for i, r in enumerate(self.manifest.get("roots", []))]
         self.items: list[dict] = _read_items(self.path, len(self.roots))
@@ -269,10 +270,13 @@ class GalleryIndex(CoarseSearch):
         return self.manifest.get("model", {}).get("fingerprint", "")
 
     def image_path(self, i: int) -> Path:
-        """Image i's file, which must lie inside its gallery root (a symlink swapped in after the build that
-        points elsewhere is refused, so no caller reads or serves a file outside the gallery)."""
-        it = self.items[i]
-        return _inside(self.roots[it.get("root", 0)], it["path"], f"{self.path / ITEMS}: image {i}")
+        """Image i's file, which must lie inside its gallery root (a symlink that points elsewhere is refused, so
+        no caller reads or serves a file outside the gallery). Checked once per image: resolving a path costs a
+        system call per folder, a search asks for a few dozen."""
+        if i not in self._checked:
+            it = self.items[i]
+            self._checked[i] = _inside(self.roots[it.get("root", 0)], it["path"], f"{self.path / ITEMS}: image {i}")
+        return self._checked[i]
 
     def relative_path(self, i: int) -> str:
         """Image i as its gallery knows it (root-relative, POSIX): what users and API clients see."""
@@ -281,7 +285,7 @@ class GalleryIndex(CoarseSearch):
     def display_path(self, i: int) -> Path:
         """A small copy (thumbnail) where the builder made one, else the original."""
         thumb = self.items[i].get("thumb")
-        return _inside(self.path, thumb, f"{self.path / ITEMS}: thumbnail of image {i}") if thumb \
+        return _inside(self._folder, thumb, f"{self.path / ITEMS}: thumbnail of image {i}") if thumb \
             else self.image_path(i)
 
     def category_label(self, category: str) -> str | None:
