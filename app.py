@@ -88,9 +88,8 @@ class Callbacks:
     def __init__(self, loaded: LoadedEngine):
         self.loaded = loaded
 
-    @staticmethod
-    def details(ui, i: int) -> tuple:
-        d = match_details(ui.query, ui.result.matches[i])
+    def details(self, ui, i: int) -> tuple:
+        d = match_details(self.loaded, ui.query, ui.result.matches[i])
         return d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"]
 
     def search_photo(self, image, k, category, crop):

@@ -43,7 +43,7 @@ def main() -> None:
     for img in images[:2]:  # warm-up: first-call allocations, lazy imports (matplotlib)
         model.encode_images([img])
         ui = run_search(loaded, img, args.k)
-        match_details(ui.query, ui.result.matches[0])
+        match_details(loaded, ui.query, ui.result.matches[0])
 
     enc, app, search_only = [], [], []
     for img in queries:  # interleaved, so drifts in machine load hit both alike
@@ -52,7 +52,7 @@ def main() -> None:
         t1 = time.perf_counter()
         ui = run_search(loaded, img, args.k)
         t2 = time.perf_counter()
-        match_details(ui.query, ui.result.matches[0])
+        match_details(loaded, ui.query, ui.result.matches[0])
         t3 = time.perf_counter()
         enc.append((t1 - t0) * 1e3)
         search_only.append((t2 - t1) * 1e3)

@@ -26,6 +26,7 @@ class Match:
     global_contribution: float
     query_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the query image's frame
     match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
+    match_grid: np.ndarray | None = None  # the same on the token grid of the matched view (SearchEngine.match_heatmap)
     index: int = -1  # the image in the index (for gallery_image / "more like this")
     display_path: str = ""  # a thumbnail where the index has one, else `path`
     box: tuple[float, float, float, float] = FULL_BOX  # the view that matched: the full photo or a zoom window

@@ -104,14 +104,16 @@ class SearchEngine:
 
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
-               heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False) -> SearchResult:
+               heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
+               match_heatmaps: bool = True) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
         q = self.encode(img)
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, explain, query_size=img.size,
-                                   heatmap_max_side=heatmap_max_side, products=products)
+                                   heatmap_max_side=heatmap_max_side, products=products,
+                                   match_heatmaps=match_heatmaps)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -119,9 +121,11 @@ class SearchEngine:
     def search_encoding(self, q: Encoding, k: int = 10, category: str | None = None,
                         rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = False,
                         query_size: tuple[int, int] | None = None,
-                        heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False) -> SearchResult:
+                        heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
+                        match_heatmaps: bool = True) -> SearchResult:
         """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
-        `products`: one match per product (item id), its best-scoring photo, as a shop lists them."""
+        `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
+        `match_heatmaps=False`: the matches' own heatmaps wait for `match_heatmap` (an app shows one at a time)."""
         t0 = time.perf_counter()
         if category == "":
             category = None
@@ -143,7 +147,7 @@ class SearchEngine:
                     for j in by_product[:2]]
         set_confidence(matches, best_two, self.model.config.confidence)
         if explain:
-            self._explain(matches, ranked, q, query_size, heatmap_max_side)
+            self._explain(matches, ranked, q, query_size, heatmap_max_side, match_heatmaps)
         t3 = time.perf_counter()
         timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
                    "total_ms": (t3 - t0) * 1e3}
@@ -179,21 +183,30 @@ class SearchEngine:
             photos=self.index.item_photos.get(it.get("item_id"), 1))
 
     def _explain(self, matches: list[Match], ranked: "Ranked", q: Encoding, query_size: tuple[int, int] | None,
-                 heatmap_max_side: int | None) -> None:
-        """Heatmaps of what each part contributed, on the match (its frame) and on the query (one pass for all)."""
+                 heatmap_max_side: int | None, match_heatmaps: bool = True) -> None:
+        """Heatmaps of what each part contributed, on the query (one pass for all matches) and on each match (in
+        its frame; with match_heatmaps=False only when asked for, by `match_heatmap`)."""
         q_attn, size, query_maps = q.attn[0].float().numpy(), self.model.config.image_size, []
         for m in matches:
             contrib = np.asarray(m.contributions, dtype=np.float32)
             match_attn = np.asarray(self.index.attn[m.row], dtype=np.float32)
             qg, mg = part_contribution_maps(contrib, q_attn, match_attn, ranked.alignment.assignment[0, m.view].numpy())
             query_maps.append(qg)
-            it = self.index.items[m.index]
-            m.match_heatmap = to_image_frame(mg, int(it.get("width") or size), int(it.get("height") or size), size,
-                                             heatmap_max_side, m.box)
+            m.match_grid = mg
+            if match_heatmaps:
+                self.match_heatmap(m, heatmap_max_side)
         if query_maps and query_size is not None:
             frames = to_image_frame(np.stack(query_maps), query_size[0], query_size[1], size, heatmap_max_side)
             for match, frame in zip(matches, frames):
                 match.query_heatmap = frame
+
+    def match_heatmap(self, m: Match, heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
+        """The match's heatmap in its own frame (computed once; None for a search without explain)."""
+        if m.match_heatmap is None and m.match_grid is not None:
+            it, size = self.index.items[m.index], self.model.config.image_size
+            m.match_heatmap = to_image_frame(m.match_grid, int(it.get("width") or size),
+                                             int(it.get("height") or size), size, heatmap_max_side, m.box)
+        return m.match_heatmap
 
     def gallery_image(self, i: int, original: bool = False) -> Image.Image:
         """Gallery image i (its thumbnail unless `original`), e.g. for "more like this"."""

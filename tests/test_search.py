@@ -186,3 +186,11 @@ def test_product_results_list_each_product_once_at_its_best_photo(engine, luma_p
         if m.item_id in best_photo:
             assert m.image == best_photo[m.item_id].image and m.score == pytest.approx(best_photo[m.item_id].score)
         assert m.photos == sum(it["item_id"] == m.item_id for it in engine.index.items)
+
+
+def test_a_match_heatmap_on_demand_equals_the_eager_one(engine, luma_photos):
+    eager = engine.search(luma_photos[2], k=3, heatmap_max_side=256)
+    lazy = engine.search(luma_photos[2], k=3, heatmap_max_side=256, match_heatmaps=False)
+    for a, b in zip(eager.matches, lazy.matches):
+        assert b.match_heatmap is None and b.query_heatmap is not None  # the query's maps come in one pass anyway
+        assert np.array_equal(engine.match_heatmap(b, 256), a.match_heatmap)

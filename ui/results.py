@@ -85,7 +85,7 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
     if crop:
         img = autocrop(img)
     res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, heatmap_max_side=heatmap_max_side,
-                               products=True)
+                               products=True, match_heatmaps=False)  # one is shown at a time: match_details
     items = [(loaded.files.display(m.index), caption(m)) for m in res.matches]
     return UIResult(img, res, items)
 
@@ -151,9 +151,10 @@ def outline(img: Image.Image, box: Sequence[float], color: str = "#00c853") -> I
     return img
 
 
-def match_details(query: Image.Image, match: Match) -> dict[str, Any]:
+def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dict[str, Any]:
     """Everything the details panel shows for one match: markdown, the query and the match with their heatmaps
     overlaid (at display size), and the per-part contribution chart."""
+    loaded.engine.match_heatmap(match, HEATMAP_SIDE)
     q = _fit(query)
     q_over = overlay(q, match.query_heatmap) if match.query_heatmap is not None else q
     try:
