@@ -324,3 +324,13 @@ def test_augment_with_detail_one_always_zooms_in():
         sample = aug(photo)
         assert sample.close_up
         assert torch.isclose(sample.image, white, atol=0.05).all(0).float().mean() < 0.75 * clean_background
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero():
+    from mga.train import lr_factor
+
+    assert [lr_factor(s, 100, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 100, 4) == 1.0 and abs(lr_factor(52, 100, 4) - 0.5) < 1e-9
+    assert lr_factor(100, 100, 4) == 0.0
+    decay = [lr_factor(s, 100, 4) for s in range(4, 101)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))

@@ -475,3 +475,19 @@ def test_broken_weights_write_no_index(tmp_path, default_model):
     with pytest.raises(BuildError, match="non-finite"):
         build_index(gal, tmp_path / "index", model=broken, workers=0, **FAST)
     assert not (tmp_path / "index").exists()
+
+
+@pytest.mark.slow
+def test_thumbnails_are_what_results_show(tmp_path, default_model):
+    """--thumb-size: bigger originals get a small copy inside the index, which display_path hands out; smaller
+    ones show themselves."""
+    gal = tmp_path / "gallery"
+    rels = _copy_some(gal, 2)
+    Image.open(gal / rels[0]).convert("RGB").resize((900, 1200)).save(gal / rels[0])
+    build_index(gal, tmp_path / "index", model=default_model, thumb_size=128, workers=0, **FAST)
+    ix = GalleryIndex(tmp_path / "index")
+    by_path = {ix.relative_path(i): i for i in range(len(ix))}
+    big, small = by_path[rels[0]], by_path[rels[1]]
+    thumb = ix.display_path(big)
+    assert thumb.is_relative_to(tmp_path / "index" / "thumbs") and max(Image.open(thumb).size) == 128
+    assert ix.display_path(small) == ix.image_path(small) == gal / rels[1]

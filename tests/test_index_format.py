@@ -116,3 +116,23 @@ def test_one_category_per_spelling(index_copy):
     for spelling in (name, name.lower(), name.upper().replace(" ", "_")):
         assert set(ix.category_images(spelling).tolist()) == members
     assert ix.category_label("no such thing") is None and len(ix.category_images("no such thing")) == 0
+
+
+def test_format_1_one_full_view_per_image_still_opens_and_searches(index_copy, default_model):
+    """An index of format 1 (before zoom views: no owner.npy or boxes.npy, one row per image) is read as one full
+    view per image."""
+    from mga.index import ATTN, BOXES, GLOBAL, OWNER
+    from mga.search import SearchEngine
+
+    ix = GalleryIndex(index_copy)
+    first = ix.first_row[:-1]
+    for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN):
+        arr = np.load(index_copy / name)[first]
+        np.save(index_copy / name, arr)
+    (index_copy / OWNER).unlink()
+    (index_copy / BOXES).unlink()
+    edit_manifest(index_copy, lambda m: m.update(format_version=1))
+    old = GalleryIndex(index_copy)
+    assert old.views == len(old) == len(ix) and (old.boxes == np.array([0, 0, 1, 1], np.float32)).all()
+    res = SearchEngine(default_model, old).search(DEMO_GALLERY / old.relative_path(5), k=3, explain=False)
+    assert res.matches[0].image == old.relative_path(5)  # a gallery photo finds itself
