@@ -303,7 +303,7 @@ def test_shards_merge_to_the_full_index(tmp_path, default_model):
 
 
 @pytest.mark.slow
-def test_hnsw_and_cli(tmp_path, default_model):
+def test_hnsw_and_cli(tmp_path, default_model, monkeypatch):
     gal = tmp_path / "g"
     gal.mkdir()
     _copy_some(gal, 20, step=3)
@@ -318,6 +318,14 @@ def test_hnsw_and_cli(tmp_path, default_model):
     assert images.tolist() == np.argsort(-per_image, kind="stable")[:5].tolist()
     np.testing.assert_allclose(per_view[best_rows], scores, atol=1e-5)
     assert (ix.owner[best_rows] == images).all()
+    import mga.coarse
+
+    cat = max(ix.categories, key=lambda c: len(ix.category_images(c)))
+    members = set(ix.category_images(cat).tolist())
+    expected = [int(i) for i in np.argsort(-per_image, kind="stable") if i in members][:3]
+    for subset_max in (mga.coarse.EXACT_SUBSET_MAX, 0):  # the category scanned exactly, then HNSW over-fetched
+        monkeypatch.setattr(mga.coarse, "EXACT_SUBSET_MAX", subset_max)
+        assert ix.coarse_search(q, 3, cat)[0].tolist() == expected, subset_max
     import os
 
     from index_builder.__main__ import main
