@@ -126,13 +126,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             m = {k: v for k, v in m.items() if k != "skipped"} | {"skipped": len(m.get("skipped", []))}
             print(json.dumps(m, indent=2, ensure_ascii=False))
     except (BuildError, WeightsError, IndexFormatError, FileNotFoundError, ValueError) as exc:
+        if _caused_by_ctrl_c(exc):  # Ctrl-C inside a writer (np.savez) that then failed to close its file
+            return _interrupted(cmd)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = " (its finished chunks are kept: run the same command with --resume)" if cmd == "build" else ""
-        print(f"\ninterrupted: any index already there is unchanged{again}", file=sys.stderr)
-        return 130
+        return _interrupted(cmd)
     return 0
+
+
+def _caused_by_ctrl_c(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
+
+
+def _interrupted(cmd: str) -> int:
+    again = " (its finished chunks are kept: run the same command with --resume)" if cmd == "build" else ""
+    print(f"\ninterrupted: any index already there is unchanged{again}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":
