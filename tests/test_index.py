@@ -499,3 +499,23 @@ def test_thumbnails_are_what_results_show(tmp_path, default_model):
     thumb = ix.display_path(big)
     assert thumb.is_relative_to(tmp_path / "index" / "thumbs") and max(Image.open(thumb).size) == 128
     assert ix.display_path(small) == ix.image_path(small) == gal / rels[1]
+
+
+def test_ctrl_c_inside_a_chunk_write_is_an_interruption_not_an_error(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while np.savez writes a chunk makes its zip fail to close (ValueError, raised while handling the
+    KeyboardInterrupt): the CLI must still say 'interrupted ... --resume' and exit 130."""
+    import index_builder
+    from index_builder.__main__ import main
+
+    def interrupted_in_savez(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("Can't close the ZIP file while there is an open writing handle on it.")
+
+    monkeypatch.setattr(index_builder, "build_index", interrupted_in_savez)
+    gal = tmp_path / "g"
+    _copy_some(gal, 1)
+    assert main(["--gallery", str(gal), "--out", str(tmp_path / "ix")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err and "ZIP" not in err
