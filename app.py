@@ -221,7 +221,7 @@ def serve_gallery(app: FastAPI, loaded: LoadedEngine) -> None:
         index = loaded.engine.index
         if not 0 <= i < len(index) or name != Path(index.relative_path(i)).name:
             raise HTTPException(404, "no such gallery image")
-        return FileResponse(loaded.files.display(i))
+        return FileResponse(index.display_path(i))  # checked: inside the gallery (or the index's thumbnails)
 
 
 def main(argv: list[str] | None = None) -> None:

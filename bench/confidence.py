@@ -56,13 +56,11 @@ def shop_index(model, root: Path, records: Sequence[Record], out: Path) -> Searc
 def consumer_photos(paths: Sequence[Path], backgrounds: Path, seed: int) -> list[tuple[int, Image.Image]]:
     """(which path, photo) for every path, clean and under each corruption of bench.robustness."""
     rng = random.Random(seed)
-    out = []
-    for name, corrupt in corruptions(sorted(backgrounds.rglob("*.jpg"))).items():
-        for i, p in enumerate(paths):
-            img = load_image(p)
-            img.thumbnail((640, 640))
-            out.append((i, corrupt(img, rng)))
-    return out
+    photos = [load_image(p) for p in paths]  # decoded once; the corruptions return new images
+    for img in photos:
+        img.thumbnail((640, 640))
+    return [(i, corrupt(img, rng)) for corrupt in corruptions(sorted(backgrounds.rglob("*.jpg"))).values()
+            for i, img in enumerate(photos)]
 
 
 def top_features(engine: SearchEngine, photos: Sequence[Image.Image]) -> tuple[np.ndarray, list[str]]:

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import category_key
 from .coarse import CoarseSearch, rows_float
+from .data import category_key
+from .files import temp_folders
 from .model import Encoding
 from .views import FULL_BOX, ZoomViews
 
@@ -35,7 +36,6 @@ FORMAT_VERSION = 2  # 2: rows are views (mga.views: full photo + zoom windows), 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 ARRAY_DIMS = {EMBEDDINGS: 2, GLOBAL: 2, PARTS: 3, ATTN: 4, OWNER: 1, BOXES: 2}
 FINITE_CHECK_ROWS = 65_536  # rows checked for NaN / inf per step (bounded memory on any index size)
-
 
 
 class IndexMismatchError(RuntimeError):
@@ -78,11 +78,8 @@ def _inside(folder: Path, relative: str, where: str) -> Path:
 def _read_manifest(path: Path) -> dict:
     man = path / MANIFEST
     if not man.exists():
-        hint = ""
-        if path.parent.exists():
-            tmp = sorted(p.name for p in path.parent.glob(path.name + ".tmp-*"))
-            if tmp:
-                hint = f" (an unfinished build is in {tmp[-1]}; finish it with --resume)"
+        unfinished = temp_folders(path) if path.parent.exists() else []
+        hint = f" (an unfinished build is in {unfinished[-1].name}; finish it with --resume)" if unfinished else ""
         raise IndexFormatError(f"{path}: no {MANIFEST}; not an MGA index folder{hint}. "
                                f"Build one with: python -m index_builder --gallery GALLERY_DIR --out {path}")
     try:
@@ -169,9 +166,10 @@ class GalleryIndex(CoarseSearch):
         self.manifest: dict = _read_manifest(self.path)
         self.roots = [self._resolve_root(i, r) for i, r in enumerate(self.manifest.get("roots", []))]
         self.items: list[dict] = _read_items(self.path, len(self.roots))
-        for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN):
-            setattr(self, name.split(".")[0], _load_array(self.path, name, mmap))
-        self.global_ = self.__dict__.pop("global")
+        self.embeddings = _load_array(self.path, EMBEDDINGS, mmap)
+        self.global_ = _load_array(self.path, GLOBAL, mmap)
+        self.parts = _load_array(self.path, PARTS, mmap)
+        self.attn = _load_array(self.path, ATTN, mmap)
         n = len(self.items)
         if (self.path / OWNER).exists():
             self.owner = _load_array(self.path, OWNER, mmap=False).astype(np.int64, copy=False)
@@ -199,13 +197,13 @@ class GalleryIndex(CoarseSearch):
         self.nprobe: int = int(params.get("nprobe", 32))
         self.refine: int = int(params.get("refine", 1))  # candidates fetched per result, re-scored exactly
         # one category per spelling ("Pants", "pants"), shown as its most common one
-        keys = [category_key(str(it.get("category", ""))) for it in self.items]
-        spellings = Counter((k, str(it.get("category", ""))) for k, it in zip(keys, self.items) if k)
+        keys = np.array([category_key(str(it.get("category", ""))) for it in self.items])
+        spellings = Counter((k, str(it.get("category", ""))) for k, it in zip(keys.tolist(), self.items) if k)
         self._label: dict[str, str] = {}
         for (key, spelling), _ in spellings.most_common():
             self._label.setdefault(key, spelling)
         self.categories = sorted(self._label.values())
-        self._by_category = {self._label[key]: np.flatnonzero(np.array(keys) == key) for key in self._label}
+        self._by_category = {self._label[key]: np.flatnonzero(keys == key) for key in self._label}
         self.item_photos = Counter(str(it.get("item_id", "")) for it in self.items)  # photos per product
 
     def _open_faiss(self, mmap: bool):

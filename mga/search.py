@@ -138,13 +138,12 @@ class SearchEngine:
             return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)))
         ranked = self._rerank(q, images, coarse, best_rows, rerank_top)
-        keys = [str(self.index.items[int(images[j])].get("item_id", "")) for j in ranked.order]
-        by_product = distinct(keys, ranked.order)
+        item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
+        by_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
         order = by_product if products else ranked.order
         t2 = time.perf_counter()
         matches = [self._match(r + 1, ranked, images, int(j), coarse) for r, j in enumerate(order[:k])]
-        best_two = [(str(self.index.items[int(images[j])].get("item_id", "")), ranked.score(int(j), coarse))
-                    for j in by_product[:2]]
+        best_two = [(item_ids[j], ranked.score(int(j), coarse)) for j in by_product[:2]]
         set_confidence(matches, best_two, self.model.config.confidence)
         if explain:
             self._explain(matches, ranked, q, query_size, heatmap_max_side, match_heatmaps)

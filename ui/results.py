@@ -64,10 +64,14 @@ def product_name(m: Match) -> str:
     return html.unescape(str(m.metadata.get("product_name") or m.category or "product"))
 
 
+def colour(m: Match) -> str:
+    return str(m.metadata.get("color") or "")
+
+
 def caption(m: Match) -> str:
     """Name, colour and confidence: no ids, paths or internal fields."""
     sure = f"{m.confidence:.0%}" if m.confidence is not None else f"score {m.score:.2f}"
-    return " · ".join(x for x in (product_name(m), str(m.metadata.get("color") or ""), sure) if x)
+    return " · ".join(x for x in (product_name(m), colour(m), sure) if x)
 
 
 def shown_details(metadata: dict) -> dict:
@@ -173,7 +177,7 @@ def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dic
             else f"**Score** {match.score:.3f}")
     md = (f"### #{match.rank} · {product_name(match)}\n"
           f"{sure} · {match.category or '—'}"
-          + (f" · {match.metadata['color']}" if match.metadata.get("color") else "")
+          + (f" · {colour(match)}" if colour(match) else "")
           + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
           + (f"\n\nStrongest part: **{names[top]}**" if top is not None else "")
           + (" · matched through a close-up of the outlined region" if zoomed else "")
@@ -184,7 +188,7 @@ def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dic
 def api_payload(ui: UIResult, category: str | None, weights_label: str) -> dict[str, Any]:
     """The /search API's JSON: ranked products (each with a URL of its photo, relative to the app's address)
     plus what produced them."""
-    results = [{**m.to_dict(), "product_name": product_name(m), "color": m.metadata.get("color", ""),
+    results = [{**m.to_dict(), "product_name": product_name(m), "color": colour(m),
                 "url": gallery_url(m.index, m.image)} for m in ui.result.matches]
     return {
         "results": results,
