@@ -1,5 +1,6 @@
-"""The only gallery files the app hands to the browser: copies of the images a search shows, made from paths the
-index has checked (mga.index: inside the gallery's root, no link out of it), in a folder of the app's own.
+"""The gallery files the UI hands to Gradio: copies of the images a search shows, made from paths the index has
+checked (mga.index: inside the gallery's root, no link out of it), in a folder of the app's own. (API clients
+fetch the same checked files from the app's own `/gallery` route.)
 
 Gradio serves its cache and the folders named in `allowed_paths`; handing it a gallery root there would serve
 every file below it (and a crafted root, the whole disk). Copies keep the gallery, the index and the weights off
