@@ -52,9 +52,12 @@ CSS = """
 #mga-results .grid-container {grid-template-columns: repeat(auto-fill, minmax(min(150px, 45%), 1fr)) !important;
                               grid-template-rows: none !important}
 """
-# After a search on a narrow screen (a phone), bring the results into view: they sit below the photo and examples.
-SHOW_RESULTS = """() => { if (window.innerWidth < 900) {
-  document.getElementById('mga-results')?.scrollIntoView({behavior: 'smooth', block: 'start'}); } }"""
+# After a search on a narrow screen (a phone), bring what it produced into view: the results, which sit below the
+# photo and the examples, or the line saying what is wrong with the file, which sits under the photo.
+# It gets the error line's value: the page may not show the new text yet when it runs.
+SHOW_RESULTS = """(error) => { if (window.innerWidth < 900) {
+  document.getElementById(error ? 'mga-error' : 'mga-results')?.scrollIntoView({behavior: 'smooth',
+                                                                              block: 'start'}); } }"""
 
 
 class QueryPhoto(gr.Image):
@@ -191,10 +194,10 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     private = dict(api_visibility="private")
     gr.on([c.query.change, c.search_btn.click, c.category.input, c.k.release], cb.search_photo,
           [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **private).then(
-        None, js=SHOW_RESULTS, **private)
+        None, c.error, js=SHOW_RESULTS, **private)
     c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
     c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category], out, **private).then(
-        None, js=SHOW_RESULTS, **private)
+        None, c.error, js=SHOW_RESULTS, **private)
     c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart], **private)
     c.more_btn.click(cb.more_like_this, [c.last, c.selected], c.query, **private)
     c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category], c.api_out, api_name="search",

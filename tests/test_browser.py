@@ -152,8 +152,13 @@ def test_phone_layout_shows_the_results_without_sideways_scrolling(server, playw
         for i in range(10):  # every card within the screen's width
             box = page.locator("#mga-results .thumbnail-item").nth(i).bounding_box()
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (i, box)
-        page.screenshot(path=str(tmp_path / "phone.png"))
         screenshot(page, tmp_path, "phone-390x844.png")
+        bad = tmp_path / "notes.jpg"  # then a bad file: its one line (under the photo, far above) comes into view
+        bad.write_text("not a photo\n" * 5)
+        page.locator("#mga-query input[type=file]").set_input_files(str(bad))
+        page.locator("#mga-error").get_by_text("query image").wait_for(timeout=60_000)
+        page.wait_for_function("() => { const r = document.querySelector('#mga-error').getBoundingClientRect();"
+                               "        return r.top >= -1 && r.bottom <= window.innerHeight; }", timeout=30_000)
     finally:
         browser.close()
 
