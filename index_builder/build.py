@@ -12,53 +12,33 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from mga.devices import feeder_threads, forward_batch, loader_workers, overlap_decoding
 from mga.files import owner_alive, recover_folder, swap_in, temp_folders
 from mga.index import MANIFEST
 from mga.model import MGAModel
 from mga.views import ZoomViews
 
-from .decode import THUMBS, EncodeDataset, decoded_batches
+from .chunks import CHUNKS, assemble, chunk_file, plan_chunks, save_chunk
+from .decode import THUMBS, EncodeDataset
 from .gallery import Gallery, GalleryEntry, discover_gallery, parse_shard, shard_of
-from .packing import PackedEncoder
-from .writer import (ARRAY_DTYPES, ARRAY_FILES, ENCODED, BuildError, Piece, model_manifest, rel_root, write_index,
-                     write_json)
+from .runners import ChunkJob, ChunkRunner, LocalRunner
+from .writer import BuildError, model_manifest, rel_root, write_index, write_json
 
 PLAN = "plan.json"
-CHUNKS = "chunks"
 DEFAULT_CHUNK = 1024
 DEFAULT_THUMB = 0  # thumbnails cost ~3x build throughput on 2 cores (bench_build); opt in with --thumb-size 256
 
 __all__ = ["BuildError", "build_index", "DEFAULT_CHUNK", "DEFAULT_THUMB"]
 
 
-@dataclass
-class Encoding:
-    """How the encode loop ran: what the manifest's `build` section reports."""
-
-    seconds: float = 0.0
-    waited: float = 0.0  # seconds the loop waited for decoded images
-    images: int = 0  # images encoded by this run (not by the run it resumed)
-    threads: int = field(default_factory=torch.get_num_threads)  # torch's, while feeding the model
-
-    def report(self) -> dict:
-        return {"seconds": None, "encode_seconds": round(self.seconds, 2), "decode_wait_seconds": round(self.waited, 2),
-                "images_encoded_now": self.images, "torch_threads": self.threads,
-                "images_per_s": round(self.images / self.seconds, 2) if self.images and self.seconds > 0 else None}
-
-
 def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = None, weights: str | None = None,
                 csv: str | Path | None = None, index_type: str = "auto", resume: bool = False,
                 shard: str | None = None, batch_size: int | None = None, workers: int | None = None,
-                overlap: bool | None = None,
+                overlap: bool | None = None, runner: ChunkRunner | None = None,
                 chunk_size: int = DEFAULT_CHUNK, thumb_size: int = DEFAULT_THUMB, fast_decode: bool = True,
                 zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (),
                 on_chunk: Callable[[int, int], None] | None = None,
@@ -66,9 +46,10 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     """Encode every image of `gallery` (its full photo and `zoom` windows) and write the index folder `out`;
     returns its manifest.
 
-    `on_chunk(done_chunks, total_chunks)` is called after each persisted chunk (tests interrupt a build there).
-    `exclude`: absolute paths not to index (used by `add`). `overlap`: decode beside encoding or in turns
-    with it (`decoded_batches`; None: the device's way)."""
+    `runner` encodes the chunks: by default this process (`LocalRunner(batch_size, workers, overlap)`: views
+    per forward, decoding processes, decoding beside encoding or in turns; None: the device's way), or a Ray
+    cluster (`index_builder.distributed.RayRunner`). `on_chunk(done_chunks, total_chunks)` is called after
+    each persisted chunk (tests interrupt a build there). `exclude`: absolute paths not to index (`add`)."""
     t_start = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
@@ -85,19 +66,11 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
             "chunk_size": chunk_size, "thumb_size": thumb_size, "fast_decode": fast_decode, "zoom": zoom.to_dict(),
             "paths": hashlib.sha1("\n".join(e.path for e in entries).encode()).hexdigest(), "n": len(entries)}
     tmp, resumed = _build_folder(out, plan, resume, thumb_size > 0, log)
-    chunks = [(s, min(len(entries), s + chunk_size)) for s in range(0, len(entries), chunk_size)]
-    todo = [c for c in range(len(chunks)) if not _chunk_file(tmp, c).exists()]
+    job = _chunk_job(model, gal, entries, tmp, plan, zoom, on_chunk)
     if resumed is not None:
-        log(f"resuming {resumed.name}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
-    device = model.device
-    workers = loader_workers(device) if workers is None else workers
-    overlap = overlap_decoding(device) if overlap is None else overlap
-    batch_size = batch_size or forward_batch(device)  # views per forward
-    dataset = EncodeDataset(gal.root, [e.path for e in entries], model.transform.pixels, model.config.image_size,
-                            tmp if thumb_size > 0 else None, thumb_size, fast_decode, zoom)
-    run = _encode(model, dataset, tmp, chunks, todo, zoom.images_per_batch(batch_size), batch_size, workers,
-                  overlap, on_chunk, progress)
-    pieces, items, skipped = _assemble(tmp, chunks, entries, refused)
+        log(f"resuming {resumed.name}: {len(job.chunks) - len(job.todo)} of {len(job.chunks)} chunks already done")
+    run = (runner or LocalRunner(batch_size, workers, overlap)).run(job, progress)
+    pieces, items, skipped = assemble(tmp, job.chunks, entries, refused)
     if skipped:
         log("\n".join(f"skipped {s['path']}: {s['error']}" for s in skipped))
     manifest = {
@@ -108,8 +81,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         "roots": [rel_root(gal.root, out)],
         "zoom": zoom.to_dict(),
         "skipped": skipped,
-        "build": {**run.report(), "batch_size": batch_size, "workers": workers, "overlap_decoding": overlap,
-                  "resumed": resumed is not None, "device": str(device), "fast_decode": fast_decode},
+        "build": {**run.report(), "resumed": resumed is not None, "device": str(model.device),
+                  "fast_decode": fast_decode},
     }
     write_index(tmp, out, pieces, items, manifest, index_type, progress)
     manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
@@ -117,6 +90,25 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     log(f"indexed {len(items)} images ({len(skipped)} skipped) into {out} [{manifest['faiss']['type']}] in "
         f"{manifest['build']['seconds']:.1f} s")
     return manifest
+
+
+def _chunk_job(model: MGAModel, gal: Gallery, entries: list[GalleryEntry], tmp: Path, plan: dict, zoom: ZoomViews,
+               on_chunk: Callable[[int, int], None] | None) -> ChunkJob:
+    """The chunks of `entries` still to encode into the build folder `tmp`, and how each is saved there."""
+    chunks = plan_chunks(len(entries), plan["chunk_size"])
+    todo = [c for c in range(len(chunks)) if not chunk_file(tmp, c).exists()]
+    thumbs = plan["thumb_size"] > 0
+    dataset = EncodeDataset(gal.root, [e.path for e in entries], model.transform.pixels, model.config.image_size,
+                            tmp if thumbs else None, plan["thumb_size"], plan["fast_decode"], zoom)
+    saved = [len(chunks) - len(todo)]
+
+    def save(c: int, arrays: dict[str, np.ndarray]) -> None:
+        save_chunk(chunk_file(tmp, c), arrays)
+        saved[0] += 1
+        if on_chunk is not None:
+            on_chunk(saved[0], len(chunks))
+
+    return ChunkJob(model, dataset, chunks, todo, save)
 
 
 def _select(gal: Gallery, shard: str | None, exclude: Iterable[str]) -> tuple[list[GalleryEntry], list[dict]]:
@@ -164,71 +156,6 @@ def _build_folder(out: Path, plan: dict, resume: bool, thumbs: bool, log: Callab
     return tmp, resumed
 
 
-def _chunk_file(tmp: Path, c: int) -> Path:
-    return tmp / CHUNKS / f"chunk-{c:06d}.npz"
-
-
-def _encode(model: MGAModel, dataset: EncodeDataset, tmp: Path, chunks: list[tuple[int, int]], todo: list[int],
-            per_batch: int, batch_size: int, workers: int, overlap: bool,
-            on_chunk: Callable[[int, int], None] | None, progress: bool) -> Encoding:
-    """Encode the chunks `todo` (packed forwards of `batch_size` views) and save each as soon as it is whole."""
-    run, t0 = Encoding(), time.perf_counter()
-    if not todo:
-        return run
-    done = sum(e - s for c, (s, e) in enumerate(chunks) if c not in set(todo))
-    batches = [list(range(s, min(e, s + per_batch))) for c in todo for (s0, e) in [chunks[c]]
-               for s in range(s0, e, per_batch)]
-    bar = tqdm(total=len(dataset), initial=done, desc="index", unit="img", disable=not progress or None,
-               dynamic_ncols=True)
-    pending: dict[int, list[dict]] = {c: [] for c in todo}
-    chunk_size = chunks[0][1] - chunks[0][0]
-
-    def file_away(records: list[dict]) -> None:
-        """Encoded records into their chunks; a chunk complete is saved (what --resume starts from)."""
-        for b in records:
-            c = b["i"] // chunk_size
-            pending[c].append(b)
-            if len(pending[c]) == chunks[c][1] - chunks[c][0]:
-                _save_chunk(_chunk_file(tmp, c), pending.pop(c))
-                if on_chunk is not None:
-                    on_chunk(len(chunks) - len(pending), len(chunks))
-
-    with torch.inference_mode(), feeder_threads(model.device):
-        run.threads = torch.get_num_threads()
-        packer = PackedEncoder(model, batch_size)  # forwards of exactly batch_size views, across images
-        t_wait = time.perf_counter()
-        for batch in decoded_batches(dataset, batches, workers, overlap):
-            run.waited += time.perf_counter() - t_wait
-            file_away(packer.add(batch))
-            bar.update(len(batch))
-            run.images += len(batch)
-            t_wait = time.perf_counter()
-        file_away(packer.flush())
-    bar.close()
-    run.seconds = time.perf_counter() - t0
-    return run
-
-
-def _assemble(tmp: Path, chunks: list[tuple[int, int]], entries: list[GalleryEntry], refused: list[dict]
-              ) -> tuple[list[Piece], list[dict], list[dict]]:
-    """The saved chunks as the index's pieces, its items and the skip report."""
-    pieces, items, skipped = [], [], list(refused)
-    for c in range(len(chunks)):
-        z = np.load(_chunk_file(tmp, c), allow_pickle=False)
-        ok = z["ok"]
-        if ok.any():
-            pieces.append(Piece({name: z[name] for name in ARRAY_FILES}, np.arange(len(z["boxes"])), z["views"][ok]))
-        for i, good, err, m in zip(z["i"].tolist(), ok.tolist(), json.loads(str(z["errors"])),
-                                   json.loads(str(z["meta"]))):
-            e = entries[i]
-            if not good:
-                skipped.append({"path": e.path, "error": err})
-                continue
-            items.append({"path": e.path, "root": 0, "item_id": e.item_id, "category": e.category,
-                          "width": m["w"], "height": m["h"], "thumb": m["thumb"], "meta": e.meta})
-    return pieces, items, skipped
-
-
 def _finish(tmp: Path, out: Path, manifest: dict) -> None:
     """The manifest last, the build's scratch removed, then the folder swapped in for `out`."""
     write_json(tmp / MANIFEST, manifest)
@@ -237,20 +164,3 @@ def _finish(tmp: Path, out: Path, manifest: dict) -> None:
     if (tmp / THUMBS).is_dir() and not any((tmp / THUMBS).iterdir()):
         (tmp / THUMBS).rmdir()
     swap_in(tmp, out)
-
-
-def _save_chunk(path: Path, records: list[dict]) -> None:
-    records = sorted(records, key=lambda b: b["i"])
-    good = [b for b in records if b["error"] == ""]
-    arrays = {}
-    for j, name in enumerate(ENCODED):
-        arrays[name] = np.concatenate([b["enc"][j] for b in good]) if good else np.zeros((0,), ARRAY_DTYPES[name])
-    arrays["boxes"] = np.array([box for b in good for box in b["boxes"]], dtype=np.float32).reshape(-1, 4)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, i=np.array([b["i"] for b in records], dtype=np.int64),
-             ok=np.array([b["error"] == "" for b in records]),
-             views=np.array([len(b["boxes"]) for b in records], dtype=np.int64),
-             errors=np.array(json.dumps([b["error"] for b in records])),
-             meta=np.array(json.dumps([{"w": b["w"], "h": b["h"], "thumb": b["thumb"]} for b in records])),
-             **arrays)
-    os.replace(tmp, path)

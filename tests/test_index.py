@@ -4,11 +4,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import LUMA_TINY, ROOT
+from galleries import TINY_JPEGS, copy_some, make_bad_gallery
 from index_builder import add_to_index, build_index, merge_indexes, remove_from_index
 from index_builder import BuildError
 from index_builder.decode import EncodeDataset, decoded_batches
@@ -28,77 +26,11 @@ from mga.views import ZoomViews
 QUIET = dict(progress=False, log=lambda msg: None)
 # one zoom window per image where the test is not about zoom views: the same code path at a fifth of the cost
 FAST = dict(QUIET, zoom=ZoomViews(grid=1))
-TINY_JPEGS = sorted(LUMA_TINY.glob("img/*/*/*/*.jpg"))
-
-
-def _copy_some(dst: Path, n: int, start: int = 0, step: int = 7) -> list[str]:
-    rels = []
-    for src in TINY_JPEGS[start::step][:n]:
-        rel = src.relative_to(LUMA_TINY).as_posix()
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst / rel)
-        rels.append(rel)
-    return rels
-
-
-def _bomb_png(path: Path, side: int = 20000) -> None:
-    """A 1-bit greyscale PNG of side x side pixels, a few tens of kB on disk."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    row = b"\x00" * (1 + side // 8)
-    comp = zlib.compressobj(9)
-    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
-def _make_bad_gallery(root: Path) -> dict[str, str]:
-    """Good copies plus every kind of troublesome file; returns {relative path: 'skip' | 'ok'}."""
-    _copy_some(root, 6)
-    photo = Image.open(TINY_JPEGS[0]).convert("RGB")
-    big = photo.resize((300, 400))
-    expect = {}
-    bad = root / "bad"
-    bad.mkdir()
-    good_bytes = TINY_JPEGS[1].read_bytes()
-    (bad / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
-    (bad / "truncated.jpg").write_bytes(good_bytes[: len(good_bytes) // 2])
-    (bad / "empty.jpg").write_bytes(b"")
-    (bad / "notes.jpg").write_text("this is a text file renamed to .jpg\n")
-    _bomb_png(bad / "bomb.png")
-    photo.resize((5, 5)).save(bad / "tiny5.png")
-    expect.update({f"bad/{n}": "skip" for n in ("corrupt.jpg", "truncated.jpg", "empty.jpg", "notes.jpg", "bomb.png",
-                                                 "tiny5.png")})
-    odd = root / "odd"
-    odd.mkdir()
-    rgba = photo.convert("RGBA")
-    rgba.putalpha(128)
-    rgba.save(odd / "rgba.png")
-    photo.convert("CMYK").save(odd / "cmyk.jpg")
-    Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257)).save(odd / "grey16.png")
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees: stored 300x400, shown 400x300
-    big.save(odd / "exif_rotated.jpg", exif=exif, quality=90)
-    expect.update({f"odd/{n}": "ok" for n in ("rgba.png", "cmyk.jpg", "grey16.png", "exif_rotated.jpg")})
-    (root / "readme.txt").write_text("not an image extension: ignored, not reported")
-    outside = root.parent / "outside.jpg"  # a real image, but not the gallery's: an index would serve it
-    shutil.copy(TINY_JPEGS[2], outside)
-    (bad / "link-out.jpg").symlink_to(outside)
-    (bad / "loop-a.jpg").symlink_to(bad / "loop-b.jpg")
-    (bad / "loop-b.jpg").symlink_to(bad / "loop-a.jpg")
-    (bad / "dangling.jpg").symlink_to(root / "nowhere.jpg")
-    (bad / "folder.jpg").mkdir()
-    links = ("link-out.jpg", "loop-a.jpg", "loop-b.jpg", "dangling.jpg", "folder.jpg")
-    expect.update({f"bad/{n}": "skip" for n in links})
-    return expect
-
-
 @pytest.mark.slow
 def test_plain_folder_with_bad_files(tmp_path, default_model):
     gal = tmp_path / "gallery"
     gal.mkdir()
-    expect = _make_bad_gallery(gal)
+    expect = make_bad_gallery(gal)
     (gal / "meta.csv").write_text("path,item_id,category,price\nodd/rgba.png,sku-1,Tees,9.99\n")
     out = tmp_path / "index"
     man = build_index(gal, out, model=default_model, csv=gal / "meta.csv", workers=1, chunk_size=4,
@@ -134,7 +66,7 @@ def test_decoding_in_turns_yields_what_the_overlapping_loader_yields(tmp_path, d
     same records, batch by batch and in order, bad files included, whatever the bursts' size."""
     gal = tmp_path / "gallery"
     gal.mkdir()
-    _make_bad_gallery(gal)
+    make_bad_gallery(gal)
     paths = [e.path for e in discover_gallery(gal).entries]
     ds = EncodeDataset(gal, paths, default_model.transform.pixels, default_model.config.image_size, None, 0,
                        zoom=FAST["zoom"])
@@ -155,7 +87,7 @@ def test_packed_forwards_hold_batch_size_views_across_images(tmp_path, default_m
     batch_size views; each record comes back in order with the encodings of its own views, failed files too."""
     gal = tmp_path / "gallery"
     gal.mkdir()
-    _make_bad_gallery(gal)
+    make_bad_gallery(gal)
     paths = [e.path for e in discover_gallery(gal).entries]
     ds = EncodeDataset(gal, paths, default_model.transform.pixels, default_model.config.image_size, None, 0,
                        zoom=ZoomViews())
@@ -223,11 +155,11 @@ def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
 def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
     gal = tmp_path / "g"
     gal.mkdir()
-    _copy_some(gal, 10)
+    copy_some(gal, 10)
     out = tmp_path / "ix"
     build_index(gal, out, model=default_model, workers=0, chunk_size=5, **FAST)
     assert len(GalleryIndex(out)) == 10
-    _copy_some(gal, 14, start=3)
+    copy_some(gal, 14, start=3)
 
     class Interrupt(Exception):
         pass
@@ -257,10 +189,10 @@ def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
 def test_add_remove_and_search_consistency(tmp_path, default_model):
     gal = tmp_path / "g"
     gal.mkdir()
-    first = _copy_some(gal, 8)
+    first = copy_some(gal, 8)
     out = tmp_path / "ix"
     build_index(gal, out, model=default_model, workers=0, **FAST)
-    more = _copy_some(gal, 8, start=2)
+    more = copy_some(gal, 8, start=2)
     add_to_index(out, gal, model=default_model, workers=0, **QUIET)
     ix = GalleryIndex(out)
     assert sorted(it["path"] for it in ix.items) == sorted(set(first) | set(more))
@@ -283,7 +215,7 @@ def test_add_remove_and_search_consistency(tmp_path, default_model):
 def test_shards_merge_to_the_full_index(tmp_path, default_model):
     gal = tmp_path / "g"
     gal.mkdir()
-    _copy_some(gal, 12, step=5)
+    copy_some(gal, 12, step=5)
     full = tmp_path / "full"
     build_index(gal, full, model=default_model, workers=0, **FAST)
     shards = []
@@ -306,7 +238,7 @@ def test_shards_merge_to_the_full_index(tmp_path, default_model):
 def test_hnsw_and_cli(tmp_path, default_model, monkeypatch):
     gal = tmp_path / "g"
     gal.mkdir()
-    _copy_some(gal, 20, step=3)
+    copy_some(gal, 20, step=3)
     out = tmp_path / "hnsw"
     build_index(gal, out, model=default_model, workers=0, index_type="hnsw", **FAST)
     ix = GalleryIndex(out)
@@ -476,7 +408,7 @@ def test_auto_index_type_counts_vectors_not_images(tmp_path, monkeypatch):
 def test_broken_weights_write_no_index(tmp_path, default_model):
     """Weights that give NaN (a corrupted tensor) must not leave an index whose every search returns nothing."""
     gal = tmp_path / "gallery"
-    _copy_some(gal, 3)
+    copy_some(gal, 3)
     broken = copy.deepcopy(default_model)
     with torch.no_grad():
         broken.global_proj.weight[0, 0] = float("nan")
@@ -490,7 +422,7 @@ def test_thumbnails_are_what_results_show(tmp_path, default_model):
     """--thumb-size: bigger originals get a small copy inside the index, which display_path hands out; smaller
     ones show themselves."""
     gal = tmp_path / "gallery"
-    rels = _copy_some(gal, 2)
+    rels = copy_some(gal, 2)
     Image.open(gal / rels[0]).convert("RGB").resize((900, 1200)).save(gal / rels[0])
     build_index(gal, tmp_path / "index", model=default_model, thumb_size=128, workers=0, **FAST)
     ix = GalleryIndex(tmp_path / "index")
@@ -515,7 +447,7 @@ def test_ctrl_c_inside_a_chunk_write_is_an_interruption_not_an_error(tmp_path, m
 
     monkeypatch.setattr(index_builder, "build_index", interrupted_in_savez)
     gal = tmp_path / "g"
-    _copy_some(gal, 1)
+    copy_some(gal, 1)
     assert main(["--gallery", str(gal), "--out", str(tmp_path / "ix")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "--resume" in err and "ZIP" not in err
