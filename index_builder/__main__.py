@@ -2,6 +2,7 @@
 
   python -m index_builder --gallery SRC --out DIR [--weights W] [--csv META.csv] [--index-type auto|flat|hnsw|ivfpq]
                           [--resume] [--shard i/N] [--zoom-grid 4] [--batch-size N] [--workers N]
+                          [--ray [ADDRESS] [--ray-workers N] [--ray-cpus-per-worker C] [--ray-gpus-per-worker G]]
   python -m index_builder merge --out DIR SHARD_DIR [SHARD_DIR ...]
   python -m index_builder add --index DIR --gallery SRC [--csv META.csv] [--weights W]
   python -m index_builder remove --index DIR (--paths P [P ...] | --item-ids ID [ID ...])
@@ -61,6 +62,12 @@ def build_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--zoom-scale", type=float, default=ZoomViews().scale, help="window side / garment size")
         p.add_argument("--zoom-min-cover", type=float, default=ZoomViews().min_cover,
                        help="leave out windows with less garment (non-white) than this fraction")
+        p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="encode on Ray workers (pip install -r requirements-scale.txt): a cluster's address, "
+                            "or none to start a local Ray on this machine")
+        p.add_argument("--ray-workers", type=int, default=2, help="Ray workers (one model each)")
+        p.add_argument("--ray-cpus-per-worker", type=float, default=1.0)
+        p.add_argument("--ray-gpus-per-worker", type=float, default=0.0)
         _common(p)
     elif cmd == "merge":
         p.add_argument("--out", required=True)
@@ -89,6 +96,20 @@ def _model(args):
     return load_model(args.weights, device=str(resolve_device(args.device)))
 
 
+def _ray_runner(args):
+    """`--ray`: a RayRunner, or None (this process encodes)."""
+    if args.ray is None:
+        return None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("--ray needs Ray, an optional extra: pip install -r requirements-scale.txt") from None
+    from .distributed import RayRunner
+
+    return RayRunner(None if args.ray == "local" else args.ray, args.ray_workers, args.ray_cpus_per_worker,
+                     args.ray_gpus_per_worker, args.batch_size)
+
+
 def _build_kwargs(args) -> dict:
     return dict(batch_size=args.batch_size, workers=args.workers, chunk_size=args.chunk_size,
                 thumb_size=args.thumb_size, fast_decode=args.fast_decode, progress=not args.quiet)
@@ -106,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if cmd == "build":
             build_index(args.gallery, args.out, model=_model(args), weights=args.weights, csv=args.csv,
-                        index_type=args.index_type, resume=args.resume, shard=args.shard,
+                        index_type=args.index_type, resume=args.resume, shard=args.shard, runner=_ray_runner(args),
                         zoom=ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover), **_build_kwargs(args))
         elif cmd == "merge":
             merge_indexes(args.out, args.shards, index_type=args.index_type, progress=not args.quiet)
