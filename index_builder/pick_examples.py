@@ -5,7 +5,9 @@ gallery), in file order, take per category the first photo whose product the app
 match (mga.confidence.CONFIDENT); then one shopper-style photo: the first such query photo pasted onto a real
 background (distractors/validation, the training side) whose product is still found at #1 confidently. The hit
 rate of all query photos (product at #1) is printed and written beside the examples, so that what the examples
-promise can be read against it.
+promise can be read against it. The app's top 5 products for each example are recorded in
+assets/examples-expected.json (not beside them: the app serves that folder), and a test holds every later change
+to the engine, the index or the app to them, until the examples are picked again for new weights.
 
     python -m index_builder.pick_examples [--index assets/demo-index] [--luma ../shared/data/luma-inshop]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import html
+import json
 import random
 import re
 import shutil
@@ -31,12 +34,27 @@ from mga.search import SearchEngine
 from mga.transforms import Backgrounds, garment_mask
 
 EXAMPLE_SIDE = 480
+EXPECTED = ASSETS_DIR / "examples-expected.json"
+RECORDED_TOP = 5
 
 
 def found_first(engine: SearchEngine, img: Image.Image, item_id: str) -> tuple[bool, bool]:
     """(the product is #1, and confidently so)."""
     best = engine.search(img, k=1, explain=False, products=True).matches[0]
     return best.item_id == item_id, best.item_id == item_id and (best.confidence or 0.0) >= CONFIDENT
+
+
+def top_products(engine: SearchEngine, image: Path) -> list[dict]:
+    """The app's top products for an example file: item id and score."""
+    res = engine.search(image, k=RECORDED_TOP, explain=False, products=True)
+    return [{"item_id": m.item_id, "score": round(m.score, 6)} for m in res.matches]
+
+
+def record_results(engine: SearchEngine, examples: Path, expected: Path = EXPECTED) -> None:
+    """What the app shows for each example now, with the weights it was shown with."""
+    results = {p.name: top_products(engine, p) for p in sorted(examples.glob("*.jpg"))}
+    expected.write_text(json.dumps({"fingerprint": engine.fingerprint, "results": results}, indent=1)
+                                     + "\n")
 
 
 def on_background(img: Image.Image, seed: int) -> Image.Image:
@@ -80,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         name = re.sub(r"[^a-z0-9]+", "-", f"{key} {html.unescape(r['product_name']).lower()}").strip("-") + ".jpg"
         img.save(out / name, "JPEG", quality=90)
     shutil.copy(luma / "LICENSE-OSL-3.0.txt", out / "LICENSE-OSL-3.0.txt")
+    record_results(engine, out)
     rate = f"{hits} of {len(queries)} query photos ({hits / len(queries):.0%}) find their product at #1"
     (out / "README.md").write_text(
         "Example queries for the app, chosen by `python -m index_builder.pick_examples` (its docstring states the "

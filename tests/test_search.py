@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import LUMA_TINY, ROOT
 from index_builder import build_index
+from index_builder.pick_examples import EXPECTED, top_products
 from mga.config import DEFAULT_INDEX_DIR
 from mga.explain import overlay, part_contribution_maps, to_image_frame
 from mga.imageio import ImageError
@@ -20,6 +21,8 @@ from mga.model import MGAModel
 from mga.index import IndexMismatchError
 from mga.search import SearchEngine, SearchResult
 from mga.views import ZoomViews
+
+EXAMPLES = ROOT / "assets" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +117,21 @@ def test_shipped_demo_index_matches_default_weights(default_model):
     assert 6 <= len(examples) <= 8
     res = engine.search(examples[0], k=5)
     assert len(res.matches) == 5 and all(os.path.exists(m.path) for m in res.matches)
+
+
+def test_examples_give_the_results_recorded_when_they_were_chosen(default_model):
+    """Behaviour kept across refactors: each example finds the products it found when it was picked
+    (index_builder.pick_examples recorded them), with the same scores, in the same order but for float ties."""
+    engine = SearchEngine.load(DEFAULT_INDEX_DIR, model=default_model)
+    expected = json.loads(EXPECTED.read_text())
+    assert expected["fingerprint"] == engine.fingerprint, "new weights: run python -m index_builder.pick_examples"
+    assert sorted(expected["results"]) == sorted(p.name for p in EXAMPLES.glob("*.jpg"))
+    for name, want in expected["results"].items():
+        got = top_products(engine, EXAMPLES / name)
+        assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-4), name
+        for i, (g, w) in enumerate(zip(got, want)):
+            tie = any(abs(want[j]["score"] - w["score"]) < 1e-4 for j in (i - 1, i + 1) if 0 <= j < len(want))
+            assert g["item_id"] == w["item_id"] or tie, (name, i, got, want)
 
 
 def assert_same_ranking_up_to_ties(ix, q, got, ref, tol=1e-5):
