@@ -342,9 +342,11 @@ def test_discover_consumer_layout_and_csv_keys(tmp_path):
 
 
 @pytest.mark.slow
-def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path):
+def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path, monkeypatch):
     """IVF-PQ over 12k clustered unit vectors (real FAISS): PQ candidates re-scored with the stored float32
-    embeddings give nearly the exact top 10, and every returned score is the exact inner product."""
+    embeddings give nearly the exact top 10, every returned score is the exact inner product, and a category
+    filter (scanned exactly, or IVF-PQ over-fetched) returns only its members, nearly the exact ones."""
+    import mga.coarse
     from index_builder.writer import Piece, write_index
     from index_builder.faiss_index import IVFPQ_MIN
 
@@ -356,8 +358,8 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path):
     emb = (tokens.reshape(n, -1) / np.sqrt(3)).astype(np.float32)  # unit norm, like the coarse embedding
     arrays = {"embeddings": emb, "global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
               "attn": np.zeros((n, 2, 1, 1), np.float16)}
-    items = [{"path": f"v{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "", "width": 1, "height": 1,
-              "thumb": None, "meta": {}} for i in range(n)]
+    items = [{"path": f"v{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "tees" if i % 5 else "pants",
+              "width": 1, "height": 1, "thumb": None, "meta": {}} for i in range(n)]
     manifest = {"model": {}, "source": {"gallery": "synthetic"}, "roots": [{"relative": ".", "absolute": "."}],
                 "skipped": []}
     out = tmp_path / "ivfpq"
@@ -375,6 +377,18 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path):
         assert np.all(np.diff(scores) <= 0)
         hits += len(set(rows.tolist()) & set(np.argsort(-(emb @ q))[:10].tolist()))
     assert hits / 500 >= 0.95
+    pants = np.arange(0, n, 5)  # a fifth of the gallery
+    assert ix.category_images("pants").tolist() == pants.tolist()
+    for subset_max in (mga.coarse.EXACT_SUBSET_MAX, 0):  # the category scanned exactly, then IVF-PQ over-fetched
+        monkeypatch.setattr(mga.coarse, "EXACT_SUBSET_MAX", subset_max)
+        hits = 0
+        for qi in rng.integers(0, n, 20):
+            q = emb[qi] / np.linalg.norm(emb[qi])
+            rows, scores, _ = ix.coarse_search(q, 10, "pants")
+            assert len(rows) == 10 and set(rows.tolist()) <= set(pants.tolist())
+            np.testing.assert_allclose(scores, emb[rows] @ q, rtol=1e-5, atol=1e-6)
+            hits += len(set(rows.tolist()) & set(pants[np.argsort(-(emb[pants] @ q))[:10]].tolist()))
+        assert hits / 200 >= (1.0 if subset_max else 0.9), subset_max
 
 
 def test_auto_index_type_counts_vectors_not_images(tmp_path, monkeypatch):

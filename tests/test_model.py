@@ -82,13 +82,18 @@ def test_unknown_backbone():
         TokenBackbone("resnet9000", 224)
 
 
-def test_lite0_token_shapes(lite0):
+def test_lite0_tokens_are_the_last_map_and_the_global_token_their_gem(lite0):
+    """Tokens are the cells of the last feature map (stride 32), row by row; the global token is their GeM, which
+    weighting every cell equally (`pool`, used with the figure head) reproduces."""
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         g, tokens, (h, w) = lite0(x)
-    assert g.shape == (2, lite0.num_features) and tokens.shape == (2, h * w, lite0.num_features)
-    assert (h, w) == (7, 7)
-    assert (g >= 0).all(), "GeM of post-activation features is non-negative"
+        fmap = lite0.model.forward_features(x)
+        pooled = lite0.pool(tokens, torch.ones(2, h * w))
+    assert (h, w) == (7, 7) and tokens.shape == (2, 49, lite0.num_features)
+    assert torch.equal(tokens[:, 10], fmap[:, :, 1, 3])  # cell (row 1, column 3)
+    assert torch.allclose(g, fmap.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3), atol=1e-5)
+    assert torch.allclose(pooled, g, atol=1e-4)
 
 
 def test_converted_lite0_classifies_luma_photos(lite0):

@@ -57,8 +57,7 @@ def test_training_writes_model_metrics_and_eval(trained):
     assert lines[1]["step"] == 2 * (341 // 8)
     ev = json.loads((out / "eval.json").read_text())
     for name in ("coarse", "ata", "global"):
-        assert 0.0 <= ev[name]["R@1"] <= 1.0
-        assert ev[name]["R@1"] <= ev[name]["R@50"]
+        assert ev[name]["R@1"] <= ev[name]["R@10"] <= ev[name]["R@50"]
     assert ev["fingerprint"] == summary["fingerprint"]
     assert (out / "checkpoint.pt").is_file()
     assert not list(out.glob("*.tmp*"))
@@ -96,8 +95,6 @@ def test_evaluate_cli_writes_json_and_plot(trained, tmp_path):
     result = mga_evaluate.main(["--data", str(LUMA_TINY), "--weights", str(out / "model"), "--workers", "0",
                                 "--json", str(js), "--plot", str(png)])
     saved = json.loads(js.read_text())
-    for k in ("R@1", "R@5", "R@10", "R@20", "R@30", "R@40", "R@50"):
-        assert 0.0 <= saved[k] <= 1.0
     values = [saved[f"R@{k}"] for k in (1, 5, 10, 20, 30, 40, 50)]
     assert values == sorted(values), "recall@K never decreases with K"
     assert saved["queries"] == 142 and saved["gallery"] == 183
