@@ -33,10 +33,12 @@ def _pq_m(d: int) -> int:
     return 1
 
 
-def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block: int = 65536):
+def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block: int = 65536,
+                nlist: int | None = None):
     """An approximate inner-product FAISS index (hnsw or ivfpq) over `emb` (N, E) float32 (may be a memory map);
     returns (index, params) where params (type, ef_search, nprobe ...) go into the manifest and are applied at
-    search time. An exact flat index is not stored: mga.index.GalleryIndex builds it from the embeddings."""
+    search time. An exact flat index is not stored: mga.index.GalleryIndex builds it from the embeddings.
+    `nlist`: IVF lists (default 4 sqrt(N); fewer train faster, bench.scaling)."""
     import faiss
 
     n, d = emb.shape
@@ -46,7 +48,7 @@ def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block:
         index.hnsw.efSearch = HNSW_EF_SEARCH
         params = {"type": "hnsw", "M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}
     elif index_type == "ivfpq":
-        nlist = max(16, min(65536, int(4 * math.sqrt(n))))
+        nlist = nlist or max(16, min(65536, int(4 * math.sqrt(n))))
         m = _pq_m(d)
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
