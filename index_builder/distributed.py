@@ -17,7 +17,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -45,9 +45,6 @@ class ChunkEncoder:
         self.model, self.dataset = model.to(device).eval(), dataset
         self.batch_size = batch_size or forward_batch(self.model.device)
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def encode(self, entries: Chunk) -> tuple[list[dict], float]:
         """Entries [start, end) as encoded records (plain numpy inside), and the seconds spent decoding them."""
         run = EncodeRun()
@@ -70,7 +67,6 @@ class RayRunner:
     gpus_per_worker: float = 0.0
     batch_size: int | None = None  # views per forward (None: the worker's device's default)
     task_images: int = 64  # most images per task: chunks are split so that every worker gets work
-    actors: list = field(default_factory=list, init=False, repr=False)  # while running (tests kill one)
 
     def __post_init__(self):
         if self.workers < 1 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
@@ -88,15 +84,15 @@ class RayRunner:
             "batch_size": self.batch_size})
         if not job.todo:
             return run
-        started = self._connect()
+        started, actors = self._connect(), []
         t0 = time.perf_counter()
         try:
             model = job.model if job.model.device.type == "cpu" else copy.deepcopy(job.model).cpu()
             model_ref, dataset_ref = ray.put(model), ray.put(job.dataset)
             actor = ray.remote(ChunkEncoder).options(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
                                                      max_restarts=RESTARTS, max_task_retries=RESTARTS)
-            self.actors = [actor.remote(model_ref, dataset_ref, self.batch_size, threads) for _ in range(self.workers)]
-            pool = ActorPool(self.actors)
+            actors = [actor.remote(model_ref, dataset_ref, self.batch_size, threads) for _ in range(self.workers)]
+            pool = ActorPool(actors)
             for entries in self._tasks(job):
                 pool.submit(lambda a, entries: a.encode.remote(entries), entries)
             bar = tqdm(total=len(job.dataset), initial=job.images_done(), desc="index (ray)", unit="img",
@@ -114,9 +110,8 @@ class RayRunner:
                 bar.update(len(records))
             bar.close()
         finally:
-            for a in self.actors:
+            for a in actors:
                 ray.kill(a)
-            self.actors = []
             if started:
                 ray.shutdown()
         run.seconds = time.perf_counter() - t0
