@@ -1,11 +1,12 @@
 """Index builds spread over a Ray cluster (or a local Ray on this machine): `RayRunner`, a chunk runner for
 `build_index`, and `python -m index_builder --gallery SRC --out DIR --ray [ADDRESS]`.
 
-Each Ray worker is an actor holding one copy of the model; the build's chunks (`index_builder.chunks`) are
-handed to whichever actor is free, and each encoded chunk comes back to this process, which saves it in the
-build folder exactly as a local build does. So `--resume`, the skip report, the manifest and the index written
-at the end are the local build's, and an index built on Ray equals one built here. A worker that dies (a killed
-process, a lost node) is restarted by Ray and its chunk retried. Ray is optional (`requirements-scale.txt`).
+Each Ray worker is an actor holding one copy of the model. The build's chunks (`index_builder.chunks`) are
+split into tasks of a few dozen images, each handed to whichever actor is free; the encoded records come back to
+this process, which saves each chunk in the build folder once it is whole, exactly as a local build does. So
+`--resume`, the skip report, the manifest and the index written at the end are the local build's, and an index
+built on Ray equals one built here. A worker that dies (a killed process, a lost node) is restarted by Ray and
+its task retried. Ray is optional (`requirements-scale.txt`).
 
 On a multi-node cluster every node must see the gallery and the build folder at the same paths (a shared or
 network file system) and have this project's requirements installed; the `mga` and `index_builder` packages
@@ -35,7 +36,7 @@ RESTARTS = 3  # per worker: a file that kills its worker every time ends the bui
 
 
 class ChunkEncoder:
-    """A Ray actor: one model, encoding whole chunks of the build's dataset (decoding in its own process)."""
+    """A Ray actor: one model, encoding ranges of the build's dataset (decoding in its own process)."""
 
     def __init__(self, model: MGAModel, dataset: EncodeDataset, batch_size: int | None, threads: int):
         import ray
