@@ -117,13 +117,22 @@ def test_converted_lite0_classifies_luma_photos(lite0):
 
 # --- FGA ---------------------------------------------------------------------------------------------------
 
-def test_fga_shapes_and_attention_rows():
+def test_fga_attends_over_a_set_of_tokens_and_its_bias_steers_every_part():
+    """Parts are read from tokens as a set (no positions inside FGA: shuffling the tokens shuffles only the
+    attention columns), each part's attention is a distribution, and a bias on some tokens pulls every part there."""
     torch.manual_seed(0)
-    fga = FineGranularAggregator(32, num_parts=5, heads=4, layers=2)
-    parts, attn = fga(torch.randn(3, 20, 32))
-    assert parts.shape == (3, 5, 32) and attn.shape == (3, 5, 20)
-    assert torch.allclose(attn.sum(-1), torch.ones(3, 5), atol=1e-5)
-    assert (attn >= 0).all()
+    fga = FineGranularAggregator(32, num_parts=5, heads=4, layers=2).eval()
+    tokens, perm = torch.randn(3, 20, 32), torch.randperm(20)
+    with torch.no_grad():
+        parts, attn = fga(tokens)
+        parts_p, attn_p = fga(tokens[:, perm])
+        bias = torch.full((3, 20), -10.0)
+        bias[:, :4] = 0.0
+        _, steered = fga(tokens, bias)
+    assert parts.shape == (3, 5, 32) and torch.allclose(parts_p, parts, atol=1e-5)
+    assert torch.allclose(attn_p, attn[..., perm], atol=1e-6)
+    assert torch.allclose(attn.sum(-1), torch.ones(3, 5), atol=1e-5) and (attn >= 0).all()
+    assert (steered[..., :4].sum(-1) > 0.99).all() and (attn[..., :4].sum(-1) < 0.9).all()
 
 
 def test_model_part_maps_sum_to_one_on_a_real_image(default_model):
