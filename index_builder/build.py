@@ -30,7 +30,7 @@ from .writer import BuildError, model_manifest, rel_root, write_index, write_jso
 
 PLAN = "plan.json"
 DEFAULT_CHUNK = 1024
-DEFAULT_THUMB = 0  # thumbnails cost ~3x build throughput on 2 cores (bench_build); opt in with --thumb-size 256
+DEFAULT_THUMB = 0  # thumbnails slow a CPU build several-fold (docs/benchmarks.md): opt in with --thumb-size 256
 
 __all__ = ["BuildError", "build_index", "DEFAULT_CHUNK", "DEFAULT_THUMB"]
 

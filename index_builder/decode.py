@@ -69,8 +69,7 @@ def _collate(batch: list[dict]) -> list[dict]:
 
 def _background_worker(_: int = 0) -> None:
     """Decoding runs at the lowest priority: where the model already uses every core (a CPU build), the
-    workers then fill its idle moments instead of preempting its threads mid-operation (bench_build: encode
-    loop / bare forwards 0.62 -> 0.89 with full photos, 0.74 -> 0.87 with zoom views, on 2 cores)."""
+    workers then fill its idle moments instead of preempting its threads mid-operation (docs/benchmarks.md)."""
     if hasattr(os, "nice"):  # POSIX
         os.nice(19)
 
@@ -97,8 +96,8 @@ def decoded_batches(dataset: EncodeDataset, batches: list[list[int]], workers: i
     overlap: DataLoader workers decode ahead while the model encodes (a GPU, whose feeding is the bottleneck).
     Otherwise (a CPU build, whose model threads already use every core) decoding and encoding take turns: the
     workers decode the next `burst_images` images while the model waits, then sit idle while it encodes them.
-    Decoders running beside the model's forwards slow them down far more than their own CPU time (bench_build,
-    2 cores: they cost the model ~3x it), so the turns are faster overall."""
+    Decoders running beside the model's forwards slow them down far more than their own CPU time
+    (docs/benchmarks.md), so the turns are faster overall."""
     if overlap or workers == 0:
         yield from DataLoader(dataset, batch_sampler=batches, collate_fn=_collate, num_workers=workers,
                               prefetch_factor=4 if workers > 0 else None, worker_init_fn=_background_worker)
