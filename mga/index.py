@@ -46,7 +46,7 @@ class IndexFormatError(RuntimeError):
     """The folder is not an MGA index, or a damaged one: the message names the file and what is wrong."""
 
 
-def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | None) -> str:
+def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | Path | None) -> str:
     """The exact command that rebuilds this index with `weights`."""
     src = manifest.get("source", {})
     cmd = ["python", "-m", "index_builder", "--gallery", str(src.get("gallery", "GALLERY_DIR")),

@@ -1,10 +1,8 @@
 """The one search engine, for the app and the command line: query image -> ranked, explained gallery matches.
 
-Coarse to fine: FAISS inner product over the coarse embeddings of an index folder (built by
-`python -m index_builder`; one row per view of each gallery image, see mga.views) gives the top M images, each
-scored by its best view (re-scored exactly with the stored embeddings where FAISS's scores are approximate,
-IVF-PQ); ATA then re-ranks them with the stored part and global tokens of all their views, and explains the top k
-with heatmaps on the view that matched.
+Coarse to fine: FAISS over the coarse embeddings of an index folder (`python -m index_builder`; a row per view
+of each gallery image, mga.views) gives the top M images, each scored by its best view (mga.coarse); ATA re-ranks
+them with the stored tokens of all their views and explains the top k with heatmaps on the view that matched.
 
     python -m mga.search --index assets/demo-index --image photo.jpg [-k 10] [--category Tees] [--json]
 """
@@ -74,7 +72,7 @@ class SearchEngine:
                 f"index {index.path} was built with model fingerprint {index.fingerprint or '(none)'} "
                 f"({index.manifest.get('model', {}).get('weights', 'unknown weights')}), but the loaded model "
                 f"({describe_weights(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
-                f"rebuild the index with: {rebuild_command(index.manifest, index.path, _weights_arg(weights))}")
+                f"rebuild the index with: {rebuild_command(index.manifest, index.path, weights)}")
         self.fingerprint = fp
         self.categories: list[str] = index.categories
         cfg = model.config
@@ -215,10 +213,6 @@ class SearchEngine:
     def gallery_encoding(self, i: int) -> Encoding:
         """The stored encoding of image i's full photo: search with it for "more like this" without re-encoding."""
         return self.index.encoding(self.index.first_row[i:i + 1])
-
-
-def _weights_arg(weights: str | Path | None) -> str | None:
-    return None if weights is None else str(weights)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
