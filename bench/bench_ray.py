@@ -20,7 +20,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from index_builder import build_index  # noqa: E402
-from index_builder.distributed import RayRunner  # noqa: E402
+from index_builder.distributed import DEFAULT_RAY_WORKERS, RayRunner  # noqa: E402
+from mga.config import SHARED_DATA  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.views import ZoomViews  # noqa: E402
 
@@ -39,9 +40,9 @@ def timed_build(gallery: str, model, zoom: ZoomViews, runner) -> tuple[float, fl
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_ray", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "luma-inshop"))
+    p.add_argument("--data", default=str(SHARED_DATA / "luma-inshop"))
     p.add_argument("--weights")
-    p.add_argument("--ray-workers", type=int, default=2)
+    p.add_argument("--ray-workers", type=int, default=DEFAULT_RAY_WORKERS)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid)
     args = p.parse_args()

@@ -29,14 +29,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mga.config import DEFAULT_RERANK_TOP  # noqa: E402
+from mga.config import DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP  # noqa: E402
 from mga.data import load_retrieval_data  # noqa: E402
 from mga.evaluate import encode_gallery, encode_records, recall  # noqa: E402
 from mga.hub import load_model  # noqa: E402
+from mga.index import EMBEDDINGS, ITEMS  # noqa: E402
 from mga.model import Encoding, coarse_embedding  # noqa: E402
 from mga.views import ZoomViews  # noqa: E402
 
-DEMO_INDEX = Path(__file__).resolve().parents[1] / "assets" / "demo-index"
 PQ_BYTES = 64
 ROW_EXTRA = 16 + 8  # a view's box (4 float32) and owner (int64)
 
@@ -78,7 +78,8 @@ def rows(args: argparse.Namespace) -> dict:
     q = encode_records(model, data.root, data.query, desc="queries")
     train, _ = encode_gallery(model, data.root, data.train, ZoomViews(), desc="train views (PQ)")
     pq = pq_codec(train.embedding.float().numpy())
-    item_bytes = (DEMO_INDEX / "items.jsonl").stat().st_size / sum(1 for _ in open(DEMO_INDEX / "items.jsonl"))
+    items = DEFAULT_INDEX_DIR / ITEMS  # an item line's bytes, measured on the demo index
+    item_bytes = items.stat().st_size / len(items.read_text(encoding="utf-8").splitlines())
     forms = [("float32 coarse + float16 tokens (today)", "float16", "float32"),
              ("float16 tokens, coarse rebuilt from them", "float16", "rebuilt"),
              ("float8 tokens, coarse rebuilt from them", "float8", "rebuilt"),
@@ -104,7 +105,7 @@ def rows(args: argparse.Namespace) -> dict:
 
 def synthetic_rows(n: int, seed: int = 0, block: int = 100_000) -> np.ndarray:
     """n unit vectors from a Gaussian fitted to the demo index's coarse embeddings (mean and covariance)."""
-    real = np.load(DEMO_INDEX / "embeddings.npy").astype(np.float64)
+    real = np.load(DEFAULT_INDEX_DIR / EMBEDDINGS).astype(np.float64)
     mean, cov = real.mean(0), np.cov(real, rowvar=False)
     vals, vecs = np.linalg.eigh(cov)
     basis = (vecs * np.sqrt(np.clip(vals, 0, None))).astype(np.float32)

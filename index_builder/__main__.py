@@ -24,6 +24,7 @@ from typing import Sequence
 from mga.views import ZoomViews
 
 from .build import DEFAULT_CHUNK, DEFAULT_THUMB
+from .distributed import DEFAULT_RAY_WORKERS
 from .faiss_index import INDEX_TYPES
 
 SUBCOMMANDS = ("build", "merge", "add", "remove", "info")
@@ -65,7 +66,7 @@ def build_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                        help="encode on Ray workers (pip install -r requirements-scale.txt): a cluster's address, "
                             "or none to start a local Ray on this machine")
-        p.add_argument("--ray-workers", type=int, default=2, help="Ray workers (one model each)")
+        p.add_argument("--ray-workers", type=int, default=DEFAULT_RAY_WORKERS, help="Ray workers (one model each)")
         p.add_argument("--ray-cpus-per-worker", type=float, default=1.0)
         p.add_argument("--ray-gpus-per-worker", type=float, default=0.0)
         _common(p)
