@@ -78,6 +78,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
     p.add_argument("--degrade", type=float, default=0.4,
                    help="probability of a low-resolution, heavily compressed copy of the photo")
+    p.add_argument("--shopper", type=float, default=0.0,
+                   help="probability of a shopper's photo: clutter, crop, tilt, blur and a low-resolution copy at once")
     p.add_argument("--backgrounds", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
                    help="folder of real photos to paste garments onto ('' : flat colours and noise only); "
                         "default: the distractors' validation split, never their test split")
@@ -192,7 +194,7 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
     config, side = model.config, working_side(model.config.image_size)
     backgrounds = Backgrounds(sorted(Path(args.backgrounds).rglob("*.jpg")), side) if args.backgrounds else None
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
-                                   args.clutter, backgrounds, args.degrade)
+                                   args.clutter, backgrounds, args.degrade, args.shopper)
     dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
     category = {r.item_id: category_key(category_of(r.path)) for r in data.train}
     category_ids = {c: i for i, c in enumerate(sorted(set(category.values())))}

@@ -139,13 +139,16 @@ class ConsumerPhotoAugment:
     """Turn a clean studio photo into something a shopper might take: partial crops, close-ups of a detail,
     tilt, colour casts, clutter behind the garment (real photos when `backgrounds` are given), blur and JPEG
     artefacts, a low-resolution phone or messaging-app copy (`degrade`: shrunk, heavily compressed, enlarged
-    back), and carry the garment's mask through every geometric step. Colour jitter is strong on purpose:
-    an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye."""
+    back), and carry the garment's mask through every geometric step. With probability `shopper` a photo gets
+    all of them at once (a new background, a tighter crop, tilt, stronger blur, a low-resolution copy), as a
+    real shopper's photo has them; drawn one by one they almost never coincide. Colour jitter is strong on
+    purpose: an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0,
                  detail: float = 0.0, clutter: float = 0.3, backgrounds: Backgrounds | None = None,
-                 degrade: float = 0.0):
+                 degrade: float = 0.0, shopper: float = 0.0):
         self.size, self.strength, self.detail, self.clutter, self.degrade = size, strength, detail, clutter, degrade
+        self.shopper = shopper
         self.backgrounds = backgrounds
         self.normalize = Normalize(mean, std)
         self.color = T.ColorJitter(0.4 * strength, 0.4 * strength, 0.4 * strength, 0.1 * strength)
@@ -177,34 +180,40 @@ class ConsumerPhotoAugment:
 
     def __call__(self, img: Image.Image) -> TrainSample:
         s = self.strength
+        # no draw when off: recipes without shopper photos replay exactly
+        shopper = bool(self.shopper) and random.random() < self.shopper
+
+        def happens(p: float) -> bool:
+            return shopper or random.random() < p
+
         mask = garment_mask(img)
         figure = Image.fromarray(mask.astype(np.uint8) * 255)
         box = detail_box(img, mask) if random.random() < self.detail else None
         if box is not None:  # before clutter: the crop looks for the garment on its white background
             img, figure = img.crop(box), figure.crop(box)
-        if random.random() < self.clutter * s:
+        if happens(self.clutter * s):
             img = self._clutter(img, figure)
         if random.random() < 0.5:
             img, figure = ImageOps.mirror(img), ImageOps.mirror(figure)
         # partial crop of the garment (keep most of it: retrieval still needs the item)
-        if box is None and random.random() < 0.6 * s:
+        if box is None and happens(0.6 * s):
             w, h = img.size
-            scale = random.uniform(0.6, 1.0)
+            scale = random.uniform(0.45 if shopper else 0.6, 1.0)
             cw, ch = int(w * random.uniform(scale, 1.0)), int(h * random.uniform(scale, 1.0))
             x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
             img, figure = img.crop((x0, y0, x0 + cw, y0 + ch)), figure.crop((x0, y0, x0 + cw, y0 + ch))
         img, figure = letterbox(img, self.size), letterbox(figure.convert("RGB"), self.size, fill=(0, 0, 0))
-        if random.random() < 0.5 * s:
+        if happens(0.5 * s):
             angle = random.uniform(-15, 15)
             img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE)
             figure = figure.rotate(angle, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
         img = self.gray(self.color(img))
-        if random.random() < 0.2 * s:
-            img = img.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 1.5)))
+        if happens(0.2 * s):
+            img = img.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 2.5 if shopper else 1.5)))
         if random.random() < 0.3 * s:
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=random.randint(20, 70))
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        if self.degrade and random.random() < self.degrade:  # no draw when off: other recipes replay exactly
+        if shopper or (self.degrade and random.random() < self.degrade):  # no draw when off, as above
             img = self._low_resolution(img)
         return TrainSample(self.normalize(img), torch.from_numpy(np.asarray(figure)[..., 0] > 127), box is not None)

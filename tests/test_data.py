@@ -326,6 +326,32 @@ def test_augment_with_detail_one_always_zooms_in():
         assert torch.isclose(sample.image, white, atol=0.05).all(0).float().mean() < 0.75 * clean_background
 
 
+def test_shopper_photo_has_every_corruption_at_once():
+    """strength 0 turns every single augmentation off, so what changes comes from the shopper photo alone: the
+    studio white is gone (a new background), and the garment is softer (blur and a low-resolution copy)."""
+    photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
+    transform = EvalTransform(128, MEAN, STD)
+    white = transform(Image.new("RGB", (128, 128), "white"))
+
+    def detail(x: torch.Tensor) -> float:  # mean absolute Laplacian: what blur and low resolution take away
+        return (4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]).abs().mean()
+
+    clean = transform(photo)
+    plain = ConsumerPhotoAugment(128, MEAN, STD, strength=0.0, degrade=0.0, shopper=0.0)
+    shopper = ConsumerPhotoAugment(128, MEAN, STD, strength=0.0, degrade=0.0, shopper=1.0)
+    random.seed(0)
+    torch.manual_seed(0)
+    def whiteness(x: torch.Tensor) -> float:  # share of studio-white pixels (background and letterbox bars)
+        return torch.isclose(x, white, atol=0.05).all(0).float().mean()
+
+    for _ in range(8):
+        assert whiteness(plain(photo).image) == whiteness(clean) > 0.5
+        sample = shopper(photo)
+        assert whiteness(sample.image) < 0.5 * whiteness(clean)
+        assert detail(sample.image) < 0.8 * detail(clean)
+        assert 0.05 < sample.figure.float().mean() < 0.95, "the garment's mask travels with the photo"
+
+
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():
     from mga.train import lr_factor
 
