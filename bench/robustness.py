@@ -82,17 +82,25 @@ def blur(img: Image.Image, rng: random.Random) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(rng.uniform(2, 4) * max(img.size) / 500))
 
 
-def corruptions(backgrounds: list[Path]) -> dict[str, Corruption]:
-    """Each corruption alone, then all of them on the same photo (in the order a photo gets them)."""
+SHOPPER_ORDER = ("clutter", "crop", "tilt", "colour cast", "blur", "jpeg")  # the order a photo gets them
+
+
+def corruptions(backgrounds: list[Path], all_but: bool = False) -> dict[str, Corruption]:
+    """Each corruption alone, then all of them on the same photo; with `all_but`, also all but one of them
+    (which corruption the "all at once" column loses most to)."""
     clutter: Corruption = lambda im, rng: on_clutter(im, rng, backgrounds)  # noqa: E731
     single = {"clutter": clutter, "tilt": tilt, "crop": crop, "colour cast": colour_cast, "jpeg": jpeg, "blur": blur}
 
-    def all_at_once(im: Image.Image, rng: random.Random) -> Image.Image:
-        for name in ("clutter", "crop", "tilt", "colour cast", "blur", "jpeg"):
-            im = single[name](im, rng)
-        return im
+    def chain(names: Sequence[str]) -> Corruption:
+        def apply(im: Image.Image, rng: random.Random) -> Image.Image:
+            for name in names:
+                im = single[name](im, rng)
+            return im
+        return apply
 
-    return {"clean": lambda im, rng: im, **single, "all at once": all_at_once}
+    leave_one_out = {f"all but {n}": chain([m for m in SHOPPER_ORDER if m != n]) for n in SHOPPER_ORDER}
+    return {"clean": lambda im, rng: im, **single, "all at once": chain(SHOPPER_ORDER),
+            **(leave_one_out if all_but else {})}
 
 
 class BackboneBaseline:
@@ -123,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--distractors", default=str(TEST_DISTRACTORS), help="backgrounds for the clutter corruption")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
+    p.add_argument("--all-but", action="store_true",
+                   help="also every corruption but one on the same photo (what 'all at once' loses most to)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
@@ -133,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for img in queries:
         img.thumbnail((640, 640))
     corrupted = {}
-    for name, corrupt in corruptions(backgrounds).items():
+    for name, corrupt in corruptions(backgrounds, args.all_but).items():
         rng = random.Random(args.seed)
         corrupted[name] = [corrupt(img, rng) for img in queries]
     q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
@@ -151,15 +161,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
             results[label][name] = recall_at_k(order, q_items, g_items, (1, 10))
     print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
           f"{args.zoom_grid}; clutter from {len(backgrounds)} photos of {Path(args.distractors).name}/")
-    names = list(corrupted)
-    print("R@1" + "".join(f"{n:>13}" for n in names))
+    widths = {n: max(13, len(n) + 2) for n in corrupted}
+    print("R@1" + "".join(f"{n:>{w}}" for n, w in widths.items()))
     for label, rows in results.items():
         print(label)
-        print("   " + "".join(f"{rows[n]['R@1']:13.3f}" for n in names))
+        print("   " + "".join(f"{rows[n]['R@1']:{w}.3f}" for n, w in widths.items()))
     base = results["untrained backbone (GeM)"]
     for label in list(results)[1:]:
         print(f"ratio {label} / untrained backbone")
-        print("   " + "".join(f"{results[label][n]['R@1'] / max(base[n]['R@1'], 1e-9):13.2f}" for n in names))
+        ratios = {n: results[label][n]["R@1"] / max(base[n]["R@1"], 1e-9) for n in widths}
+        print("   " + "".join(f"{ratios[n]:{w}.2f}" for n, w in widths.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results
