@@ -298,6 +298,22 @@ def test_encode_takes_uint8_pixels_and_any_forward_size(default_model):
     assert len(one_by_one) == 3 and not default_model.training
 
 
+def test_mirror_averaged_encoding_is_the_same_for_a_photo_and_its_mirror():
+    """bench.test_time's mirror-averaged model: a photo and its mirror image get one embedding (up to rounding),
+    the part maps mirror with the photo, and the model as loaded would tell the two apart."""
+    from bench.test_time import mirror_averaged
+
+    model = load_model(None)
+    x = torch.stack([model.transform(load_image(HOODIE))])
+    plain = model.encode(x), model.encode(x.flip(-1))
+    assert not torch.allclose(plain[0].embedding, plain[1].embedding, atol=1e-3)
+    mirrored = mirror_averaged(model)
+    a, b = mirrored.encode(x), mirrored.encode(x.flip(-1))
+    assert torch.allclose(a.embedding, b.embedding, atol=1e-5)
+    assert torch.allclose(a.attn, b.attn.flip(-1), atol=1e-6)
+    assert torch.allclose(a.embedding.norm(dim=1), torch.ones(1), atol=1e-5)
+
+
 def test_load_model_is_channels_last_with_the_same_outputs(default_model):
     """load_model puts the weights channels-last (faster on the CPU); outputs and fingerprint stay those of the
     saved layout."""
