@@ -118,8 +118,8 @@ class BackboneBaseline:
                for s in range(0, len(images), 8)]
         return torch.cat(out)
 
-    def ranking(self, queries: Sequence[Image.Image], gallery: torch.Tensor) -> np.ndarray:
-        return (self.encode(queries) @ gallery.T).argsort(dim=1, descending=True)[:, :10].numpy()
+    def ranking(self, queries: Sequence[Image.Image], gallery: torch.Tensor, top: int = 10) -> np.ndarray:
+        return (self.encode(queries) @ gallery.T).argsort(dim=1, descending=True)[:, :top].numpy()
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -117,3 +117,17 @@ def test_rank_with_m_larger_than_gallery(default_model, encodings):
     full = default_model.align(q, g).scores
     assert torch.equal(order, full.argsort(dim=1, descending=True)) or torch.allclose(
         full.gather(1, order), full.sort(dim=1, descending=True).values, atol=1e-6)
+
+
+def test_phone_photo_kind_scores_hand_computed():
+    """bench.phone_photos: P@1 is the #1's category, P@20 the share of the top 20 of an accepted category."""
+    from bench.phone_photos import TOP, kind_scores
+
+    categories = ["Pants"] * 10 + ["Tees"] * 10 + ["Jackets"] * 10
+    pants_first = np.arange(30)  # 10 Pants, then 10 Tees
+    tees_first = np.r_[10:30, 0:10]  # 10 Tees, then 10 Jackets
+    scores = kind_scores(np.stack([pants_first, tees_first, tees_first]), ["pants", "pants", "outwear"], categories)
+    assert scores["pants"] == {"P@1": 0.5, f"P@{TOP}": 0.25, "photos": 2}
+    assert scores["outwear"] == {"P@1": 0.0, f"P@{TOP}": 0.5, "photos": 1}
+    assert scores["all"]["P@1"] == pytest.approx(1 / 3) and scores["all"][f"P@{TOP}"] == pytest.approx(1 / 3)
+    assert "shorts" not in scores

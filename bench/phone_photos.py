@@ -1,0 +1,88 @@
+"""Real phone photos against the shop: how often the top matches are the photo's own kind of garment.
+
+    python -m bench.phone_photos --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--json out.json]
+
+bench.robustness corrupts studio photos; these are real shoppers' photos (../shared/data/distractors/test, never
+seen in training), of garments the shop does not sell, so no product can be found, but its kind of garment can:
+each kind maps to the shop categories that count as the same kind (KINDS; kinds the shop does not sell, such as
+shoes or dresses, are left out). Each photo is searched the app's way (coarse + ATA over the test gallery's zoom
+views; full photos with --zoom-grid 0) and scored by whether its #1 is of an accepted category (P@1) and by the
+share of its top 20 that are (P@20); the untrained backbone (GeM of its last map, full photos, cosine) is
+measured in the same run. A model that has forgotten what the backbone knew about garments falls below it here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bench.robustness import BackboneBaseline
+from mga.config import TEST_DISTRACTORS
+from mga.data import load_retrieval_data
+from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
+from mga.hub import describe_weights, load_model
+from mga.imageio import load_image
+from mga.retrieval import rank
+from mga.views import ZoomViews
+
+# phone-photo kind (a folder of distractors/test) -> the Luma categories that are that kind of garment
+KINDS: dict[str, tuple[str, ...]] = {
+    "t-shirt": ("Tees", "Tanks", "Bras_Tanks"),
+    "longsleeve": ("Tees", "Hoodies_Sweatshirts", "Jackets"),
+    "outwear": ("Jackets", "Hoodies_Sweatshirts"),
+    "pants": ("Pants",),
+    "shorts": ("Shorts",),
+}
+TOP = 20
+
+
+def kind_scores(order: np.ndarray, kinds: Sequence[str], gallery_categories: Sequence[str]) -> dict[str, dict]:
+    """P@1 and P@20 (share of the top 20 of an accepted category), per kind and over all photos."""
+    hits = np.array([[gallery_categories[j] in KINDS[kind] for j in row[:TOP]] for row, kind in zip(order, kinds)])
+    groups = {"all": np.ones(len(kinds), bool), **{k: np.array(kinds) == k for k in KINDS}}
+    return {name: {"P@1": float(hits[m, 0].mean()), f"P@{TOP}": float(hits[m].mean()), "photos": int(m.sum())}
+            for name, m in groups.items() if m.any()}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.phone_photos", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the shop: a Luma-style data root (its gallery side is searched)")
+    p.add_argument("--weights", nargs="*", default=[None],
+                   help="one or more checkpoint folders / Hub ids (default: the embedded default)")
+    p.add_argument("--photos", default=str(TEST_DISTRACTORS), help="phone photos, one folder per kind of garment")
+    p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    data = load_retrieval_data(args.data)
+    paths = [(path, kind) for kind in KINDS for path in sorted((Path(args.photos) / kind).glob("*.jpg"))]
+    if not paths:
+        raise SystemExit(f"{args.photos}: no phone photos in any of the folders {', '.join(KINDS)}")
+    photos, kinds = [load_image(path) for path, _ in paths], [kind for _, kind in paths]
+    for img in photos:
+        img.thumbnail((640, 640))
+    categories = [Path(r.path).parts[2] for r in data.gallery]  # img/<MEN|WOMEN>/<Category>/id_.../x.jpg
+    models = [(describe_weights(w), load_model(w)) for w in args.weights]
+    baseline = BackboneBaseline(models[0][1])
+    gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
+    results = {"untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}
+    for label, model in models:
+        views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
+        order = rank(model, model.encode_images(photos), views, "coarse", DEFAULT_RERANK_TOP, owner)[:, :TOP]
+        results[label] = kind_scores(order.numpy(), kinds, categories)
+    print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(data.gallery)} shop photos; "
+          f"P@1 / P@{TOP}: the #1 / the top {TOP} of the photo's kind of garment")
+    names = list(results["untrained backbone (GeM)"])
+    print(f"{'':<28}" + "".join(f"{n:>16}" for n in names))
+    for label, rows in results.items():
+        print(f"{label[:28]:<28}" + "".join(f"{rows[n]['P@1']:>8.3f}{rows[n][f'P@{TOP}']:>8.3f}" for n in names))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
