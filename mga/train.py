@@ -1,6 +1,7 @@
 """Train MGA with P x K batches: multi-similarity on the global, coarse and ATA similarities, and part terms that
 keep parts apart (diversity), on the garment (background, figure head), compact (concentration) and on the same
-region of every garment of a kind (consistency).
+region of every garment of a kind (consistency); optionally, distillation that keeps the pretrained backbone's
+similarities among real photos (--w-distill, mga.distill).
 
     python -m mga.train --data ../shared/data/luma-inshop --out runs/default
 
@@ -30,6 +31,7 @@ from .config import PROJECT_ROOT, TRAIN_BACKGROUNDS, MGAConfig
 from .data import ImageDataset, PKSampler, category_key, category_of, load_retrieval_data
 from .devices import autocast, loader_workers, resolve_device
 from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
+from .distill import PhotoTeacher
 from .fga import diversity_loss
 from .files import atomic_folder, atomic_path
 from .losses import ProxyAnchorLoss, multi_similarity_loss
@@ -73,6 +75,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="a figure/background head that weights the global pooling and biases part attention")
     p.add_argument("--w-proxy", type=float, default=0.0, help="loss weight: Proxy-Anchor on the coarse embedding")
     p.add_argument("--proxy-lr", type=float, default=1e-2, help="learning rate of the Proxy-Anchor proxies")
+    p.add_argument("--w-distill", type=float, default=0.0,
+                   help="loss weight: keep the pretrained backbone's similarities among real photos (mga.distill)")
+    p.add_argument("--distill-photos", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
+                   help="folder of real photos for --w-distill; default: the distractors' validation split")
+    p.add_argument("--distill-batch", type=int, default=16, help="real photos per step for --w-distill")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
@@ -163,6 +170,7 @@ class Run:
     sampler: PKSampler
     item_category: torch.Tensor  # (items,) category id of each label, for the consistency term
     device: torch.device
+    teacher: PhotoTeacher | None = None
     start_epoch: int = 0
     step: int = 0
 
@@ -212,8 +220,12 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
         proxy.to(device)
         groups.append({"params": list(proxy.parameters()), "lr": args.proxy_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    teacher = None
+    if args.w_distill:
+        photos = sorted(Path(args.distill_photos).rglob("*.jpg")) if args.distill_photos else []
+        teacher = PhotoTeacher(photos, model.transform, config.backbone, config.gem_p, args.distill_batch, device)
     run = Run(model, optimizer, proxy, loader, sampler,
-              torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device)
+              torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher)
     if resume:
         optimizer.load_state_dict(resume["optimizer"])
         run.start_epoch, run.step = resume["epoch"], resume["step"]
@@ -225,7 +237,7 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
     """One epoch over the P x K batches; returns the mean of each loss term."""
     weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
                "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
-               "consistency": args.w_consistency, "figure": args.w_figure}
+               "consistency": args.w_consistency, "figure": args.w_figure, "distill": args.w_distill}
     total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
     run.model.train()
     sums: dict[str, float] = {}
@@ -240,6 +252,8 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
         labels = labels.to(run.device)
         with autocast(run.device):
             terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args)
+            if run.teacher is not None:
+                terms["distill"] = run.teacher.loss(run.model)
         loss = sum(weights[k] * v for k, v in terms.items())
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -133,3 +133,14 @@ def test_sweep_runs_recipes_and_tabulates_them(tmp_path):
     table = (out / "table.md").read_text()
     assert f"| plain | {by['plain']['eval']['coarse']['R@1']:.3f} ± 0.000 |" in table
     assert "| broken | - |" in table
+
+
+def test_distillation_term_trains_on_real_photos(tmp_path):
+    """--w-distill: the frozen backbone's similarities among real validation photos enter the loss, every
+    epoch, as a finite number between 0 (the teacher's ranking kept) and 2 (reversed)."""
+    out = tmp_path / "distill"
+    run(out, 2, "--w-distill", "1", "--distill-batch", "6")
+    lines = metrics(out)
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(0 < r["loss_distill"] < 2 for r in lines)
+    assert json.loads((out / "model" / "config.json").read_text())["extra"]["train_args"]["w_distill"] == 1

@@ -1,0 +1,34 @@
+"""mga.distill: the similarity-correlation term on hand-made matrices, and the teacher on real photos."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import LUMA
+from mga.distill import PhotoTeacher, similarity_correlation_loss
+
+
+def test_similarity_correlation_is_zero_for_the_teachers_ranking_at_any_scale_and_two_when_reversed():
+    x = F.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    teacher = x @ x.T
+    assert similarity_correlation_loss(0.3 * teacher + 0.5, teacher).item() == pytest.approx(0, abs=1e-6)
+    assert similarity_correlation_loss(-teacher, teacher).item() == pytest.approx(2, abs=1e-6)
+    other = F.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(1)), dim=1)
+    assert 0.3 < similarity_correlation_loss(other @ other.T, teacher).item() < 1.7
+
+
+def test_teacher_measures_how_far_the_default_drifted_on_real_photos(default_model):
+    """The teacher is the pretrained backbone: the fine-tuned default has drifted from it (loss > 0), and the
+    loss has a gradient for every trainable layer it reaches."""
+    photos = sorted(LUMA.glob("img/*/*/*/*.jpg"))[::40][:8]
+    teacher = PhotoTeacher(photos, default_model.transform, default_model.config.backbone,
+                           default_model.config.gem_p, batch=8, device=torch.device("cpu"))
+    assert teacher.features.shape == (8, default_model.backbone.num_features)
+    model = type(default_model)(default_model.config)
+    model.load_state_dict(default_model.state_dict())
+    model.train()
+    loss = teacher.loss(model)
+    assert 0 < loss.item() < 2
+    loss.backward()
+    assert model.global_proj.weight.grad.abs().sum() > 0
