@@ -42,6 +42,16 @@ TOP = 20
 def kind_scores(order: np.ndarray, kinds: Sequence[str], gallery_categories: Sequence[str]) -> dict[str, dict]:
     """P@1 and P@20 (share of the top 20 of an accepted category), per kind and over all photos."""
     hits = np.array([[gallery_categories[j] in KINDS[kind] for j in row[:TOP]] for row, kind in zip(order, kinds)])
+    return _per_kind(hits, kinds)
+
+
+def chance_scores(kinds: Sequence[str], gallery_categories: Sequence[str]) -> dict[str, dict]:
+    """What a random ranking scores: each photo's share of gallery photos of an accepted category."""
+    share = np.array([[np.mean([c in KINDS[kind] for c in gallery_categories])] * TOP for kind in kinds])
+    return _per_kind(share, kinds)
+
+
+def _per_kind(hits: np.ndarray, kinds: Sequence[str]) -> dict[str, dict]:
     groups = {"all": np.ones(len(kinds), bool), **{k: np.array(kinds) == k for k in KINDS}}
     return {name: {"P@1": float(hits[m, 0].mean()), f"P@{TOP}": float(hits[m].mean()), "photos": int(m.sum())}
             for name, m in groups.items() if m.any()}
@@ -68,14 +78,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
     baseline = BackboneBaseline(models[0][1])
     gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
-    results = {"untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}
+    results = {"chance (a random ranking)": chance_scores(kinds, categories),
+               "untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
         order = rank(model, model.encode_images(photos), views, "coarse", DEFAULT_RERANK_TOP, owner)[:, :TOP]
         results[label] = kind_scores(order.numpy(), kinds, categories)
     print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(data.gallery)} shop photos; "
           f"P@1 / P@{TOP}: the #1 / the top {TOP} of the photo's kind of garment")
-    names = list(results["untrained backbone (GeM)"])
+    names = list(results["chance (a random ranking)"])
     print(f"{'':<28}" + "".join(f"{n:>16}" for n in names))
     for label, rows in results.items():
         print(f"{label[:28]:<28}" + "".join(f"{rows[n]['P@1']:>8.3f}{rows[n][f'P@{TOP}']:>8.3f}" for n in names))

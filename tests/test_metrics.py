@@ -121,7 +121,7 @@ def test_rank_with_m_larger_than_gallery(default_model, encodings):
 
 def test_phone_photo_kind_scores_hand_computed():
     """bench.phone_photos: P@1 is the #1's category, P@20 the share of the top 20 of an accepted category."""
-    from bench.phone_photos import TOP, kind_scores
+    from bench.phone_photos import TOP, chance_scores, kind_scores
 
     categories = ["Pants"] * 10 + ["Tees"] * 10 + ["Jackets"] * 10
     pants_first = np.arange(30)  # 10 Pants, then 10 Tees
@@ -131,3 +131,5 @@ def test_phone_photo_kind_scores_hand_computed():
     assert scores["outwear"] == {"P@1": 0.0, f"P@{TOP}": 0.5, "photos": 1}
     assert scores["all"]["P@1"] == pytest.approx(1 / 3) and scores["all"][f"P@{TOP}"] == pytest.approx(1 / 3)
     assert "shorts" not in scores
+    chance = chance_scores(["pants", "outwear"], categories)  # a third of the gallery is Pants, a third Jackets
+    assert chance["all"]["P@1"] == pytest.approx(1 / 3) and chance["outwear"][f"P@{TOP}"] == pytest.approx(1 / 3)
