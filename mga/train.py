@@ -30,8 +30,8 @@ from tqdm import tqdm
 from .config import PROJECT_ROOT, TRAIN_BACKGROUNDS, MGAConfig
 from .data import ImageDataset, PKSampler, category_key, category_of, load_retrieval_data
 from .devices import autocast, loader_workers, resolve_device
-from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .distill import PhotoTeacher
+from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
 from .files import atomic_folder, atomic_path
 from .losses import ProxyAnchorLoss, multi_similarity_loss
@@ -223,6 +223,9 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
     teacher = None
     if args.w_distill:
         photos = sorted(Path(args.distill_photos).rglob("*.jpg")) if args.distill_photos else []
+        if len(photos) < 3:
+            raise SystemExit(f"--distill-photos {args.distill_photos!r}: --w-distill needs at least 3 .jpg photos, "
+                             f"found {len(photos)}")
         teacher = PhotoTeacher(photos, model.transform, config.backbone, config.gem_p, args.distill_batch, device)
     run = Run(model, optimizer, proxy, loader, sampler,
               torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher)

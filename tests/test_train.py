@@ -144,3 +144,8 @@ def test_distillation_term_trains_on_real_photos(tmp_path):
     assert [r["epoch"] for r in lines] == [1, 2]
     assert all(0 < r["loss_distill"] < 2 for r in lines)
     assert json.loads((out / "model" / "config.json").read_text())["extra"]["train_args"]["w_distill"] == 1
+
+
+def test_distillation_without_photos_says_which_folder(tmp_path):
+    with pytest.raises(SystemExit, match="empty.*at least 3 .jpg photos, found 0"):
+        run(tmp_path / "out", 1, "--w-distill", "1", "--distill-photos", str(tmp_path / "empty"))
