@@ -21,7 +21,7 @@ import numpy as np
 
 from bench.robustness import BackboneBaseline
 from mga.config import TEST_DISTRACTORS
-from mga.data import load_retrieval_data
+from mga.data import category_of, load_retrieval_data
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     photos, kinds = [load_image(path) for path, _ in paths], [kind for _, kind in paths]
     for img in photos:
         img.thumbnail((640, 640))
-    categories = [Path(r.path).parts[2] for r in data.gallery]  # img/<MEN|WOMEN>/<Category>/id_.../x.jpg
+    categories = [category_of(r.path) for r in data.gallery]
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
     baseline = BackboneBaseline(models[0][1])
     gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
