@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.robustness import BackboneBaseline
 from mga.config import TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
+from mga.distill import PretrainedGeM
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         img.thumbnail((640, 640))
     categories = [category_of(r.path) for r in data.gallery]
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
-    baseline = BackboneBaseline(models[0][1])
+    baseline = PretrainedGeM(models[0][1])
     gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
     results = {"chance (a random ranking)": chance_scores(kinds, categories),
                "untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}

@@ -20,18 +20,15 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from mga.backbones import TokenBackbone
 from mga.config import TEST_DISTRACTORS
 from mga.data import load_retrieval_data
+from mga.distill import PretrainedGeM
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
 from mga.metrics import recall_at_k
-from mga.model import MGAModel
 from mga.retrieval import rank
 from mga.views import ZoomViews
 
@@ -103,25 +100,6 @@ def corruptions(backgrounds: list[Path], all_but: bool = False) -> dict[str, Cor
             **(leave_one_out if all_but else {})}
 
 
-class BackboneBaseline:
-    """The untrained (pretrained, not fine-tuned) backbone as a retrieval model: GeM of its last map, cosine."""
-
-    def __init__(self, like: MGAModel):
-        self.backbone = TokenBackbone(like.config.backbone, like.config.image_size, like.config.gem_p)
-        self.backbone.load_pretrained()
-        self.backbone.eval()
-        self.transform = like.transform
-
-    @torch.inference_mode()
-    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        out = [F.normalize(self.backbone(torch.stack([self.transform(im) for im in images[s:s + 8]]))[0], dim=-1)
-               for s in range(0, len(images), 8)]
-        return torch.cat(out)
-
-    def ranking(self, queries: Sequence[Image.Image], gallery: torch.Tensor, top: int = 10) -> np.ndarray:
-        return (self.encode(queries) @ gallery.T).argsort(dim=1, descending=True)[:, :top].numpy()
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.robustness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
     results: dict[str, dict[str, dict[str, float]]] = {}
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
-    baseline = BackboneBaseline(models[0][1])
+    baseline = PretrainedGeM(models[0][1])
     gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
     results["untrained backbone (GeM)"] = {name: recall_at_k(baseline.ranking(qs, gallery), q_items, g_items, (1, 10))
                                            for name, qs in corrupted.items()}

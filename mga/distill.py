@@ -13,13 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .backbones import TokenBackbone
 from .imageio import load_image
 from .model import MGAModel
-from .transforms import EvalTransform, working_side
+from .transforms import working_side
 
 
 def similarity_correlation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -31,24 +33,43 @@ def similarity_correlation_loss(student: torch.Tensor, teacher: torch.Tensor) ->
     return 1 - F.cosine_similarity(s, t, dim=1, eps=1e-8).mean()
 
 
-class PhotoTeacher:
-    """Real photos and the frozen pretrained backbone's GeM descriptors of them, computed once: the photos are
-    shown untransformed, so the teacher's side never changes."""
+class PretrainedGeM:
+    """The pretrained backbone, frozen, as a retrieval descriptor: the L2-normalised GeM of its last map. It is
+    the teacher of the distillation term and the baseline the benchmarks measure every model against."""
 
-    def __init__(self, paths: Sequence[Path], transform: EvalTransform, backbone: str, gem_p: float,
-                 batch: int, device: torch.device):
+    def __init__(self, like: MGAModel, device: torch.device | str = "cpu"):
+        self.backbone = TokenBackbone(like.config.backbone, like.config.image_size, like.config.gem_p)
+        self.backbone.load_pretrained()
+        self.backbone.eval().to(device)
+        self.transform, self.device = like.transform, torch.device(device)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor, batch: int = 16) -> torch.Tensor:
+        """(N, C) descriptors, on the device, of uint8 pixels (N, 3, S, S) from `transform.pixels`."""
+        feats = [self.backbone(self.transform.normalize(pixels[s:s + batch].to(self.device)))[0].float()
+                 for s in range(0, len(pixels), batch)]
+        return F.normalize(torch.cat(feats), dim=-1)
+
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(N, C) descriptors of PIL images (letterboxed as the model's own input)."""
+        return self.encode_pixels(torch.stack([self.transform.pixels(im) for im in images])).cpu()
+
+    def ranking(self, queries: Sequence[Image.Image], gallery: torch.Tensor, top: int = 10) -> np.ndarray:
+        """(Q, top) gallery indices, best first, for a gallery of descriptors from `encode`."""
+        return (self.encode(queries) @ gallery.T).argsort(dim=1, descending=True)[:, :top].numpy()
+
+
+class PhotoTeacher:
+    """Real photos and the teacher's descriptors of them, computed once: the photos are shown untransformed,
+    so the teacher's side never changes."""
+
+    def __init__(self, paths: Sequence[Path], model: MGAModel, batch: int, device: torch.device):
         if len(paths) < 3:
             raise ValueError(f"distillation needs at least 3 photos, found {len(paths)}")
-        self.batch, self.device, self.transform = min(batch, len(paths)), device, transform
-        side = working_side(transform.size)
-        self.pixels = torch.stack([transform.pixels(load_image(p, max_side=side)) for p in paths])  # uint8
-        teacher = TokenBackbone(backbone, transform.size, gem_p)
-        teacher.load_pretrained()
-        teacher.eval().to(device)
-        with torch.inference_mode():
-            feats = [teacher(transform.normalize(self.pixels[s:s + 16].to(device)))[0].float()
-                     for s in range(0, len(self.pixels), 16)]
-        self.features = F.normalize(torch.cat(feats), dim=-1)
+        self.batch, self.device, self.transform = min(batch, len(paths)), device, model.transform
+        side = working_side(self.transform.size)
+        self.pixels = torch.stack([self.transform.pixels(load_image(p, max_side=side)) for p in paths])  # uint8
+        self.features = PretrainedGeM(model, device).encode_pixels(self.pixels)
 
     def loss(self, model: MGAModel) -> torch.Tensor:
         """The distillation term on a random batch of the photos (the global RNG, seeded per epoch)."""

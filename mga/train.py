@@ -226,7 +226,7 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
         if len(photos) < 3:
             raise SystemExit(f"--distill-photos {args.distill_photos!r}: --w-distill needs at least 3 .jpg photos, "
                              f"found {len(photos)}")
-        teacher = PhotoTeacher(photos, model.transform, config.backbone, config.gem_p, args.distill_batch, device)
+        teacher = PhotoTeacher(photos, model, args.distill_batch, device)
     run = Run(model, optimizer, proxy, loader, sampler,
               torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher)
     if resume:

@@ -4,9 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import ImageOps
 
 from conftest import LUMA
-from mga.distill import PhotoTeacher, similarity_correlation_loss
+from mga.distill import PhotoTeacher, PretrainedGeM, similarity_correlation_loss
+from mga.imageio import load_image
+from mga.transforms import working_side
 
 
 def test_similarity_correlation_is_zero_for_the_teachers_ranking_at_any_scale_and_two_when_reversed():
@@ -22,8 +25,7 @@ def test_teacher_measures_how_far_the_default_drifted_on_real_photos(default_mod
     """The teacher is the pretrained backbone: the fine-tuned default has drifted from it (loss > 0), and the
     loss has a gradient for every trainable layer it reaches."""
     photos = sorted(LUMA.glob("img/*/*/*/*.jpg"))[::40][:8]
-    teacher = PhotoTeacher(photos, default_model.transform, default_model.config.backbone,
-                           default_model.config.gem_p, batch=8, device=torch.device("cpu"))
+    teacher = PhotoTeacher(photos, default_model, batch=8, device=torch.device("cpu"))
     assert teacher.features.shape == (8, default_model.backbone.num_features)
     model = type(default_model)(default_model.config)
     model.load_state_dict(default_model.state_dict())
@@ -32,3 +34,17 @@ def test_teacher_measures_how_far_the_default_drifted_on_real_photos(default_mod
     assert 0 < loss.item() < 2
     loss.backward()
     assert model.global_proj.weight.grad.abs().sum() > 0
+
+
+def test_pretrained_descriptor_is_the_teachers_and_tells_products_apart(default_model):
+    """The benchmarks' baseline and the distillation teacher are one descriptor: the teacher's features of some
+    real photos are the baseline's, and it ranks a flipped copy of each photo first among the others."""
+    photos = sorted(LUMA.glob("img/*/*/*/*.jpg"))[::30][:6]
+    baseline = PretrainedGeM(default_model)
+    teacher = PhotoTeacher(photos, default_model, batch=6, device=torch.device("cpu"))
+    images = [load_image(p, max_side=working_side(default_model.transform.size)) for p in photos]
+    gallery = baseline.encode(images)
+    assert torch.allclose(gallery, teacher.features, atol=1e-4)
+    assert torch.allclose(gallery.norm(dim=1), torch.ones(len(photos)), atol=1e-5)
+    mirrored = [ImageOps.mirror(im) for im in images]
+    assert baseline.ranking(mirrored, gallery, top=1)[:, 0].tolist() == list(range(len(photos)))
