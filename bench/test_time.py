@@ -32,7 +32,7 @@ def mirror_averaged(model: MGAModel) -> MGAModel:
     def encode_both(self: MGAModel, images: torch.Tensor, batch_size: int | None = None) -> Encoding:
         a, b = encode(images, batch_size), encode(images.flip(-1), batch_size)
         g, parts = F.normalize(a.global_ + b.global_, dim=-1), F.normalize(a.parts + b.parts, dim=-1)
-        return Encoding(g, parts, (a.attn + b.attn.flip(-1)) / 2, coarse_embedding(g, parts, self.config.alpha))
+        return Encoding(g, parts, (a.attn + b.attn.flip(-1)) / 2, coarse_embedding(g, parts, self.config.global_weight))
 
     model.encode = types.MethodType(encode_both, model)
     return model

@@ -60,6 +60,10 @@ class MGAConfig:
     alpha: float = 0.5  # weight of the global term in coarse and ATA similarities
     tau: float = 0.1  # temperature of ATA's soft part assignment
     gem_p: float = 3.0  # GeM pooling exponent for CNN backbones
+    # Share of every similarity (coarse and ATA) that goes to the frozen pretrained backbone's GeM descriptor,
+    # carried in the global token beside the trained one (mga.anchor): what the backbone knew about photos in
+    # the wild, which fine-tuning on a few hundred studio photos forgets.
+    anchor: float = 0.0
     # A head that tells the figure (the garment) from its background on the token grid; its probability weights
     # the global pooling and biases the parts' attention, so that clutter behind a garment moves neither.
     figure_head: bool = False
@@ -83,7 +87,7 @@ class MGAConfig:
         if self.embed_dim % self.fga_heads:
             raise ValueError(f"MGAConfig.embed_dim = {self.embed_dim} must be divisible by "
                              f"fga_heads = {self.fga_heads}")
-        floats = {"alpha": (0.0, 1.0), "tau": (1e-3, 10.0), "gem_p": (1.0, 10.0)}
+        floats = {"alpha": (0.0, 1.0), "tau": (1e-3, 10.0), "gem_p": (1.0, 10.0), "anchor": (0.0, 1.0)}
         for name, (low, high) in floats.items():
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
@@ -96,7 +100,13 @@ class MGAConfig:
 
     @property
     def embedding_dim(self) -> int:
+        """The coarse embedding's size without an anchor (which adds the backbone's width)."""
         return self.embed_dim * (self.num_parts + 1)
+
+    @property
+    def global_weight(self) -> float:
+        """The global token's weight in every similarity: alpha, plus the anchor's share that it carries."""
+        return self.alpha * (1 - self.anchor) + self.anchor
 
     def to_dict(self) -> dict:
         d = asdict(self)

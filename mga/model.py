@@ -76,6 +76,8 @@ class MGAModel(
         self.fga = FineGranularAggregator(d, cfg.num_parts, cfg.fga_heads, cfg.fga_layers)
         self.figure_head = nn.Linear(c, 1) if cfg.figure_head else None
         self.part_logits = nn.Parameter(torch.zeros(cfg.num_parts))
+        self.anchor = TokenBackbone(cfg.backbone, cfg.image_size, cfg.gem_p).requires_grad_(False) \
+            if cfg.anchor > 0 else None
         self.transform = EvalTransform(cfg.image_size, cfg.mean, cfg.std)
 
     @classmethod
@@ -97,11 +99,27 @@ class MGAModel(
             bias = F.logsigmoid(figure)
             g0 = self.backbone.pool(tokens, bias.exp()) if self.backbone.spec.kind == "cnn" else g0
         g = F.normalize(self.global_proj(g0).float(), dim=-1)
+        if self.anchor is not None:
+            g = self._with_anchor(g, images)
         parts, attn = self.fga(self.token_proj(tokens), bias)
         parts = F.normalize(parts.float(), dim=-1)
         attn = attn.float().reshape(attn.shape[0], attn.shape[1], h, w)
         figure = figure.reshape(-1, h, w) if figure is not None and self.training else None
-        return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.alpha), figure)
+        return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.global_weight), figure)
+
+    def _with_anchor(self, g: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """[sqrt(a (1-w) / W) g ; sqrt(w / W) GeM_pretrained], W = global_weight: unit norm, and W times its cosine
+        is a (1-w) cos(g, g') + w cos(GeM, GeM'), so the anchor takes its share w from every similarity."""
+        cfg = self.config
+        anchor = F.normalize(self.anchor(images)[0].float(), dim=-1)
+        w, total = cfg.anchor, cfg.global_weight
+        return torch.cat([g * (cfg.alpha * (1 - w) / total) ** 0.5, anchor * (w / total) ** 0.5], dim=-1)
+
+    def train(self, mode: bool = True) -> "MGAModel":
+        super().train(mode)
+        if self.anchor is not None:  # frozen: its BatchNorm statistics stay the pretrained ones
+            self.anchor.eval()
+        return self
 
     def align(self, q: Encoding, x: Encoding) -> Alignment:
         """ATA between every query in q and every candidate in x."""
@@ -111,7 +129,7 @@ class MGAModel(
                      parts_x: torch.Tensor) -> Alignment:
         """ATA from the tokens alone (what a search index loads for its candidates)."""
         weights = self.part_weights.to(g_q.device)  # encodings may live on the CPU, the model on a GPU
-        return align(g_q, parts_q, g_x, parts_x, weights, self.config.alpha, self.config.tau)
+        return align(g_q, parts_q, g_x, parts_x, weights, self.config.global_weight, self.config.tau)
 
     @property
     def device(self) -> torch.device:
@@ -151,7 +169,9 @@ class MGAModel(
         """Short hash of config and weights: an index records it and refuses other weights."""
         # provenance and names are not identity; a figure head shows in the weights themselves
         fitted_later = ("extra", "part_names", "confidence", "figure_head")
-        shape = {k: v for k, v in self.config.to_dict().items() if k not in fitted_later}
+        # a model without an anchor keeps the fingerprint it had before the field existed
+        shape = {k: v for k, v in self.config.to_dict().items()
+                 if k not in fitted_later and not (k == "anchor" and v == 0)}
         h = hashlib.sha256(repr(sorted(shape.items())).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
