@@ -1,8 +1,9 @@
 """CPU encode time per image of each backbone under MGA (batch of 1 and of 32), for choosing the default.
 
-    python -m bench.bench_encode [--backbones tf_efficientnet_lite0 ...] [--repeats 10]
+    python -m bench.bench_encode [--backbones tf_efficientnet_lite0 ...] [--repeats 10] [--anchor 0.5]
 
-Prints ms per image and the ratio to the first backbone, measured in the same run.
+Prints ms per image and the ratio to the first backbone, measured in the same run; with --anchor, also each
+backbone with an anchor (mga.anchor: a second, frozen copy of the backbone runs beside it).
 """
 from __future__ import annotations
 
@@ -35,16 +36,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--anchor", type=float, default=0.0, help="also time each backbone with an anchor of this share")
     args = p.parse_args(argv)
     rows = {}
     for name in args.backbones:
-        model = MGAModel(MGAConfig(backbone=name)).eval()
-        rows[name] = {"batch 1": ms_per_image(model, 1, args.repeats), "batch 32": ms_per_image(model, 32, 3)}
+        for anchor in (0.0, args.anchor) if args.anchor else (0.0,):
+            model = MGAModel(MGAConfig(backbone=name, anchor=anchor)).eval()
+            label = f"{name} + anchor" if anchor else name
+            rows[label] = {"batch 1": ms_per_image(model, 1, args.repeats), "batch 32": ms_per_image(model, 32, 3)}
     base = rows[args.backbones[0]]
-    print(f"{'backbone':<28} {'ms/img b=1':>11} {'ms/img b=32':>12} {'ratio b=1':>10}  "
+    print(f"{'model':<36} {'ms/img b=1':>11} {'ms/img b=32':>12} {'ratio b=1':>10}  "
           f"(threads {torch.get_num_threads()})")
     for name, r in rows.items():
-        print(f"{name:<28} {r['batch 1']:11.1f} {r['batch 32']:12.1f} {r['batch 1'] / base['batch 1']:10.2f}")
+        print(f"{name:<36} {r['batch 1']:11.1f} {r['batch 32']:12.1f} {r['batch 1'] / base['batch 1']:10.2f}")
     return rows
 
 

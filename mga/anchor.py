@@ -17,22 +17,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from .hub import load_model
+from .hub import load_model, save_model_atomically
 from .model import MGAModel
-from .train import save_model_atomically
 
 
-def add_anchor(model: MGAModel, share: float) -> MGAModel:
-    """A copy of `model` whose similarities give `share` to the frozen pretrained backbone's GeM descriptor."""
-    if not 0.0 < share < 1.0:
-        raise ValueError(f"the anchor's share must lie strictly between 0 and 1, not {share}")
-    if model.anchor is not None:
-        raise ValueError(f"the model already has an anchor (share {model.config.anchor:g})")
+def with_anchor(model: MGAModel, share: float) -> MGAModel:
+    """A copy of `model` whose similarities give `share` to the frozen pretrained backbone's GeM descriptor
+    (0: none; an anchor it already has is replaced)."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"the anchor's share must lie in [0, 1), not {share}")
     anchored = MGAModel(replace(model.config, anchor=share))
-    missing, unexpected = anchored.load_state_dict(model.state_dict(), strict=False)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("anchor.")}
+    missing, unexpected = anchored.load_state_dict(own, strict=False)
     if unexpected or any(not k.startswith("anchor.") for k in missing):
         raise RuntimeError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
-    anchored.anchor.load_pretrained()
+    if anchored.anchor is not None:
+        anchored.anchor.load_pretrained()
     return anchored.eval()
 
 
@@ -40,11 +40,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m mga.anchor", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="trained checkpoint folder or Hub id")
-    p.add_argument("--share", type=float, required=True, help="the anchor's share of every similarity, 0..1")
+    p.add_argument("--share", type=float, required=True,
+                   help="the anchor's share of every similarity, in [0, 1) (0: remove it)")
     p.add_argument("--out", required=True, help="folder for the anchored checkpoint")
     args = p.parse_args(argv)
     try:
-        model = add_anchor(load_model(args.weights), args.share)
+        model = with_anchor(load_model(args.weights), args.share)
     except ValueError as e:
         raise SystemExit(f"python -m mga.anchor: {e}") from None
     save_model_atomically(model, Path(args.out))

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .config import DEFAULT_WEIGHTS_DIR
+from .files import atomic_folder
 from .model import MGAModel
 
 
@@ -62,3 +63,10 @@ def _tensor_mismatch(message: str, shown: int = 4) -> str:
 
 def describe_weights(weights: str | Path | None) -> str:
     return "embedded default (assets/mga-default)" if weights is None else str(weights)
+
+
+def save_model_atomically(model: MGAModel, path: Path) -> None:
+    """Save in the usual memory layout (a loaded model is channels-last), replacing `path` only when complete."""
+    model.to(memory_format=torch.contiguous_format)
+    with atomic_folder(path) as tmp:
+        model.save_pretrained(tmp)

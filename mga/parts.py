@@ -250,8 +250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """python -m mga.parts: (re)name the parts of a checkpoint from its training data."""
     import argparse
 
-    from .hub import load_model
-    from .train import save_model_atomically
+    from .hub import load_model, save_model_atomically
 
     p = argparse.ArgumentParser(prog="python -m mga.parts", description="Name a checkpoint's parts by where they "
                                 "land on the training photos of a data set (In-shop layout), per category.")

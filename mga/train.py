@@ -5,8 +5,9 @@ similarities among real photos (--w-distill, mga.distill).
 
     python -m mga.train --data ../shared/data/luma-inshop --out runs/default
 
-Each epoch writes out/checkpoint.pt atomically; --resume continues from it. At the end the model is saved
-the Hugging Face way in out/model/ and, when the data has a query/gallery split, evaluated (out/eval.json).
+Each epoch writes out/checkpoint.pt atomically; --resume continues from it. At the end the parts are named, the
+frozen pretrained backbone gets its share of every similarity (--anchor, mga.anchor), and the model is saved the
+Hugging Face way in out/model/ and, when the data has a query/gallery split, evaluated (out/eval.json).
 """
 from __future__ import annotations
 
@@ -27,13 +28,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .anchor import with_anchor
 from .config import PROJECT_ROOT, TRAIN_BACKGROUNDS, MGAConfig
 from .data import ImageDataset, PKSampler, category_key, category_of, load_retrieval_data
 from .devices import autocast, loader_workers, resolve_device
 from .distill import PhotoTeacher
 from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
-from .files import atomic_folder, atomic_path
+from .files import atomic_path
+from .hub import save_model_atomically
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
@@ -68,7 +71,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
     p.add_argument("--w-background", type=float, default=1.0, help="loss weight: part attention off the figure")
     p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
-    p.add_argument("--w-consistency", type=float, default=2.0,
+    p.add_argument("--w-consistency", type=float, default=4.0,
                    help="loss weight: variance of part centroids (figure-box coordinates) within a category")
     p.add_argument("--w-figure", type=float, default=1.0, help="loss weight: the figure head's mask (BCE)")
     p.add_argument("--figure-head", action=argparse.BooleanOptionalAction, default=True,
@@ -80,6 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-photos", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
                    help="folder of real photos for --w-distill; default: the distractors' validation split")
     p.add_argument("--distill-batch", type=int, default=16, help="real photos per step for --w-distill")
+    p.add_argument("--anchor", type=float, default=0.5,
+                   help="after training, the pretrained backbone's share of every similarity (mga.anchor; 0: none)")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
@@ -95,7 +100,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="decoding processes (default: the device's, config.LOADER_WORKERS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt if it exists")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.anchor < 1:
+        p.error(f"--anchor {args.anchor:g}: the share must lie in [0, 1)")
+    return args
 
 
 def seed_everything(seed: int) -> None:
@@ -143,13 +151,6 @@ def portable(value):
     if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(PROJECT_ROOT.parent):
         return os.path.relpath(value, PROJECT_ROOT)
     return value
-
-
-def save_model_atomically(model: MGAModel, path: Path) -> None:
-    """Save in the usual memory layout (a loaded model is channels-last), replacing `path` only when complete."""
-    model.to(memory_format=torch.contiguous_format)
-    with atomic_folder(path) as tmp:
-        model.save_pretrained(tmp)
 
 
 def peak_memory_mb() -> float:
@@ -295,17 +296,20 @@ def train(args: argparse.Namespace) -> dict:
                         "epoch": epoch + 1, "step": run.step, "config": run.model.config.to_dict(),
                         **({"proxy": run.proxy.state_dict()} if run.proxy else {})}, tmp)
     train_seconds = round(time.perf_counter() - t0, 1)
-    summary = {"train_seconds": train_seconds, **finish(run.model, data, out, run.device)}
+    summary = {"train_seconds": train_seconds, **finish(run.model, data, out, run.device, args.anchor)}
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return summary
 
 
-def finish(model: MGAModel, data, out: Path, device: torch.device) -> dict:
-    """Name the parts, save the model the Hugging Face way (out/model) and evaluate it where the data can."""
+def finish(model: MGAModel, data, out: Path, device: torch.device, anchor: float = 0.0) -> dict:
+    """Name the parts, add the anchor, save the model the Hugging Face way (out/model) and evaluate it where the
+    data can."""
     model.eval()
     model.to("cpu")
     name_model_parts(model, data)
+    if anchor > 0:
+        model = with_anchor(model, anchor)
     save_model_atomically(model, out / "model")
     model.to(device)
     summary = {"peak_memory_mb": round(peak_memory_mb()), "device": str(device), "fingerprint": model.fingerprint()}

@@ -16,9 +16,8 @@ from typing import Sequence
 import torch
 
 from .backbones import cached_pretrained_state
-from .hub import load_model
+from .hub import load_model, save_model_atomically
 from .model import MGAModel
-from .train import save_model_atomically
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mga.anchor import add_anchor, main
+from mga.anchor import main, with_anchor
 from mga.config import DEFAULT_WEIGHTS_DIR
 from mga.distill import PretrainedGeM
 from mga.hub import load_model
@@ -12,42 +12,45 @@ from mga.imageio import load_image
 
 
 @pytest.fixture(scope="module")
-def anchored(default_model):
-    return add_anchor(default_model, 0.5)
+def bare(default_model):
+    """The embedded default without its anchor: the trained model alone."""
+    return with_anchor(default_model, 0.0)
 
 
-def test_every_similarity_is_the_share_weighted_mix_of_mga_and_the_pretrained_descriptor(default_model, anchored,
-                                                                                          luma_photos):
+def test_every_similarity_is_the_share_weighted_mix_of_mga_and_the_pretrained_descriptor(bare, luma_photos):
     images = [load_image(p) for p in luma_photos]
-    before, after = default_model.encode_images(images), anchored.encode_images(images)
-    pre = PretrainedGeM(default_model).encode(images)
-    mixed = 0.5 * before.embedding @ before.embedding.T + 0.5 * pre @ pre.T
+    anchored = with_anchor(bare, 0.3)
+    before, after = bare.encode_images(images), anchored.encode_images(images)
+    pre = PretrainedGeM(bare).encode(images)
+    mixed = 0.7 * before.embedding @ before.embedding.T + 0.3 * pre @ pre.T
     assert torch.allclose(after.embedding @ after.embedding.T, mixed, atol=2e-3)
-    ata_mixed = 0.5 * default_model.align(before, before).scores + 0.5 * pre @ pre.T
+    ata_mixed = 0.7 * bare.align(before, before).scores + 0.3 * pre @ pre.T
     assert torch.allclose(anchored.align(after, after).scores, ata_mixed, atol=2e-3)
     assert torch.allclose(after.attn, before.attn, atol=1e-4)  # the part maps are the model's own
     assert torch.allclose(after.embedding.norm(dim=1), torch.ones(len(images)), atol=1e-4)
 
 
-def test_anchored_checkpoint_round_trips_with_its_own_fingerprint(default_model, anchored, tmp_path, luma_photos):
-    main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--share", "0.5", "--out", str(tmp_path / "a50")])
-    loaded = load_model(str(tmp_path / "a50"))
-    assert loaded.config.anchor == 0.5 and not any(p.requires_grad for p in loaded.anchor.parameters())
+def test_the_embedded_default_is_anchored_and_its_share_can_be_changed(default_model, bare, luma_photos):
+    assert default_model.config.anchor == 0.5 and bare.anchor is None
+    assert bare.fingerprint() != default_model.fingerprint()
     image = [load_image(luma_photos[0])]
-    assert torch.allclose(loaded.encode_images(image).embedding, anchored.encode_images(image).embedding,
+    again = with_anchor(bare, 0.5)
+    assert again.fingerprint() == default_model.fingerprint()
+    assert torch.allclose(again.encode_images(image).embedding, default_model.encode_images(image).embedding,
                           atol=1e-5)
-    assert loaded.fingerprint() == anchored.fingerprint() != default_model.fingerprint()
+
+
+def test_anchored_checkpoint_round_trips_and_its_anchor_stays_frozen(default_model, tmp_path, luma_photos):
+    main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--share", "0.25", "--out", str(tmp_path / "a25")])
+    loaded = load_model(str(tmp_path / "a25"))
+    assert loaded.config.anchor == 0.25 and not any(p.requires_grad for p in loaded.anchor.parameters())
+    assert loaded.fingerprint() != default_model.fingerprint()
     loaded.train()
     assert not loaded.anchor.training  # its BatchNorm statistics stay the pretrained ones
 
 
-@pytest.mark.parametrize("share, says", [(1.5, "strictly between 0 and 1"), (0.0, "strictly between 0 and 1")])
-def test_cli_refuses_a_share_outside_0_1(tmp_path, share, says):
-    with pytest.raises(SystemExit, match=says):
+@pytest.mark.parametrize("share", [1.0, 1.5, -0.1])
+def test_cli_refuses_a_share_outside_0_1(tmp_path, share):
+    with pytest.raises(SystemExit, match=r"must lie in \[0, 1\)"):
         main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--share", str(share), "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
-
-
-def test_an_anchored_model_gets_no_second_anchor(anchored):
-    with pytest.raises(ValueError, match="already has an anchor"):
-        add_anchor(anchored, 0.3)

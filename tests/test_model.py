@@ -141,9 +141,10 @@ def test_model_part_maps_sum_to_one_on_a_real_image(default_model):
     b, kk, h, w = enc.attn.shape
     assert (b, kk) == (2, k) and h * w > 1
     assert torch.allclose(enc.attn.flatten(2).sum(-1), torch.ones(2, k), atol=1e-4)
-    assert enc.global_.shape == (2, default_model.config.embed_dim)
+    anchor = default_model.anchor.num_features  # the pretrained descriptor rides in the global token
+    assert enc.global_.shape == (2, default_model.config.embed_dim + anchor)
     assert enc.parts.shape == (2, k, default_model.config.embed_dim)
-    assert enc.embedding.shape == (2, default_model.config.embedding_dim)
+    assert enc.embedding.shape == (2, default_model.config.embedding_dim + anchor)
 
 
 def test_diversity_loss():
@@ -245,7 +246,7 @@ def test_model_align_matches_functional(default_model):
     res = default_model.align(enc, enc)
     cfg = default_model.config
     weights = default_model.part_weights.detach()
-    direct = align(enc.global_, enc.parts, enc.global_, enc.parts, weights, cfg.alpha, cfg.tau)
+    direct = align(enc.global_, enc.parts, enc.global_, enc.parts, weights, cfg.global_weight, cfg.tau)
     assert torch.allclose(res.scores, direct.scores, atol=1e-6)
     assert torch.allclose(default_model.part_weights.sum(), torch.tensor(1.0))
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conftest import LUMA_TINY
@@ -41,6 +42,9 @@ def test_training_writes_model_metrics_and_eval(trained):
     assert cfg["image_size"] == 64 and cfg["backbone"] == "tf_efficientnet_lite0"
     assert cfg["extra"]["train_images"] == 341
     assert cfg["figure_head"] is True
+    assert cfg["anchor"] == 0.5, "the recipe anchors the model in the pretrained backbone (mga.anchor)"
+    stored = safe_open(out / "model" / "model.safetensors", "pt").keys()
+    assert any(k.startswith("anchor.") for k in stored) and any(k.startswith("backbone.") for k in stored)
     assert cfg["extra"]["train_args"]["backgrounds"] == "../shared/data/distractors/validation", \
         "real backgrounds from the distractors' validation split only, recorded without the machine's folders"
     names = cfg["part_names"]
@@ -144,6 +148,13 @@ def test_distillation_term_trains_on_real_photos(tmp_path):
     assert [r["epoch"] for r in lines] == [1, 2]
     assert all(0 < r["loss_distill"] < 2 for r in lines)
     assert json.loads((out / "model" / "config.json").read_text())["extra"]["train_args"]["w_distill"] == 1
+
+
+def test_anchor_share_outside_0_1_is_refused_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tmp_path / "out", 1, "--anchor", "1")
+    assert "--anchor 1: the share must lie in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_distillation_without_photos_says_which_folder(tmp_path):
