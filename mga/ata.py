@@ -16,12 +16,15 @@ import torch
 @dataclass
 class Alignment:
     """ATA between Q queries and X candidates: scores (Q, X), per-part contributions (Q, X, K),
-    and the soft assignment pi (Q, X, K, K) of query parts to candidate parts."""
+    and the soft assignment pi (Q, X, K, K) of query parts to candidate parts. scores = global_term +
+    anchor_term + the contributions' sum; anchor_term is the pretrained descriptor's share (mga.anchor; zeros
+    here, MGAModel.align_tokens splits it off the global term)."""
 
     scores: torch.Tensor
     contributions: torch.Tensor
     assignment: torch.Tensor
     global_term: torch.Tensor
+    anchor_term: torch.Tensor
 
 
 def align(
@@ -43,5 +46,5 @@ def align(
     pi = pi / pi.sum(-1, keepdim=True)
     part_sim = (pi * cos).sum(-1)  # (Q, X, K)
     contributions = (1 - alpha) * part_weights.float() * part_sim
-    return Alignment(global_term + contributions.sum(-1), contributions, pi, global_term)
+    return Alignment(global_term + contributions.sum(-1), contributions, pi, global_term, torch.zeros_like(global_term))
 

@@ -23,7 +23,8 @@ class Match:
     metadata: dict
     contributions: list[float]  # per part, ATA's c_k
     part_names: list[str]  # per part, its name on garments of this match's category (mga.parts.names_for)
-    global_contribution: float
+    global_contribution: float  # the trained global token's term
+    anchor_contribution: float = 0.0  # the pretrained backbone's descriptor's term (mga.anchor)
     query_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the query image's frame
     match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
     match_grid: np.ndarray | None = None  # the same on the token grid of the matched view (SearchEngine.match_heatmap)
@@ -42,6 +43,7 @@ class Match:
                 "parts": [{"name": n, "contribution": round(c, 6)}
                           for n, c in zip(self.part_names, self.contributions)],
                 "global_contribution": round(self.global_contribution, 6),
+                "anchor_contribution": round(self.anchor_contribution, 6),
                 "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
                 "confidence": None if self.confidence is None else round(self.confidence, 4)}
 

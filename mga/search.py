@@ -174,7 +174,9 @@ class SearchEngine:
             image=self.index.relative_path(image), path=str(self.index.image_path(image)),
             metadata=dict(it.get("meta", {})), contributions=[float(x) for x in contrib],
             part_names=names_for(self.model.config.part_names, it.get("category"), len(contrib)),
-            global_contribution=float(ranked.alignment.global_term[0, c]), index=image,
+            global_contribution=float(ranked.alignment.global_term[0, c]),
+            anchor_contribution=float(ranked.alignment.anchor_term[0, c]),
+            index=image,
             display_path=str(self.index.display_path(image)), row=int(ranked.rows[c]), view=c,
             box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
             photos=self.index.item_photos.get(it.get("item_id"), 1))
@@ -242,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m in res.matches:
         parts = ", ".join(f"{n} {c:+.3f}" for n, c in zip(m.part_names, m.contributions))
         print(f"{m.rank:3d}  {m.score:.4f}  {m.item_id:<28s} {m.category:<22s} {m.image}   "
-              f"[g {m.global_contribution:+.3f} | {parts}]")
+              f"[g {m.global_contribution:+.3f} | anchor {m.anchor_contribution:+.3f} | {parts}]")
     return 0
 
 

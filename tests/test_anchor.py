@@ -25,7 +25,10 @@ def test_every_similarity_is_the_share_weighted_mix_of_mga_and_the_pretrained_de
     mixed = 0.7 * before.embedding @ before.embedding.T + 0.3 * pre @ pre.T
     assert torch.allclose(after.embedding @ after.embedding.T, mixed, atol=2e-3)
     ata_mixed = 0.7 * bare.align(before, before).scores + 0.3 * pre @ pre.T
-    assert torch.allclose(anchored.align(after, after).scores, ata_mixed, atol=2e-3)
+    aligned = anchored.align(after, after)
+    assert torch.allclose(aligned.scores, ata_mixed, atol=2e-3)
+    assert torch.allclose(aligned.anchor_term, 0.3 * pre @ pre.T, atol=2e-3)  # the chart's "pretrained look"
+    assert torch.allclose(aligned.global_term, 0.7 * bare.align(before, before).global_term, atol=2e-3)
     assert torch.allclose(after.attn, before.attn, atol=1e-4)  # the part maps are the model's own
     assert torch.allclose(after.embedding.norm(dim=1), torch.ones(len(images)), atol=1e-4)
 

@@ -58,7 +58,9 @@ def test_results_sorted_unique_and_explained(engine, luma_photos):
         assert m.match_heatmap.shape == (it["height"], it["width"])
         assert 0 <= m.match_heatmap.min() and m.match_heatmap.max() <= 1
         assert len(m.contributions) == engine.model.config.num_parts
-        assert m.score == pytest.approx(m.global_contribution + sum(m.contributions), abs=1e-4)
+        assert m.score == pytest.approx(m.global_contribution + m.anchor_contribution + sum(m.contributions),
+                                         abs=1e-4)
+        assert 0 < m.anchor_contribution <= engine.model.config.anchor + 1e-4  # the pretrained descriptor's share
     assert {"encode_ms", "search_ms", "rerank_ms", "explain_ms", "total_ms"} <= set(res.timings)
     doc = json.loads(json.dumps(res.to_json()))
     assert doc[0]["rank"] == 1 and doc[0]["image"] == res.matches[0].image  # gallery-relative, never a server path

@@ -118,14 +118,16 @@ def _chart_font():
 
 
 def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution: float | None = None,
-              width: int = 420, row: int = 26) -> Image.Image:
-    """Horizontal bars of the per-part contributions (and the global term), drawn with PIL: a matplotlib figure
-    per click would cost more than the search itself."""
+              anchor_contribution: float = 0.0, width: int = 420, row: int = 26) -> Image.Image:
+    """Horizontal bars of the per-part contributions (and the global term, and the pretrained backbone's where
+    the model has an anchor), drawn with PIL: a matplotlib figure per click would cost more than the search."""
     from PIL import ImageDraw
 
     vals, labels = [float(v) for v in values], list(names)
     if global_contribution is not None:
         vals, labels = [float(global_contribution)] + vals, ["global"] + labels
+    if anchor_contribution:
+        vals, labels = [float(anchor_contribution)] + vals, ["pretrained look"] + labels
     font = _chart_font()
     left, right, top = 12 + int(max(font.getlength(lab) for lab in labels)), 60, 10  # names fit beside their bars
     img = Image.new("RGB", (width, top * 2 + row * len(vals) + 18), "white")
@@ -135,7 +137,7 @@ def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution
     x = lambda v: left + (v - lo) / span * (width - left - right)  # noqa: E731
     for i, (v, lab) in enumerate(zip(vals, labels)):
         y = top + i * row
-        color = "#9e9e9e" if lab == "global" else ("#d62728" if v < 0 else "#1f77b4")
+        color = "#9e9e9e" if lab in ("global", "pretrained look") else ("#d62728" if v < 0 else "#1f77b4")
         d.rectangle([min(x(0), x(v)), y + 4, max(x(0), x(v)), y + row - 4], fill=color)
         d.text((6, y + 5), lab, fill="black", font=font)
         d.text((max(x(0), x(v)) + 4, y + 5), f"{v:+.3f}", fill="#333333", font=font)
@@ -170,7 +172,8 @@ def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dic
     if zoomed:
         m_over = outline(m_over, match.box)
     names = match.part_names
-    chart = bar_chart(match.contributions, names, global_contribution=match.global_contribution)
+    chart = bar_chart(match.contributions, names, global_contribution=match.global_contribution,
+                      anchor_contribution=match.anchor_contribution)
     top = int(np.argmax(match.contributions)) if match.contributions else None
     meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
     sure = (f"**{match.confidence:.0%}** likely the same product" if match.confidence is not None
