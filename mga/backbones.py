@@ -98,7 +98,18 @@ class TokenBackbone(nn.Module):
         self.num_features: int = self.model.num_features
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-        feats = self.model.forward_features(x)
+        return self.tokens(self.model.forward_features(x))
+
+    def stages(self) -> list[nn.Module]:
+        """A CNN's forward_features as the modules it runs in order (stem, its norm, each block, head, its norm),
+        so that two copies can share the stages where they agree (MGAModel's anchor); [] for a ViT."""
+        if self.spec.kind != "cnn":
+            return []
+        m = self.model
+        return [m.conv_stem, m.bn1, *m.blocks, m.conv_head, m.bn2]
+
+    def tokens(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """The last feature map (forward_features) -> (global token, patch tokens, grid)."""
         if self.spec.kind == "cnn":
             b, c, h, w = feats.shape
             return gem(feats.float(), self.gem_p).to(feats.dtype), feats.flatten(2).transpose(1, 2), (h, w)

@@ -55,6 +55,18 @@ def coarse_embedding(g: torch.Tensor, parts: torch.Tensor, alpha: float) -> torc
     return torch.cat([g * alpha**0.5, parts.flatten(1) * ((1 - alpha) / k) ** 0.5], dim=1)
 
 
+def shared_stages(ours: list[nn.Module], theirs: list[nn.Module]) -> int:
+    """How many leading stages of two backbones compute the same thing: equal weights and buffers, and neither
+    in training mode (BatchNorm would then use batch statistics)."""
+    shared = 0
+    for a, b in zip(ours, theirs):
+        sa, sb = a.state_dict(), b.state_dict()
+        if a.training or b.training or sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
+            break
+        shared += 1
+    return shared
+
+
 class MGAModel(
     nn.Module,
     PyTorchModelHubMixin,
@@ -92,26 +104,46 @@ class MGAModel(
         return torch.softmax(self.part_logits, dim=0)
 
     def forward(self, images: torch.Tensor) -> Encoding:
-        g0, tokens, (h, w) = self.backbone(images)
+        if self.anchor is None:
+            (g0, tokens, (h, w)), anchor = self.backbone(images), None
+        else:
+            (g0, tokens, (h, w)), anchor = self._backbone_and_anchor(images)
         figure, bias = None, None
         if self.figure_head is not None:
             figure = self.figure_head(tokens).float()[..., 0]  # (B, N) logits
             bias = F.logsigmoid(figure)
             g0 = self.backbone.pool(tokens, bias.exp()) if self.backbone.spec.kind == "cnn" else g0
         g = F.normalize(self.global_proj(g0).float(), dim=-1)
-        if self.anchor is not None:
-            g = self._with_anchor(g, images)
+        if anchor is not None:
+            g = self._with_anchor(g, anchor)
         parts, attn = self.fga(self.token_proj(tokens), bias)
         parts = F.normalize(parts.float(), dim=-1)
         attn = attn.float().reshape(attn.shape[0], attn.shape[1], h, w)
         figure = figure.reshape(-1, h, w) if figure is not None and self.training else None
         return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.global_weight), figure)
 
-    def _with_anchor(self, g: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def _backbone_and_anchor(self, images: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+        """The trained backbone's tokens and the anchor's GeM, running the leading stages the two still share (the
+        frozen stem and first blocks: same weights, both in eval mode) once."""
+        ours, theirs = self.backbone.stages(), self.anchor.stages()
+        if not ours:  # a ViT: no stages to share
+            return self.backbone(images), self.anchor(images)[0]
+        shared = shared_stages(ours, theirs)
+        x = images
+        for stage in ours[:shared]:
+            x = stage(x)
+        mine, pretrained = x, x
+        for stage in ours[shared:]:
+            mine = stage(mine)
+        for stage in theirs[shared:]:
+            pretrained = stage(pretrained)
+        return self.backbone.tokens(mine), self.anchor.tokens(pretrained)[0]
+
+    def _with_anchor(self, g: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """[sqrt(a (1-w) / W) g ; sqrt(w / W) GeM_pretrained], W = global_weight: unit norm, and W times its cosine
         is a (1-w) cos(g, g') + w cos(GeM, GeM'), so the anchor takes its share w from every similarity."""
         cfg = self.config
-        anchor = F.normalize(self.anchor(images)[0].float(), dim=-1)
+        anchor = F.normalize(anchor.float(), dim=-1)
         w, total = cfg.anchor, cfg.global_weight
         return torch.cat([g * (cfg.alpha * (1 - w) / total) ** 0.5, anchor * (w / total) ** 0.5], dim=-1)
 

@@ -9,6 +9,7 @@ from mga.config import DEFAULT_WEIGHTS_DIR
 from mga.distill import PretrainedGeM
 from mga.hub import load_model
 from mga.imageio import load_image
+from mga.model import shared_stages
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +58,16 @@ def test_cli_refuses_a_share_outside_0_1(tmp_path, share):
     with pytest.raises(SystemExit, match=r"must lie in \[0, 1\)"):
         main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--share", str(share), "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_the_anchor_shares_only_the_stages_training_left_untouched(default_model, bare):
+    """The recipe freezes the stem and three blocks: the anchor runs those once with the trained backbone (the
+    mix test above checks the outputs), and no stage that training changed."""
+    ours, theirs = default_model.backbone.stages(), default_model.anchor.stages()
+    assert shared_stages(ours, theirs) == 5  # stem, its norm, blocks 0-2
+    assert default_model.config.extra["train_args"]["freeze_blocks"] == 3
+    ours[0].train()
+    try:
+        assert shared_stages(ours, theirs) == 0  # a stage in training mode computes something else
+    finally:
+        ours[0].eval()
