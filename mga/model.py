@@ -94,9 +94,11 @@ class MGAModel(
 
     @classmethod
     def from_backbone(cls, config: MGAConfig) -> "MGAModel":
-        """A fresh MGA model on a pretrained backbone (the start of training)."""
+        """A fresh MGA model on a pretrained backbone (the start of training), its anchor pretrained too."""
         model = cls(config)
-        model.backbone.load_pretrained()
+        for backbone in (model.backbone, model.anchor):
+            if backbone is not None:
+                backbone.load_pretrained()
         return model
 
     @property

@@ -71,3 +71,12 @@ def test_the_anchor_shares_only_the_stages_training_left_untouched(default_model
         assert shared_stages(ours, theirs) == 0  # a stage in training mode computes something else
     finally:
         ours[0].eval()
+
+
+def test_a_fresh_anchored_model_starts_from_two_pretrained_copies():
+    from mga.config import MGAConfig
+    from mga.model import MGAModel
+
+    model = MGAModel.from_backbone(MGAConfig(anchor=0.5)).eval()
+    stages = model.backbone.stages()
+    assert shared_stages(stages, model.anchor.stages()) == len(stages)  # untrained: every stage still the same
