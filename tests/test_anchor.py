@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from mga.anchor import main, with_anchor
-from mga.config import DEFAULT_WEIGHTS_DIR
+from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
 from mga.distill import PretrainedGeM
 from mga.hub import load_model
 from mga.imageio import load_image
-from mga.model import shared_stages
+from mga.model import MGAModel, shared_stages
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,6 @@ def test_the_anchor_shares_only_the_stages_training_left_untouched(default_model
 
 
 def test_a_fresh_anchored_model_starts_from_two_pretrained_copies():
-    from mga.config import MGAConfig
-    from mga.model import MGAModel
-
     model = MGAModel.from_backbone(MGAConfig(anchor=0.5)).eval()
     stages = model.backbone.stages()
     assert shared_stages(stages, model.anchor.stages()) == len(stages)  # untrained: every stage still the same
