@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from .hub import load_model, save_model_atomically
+from .hub import WeightsError, load_model, save_model_atomically
 from .model import MGAModel
 
 
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         model = with_anchor(load_model(args.weights), args.share)
-    except ValueError as e:
+    except (ValueError, WeightsError) as e:
         raise SystemExit(f"python -m mga.anchor: {e}") from None
     save_model_atomically(model, Path(args.out))
     print(f"wrote {args.out} (share {args.share:g} of every similarity for the pretrained backbone's GeM)")

@@ -77,3 +77,9 @@ def test_a_fresh_anchored_model_starts_from_two_pretrained_copies():
     model = MGAModel.from_backbone(MGAConfig(anchor=0.5)).eval()
     stages = model.backbone.stages()
     assert shared_stages(stages, model.anchor.stages()) == len(stages)  # untrained: every stage still the same
+
+
+def test_cli_names_weights_it_cannot_load(tmp_path):
+    with pytest.raises(SystemExit, match="nowhere: neither a local checkpoint folder nor a Hub id"):
+        main(["--weights", str(tmp_path / "nowhere"), "--share", "0.5", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
