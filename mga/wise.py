@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from .backbones import cached_pretrained_state
-from .hub import load_model, save_model_atomically
+from .hub import WeightsError, load_model, save_model_atomically
 from .model import MGAModel
 
 
@@ -41,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--ratio", type=float, required=True, help="share of the fine-tuned weights, 0..1")
     p.add_argument("--out", required=True, help="folder for the interpolated checkpoint")
     args = p.parse_args(argv)
-    model = interpolate_backbone(load_model(args.weights), args.ratio)
+    try:
+        model = interpolate_backbone(load_model(args.weights), args.ratio)
+    except (ValueError, WeightsError) as e:
+        raise SystemExit(f"python -m mga.wise: {e}") from None
     save_model_atomically(model, Path(args.out))
     print(f"wrote {args.out} (backbone {args.ratio:g} fine-tuned + {1 - args.ratio:g} pretrained)")
 

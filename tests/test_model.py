@@ -463,3 +463,8 @@ def test_wise_interpolates_the_backbone_only(default_model, tmp_path):
     assert one.fingerprint() == default_model.fingerprint()
     with pytest.raises(ValueError, match="ratio"):
         interpolate_backbone(one, 1.5)
+    with pytest.raises(SystemExit, match="ratio must lie in"):
+        wise_main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--ratio", "1.5", "--out", str(tmp_path / "w2")])
+    with pytest.raises(SystemExit, match="neither a local checkpoint folder"):
+        wise_main(["--weights", str(tmp_path / "nowhere"), "--ratio", "0.5", "--out", str(tmp_path / "w3")])
+    assert not (tmp_path / "w2").exists() and not (tmp_path / "w3").exists()
