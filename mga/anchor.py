@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 from typing import Sequence
 
-from .hub import WeightsError, load_model, save_model_atomically
+from .hub import rewrite_checkpoint
 from .model import MGAModel
 
 
@@ -44,11 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="the anchor's share of every similarity, in [0, 1) (0: remove it)")
     p.add_argument("--out", required=True, help="folder for the anchored checkpoint")
     args = p.parse_args(argv)
-    try:
-        model = with_anchor(load_model(args.weights), args.share)
-    except (ValueError, WeightsError) as e:
-        raise SystemExit(f"python -m mga.anchor: {e}") from None
-    save_model_atomically(model, Path(args.out))
+    rewrite_checkpoint(p.prog, args.weights, args.out, lambda model: with_anchor(model, args.share))
     print(f"wrote {args.out} (share {args.share:g} of every similarity for the pretrained backbone's GeM)")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -70,3 +71,13 @@ def save_model_atomically(model: MGAModel, path: Path) -> None:
     model.to(memory_format=torch.contiguous_format)
     with atomic_folder(path) as tmp:
         model.save_pretrained(tmp)
+
+
+def rewrite_checkpoint(prog: str, weights: str, out: str | Path, change: Callable[[MGAModel], MGAModel]) -> None:
+    """Load `weights`, `change` the model and save it in `out` atomically (mga.anchor, mga.wise). Weights that
+    cannot be loaded, or an argument `change` refuses (ValueError), end the program in one line naming them."""
+    try:
+        model = change(load_model(weights))
+    except (ValueError, WeightsError) as e:
+        raise SystemExit(f"{prog}: {e}") from None
+    save_model_atomically(model, Path(out))

@@ -10,13 +10,12 @@ heads stay as trained. The result is a checkpoint like any other (its config rec
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .backbones import cached_pretrained_state
-from .hub import WeightsError, load_model, save_model_atomically
+from .hub import rewrite_checkpoint
 from .model import MGAModel
 
 
@@ -41,11 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--ratio", type=float, required=True, help="share of the fine-tuned weights, 0..1")
     p.add_argument("--out", required=True, help="folder for the interpolated checkpoint")
     args = p.parse_args(argv)
-    try:
-        model = interpolate_backbone(load_model(args.weights), args.ratio)
-    except (ValueError, WeightsError) as e:
-        raise SystemExit(f"python -m mga.wise: {e}") from None
-    save_model_atomically(model, Path(args.out))
+    rewrite_checkpoint(p.prog, args.weights, args.out, lambda model: interpolate_backbone(model, args.ratio))
     print(f"wrote {args.out} (backbone {args.ratio:g} fine-tuned + {1 - args.ratio:g} pretrained)")
 
 
