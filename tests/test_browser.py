@@ -57,6 +57,11 @@ def wait_for_results(page, min_results: int = 1) -> int:
     return n
 
 
+def wait_until_idle(page) -> None:
+    """Gradio lifts its "processing" overlays a frame after the outputs land; read the page only then."""
+    page.wait_for_function("() => !document.body.innerText.includes('processing')", timeout=60_000)
+
+
 def screenshot(page, tmp_path: Path, name: str) -> None:
     """Full-page screenshot; MGA_SCREENSHOT_DIR=docs/screenshots keeps it for the docs."""
     shot = tmp_path / name
@@ -126,6 +131,7 @@ def test_bad_files_get_one_message_and_clear_the_results(server, playwright, tmp
             wait_for_results(page)
             page.locator("#mga-query input[type=file]").set_input_files(str(bad / name))
             page.locator("#mga-error").get_by_text(message).wait_for(timeout=60_000)
+            wait_until_idle(page)
             said, text = page.locator("#mga-error").inner_text().strip(), page.locator("body").inner_text()
             assert said.startswith("⚠️ query image:") and text.count(said) == 1, (name, text)  # once: no toast
             assert page.locator(".toast-body").count() == 0, name  # no raw Gradio error
@@ -133,6 +139,7 @@ def test_bad_files_get_one_message_and_clear_the_results(server, playwright, tmp
             assert page.locator("#mga-results img").count() == 0, name  # the previous results are gone
         page.locator("#mga-query input[type=file]").set_input_files(str(query_photos(1)[0]))
         wait_for_results(page)
+        wait_until_idle(page)
         assert page.locator("#mga-error").inner_text().strip() == ""
     finally:
         browser.close()
@@ -213,6 +220,7 @@ def test_webcam_capture_searches(server, playwright, tmp_path):
         page.wait_for_function("() => document.querySelector('#mga-query video').readyState >= 2", timeout=30_000)
         page.locator("#mga-query button[aria-label='capture photo']").click()
         wait_for_results(page)
+        wait_until_idle(page)
         assert "320×240 photo" in page.locator("#mga-summary").inner_text()  # the webcam frame was searched
         page.screenshot(path=str(tmp_path / "webcam.png"), full_page=True)
     finally:
