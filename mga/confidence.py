@@ -39,20 +39,29 @@ def set_confidence(matches: Sequence[Any], products: Sequence[tuple[str, float]]
         m.confidence = probability(calibration, features(m.score, other))
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> dict:
-    """Logistic regression by Newton's method (a handful of features, a few hundred photos: no library needed).
-    Features are used as they are, so the stored weights apply to raw scores."""
+def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, sample_weight: np.ndarray | None = None,
+                        steps: int = 50) -> tuple[np.ndarray, float]:
+    """(weights, bias) by Newton's method, a ridge of `l2` on the weights (a few hundred photos: no library
+    needed). Features are used as they are, so the weights apply to raw values."""
     x1 = np.hstack([x, np.ones((len(x), 1))])
+    s = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    ridge = l2 * np.r_[np.ones(x.shape[1]), 0]
     w = np.zeros(x1.shape[1])
     for _ in range(steps):
         p = 1 / (1 + np.exp(-np.clip(x1 @ w, -50, 50)))
-        grad = x1.T @ (p - y) + l2 * np.r_[w[:-1], 0]
-        hess = (x1 * (p * (1 - p))[:, None]).T @ x1 + l2 * np.eye(len(w))
+        grad = x1.T @ (s * (p - y)) + ridge * w
+        hess = (x1 * (s * p * (1 - p))[:, None]).T @ x1 + l2 * np.eye(len(w))
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-9:
             break
-    return {"features": list(FEATURES), "weights": [float(v) for v in w[:-1]], "bias": float(w[-1])}
+    return w[:-1], float(w[-1])
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> dict:
+    """The calibrator: a logistic regression of same-product on `features`."""
+    w, b = logistic_regression(x, y, l2)
+    return {"features": list(FEATURES), "weights": [float(v) for v in w], "bias": b}
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
