@@ -22,6 +22,7 @@ import numpy as np
 from mga.config import TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
+from mga.closeup import VIEWS, whole_garment
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="one or more checkpoint folders / Hub ids (default: the embedded default)")
     p.add_argument("--photos", default=str(TEST_DISTRACTORS), help="phone photos, one folder per kind of garment")
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
+    p.add_argument("--views", choices=VIEWS, nargs="+", default=["auto"],
+                   help="gallery views a query sees: zoom windows for close-ups only (auto), every view, full "
+                        "photos; several: a row for each")
     p.add_argument("--json")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
@@ -82,14 +86,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
-        order = rank(model, model.encode_images(photos), views, "coarse", DEFAULT_RERANK_TOP, owner)[:, :TOP]
-        results[label] = kind_scores(order.numpy(), kinds, categories)
+        q = model.encode_images(photos)
+        for chosen in args.views:
+            order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
+                         whole_garment(model, q.embedding, chosen))[:, :TOP]
+            row = f"{label} (views {chosen})" if len(args.views) > 1 else label
+            results[row] = kind_scores(order.numpy(), kinds, categories)
     print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(data.gallery)} shop photos; "
           f"P@1 / P@{TOP}: the #1 / the top {TOP} of the photo's kind of garment")
     names = list(results["chance (a random ranking)"])
-    print(f"{'':<28}" + "".join(f"{n:>16}" for n in names))
+    width = max(len(label) for label in results) + 2
+    print(f"{'':<{width}}" + "".join(f"{n:>16}" for n in names))
     for label, rows in results.items():
-        print(f"{label[:28]:<28}" + "".join(f"{rows[n]['P@1']:>8.3f}{rows[n][f'P@{TOP}']:>8.3f}" for n in names))
+        print(f"{label:<{width}}" + "".join(f"{rows[n]['P@1']:>8.3f}{rows[n][f'P@{TOP}']:>8.3f}" for n in names))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -25,6 +25,7 @@ from PIL import Image, ImageFilter
 from mga.config import TEST_DISTRACTORS
 from mga.data import load_retrieval_data
 from mga.distill import PretrainedGeM
+from mga.closeup import VIEWS, whole_garment
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
@@ -109,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--distractors", default=str(TEST_DISTRACTORS), help="backgrounds for the clutter corruption")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
+    p.add_argument("--views", choices=VIEWS, nargs="+", default=["auto"],
+                   help="gallery views a query sees: zoom windows for close-ups only (auto), every view, full "
+                        "photos; several: a row for each")
     p.add_argument("--all-but", action="store_true",
                    help="also every corruption but one on the same photo (what 'all at once' loses most to)")
     p.add_argument("--json")
@@ -133,12 +137,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                            for name, qs in corrupted.items()}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
-        results[label] = {}
+        rows = {f"{label} (views {v})" if len(args.views) > 1 else label: v for v in args.views}
+        for row in rows:
+            results[row] = {}
         for name, qs in corrupted.items():
-            order = rank(model, model.encode_images(qs), views, "coarse", DEFAULT_RERANK_TOP, owner)[:, :10].numpy()
-            results[label][name] = recall_at_k(order, q_items, g_items, (1, 10))
+            q = model.encode_images(qs)
+            for row, chosen in rows.items():
+                order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
+                             whole_garment(model, q.embedding, chosen))[:, :10].numpy()
+                results[row][name] = recall_at_k(order, q_items, g_items, (1, 10))
     print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
-          f"{args.zoom_grid}; clutter from {len(backgrounds)} photos of {Path(args.distractors).name}/")
+          f"{args.zoom_grid} (views {', '.join(args.views)}); clutter from {len(backgrounds)} photos of "
+          f"{Path(args.distractors).name}/")
     widths = {n: max(13, len(n) + 2) for n in corrupted}
     print("R@1" + "".join(f"{n:>{w}}" for n, w in widths.items()))
     for label, rows in results.items():

@@ -36,7 +36,7 @@ def _top_images(images: np.ndarray, best: np.ndarray, best_rows: np.ndarray, m: 
 
 class CoarseSearch:
     """Coarse search for GalleryIndex, which provides the FAISS index (`faiss`, `index_type`, `ef_search`,
-    `nprobe`, `refine`), the stored `embeddings`, `owner`, `views`, `view_rows`, `view_count` and
+    `nprobe`, `refine`), the stored `embeddings`, `owner`, `first_row`, `views`, `view_rows`, `view_count` and
     `category_images`."""
 
     def _faiss_search(self, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,11 +65,12 @@ class CoarseSearch:
         the median and ~10x at p95 (bench_search, 2 cores)."""
         return (rows_float(self.embeddings, rows) @ torch.from_numpy(q[0])).numpy()
 
-    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None
+    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None, full_only: bool = False
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top m images by the coarse inner product of their best view, optionally within one category: FAISS
-        finds candidate views (`_faiss_search`, exact scores), an image scores as the best of its views found.
-        Returns (images, scores, best view rows), best first."""
+        finds candidate views (`_faiss_search`, exact scores), an image scores as the best of its views found
+        (`full_only`: its full photo, the first of its views). Returns (images, scores, best view rows), best
+        first."""
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
         allowed = None
         if category:
@@ -77,18 +78,23 @@ class CoarseSearch:
             if len(allowed) == 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
             if len(allowed) <= EXACT_SUBSET_MAX or self.index_type == "flat" and len(allowed) * 4 > len(self):
-                return self._exact(q, allowed, m)
+                return self._exact(q, allowed, m, full_only)
         # an image's best views come first and its other views far behind, so 2 views per wanted image usually
         # give m images; if not, fetch 4x more. A flat index scans every view whatever it returns, so it returns
-        # enough views for m images of average view count at once.
-        fetch_per_image = -(-self.views // max(1, len(self))) if self.index_type == "flat" else 2
+        # enough views for m images of average view count at once; so does a search of full photos only, where
+        # one view in views_per_image counts.
+        views_per_image = -(-self.views // max(1, len(self)))
+        fetch_per_image = views_per_image if self.index_type == "flat" or full_only else 2
         fetch = fetch_per_image * m * (1 if allowed is None else max(2, len(self) // len(allowed)))
         while True:  # over-fetch until m images (of the category) come back, or everything was searched
             scores, rows = self._faiss_search(q, fetch)
             owners = self.owner[rows]
+            keep = np.ones(len(rows), dtype=bool)
             if allowed is not None:
-                keep = np.isin(owners, allowed)
-                scores, rows, owners = scores[keep], rows[keep], owners[keep]
+                keep &= np.isin(owners, allowed)
+            if full_only:
+                keep &= self.first_row[owners] == rows
+            scores, rows, owners = scores[keep], rows[keep], owners[keep]
             images, first = np.unique(owners, return_index=True)
             if len(images) >= m or fetch >= self.views:
                 # exact scores, best first: an image's first returned view is the best of its views found, which
@@ -98,11 +104,13 @@ class CoarseSearch:
                 return _top_images(images, scores[first], rows[first], m)
             fetch = min(self.views, fetch * 4)
 
-    def _exact(self, q: np.ndarray, images: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _exact(self, q: np.ndarray, images: np.ndarray, m: int, full_only: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         images = np.sort(np.asarray(images, dtype=np.int64))  # ascending reads from the memory map
         if len(images) == 0:
             return images, np.zeros(0, dtype=np.float32), images
-        rows = self.view_rows(images)
-        best, pick = best_per_image(self._scores(q, rows), self.view_count(images))
+        rows = self.first_row[images] if full_only else self.view_rows(images)
+        counts = np.ones(len(images), dtype=np.int64) if full_only else self.view_count(images)
+        best, pick = best_per_image(self._scores(q, rows), counts)
         return _top_images(images, best, rows[pick], m)
 

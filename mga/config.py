@@ -72,6 +72,9 @@ class MGAConfig:
     # How a result's score maps to the probability that it is the query's product (mga.confidence); fitted after
     # training, like the part names, and like them not part of the model's fingerprint.
     confidence: dict = field(default_factory=dict)
+    # Which queries are close-ups of a detail, searched among the gallery's zoom windows too (mga.closeup); fitted
+    # after training for the fingerprint it names.
+    closeup: dict = field(default_factory=dict)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     extra: dict = field(default_factory=dict)  # free-form provenance (training recipe, data)

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .closeup import VIEWS, whole_garment
 from .config import DEFAULT_RERANK_TOP
 from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
 from .devices import forward_batch, loader_workers, resolve_device
@@ -65,26 +66,28 @@ def encode_split(model: MGAModel, data: RetrievalData, zoom: ZoomViews = ZoomVie
 
 
 def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner: torch.Tensor,
-           rerank_top: int = DEFAULT_RERANK_TOP, descriptor: str = "coarse") -> dict:
-    """Recall@K of the encoded queries against the encoded gallery views, ranked coarse to fine."""
+           rerank_top: int = DEFAULT_RERANK_TOP, descriptor: str = "coarse", views: str = "auto") -> dict:
+    """Recall@K of the encoded queries against the encoded gallery views, ranked coarse to fine; `views`: which
+    gallery views each query sees (mga.closeup.VIEWS)."""
     ks = INSHOP_KS if data.format == "inshop" else CONSUMER2SHOP_KS
     top = rerank_top if descriptor == "coarse" else 0
-    order = rank(model, q, g, descriptor, top, owner)
+    whole = whole_garment(model, q.embedding, views)
+    order = rank(model, q, g, descriptor, top, owner, whole)
     result = recall_at_k(order[:, : max(ks)].numpy(), [r.item_id for r in data.query],
                          [r.item_id for r in data.gallery], ks)
     result.update(queries=len(data.query), gallery=len(data.gallery), gallery_views=len(g), format=data.format,
-                  descriptor=descriptor, rerank_top=top)
+                  descriptor=descriptor, rerank_top=top, views=views, whole_garment_queries=int(whole.sum()))
     return result
 
 
 def evaluate(model: MGAModel, data: RetrievalData, rerank_top: int = DEFAULT_RERANK_TOP,
              descriptor: str = "coarse", batch_size: int | None = None, workers: int = 0,
-             zoom: ZoomViews = ZoomViews()) -> dict:
+             zoom: ZoomViews = ZoomViews(), views: str = "auto") -> dict:
     """Recall@K of `data`'s query side against its gallery side (with its zoom views), with the model's
     coarse-to-fine ranking."""
     start = time.perf_counter()
     q, g, owner = encode_split(model, data, zoom, batch_size, workers)
-    result = recall(model, data, q, g, owner, rerank_top, descriptor)
+    result = recall(model, data, q, g, owner, rerank_top, descriptor, views)
     result.update(zoom=zoom.to_dict(), seconds=round(time.perf_counter() - start, 1))
     return result
 
@@ -124,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--zoom-scale", type=float, default=ZoomViews().scale, help="window side / garment size")
     p.add_argument("--zoom-min-cover", type=float, default=ZoomViews().min_cover,
                    help="leave out windows with less garment (non-white) than this fraction")
+    p.add_argument("--views", choices=VIEWS, default="auto",
+                   help="gallery views a query sees: zoom windows for close-ups only (auto, the model's close-up "
+                        "detector), every view (all) or full photos only (full)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int,
                    help="most images per forward (default: the device's, config.FORWARD_BATCH)")
@@ -136,11 +142,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = load_retrieval_data(args.data, args.format)
     workers = loader_workers(model.device) if args.workers is None else args.workers
     result = evaluate(model, data, args.rerank_top if args.rerank else 0, args.descriptor, args.batch_size,
-                      workers, ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover))
+                      workers, ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover), args.views)
     result["weights"] = describe_weights(args.weights)
     print(f"{data.format}: {result['queries']} queries, {result['gallery']} gallery, weights {result['weights']}, "
           f"descriptor {args.descriptor}, ATA re-rank top {result['rerank_top']}, "
-          f"{result['gallery_views']} gallery views (zoom grid {args.zoom_grid})")
+          f"{result['gallery_views']} gallery views (zoom grid {args.zoom_grid}); views {args.views}: "
+          f"{result['whole_garment_queries']} queries saw full photos only")
     print("  ".join(f"{k} {v:.3f}" for k, v in result.items() if k.startswith("R@")))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

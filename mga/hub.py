@@ -75,9 +75,14 @@ def save_model_atomically(model: MGAModel, path: Path) -> None:
 
 def rewrite_checkpoint(prog: str, weights: str, out: str | Path, change: Callable[[MGAModel], MGAModel]) -> None:
     """Load `weights`, `change` the model and save it in `out` atomically (mga.anchor, mga.wise). Weights that
-    cannot be loaded, or an argument `change` refuses (ValueError), end the program in one line naming them."""
+    cannot be loaded, or an argument `change` refuses (ValueError), end the program in one line naming them. A
+    close-up detector fitted for the old weights is dropped (it reads their embeddings), with how to refit it."""
     try:
         model = change(load_model(weights))
     except (ValueError, WeightsError) as e:
         raise SystemExit(f"{prog}: {e}") from None
+    if model.config.closeup and model.config.closeup.get("fingerprint") != model.fingerprint():
+        model.config.closeup = {}
+        print(f"{prog}: the close-up detector was fitted for the old weights; fit it for these with: "
+              f"python -m mga.closeup --weights {out}")
     save_model_atomically(model, Path(out))

@@ -53,6 +53,7 @@ class SearchResult:
     matches: list[Match]
     timings: dict[str, float] = field(default_factory=dict)  # encode_ms search_ms rerank_ms explain_ms total_ms
     query_size: tuple[int, int] = (0, 0)  # (width, height) of the query image
+    whole_garment: bool = False  # searched among full photos only (not a close-up: mga.closeup)
 
     def __post_init__(self):
         scores = [m.score for m in self.matches]

@@ -207,7 +207,7 @@ class MGAModel(
     def fingerprint(self) -> str:
         """Short hash of config and weights: an index records it and refuses other weights."""
         # provenance and names are not identity; a figure head shows in the weights themselves
-        fitted_later = ("extra", "part_names", "confidence", "figure_head")
+        fitted_later = ("extra", "part_names", "confidence", "closeup", "figure_head")
         # a model without an anchor keeps the fingerprint it had before the field existed
         shape = {k: v for k, v in self.config.to_dict().items()
                  if k not in fitted_later and not (k == "anchor" and v == 0)}

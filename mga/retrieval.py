@@ -1,7 +1,8 @@
 """Coarse-to-fine ranking: inner product over coarse embeddings for the top M, then ATA re-ranks them.
 
 The gallery side may hold several views per image (mga.views: the full photo and zoom windows); `owner[v]` is
-the image of view v, and an image scores as its best view. Without `owner` every row is its own image.
+the image of view v, and an image scores as its best view. Without `owner` every row is its own image. A query
+flagged `whole` (mga.closeup: a photo of a whole garment) is searched among each image's full photo only.
 """
 from __future__ import annotations
 
@@ -33,21 +34,30 @@ def best_view(scores: torch.Tensor, owner: torch.Tensor, n_images: int) -> tuple
     return best, torch.where(which == v, -1, which)
 
 
+def full_views(owner: torch.Tensor) -> torch.Tensor:
+    """(V,) True for each image's first view, its full photo (an image's views are adjacent, full photo first)."""
+    return torch.cat([torch.ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])
+
+
 @torch.inference_mode()
 def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", rerank_top: int = 0,
-         owner: torch.Tensor | None = None) -> torch.Tensor:
+         owner: torch.Tensor | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:
     """(Q, N) gallery image indices, best first. With rerank_top=M > 0 the coarse top M are re-ordered by ATA
-    (each image by its best view) and stay ahead of the rest, which keep their coarse order."""
+    (each image by its best view) and stay ahead of the rest, which keep their coarse order. `whole` (Q,) bool:
+    the queries that see full photos only."""
     owner = torch.arange(len(g)) if owner is None else owner
     n = int(owner.max()) + 1
-    scores, _ = best_view(coarse_scores(q, g, descriptor), owner, n)
+    full = full_views(owner)
+    whole = torch.zeros(len(q), dtype=torch.bool) if whole is None else whole
+    per_view = coarse_scores(q, g, descriptor).masked_fill(whole[:, None] & ~full[None, :], float("-inf"))
+    scores, _ = best_view(per_view, owner, n)
     order = scores.argsort(dim=1, descending=True)
     m = min(rerank_top, n)
     if m <= 0:
         return order
     for qi in range(len(q)):
         cand = order[qi, :m]
-        rows = torch.nonzero(torch.isin(owner, cand)).flatten()
+        rows = torch.nonzero(torch.isin(owner, cand) & (full | ~whole[qi])).flatten()
         ata = model.align(q[qi], g[rows]).scores
         per_image, _ = best_view(ata, owner[rows], n)
         order[qi, :m] = cand[per_image[0, cand].argsort(descending=True)]

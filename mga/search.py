@@ -29,6 +29,7 @@ from .coarse import best_per_image
 from .matches import Match, SearchResult
 from .index import GalleryIndex, IndexFormatError, IndexMismatchError, rebuild_command
 from .model import Encoding, MGAModel
+from .closeup import VIEWS, whole_garment
 from .confidence import set_confidence
 from .parts import names_for
 
@@ -103,7 +104,7 @@ class SearchEngine:
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
                heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-               match_heatmaps: bool = True) -> SearchResult:
+               match_heatmaps: bool = True, views: str = "auto") -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
@@ -111,7 +112,7 @@ class SearchEngine:
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, explain, query_size=img.size,
                                    heatmap_max_side=heatmap_max_side, products=products,
-                                   match_heatmaps=match_heatmaps)
+                                   match_heatmaps=match_heatmaps, views=views)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -120,22 +121,25 @@ class SearchEngine:
                         rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = False,
                         query_size: tuple[int, int] | None = None,
                         heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-                        match_heatmaps: bool = True) -> SearchResult:
+                        match_heatmaps: bool = True, views: str = "auto") -> SearchResult:
         """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
-        `match_heatmaps=False`: the matches' own heatmaps wait for `match_heatmap` (an app shows one at a time)."""
+        `match_heatmaps=False`: the matches' own heatmaps wait for `match_heatmap` (an app shows one at a time).
+        `views` (mga.closeup.VIEWS): "auto" searches a close-up among the gallery's zoom windows too, a whole
+        garment among full photos only."""
         t0 = time.perf_counter()
         if category == "":
             category = None
         if category is not None and self.index.category_label(category) is None:
             raise ValueError(f"unknown category {category!r}; the index has {self.categories}")
+        whole = bool(whole_garment(self.model, q.embedding[:1], views)[0])
         images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), max(rerank_top, k),
-                                                             category)
+                                                             category, full_only=whole)
         t1 = time.perf_counter()
         if len(images) == 0:
             return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
-                                     "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)))
-        ranked = self._rerank(q, images, coarse, best_rows, rerank_top)
+                                     "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole)
+        ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
         by_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
         order = by_product if products else ranked.order
@@ -148,18 +152,21 @@ class SearchEngine:
         t3 = time.perf_counter()
         timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
                    "total_ms": (t3 - t0) * 1e3}
-        return SearchResult(matches, timings, tuple(query_size or (0, 0)))
+        return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole)
 
     def _rerank(self, q: Encoding, images: np.ndarray, coarse: np.ndarray, best_rows: np.ndarray,
-                rerank_top: int) -> "Ranked":
-        """ATA over every view of the top rerank_top images (each scores as its best view); the rest keep
-        their coarse order and best view."""
+                rerank_top: int, full_only: bool = False) -> "Ranked":
+        """ATA over every view (`full_only`: the full photo) of the top rerank_top images (each scores as its best
+        view); the rest keep their coarse order and best view."""
         n_rerank = min(rerank_top, len(images))
-        rows = np.concatenate([self.index.view_rows(images[:n_rerank]), best_rows[n_rerank:]])
+        top = images[:n_rerank]
+        rows = np.concatenate([self.index.first_row[top] if full_only else self.index.view_rows(top),
+                               best_rows[n_rerank:]])
         with torch.inference_mode():
             al = self.model.align_tokens(q.global_[:1], q.parts[:1], *self.index.tokens(rows))
         counts = np.ones(len(images), dtype=np.int64)
-        counts[:n_rerank] = self.index.view_count(images[:n_rerank])
+        if not full_only:
+            counts[:n_rerank] = self.index.view_count(top)
         best_ata, pick = best_per_image(al.scores[0], counts)
         head = np.lexsort((np.arange(n_rerank), -best_ata[:n_rerank]))  # stable: ties keep coarse order
         return Ranked(np.concatenate([head, np.arange(n_rerank, len(images))]), n_rerank, best_ata, pick, rows, al)
@@ -226,20 +233,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--category", help="only this category")
     p.add_argument("--rerank-top", type=int, default=DEFAULT_RERANK_TOP, help="candidates ATA re-ranks (0: off)")
+    p.add_argument("--views", choices=VIEWS, default="auto",
+                   help="gallery views searched: zoom windows for close-ups only (auto), every view, full photos only")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the Hub mixin prints while loading; keep stdout JSON-clean
             engine = SearchEngine.load(args.index, weights=args.weights)
         res = engine.search(args.image, k=args.k, category=args.category, rerank_top=args.rerank_top,
-                            explain=False)
+                            explain=False, views=args.views)
     except (ImageError, IndexMismatchError, IndexFormatError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"matches": res.to_json(), "timings": res.timings}, indent=2))
+        print(json.dumps({"matches": res.to_json(), "whole_garment": res.whole_garment, "timings": res.timings},
+                         indent=2))
         return 0
-    print(f"{len(engine.index)} images in {args.index} ({engine.index.index_type}); "
+    print(f"{len(engine.index)} images in {args.index} ({engine.index.index_type}), searched "
+          f"{'full photos only (a whole garment)' if res.whole_garment else 'every view'}; "
           f"{' '.join(f'{k} {v:.1f}' for k, v in res.timings.items())}")
     for m in res.matches:
         parts = ", ".join(f"{n} {c:+.3f}" for n, c in zip(m.part_names, m.contributions))

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .anchor import with_anchor
+from . import closeup
 from .config import PROJECT_ROOT, TRAIN_BACKGROUNDS, MGAConfig
 from .data import ImageDataset, PKSampler, category_key, category_of, load_retrieval_data
 from .devices import autocast, loader_workers, resolve_device
@@ -296,20 +297,26 @@ def train(args: argparse.Namespace) -> dict:
                         "epoch": epoch + 1, "step": run.step, "config": run.model.config.to_dict(),
                         **({"proxy": run.proxy.state_dict()} if run.proxy else {})}, tmp)
     train_seconds = round(time.perf_counter() - t0, 1)
-    summary = {"train_seconds": train_seconds, **finish(run.model, data, out, run.device, args.anchor)}
+    summary = {"train_seconds": train_seconds,
+               **finish(run.model, data, out, run.device, args.anchor, args.backgrounds or None)}
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return summary
 
 
-def finish(model: MGAModel, data, out: Path, device: torch.device, anchor: float = 0.0) -> dict:
-    """Name the parts, add the anchor, save the model the Hugging Face way (out/model) and evaluate it where the
-    data can."""
+def finish(model: MGAModel, data, out: Path, device: torch.device, anchor: float = 0.0,
+           phones: str | None = None) -> dict:
+    """Name the parts, add the anchor, fit the close-up detector (on the training split and the `phones`), save
+    the model the Hugging Face way (out/model) and evaluate it where the data can."""
     model.eval()
     model.to("cpu")
     name_model_parts(model, data)
     if anchor > 0:
         model = with_anchor(model, anchor)
+    try:
+        model.config.closeup = closeup.fit(model, *closeup.training_photos(data, phones))
+    except ValueError as e:  # a data set without close-ups: every query keeps every view
+        print(f"no close-up detector: {e}")
     save_model_atomically(model, out / "model")
     model.to(device)
     summary = {"peak_memory_mb": round(peak_memory_mb()), "device": str(device), "fingerprint": model.fingerprint()}

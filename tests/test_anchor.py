@@ -44,9 +44,10 @@ def test_the_embedded_default_is_anchored_and_its_share_can_be_changed(default_m
                           atol=1e-5)
 
 
-def test_anchored_checkpoint_round_trips_and_its_anchor_stays_frozen(default_model, tmp_path, luma_photos):
+def test_anchored_checkpoint_round_trips_and_its_anchor_stays_frozen(default_model, tmp_path, luma_photos, capsys):
     main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--share", "0.25", "--out", str(tmp_path / "a25")])
     loaded = load_model(str(tmp_path / "a25"))
+    assert loaded.config.closeup == {} and "python -m mga.closeup --weights" in capsys.readouterr().out
     assert loaded.config.anchor == 0.25 and not any(p.requires_grad for p in loaded.anchor.parameters())
     assert loaded.fingerprint() != default_model.fingerprint()
     loaded.train()
