@@ -203,7 +203,7 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category], c.api_out, api_name="search",
                     api_description="Search the shop with one photo: returns {results: [{rank, product_name, "
                                     "color, category, confidence, url, image, parts, ...}], confident, "
-                                    "timings_ms, weights}.")
+                                    "whole_garment, timings_ms, weights}.")
 
 
 def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Blocks:

@@ -50,7 +50,8 @@ class UIResult:
         n = len(self.result.matches)
         if n == 0:
             return "No matches (is the category empty?)."
-        timing = (f"{n} products for a {self.query.width}×{self.query.height} photo · search "
+        seen = "a whole garment: whole shop photos" if self.result.whole_garment else "shop photos and their details"
+        timing = (f"{n} products for a {self.query.width}×{self.query.height} photo ({seen}) · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
                   f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
         if not self.confident:
@@ -199,6 +200,7 @@ def api_payload(ui: UIResult, category: str | None, weights_label: str) -> dict[
         "k": len(ui.result.matches),
         "category": category or ALL_CATEGORIES,
         "query_size": list(ui.result.query_size),
+        "whole_garment": ui.result.whole_garment,  # searched among whole photos only (not a close-up)
         "timings_ms": {k: round(v, 2) for k, v in ui.result.timings.items()},
         "weights": weights_label,
     }
