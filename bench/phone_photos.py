@@ -23,6 +23,7 @@ from mga.config import TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
 from mga.closeup import VIEWS, whole_garment
+from mga.closeup import detector as closeup_detector
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
@@ -86,10 +87,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
+        found = closeup_detector(model)
         q = model.encode_images(photos)
         for chosen in args.views:
             order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                         whole_garment(model, q.embedding, chosen))[:, :TOP]
+                         whole_garment(found, q.embedding, chosen))[:, :TOP]
             row = f"{label} (views {chosen})" if len(args.views) > 1 else label
             results[row] = kind_scores(order.numpy(), kinds, categories)
     print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(data.gallery)} shop photos; "

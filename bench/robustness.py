@@ -26,6 +26,7 @@ from mga.config import TEST_DISTRACTORS
 from mga.data import load_retrieval_data
 from mga.distill import PretrainedGeM
 from mga.closeup import VIEWS, whole_garment
+from mga.closeup import detector as closeup_detector
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                            for name, qs in corrupted.items()}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
+        found = closeup_detector(model)
         rows = {f"{label} (views {v})" if len(args.views) > 1 else label: v for v in args.views}
         for row in rows:
             results[row] = {}
@@ -144,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             q = model.encode_images(qs)
             for row, chosen in rows.items():
                 order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                             whole_garment(model, q.embedding, chosen))[:, :10].numpy()
+                             whole_garment(found, q.embedding, chosen))[:, :10].numpy()
                 results[row][name] = recall_at_k(order, q_items, g_items, (1, 10))
     print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
           f"{args.zoom_grid} (views {', '.join(args.views)}); clutter from {len(backgrounds)} photos of "

@@ -54,22 +54,38 @@ def _load(photo):
     return img
 
 
-def whole_garment(model: MGAModel, embedding: torch.Tensor, views: str = "auto") -> torch.Tensor:
-    """(Q,) True for the queries to be searched among whole photos only, from their coarse embeddings (Q, E)."""
+def detector(model: MGAModel) -> tuple[torch.Tensor, float] | None:
+    """The model's fitted detector as (weights, bias), or None: none fitted, or one fitted for other weights (with a
+    warning). It hashes the weights, so a search engine calls it once, not per query."""
+    fitted = model.config.closeup
+    if not fitted:
+        return None
+    if fitted.get("fingerprint") != model.fingerprint():
+        _stale()
+        return None
+    return torch.tensor(fitted["weights"], dtype=torch.float32), float(fitted["bias"])
+
+
+def whole_garment(found: tuple[torch.Tensor, float] | None, embedding: torch.Tensor,
+                  views: str = "auto") -> torch.Tensor:
+    """(Q,) True for the queries to be searched among whole photos only, from their coarse embeddings (Q, E) and
+    the model's `detector`."""
     if views not in VIEWS:
         raise ValueError(f"views must be one of {VIEWS}, not {views!r}")
-    q = len(embedding)
-    detector = model.config.closeup
-    if views == "all" or (views == "auto" and not detector):
-        return torch.zeros(q, dtype=torch.bool)
     if views == "full":
-        return torch.ones(q, dtype=torch.bool)
-    if detector.get("fingerprint") != model.fingerprint() or len(detector.get("weights", ())) != embedding.shape[1]:
-        warnings.warn("the close-up detector was fitted for other weights; every query searches all views "
-                      "(fit it again: python -m mga.closeup --weights DIR)", stacklevel=2)
-        return torch.zeros(q, dtype=torch.bool)
-    w = torch.tensor(detector["weights"], dtype=torch.float32)
-    return embedding.float() @ w + detector["bias"] <= 0
+        return torch.ones(len(embedding), dtype=torch.bool)
+    if views == "all" or found is None:
+        return torch.zeros(len(embedding), dtype=torch.bool)
+    w, b = found
+    if len(w) != embedding.shape[1]:  # a hand-edited config.json
+        _stale()
+        return torch.zeros(len(embedding), dtype=torch.bool)
+    return embedding.float() @ w + b <= 0
+
+
+def _stale() -> None:
+    warnings.warn("the close-up detector was fitted for other weights; every query searches all views "
+                  "(fit it again: python -m mga.closeup --weights DIR)", stacklevel=3)
 
 
 def training_photos(data: RetrievalData, phones: str | Path | None) -> tuple[list[Path], list[Path]]:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .closeup import VIEWS, whole_garment
+from .closeup import detector as closeup_detector
 from .config import DEFAULT_RERANK_TOP
 from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
 from .devices import forward_batch, loader_workers, resolve_device
@@ -71,7 +72,7 @@ def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner
     gallery views each query sees (mga.closeup.VIEWS)."""
     ks = INSHOP_KS if data.format == "inshop" else CONSUMER2SHOP_KS
     top = rerank_top if descriptor == "coarse" else 0
-    whole = whole_garment(model, q.embedding, views)
+    whole = whole_garment(closeup_detector(model), q.embedding, views)
     order = rank(model, q, g, descriptor, top, owner, whole)
     result = recall_at_k(order[:, : max(ks)].numpy(), [r.item_id for r in data.query],
                          [r.item_id for r in data.gallery], ks)

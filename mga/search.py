@@ -29,7 +29,7 @@ from .coarse import best_per_image
 from .matches import Match, SearchResult
 from .index import GalleryIndex, IndexFormatError, IndexMismatchError, rebuild_command
 from .model import Encoding, MGAModel
-from .closeup import VIEWS, whole_garment
+from .closeup import VIEWS, detector, whole_garment
 from .confidence import set_confidence
 from .parts import names_for
 
@@ -75,6 +75,7 @@ class SearchEngine:
                 f"({describe_weights(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
                 f"rebuild the index with: {rebuild_command(index.manifest, index.path, weights)}")
         self.fingerprint = fp
+        self.closeup = detector(model)  # hashes the weights: once here, not per query
         self.categories: list[str] = index.categories
         cfg = model.config
         self.info: dict[str, Any] = {
@@ -132,7 +133,7 @@ class SearchEngine:
             category = None
         if category is not None and self.index.category_label(category) is None:
             raise ValueError(f"unknown category {category!r}; the index has {self.categories}")
-        whole = bool(whole_garment(self.model, q.embedding[:1], views)[0])
+        whole = bool(whole_garment(self.closeup, q.embedding[:1], views)[0])
         images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), max(rerank_top, k),
                                                              category, full_only=whole)
         t1 = time.perf_counter()

@@ -35,7 +35,7 @@ def test_the_default_tells_test_close_ups_from_whole_garments(default_model):
     close = [load_image(p) for p in photos_of_view("query", "additional", 8)]
     fronts = [load_image(p) for p in photos_of_view("query", "front", 8)]
     phones = [load_image(p) for p in sorted((DISTRACTORS / "test").rglob("*.jpg"))[::40][:8]]
-    whole = {name: closeup.whole_garment(default_model, default_model.encode_images(imgs).embedding)
+    whole = {name: closeup.whole_garment(closeup.detector(default_model), default_model.encode_images(imgs).embedding)
              for name, imgs in (("close", close), ("fronts", fronts), ("phones", phones))}
     assert whole["close"].float().mean() <= 0.25, whole
     assert whole["fronts"].all() and whole["phones"].float().mean() >= 0.75, whole
@@ -43,17 +43,17 @@ def test_the_default_tells_test_close_ups_from_whole_garments(default_model):
 
 def test_views_all_and_full_override_the_detector_and_stale_or_bad_detectors_are_ignored(default_model, luma_photos):
     emb = default_model.encode_images([load_image(p) for p in luma_photos]).embedding
-    assert not closeup.whole_garment(default_model, emb, "all").any()
-    assert closeup.whole_garment(default_model, emb, "full").all()
+    assert not closeup.whole_garment(closeup.detector(default_model), emb, "all").any()
+    assert closeup.whole_garment(closeup.detector(default_model), emb, "full").all()
     with pytest.raises(ValueError, match="views must be one of"):
-        closeup.whole_garment(default_model, emb, "windows")
+        closeup.whole_garment(closeup.detector(default_model), emb, "windows")
     stale = copy.deepcopy(default_model)
     stale.config.closeup = {**stale.config.closeup, "fingerprint": "fitted-for-other-weights"}
     bad = copy.deepcopy(default_model)
     bad.config.closeup = {**bad.config.closeup, "weights": [0.0, 1.0]}  # a hand-edited config.json
     for model in (stale, bad):
         with pytest.warns(UserWarning, match="fitted for other weights"):
-            assert not closeup.whole_garment(model, emb).any()
+            assert not closeup.whole_garment(closeup.detector(model), emb).any()
 
 
 def test_a_whole_garment_query_ranks_as_if_the_gallery_had_full_photos_only(default_model, luma_photos):
@@ -113,7 +113,7 @@ def test_fit_on_training_photos_learns_their_close_ups(default_model):
     model.config.closeup = fitted
     seen = model.encode_images([load_image(p) for p in closeups[:16] + whole[::20]]).embedding
     labels = torch.tensor([False] * 16 + [True] * len(whole[::20]))
-    assert (closeup.whole_garment(model, seen) == labels).float().mean() >= 0.9
+    assert (closeup.whole_garment(closeup.detector(model), seen) == labels).float().mean() >= 0.9
 
 
 def test_training_photos_need_close_ups(tmp_path):
