@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mga.config import TEST_DISTRACTORS
+from mga.config import DEFAULT_VIEWS, TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
 from mga.closeup import VIEWS, whole_garment
@@ -67,9 +67,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="one or more checkpoint folders / Hub ids (default: the embedded default)")
     p.add_argument("--photos", default=str(TEST_DISTRACTORS), help="phone photos, one folder per kind of garment")
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
-    p.add_argument("--views", choices=VIEWS, nargs="+", default=["auto"],
-                   help="gallery views a query sees: zoom windows for close-ups only (auto), every view, full "
-                        "photos; several: a row for each")
+    p.add_argument("--views", choices=VIEWS, nargs="+", default=[DEFAULT_VIEWS],
+                   help="gallery views a query sees: every view (all), zoom windows for close-ups only (auto), "
+                        "full photos; several: a row for each")
     p.add_argument("--json")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mga.config import TEST_DISTRACTORS
+from mga.config import DEFAULT_VIEWS, TEST_DISTRACTORS
 from mga.data import load_retrieval_data
 from mga.distill import PretrainedGeM
 from mga.closeup import VIEWS, whole_garment
@@ -111,9 +111,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--distractors", default=str(TEST_DISTRACTORS), help="backgrounds for the clutter corruption")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
-    p.add_argument("--views", choices=VIEWS, nargs="+", default=["auto"],
-                   help="gallery views a query sees: zoom windows for close-ups only (auto), every view, full "
-                        "photos; several: a row for each")
+    p.add_argument("--views", choices=VIEWS, nargs="+", default=[DEFAULT_VIEWS],
+                   help="gallery views a query sees: every view (all), zoom windows for close-ups only (auto), "
+                        "full photos; several: a row for each")
     p.add_argument("--all-but", action="store_true",
                    help="also every corruption but one on the same photo (what 'all at once' loses most to)")
     p.add_argument("--json")

@@ -30,6 +30,9 @@ DEFAULT_RERANK_TOP = 100
 ZOOM_GRID = 4
 ZOOM_SCALE = 0.35
 ZOOM_MIN_COVER = 0.5
+# Gallery views a query is searched among (mga.closeup.VIEWS): every view (all); "auto" searches the windows for
+# close-ups only, by a detector fitted after training. "auto" missed its pre-declared rule (docs/experiments.md).
+DEFAULT_VIEWS = "all"
 # Most images (views) per model forward when encoding (evaluation, the app, index builds, which pack exactly this
 # many views per forward): small forwards are fastest per image on the CPU, large ones fill a GPU
 # (docs/benchmarks.md). Other device types get the CPU's.

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .closeup import VIEWS, whole_garment
 from .closeup import detector as closeup_detector
-from .config import DEFAULT_RERANK_TOP
+from .config import DEFAULT_RERANK_TOP, DEFAULT_VIEWS
 from .data import ImageDataset, Record, RetrievalData, load_retrieval_data
 from .devices import forward_batch, loader_workers, resolve_device
 from .files import atomic_path
@@ -67,7 +67,7 @@ def encode_split(model: MGAModel, data: RetrievalData, zoom: ZoomViews = ZoomVie
 
 
 def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner: torch.Tensor,
-           rerank_top: int = DEFAULT_RERANK_TOP, descriptor: str = "coarse", views: str = "auto") -> dict:
+           rerank_top: int = DEFAULT_RERANK_TOP, descriptor: str = "coarse", views: str = DEFAULT_VIEWS) -> dict:
     """Recall@K of the encoded queries against the encoded gallery views, ranked coarse to fine; `views`: which
     gallery views each query sees (mga.closeup.VIEWS)."""
     ks = INSHOP_KS if data.format == "inshop" else CONSUMER2SHOP_KS
@@ -83,7 +83,7 @@ def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner
 
 def evaluate(model: MGAModel, data: RetrievalData, rerank_top: int = DEFAULT_RERANK_TOP,
              descriptor: str = "coarse", batch_size: int | None = None, workers: int = 0,
-             zoom: ZoomViews = ZoomViews(), views: str = "auto") -> dict:
+             zoom: ZoomViews = ZoomViews(), views: str = DEFAULT_VIEWS) -> dict:
     """Recall@K of `data`'s query side against its gallery side (with its zoom views), with the model's
     coarse-to-fine ranking."""
     start = time.perf_counter()
@@ -128,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--zoom-scale", type=float, default=ZoomViews().scale, help="window side / garment size")
     p.add_argument("--zoom-min-cover", type=float, default=ZoomViews().min_cover,
                    help="leave out windows with less garment (non-white) than this fraction")
-    p.add_argument("--views", choices=VIEWS, default="auto",
-                   help="gallery views a query sees: zoom windows for close-ups only (auto, the model's close-up "
-                        "detector), every view (all) or full photos only (full)")
+    p.add_argument("--views", choices=VIEWS, default=DEFAULT_VIEWS,
+                   help="gallery views a query sees: every view (all), zoom windows for close-ups only (auto, the "
+                        "model's close-up detector) or full photos only (full)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int,
                    help="most images per forward (default: the device's, config.FORWARD_BATCH)")

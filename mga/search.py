@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP
+from .config import DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
 from .explain import part_contribution_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
@@ -105,7 +105,7 @@ class SearchEngine:
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
                heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-               match_heatmaps: bool = True, views: str = "auto") -> SearchResult:
+               match_heatmaps: bool = True, views: str = DEFAULT_VIEWS) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
@@ -122,12 +122,12 @@ class SearchEngine:
                         rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = False,
                         query_size: tuple[int, int] | None = None,
                         heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-                        match_heatmaps: bool = True, views: str = "auto") -> SearchResult:
+                        match_heatmaps: bool = True, views: str = DEFAULT_VIEWS) -> SearchResult:
         """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
         `match_heatmaps=False`: the matches' own heatmaps wait for `match_heatmap` (an app shows one at a time).
-        `views` (mga.closeup.VIEWS): "auto" searches a close-up among the gallery's zoom windows too, a whole
-        garment among full photos only."""
+        `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
+        among the gallery's zoom windows too, a whole garment among full photos only."""
         t0 = time.perf_counter()
         if category == "":
             category = None
@@ -234,8 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--category", help="only this category")
     p.add_argument("--rerank-top", type=int, default=DEFAULT_RERANK_TOP, help="candidates ATA re-ranks (0: off)")
-    p.add_argument("--views", choices=VIEWS, default="auto",
-                   help="gallery views searched: zoom windows for close-ups only (auto), every view, full photos only")
+    p.add_argument("--views", choices=VIEWS, default=DEFAULT_VIEWS,
+                   help="gallery views searched: every view (all), zoom windows for close-ups only (auto: the "
+                        "model's close-up detector), full photos only")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     try:

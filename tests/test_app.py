@@ -66,7 +66,7 @@ def test_api_search_returns_ranked_json(client):
     assert len(res["results"]) == 7
     assert res["weights"].startswith("embedded default")
     assert res["timings_ms"]["total_ms"] > 0
-    assert res["whole_garment"] is True  # a product photo of a whole garment: searched among whole photos
+    assert res["whole_garment"] is False  # the default searches every view (config.DEFAULT_VIEWS)
 
 
 def test_things_the_shop_does_not_sell_get_no_confident_match(client):

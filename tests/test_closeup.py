@@ -35,7 +35,8 @@ def test_the_default_tells_test_close_ups_from_whole_garments(default_model):
     close = [load_image(p) for p in photos_of_view("query", "additional", 8)]
     fronts = [load_image(p) for p in photos_of_view("query", "front", 8)]
     phones = [load_image(p) for p in sorted((DISTRACTORS / "test").rglob("*.jpg"))[::40][:8]]
-    whole = {name: closeup.whole_garment(closeup.detector(default_model), default_model.encode_images(imgs).embedding)
+    whole = {name: closeup.whole_garment(closeup.detector(default_model), default_model.encode_images(imgs).embedding,
+                                   "auto")
              for name, imgs in (("close", close), ("fronts", fronts), ("phones", phones))}
     assert whole["close"].float().mean() <= 0.25, whole
     assert whole["fronts"].all() and whole["phones"].float().mean() >= 0.75, whole
@@ -53,7 +54,7 @@ def test_views_all_and_full_override_the_detector_and_stale_or_bad_detectors_are
     bad.config.closeup = {**bad.config.closeup, "weights": [0.0, 1.0]}  # a hand-edited config.json
     for model in (stale, bad):
         with pytest.warns(UserWarning, match="fitted for other weights"):
-            assert not closeup.whole_garment(closeup.detector(model), emb).any()
+            assert not closeup.whole_garment(closeup.detector(model), emb, "auto").any()
 
 
 def test_a_whole_garment_query_ranks_as_if_the_gallery_had_full_photos_only(default_model, luma_photos):
@@ -81,11 +82,13 @@ def engine(tmp_path_factory, default_model):
 
 def test_the_engine_searches_a_whole_garment_among_full_photos_only(engine):
     front = photos_of_view("query", "front", 1)[0]
-    res = engine.search(front, k=8, heatmap_max_side=256)
+    res = engine.search(front, k=8, heatmap_max_side=256, views="auto")
     assert res.whole_garment
     for m in res.matches:  # every match through its image's full photo
         assert m.row == engine.index.first_row[m.index] and m.box == pytest.approx(FULL_BOX)
-    every = {m.index: m.score for m in engine.search(front, k=8, views="all", explain=False).matches}
+    default = engine.search(front, k=8, explain=False)
+    assert not default.whole_garment  # config.DEFAULT_VIEWS: every view, detector or not
+    every = {m.index: m.score for m in default.matches}
     both = [m for m in res.matches if m.index in every]
     assert both and all(every[m.index] >= m.score - 1e-5 for m in both)  # more views: each scores as high or more
     flat = engine.search(front, k=8, views="full", explain=False, category=engine.categories[0])
@@ -113,7 +116,7 @@ def test_fit_on_training_photos_learns_their_close_ups(default_model):
     model.config.closeup = fitted
     seen = model.encode_images([load_image(p) for p in closeups[:16] + whole[::20]]).embedding
     labels = torch.tensor([False] * 16 + [True] * len(whole[::20]))
-    assert (closeup.whole_garment(closeup.detector(model), seen) == labels).float().mean() >= 0.9
+    assert (closeup.whole_garment(closeup.detector(model), seen, "auto") == labels).float().mean() >= 0.9
 
 
 def test_training_photos_need_close_ups(tmp_path):

@@ -50,8 +50,7 @@ class UIResult:
         n = len(self.result.matches)
         if n == 0:
             return "No matches (is the category empty?)."
-        seen = "a whole garment: whole shop photos" if self.result.whole_garment else "shop photos and their details"
-        timing = (f"{n} products for a {self.query.width}×{self.query.height} photo ({seen}) · search "
+        timing = (f"{n} products for a {self.query.width}×{self.query.height} photo · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
                   f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
         if not self.confident:
