@@ -32,7 +32,7 @@ from mga.config import SHARED_DATA, TEST_DISTRACTORS, TRAIN_BACKGROUNDS
 from mga.confidence import auroc, features, fit, probability
 from mga.data import Record, category_of, load_retrieval_data
 from mga.hub import load_model
-from mga.imageio import load_image
+from mga.imageio import load_image, load_photo
 from mga.index import GalleryIndex
 from mga.search import SearchEngine
 
@@ -56,9 +56,7 @@ def shop_index(model, root: Path, records: Sequence[Record], out: Path) -> Searc
 def consumer_photos(paths: Sequence[Path], backgrounds: Path, seed: int) -> list[tuple[int, Image.Image]]:
     """(which path, photo) for every path, clean and under each corruption of bench.robustness."""
     rng = random.Random(seed)
-    photos = [load_image(p) for p in paths]  # decoded once; the corruptions return new images
-    for img in photos:
-        img.thumbnail((640, 640))
+    photos = [load_photo(p) for p in paths]  # decoded once; the corruptions return new images
     return [(i, corrupt(img, rng)) for corrupt in corruptions(sorted(backgrounds.rglob("*.jpg"))).values()
             for i, img in enumerate(photos)]
 

@@ -26,7 +26,7 @@ from mga.closeup import VIEWS, whole_garment
 from mga.closeup import detector as closeup_detector
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
-from mga.imageio import load_image
+from mga.imageio import load_image, load_photo
 from mga.retrieval import rank
 from mga.views import ZoomViews
 
@@ -76,9 +76,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     paths = [(path, kind) for kind in KINDS for path in sorted((Path(args.photos) / kind).glob("*.jpg"))]
     if not paths:
         raise SystemExit(f"{args.photos}: no phone photos in any of the folders {', '.join(KINDS)}")
-    photos, kinds = [load_image(path) for path, _ in paths], [kind for _, kind in paths]
-    for img in photos:
-        img.thumbnail((640, 640))
+    photos, kinds = [load_photo(path) for path, _ in paths], [kind for _, kind in paths]
     categories = [category_of(r.path) for r in data.gallery]
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
     baseline = PretrainedGeM(models[0][1])

@@ -29,7 +29,7 @@ from mga.closeup import VIEWS, whole_garment
 from mga.closeup import detector as closeup_detector
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
-from mga.imageio import load_image
+from mga.imageio import load_image, load_photo
 from mga.metrics import recall_at_k
 from mga.retrieval import rank
 from mga.views import ZoomViews
@@ -122,9 +122,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     backgrounds = sorted(Path(args.distractors).rglob("*.jpg"))
     if not backgrounds:
         raise SystemExit(f"{args.distractors}: no .jpg backgrounds for the clutter corruption")
-    queries = [load_image(data.root / r.path) for r in data.query]
-    for img in queries:
-        img.thumbnail((640, 640))
+    queries = [load_photo(data.root / r.path) for r in data.query]
     corrupted = {}
     for name, corrupt in corruptions(backgrounds, args.all_but).items():
         rng = random.Random(args.seed)

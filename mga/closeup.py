@@ -25,7 +25,7 @@ import torch
 from .config import DEFAULT_VIEWS, SHARED_DATA, TRAIN_BACKGROUNDS
 from .confidence import logistic_regression
 from .data import Record, RetrievalData, load_retrieval_data
-from .imageio import load_image
+from .imageio import load_photo
 from .model import MGAModel
 
 VIEWS = ("auto", "all", "full")  # gallery views a query is searched among: by the detector, always all, never windows
@@ -41,19 +41,13 @@ def photo_view(record: Record) -> str:
 def fit(model: MGAModel, closeups: Sequence, whole: Sequence) -> dict:
     """The detector for `model`, from images (paths or PIL images) of close-ups and of whole garments; classes
     weigh equally, whatever their counts."""
-    x = model.encode_images([_load(p) for p in [*closeups, *whole]]).embedding.float().numpy().astype(np.float64)
+    x = model.encode_images([load_photo(p) for p in [*closeups, *whole]]).embedding.float().numpy().astype(np.float64)
     y = np.r_[np.ones(len(closeups)), np.zeros(len(whole))]
     balance = np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
     w, b = logistic_regression(x, y, L2, balance)
     return {"weights": [round(float(v), 6) for v in w], "bias": round(float(b), 6),
             "fingerprint": model.fingerprint(),
             "fitted_on": f"{len(closeups)} close-ups and {len(whole)} photos of whole garments outside the test split"}
-
-
-def _load(photo):
-    img = load_image(photo)
-    img.thumbnail((640, 640))  # as the benchmarks show phone photos; the model letterboxes anyway
-    return img
 
 
 def detector(model: MGAModel) -> tuple[torch.Tensor, float] | None:

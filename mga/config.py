@@ -22,6 +22,8 @@ MAX_IMAGE_PIXELS = 60_000_000
 MAX_IMAGE_BYTES = 100_000_000
 # Smallest side we accept: below it there is no garment left to see.
 MIN_IMAGE_SIDE = 16
+# Side that benchmark and fitting photos are thumbnailed to, about what a phone app sends, whatever the camera.
+PHOTO_SIDE = 640
 # Candidates (images) that ATA re-ranks after the coarse search: evaluation, the engine and the app alike.
 DEFAULT_RERANK_TOP = 100
 # Zoom views of gallery images (mga.views): a ZOOM_GRID x ZOOM_GRID lattice of square windows, ZOOM_SCALE x the

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
+from .config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_SIDE
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -174,4 +174,12 @@ def _reduced(img: Image.Image, original_size: tuple[int, int], max_side: int | N
             img = img.reduce(max(img.size) // max_side)
     img = shrink(_to_rgb(img), max_side)
     img.info["original_size"] = tuple(original_size)
+    return img
+
+
+def load_photo(source: ImageSource, side: int = PHOTO_SIDE) -> Image.Image:
+    """A photo as the benchmarks and the fitted detectors see it: decoded, then thumbnailed to `side` (the model
+    letterboxes it anyway; this keeps the photos' sizes alike, whatever camera took them)."""
+    img = load_image(source)
+    img.thumbnail((side, side))
     return img

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import LUMA, LUMA_TINY
 from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
-from mga.imageio import ImageError, bicubic_pixels, load_image
+from mga.imageio import ImageError, bicubic_pixels, load_image, load_photo
 
 
 def real_jpegs(n: int = 3) -> list[Path]:
@@ -34,6 +34,13 @@ def test_real_photo_loads_as_rgb_with_its_size(photo):
         ref_rgb = np.asarray(ref.convert("RGB"))
     assert img.mode == "RGB"
     assert np.array_equal(np.asarray(img), ref_rgb)
+
+
+def test_photos_for_benchmarks_are_thumbnailed_keeping_their_shape_and_never_enlarged():
+    big = full_size_jpeg()
+    img, ref = load_photo(big, side=300), load_image(big)
+    assert max(img.size) == 300 and abs(img.width / img.height - ref.width / ref.height) < 0.01
+    assert load_photo(big, side=10_000).size == ref.size
 
 
 def test_path_as_string_and_bytes_and_file_object_give_the_same_pixels():
