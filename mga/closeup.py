@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .config import DEFAULT_VIEWS, SHARED_DATA, TRAIN_BACKGROUNDS
-from .confidence import logistic_regression
+from .confidence import balanced_weights, logistic_regression
 from .data import Record, RetrievalData, load_retrieval_data
 from .imageio import load_photo
 from .model import MGAModel
@@ -43,20 +43,25 @@ def fit(model: MGAModel, closeups: Sequence, whole: Sequence) -> dict:
     weigh equally, whatever their counts."""
     x = model.encode_images([load_photo(p) for p in [*closeups, *whole]]).embedding.float().numpy().astype(np.float64)
     y = np.r_[np.ones(len(closeups)), np.zeros(len(whole))]
-    balance = np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
-    w, b = logistic_regression(x, y, L2, balance)
+    w, b = logistic_regression(x, y, L2, balanced_weights(y))
     return {"weights": [round(float(v), 6) for v in w], "bias": round(float(b), 6),
             "fingerprint": model.fingerprint(),
             "fitted_on": f"{len(closeups)} close-ups and {len(whole)} photos of whole garments outside the test split"}
 
 
-def detector(model: MGAModel) -> tuple[torch.Tensor, float] | None:
+def fitted_for(model: MGAModel, fingerprint: str | None = None) -> bool:
+    """Whether the model's detector was fitted for these weights (`fingerprint`: theirs, when the caller has it;
+    computing it hashes every weight)."""
+    return model.config.closeup.get("fingerprint") == (fingerprint or model.fingerprint())
+
+
+def detector(model: MGAModel, fingerprint: str | None = None) -> tuple[torch.Tensor, float] | None:
     """The model's fitted detector as (weights, bias), or None: none fitted, or one fitted for other weights (with a
     warning). It hashes the weights, so a search engine calls it once, not per query."""
     fitted = model.config.closeup
     if not fitted:
         return None
-    if fitted.get("fingerprint") != model.fingerprint():
+    if not fitted_for(model, fingerprint):
         _stale()
         return None
     return torch.tensor(fitted["weights"], dtype=torch.float32), float(fitted["bias"])

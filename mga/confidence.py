@@ -58,6 +58,11 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, sample_w
     return w[:-1], float(w[-1])
 
 
+def balanced_weights(y: np.ndarray) -> np.ndarray:
+    """Sample weights under which both classes of 0/1 labels `y` weigh half, whatever their counts."""
+    return np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+
+
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> dict:
     """The calibrator: a logistic regression of same-product on `features`."""
     w, b = logistic_regression(x, y, l2)

@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from . import closeup
 from .config import DEFAULT_WEIGHTS_DIR
 from .files import atomic_folder
 from .model import MGAModel
@@ -81,7 +82,7 @@ def rewrite_checkpoint(prog: str, weights: str, out: str | Path, change: Callabl
         model = change(load_model(weights))
     except (ValueError, WeightsError) as e:
         raise SystemExit(f"{prog}: {e}") from None
-    if model.config.closeup and model.config.closeup.get("fingerprint") != model.fingerprint():
+    if model.config.closeup and not closeup.fitted_for(model):
         model.config.closeup = {}
         print(f"{prog}: the close-up detector was fitted for the old weights; fit it for these with: "
               f"python -m mga.closeup --weights {out}")

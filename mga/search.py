@@ -75,7 +75,7 @@ class SearchEngine:
                 f"({describe_weights(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
                 f"rebuild the index with: {rebuild_command(index.manifest, index.path, weights)}")
         self.fingerprint = fp
-        self.closeup = detector(model)  # hashes the weights: once here, not per query
+        self.closeup = detector(model, fp)  # once here, not per query
         self.categories: list[str] = index.categories
         cfg = model.config
         self.info: dict[str, Any] = {

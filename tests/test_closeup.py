@@ -14,7 +14,7 @@ from conftest import DISTRACTORS, LUMA, LUMA_TINY
 from galleries import copy_some
 from index_builder.build import build_index
 from mga import closeup
-from mga.confidence import logistic_regression
+from mga.confidence import balanced_weights, logistic_regression
 from mga.data import load_retrieval_data
 from mga.evaluate import encode_gallery
 from mga.imageio import load_image
@@ -137,7 +137,6 @@ def test_balanced_weights_move_the_boundary_towards_the_larger_class():
     x = np.r_[rng.normal(1.0, 1.0, 20), rng.normal(-1.0, 1.0, 400)][:, None]
     y = np.r_[np.ones(20), np.zeros(400)]
     plain_w, plain_b = logistic_regression(x, y, 1e-3)
-    bal = np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
-    bal_w, bal_b = logistic_regression(x, y, 1e-3, bal)
+    bal_w, bal_b = logistic_regression(x, y, 1e-3, balanced_weights(y))
     predicted = lambda w, b: (x @ w + b > 0).sum()  # noqa: E731
     assert predicted(plain_w, plain_b) < predicted(bal_w, bal_b) <= 200
