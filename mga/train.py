@@ -104,6 +104,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.anchor < 1:
         p.error(f"--anchor {args.anchor:g}: the share must lie in [0, 1)")
+    if not args.resume and (Path(args.out) / "checkpoint.pt").exists():
+        # A fresh run would overwrite that checkpoint epoch by epoch: hours of training lost to a missing flag.
+        p.error(f"{Path(args.out) / 'checkpoint.pt'} exists: pass --resume to continue that run, or choose "
+                "another --out (delete the folder to start it over)")
     return args
 
 

@@ -157,6 +157,17 @@ def test_anchor_share_outside_0_1_is_refused_before_training(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_fresh_run_into_a_checkpoint_folder_is_refused_and_loses_nothing(trained, tmp_path, capsys):
+    src, _ = trained
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    before = (out / "checkpoint.pt").read_bytes(), (out / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit):
+        run(out, 2)
+    assert "checkpoint.pt exists: pass --resume" in capsys.readouterr().err
+    assert ((out / "checkpoint.pt").read_bytes(), (out / "metrics.jsonl").read_text()) == before
+
+
 def test_distillation_without_photos_says_which_folder(tmp_path):
     with pytest.raises(SystemExit, match="empty.*at least 3 .jpg photos, found 0"):
         run(tmp_path / "out", 1, "--w-distill", "1", "--distill-photos", str(tmp_path / "empty"))
