@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-coarse", type=float, default=1.0, help="loss weight: MS on the coarse embedding")
     p.add_argument("--w-ata", type=float, default=1.0, help="loss weight: MS on the ATA similarity")
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
-    p.add_argument("--w-background", type=float, default=1.0, help="loss weight: part attention off the figure")
+    p.add_argument("--w-background", type=float, default=0.25, help="loss weight: part attention off the figure")
     p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
     p.add_argument("--w-consistency", type=float, default=4.0,
                    help="loss weight: variance of part centroids (figure-box coordinates) within a category")
