@@ -125,7 +125,10 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
 
 
 def model_manifest(model: MGAModel, weights) -> dict:
-    return {"fingerprint": model.fingerprint(), "config": model.config.to_dict(),
+    """Which model encoded the vectors; the close-up detector's thousands of weights change no vector, so they stay
+    in the checkpoint."""
+    config = {k: v for k, v in model.config.to_dict().items() if k != "closeup"}
+    return {"fingerprint": model.fingerprint(), "config": config,
             "weights": "embedded default (assets/mga-default)" if weights is None else str(weights)}
 
 

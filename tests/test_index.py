@@ -53,6 +53,7 @@ def test_plain_folder_with_bad_files(tmp_path, default_model):
     assert by_path["odd/rgba.png"]["item_id"] == "sku-1" and by_path["odd/rgba.png"]["meta"] == {"price": "9.99"}
     assert by_path["odd/cmyk.jpg"]["category"] == "odd"  # no CSV row: parent folder
     assert man["model"]["fingerprint"] == default_model.fingerprint()
+    assert default_model.config.closeup and "closeup" not in man["model"]["config"]
     assert 0 < man["build"]["decode_wait_seconds"] < man["build"]["encode_seconds"]
     assert ix.parts.dtype == np.float16 and ix.attn.dtype == np.float16 and ix.global_.dtype == np.float16
     assert ix.parts.shape[1:] == (default_model.config.num_parts, default_model.config.embed_dim)
