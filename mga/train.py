@@ -69,6 +69,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-global", type=float, default=1.0, help="loss weight: MS on the global token")
     p.add_argument("--w-coarse", type=float, default=1.0, help="loss weight: MS on the coarse embedding")
     p.add_argument("--w-ata", type=float, default=1.0, help="loss weight: MS on the ATA similarity")
+    p.add_argument("--w-category", type=float, default=0.0,
+                   help="loss weight: MS on the coarse embedding with garment categories as labels")
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
     p.add_argument("--w-background", type=float, default=0.25, help="loss weight: part attention off the figure")
     p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
@@ -126,13 +128,15 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSample, labels: torch.Tensor,
                categories: torch.Tensor, args: argparse.Namespace) -> dict:
-    """Every loss term of one batch; `categories` (B,) groups photos for the consistency term."""
+    """Every loss term of one batch; `categories` (B,) groups photos for the consistency and category terms."""
     enc = model(batch.image)
     terms = {"global": multi_similarity_loss(enc.global_ @ enc.global_.T, labels)}
     if proxy is not None:
         terms["proxy"] = proxy(enc.embedding, labels)
     if args.w_coarse:
         terms["coarse"] = multi_similarity_loss(enc.embedding @ enc.embedding.T, labels)
+    if args.w_category:  # a jacket further from trousers than from other jackets: kinds that phone photos share
+        terms["category"] = multi_similarity_loss(enc.embedding @ enc.embedding.T, categories)
     if args.w_ata:
         terms["ata"] = multi_similarity_loss(model.align(enc, enc).scores, labels)
     if args.w_div:
@@ -174,7 +178,7 @@ class Run:
     proxy: ProxyAnchorLoss | None
     loader: DataLoader
     sampler: PKSampler
-    item_category: torch.Tensor  # (items,) category id of each label, for the consistency term
+    item_category: torch.Tensor  # (items,) category id of each label, for the consistency and category terms
     device: torch.device
     teacher: PhotoTeacher | None = None
     start_epoch: int = 0
@@ -246,7 +250,8 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
     """One epoch over the P x K batches; returns the mean of each loss term."""
     weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
                "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
-               "consistency": args.w_consistency, "figure": args.w_figure, "distill": args.w_distill}
+               "consistency": args.w_consistency, "figure": args.w_figure, "distill": args.w_distill,
+               "category": args.w_category}
     total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
     run.model.train()
     sums: dict[str, float] = {}
