@@ -52,6 +52,9 @@ BURST_IMAGES = 16
 FEEDER_THREADS = {"cpu": None, "cuda": 1}
 
 
+ANCHOR_POOLS = ("whole", "figure")
+
+
 @dataclass
 class MGAConfig:
     """Everything needed to rebuild an MGA model; saved as config.json next to model.safetensors."""
@@ -69,6 +72,9 @@ class MGAConfig:
     # carried in the global token beside the trained one (mga.anchor): what the backbone knew about photos in
     # the wild, which fine-tuning on a few hundred studio photos forgets.
     anchor: float = 0.0
+    # What the anchor's GeM pools: the "whole" photo, or the "figure", weighted by the figure head's probability
+    # like the trained global token, so that a stranger's room behind a garment is not part of its descriptor.
+    anchor_pool: str = "whole"
     # A head that tells the figure (the garment) from its background on the token grid; its probability weights
     # the global pooling and biases the parts' attention, so that clutter behind a garment moves neither.
     figure_head: bool = False
@@ -100,6 +106,8 @@ class MGAConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
                 raise ValueError(f"MGAConfig.{name} = {value!r}: must be a finite number from {low} to {high}")
+        if self.anchor_pool not in ANCHOR_POOLS:
+            raise ValueError(f"MGAConfig.anchor_pool = {self.anchor_pool!r}: must be one of {ANCHOR_POOLS}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value) \

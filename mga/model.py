@@ -117,19 +117,22 @@ class MGAModel(
             g0 = self.backbone.pool(tokens, bias.exp()) if self.backbone.spec.kind == "cnn" else g0
         g = F.normalize(self.global_proj(g0).float(), dim=-1)
         if anchor is not None:
-            g = self._with_anchor(g, anchor)
+            a_gem, a_tokens, _ = anchor
+            if self.config.anchor_pool == "figure" and bias is not None and self.anchor.spec.kind == "cnn":
+                a_gem = self.anchor.pool(a_tokens, bias.exp())
+            g = self._with_anchor(g, a_gem)
         parts, attn = self.fga(self.token_proj(tokens), bias)
         parts = F.normalize(parts.float(), dim=-1)
         attn = attn.float().reshape(attn.shape[0], attn.shape[1], h, w)
         figure = figure.reshape(-1, h, w) if figure is not None and self.training else None
         return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.global_weight), figure)
 
-    def _backbone_and_anchor(self, images: torch.Tensor) -> tuple[tuple, torch.Tensor]:
-        """The trained backbone's tokens and the anchor's GeM, running the leading stages the two still share (the
-        frozen stem and first blocks: same weights, both in eval mode) once."""
+    def _backbone_and_anchor(self, images: torch.Tensor) -> tuple[tuple, tuple]:
+        """The trained backbone's and the anchor's (GeM, tokens, grid), running the leading stages the two still
+        share (the frozen stem and first blocks: same weights, both in eval mode) once."""
         ours, theirs = self.backbone.stages(), self.anchor.stages()
         if not ours:  # a ViT: no stages to share
-            return self.backbone(images), self.anchor(images)[0]
+            return self.backbone(images), self.anchor(images)
         shared = shared_stages(ours, theirs)
         x = images
         for stage in ours[:shared]:
@@ -139,7 +142,7 @@ class MGAModel(
             mine = stage(mine)
         for stage in theirs[shared:]:
             pretrained = stage(pretrained)
-        return self.backbone.tokens(mine), self.anchor.tokens(pretrained)[0]
+        return self.backbone.tokens(mine), self.anchor.tokens(pretrained)
 
     def _with_anchor(self, g: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """[sqrt(a (1-w) / W) g ; sqrt(w / W) GeM_pretrained], W = global_weight: unit norm, and W times its cosine
@@ -208,9 +211,10 @@ class MGAModel(
         """Short hash of config and weights: an index records it and refuses other weights."""
         # provenance and names are not identity; a figure head shows in the weights themselves
         fitted_later = ("extra", "part_names", "confidence", "closeup", "figure_head")
-        # a model without an anchor keeps the fingerprint it had before the field existed
+        # a model keeps the fingerprint it had before a field existed while that field has its old meaning
+        unchanged = {"anchor": 0, "anchor_pool": "whole"}
         shape = {k: v for k, v in self.config.to_dict().items()
-                 if k not in fitted_later and not (k == "anchor" and v == 0)}
+                 if k not in fitted_later and not (k in unchanged and v == unchanged[k])}
         h = hashlib.sha256(repr(sorted(shape.items())).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .anchor import with_anchor
 from . import closeup
-from .config import PROJECT_ROOT, TRAIN_BACKGROUNDS, MGAConfig
+from .config import ANCHOR_POOLS, PROJECT_ROOT, TRAIN_BACKGROUNDS, MGAConfig
 from .data import ImageDataset, PKSampler, category_key, category_of, load_retrieval_data
 from .devices import autocast, loader_workers, resolve_device
 from .distill import PhotoTeacher
@@ -88,6 +88,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-batch", type=int, default=16, help="real photos per step for --w-distill")
     p.add_argument("--anchor", type=float, default=0.5,
                    help="after training, the pretrained backbone's share of every similarity (mga.anchor; 0: none)")
+    p.add_argument("--anchor-pool", choices=ANCHOR_POOLS, default="whole",
+                   help="what the anchor's GeM pools: the whole photo or the figure (mga.anchor --pool)")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
@@ -307,21 +309,21 @@ def train(args: argparse.Namespace) -> dict:
                         **({"proxy": run.proxy.state_dict()} if run.proxy else {})}, tmp)
     train_seconds = round(time.perf_counter() - t0, 1)
     summary = {"train_seconds": train_seconds,
-               **finish(run.model, data, out, run.device, args.anchor, args.backgrounds or None)}
+               **finish(run.model, data, out, run.device, args.anchor, args.anchor_pool, args.backgrounds or None)}
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return summary
 
 
 def finish(model: MGAModel, data, out: Path, device: torch.device, anchor: float = 0.0,
-           phones: str | None = None) -> dict:
+           anchor_pool: str = "whole", phones: str | None = None) -> dict:
     """Name the parts, add the anchor, fit the close-up detector (on the training split and the `phones`), save
     the model the Hugging Face way (out/model) and evaluate it where the data can."""
     model.eval()
     model.to("cpu")
     name_model_parts(model, data)
     if anchor > 0:
-        model = with_anchor(model, anchor)
+        model = with_anchor(model, anchor, anchor_pool)
     try:
         model.config.closeup = closeup.fit(model, *closeup.training_photos(data, phones))
     except ValueError as e:  # a data set without close-ups: every query keeps every view

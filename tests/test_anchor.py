@@ -1,15 +1,21 @@
 """mga.anchor: the frozen pretrained backbone takes its share of every similarity, on real photos."""
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import pytest
 import torch
+import torch.nn.functional as F
 
+from bench.robustness import on_clutter
 from mga.anchor import main, with_anchor
 from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
 from mga.distill import PretrainedGeM
 from mga.hub import load_model
 from mga.imageio import load_image
 from mga.model import MGAModel, shared_stages
+from tests.conftest import DISTRACTORS
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +58,31 @@ def test_anchored_checkpoint_round_trips_and_its_anchor_stays_frozen(default_mod
     assert loaded.fingerprint() != default_model.fingerprint()
     loaded.train()
     assert not loaded.anchor.training  # its BatchNorm statistics stay the pretrained ones
+
+
+def test_the_figure_pooled_anchor_describes_the_garment_not_the_room(bare, luma_photos):
+    """The same garments pasted on real rooms (training-side photos): the anchor pooled over the figure moves less
+    than the whole-photo GeM."""
+    rooms = sorted((DISTRACTORS / "validation").rglob("*.jpg"))[:4]
+    rng = random.Random(0)
+    clean = [load_image(p) for p in luma_photos[:4]]
+    cluttered = [on_clutter(im, rng, rooms) for im in clean]
+    d = bare.config.embed_dim
+
+    def moved(pool: str) -> torch.Tensor:
+        model = with_anchor(bare, 0.5, pool)
+        a, b = (F.normalize(model.encode_images(ims).global_[:, d:], dim=1) for ims in (clean, cluttered))
+        return (a * b).sum(1)
+
+    whole, figure = moved("whole"), moved("figure")
+    assert (figure > whole).all(), (figure, whole)
+    assert with_anchor(bare, 0.5, "figure").fingerprint() != with_anchor(bare, 0.5).fingerprint()
+
+
+def test_figure_pooling_needs_a_figure_head(bare):
+    headless = MGAModel(replace(bare.config, figure_head=False))
+    with pytest.raises(ValueError, match="figure head"):
+        with_anchor(headless, 0.5, "figure")
 
 
 @pytest.mark.parametrize("share", [1.0, 1.5, -0.1])
