@@ -86,7 +86,7 @@ EMPTY_DETAILS = ("Pick a result to see why it matched.", None, None, None)
 
 class Callbacks:
     """What the UI's events run, on one loaded engine. A search's outputs, in order: results, last search,
-    selected result, summary, the details (markdown, two overlays, chart), error line, crop view, corners."""
+    selected result, summary, the details (markdown, two overlays, chart), error line, crop view, corners, photo."""
 
     def __init__(self, loaded: LoadedEngine):
         self.loaded = loaded
@@ -96,16 +96,18 @@ class Callbacks:
         return d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"]
 
     def search_photo(self, image, k, category, crop):
-        """Search, or show what is wrong with the input in one line and clear the previous results."""
-        if image is None:  # the input was cleared
-            return [], None, None, "", *EMPTY_DETAILS, "", None, []
+        """Search, or show what is wrong with the input in one line and clear the previous results; a file that
+        is not a usable photo leaves the photo box too (the browser would show it as a broken image)."""
+        if image is None:  # the input was cleared, by hand or after a bad file: a message about that file stays
+            return [], None, None, "", *EMPTY_DETAILS, gr.skip(), None, [], gr.skip()
         try:
             ui = run_search(self.loaded, image, k, category, crop)
         except (ImageError, ValueError) as exc:
-            return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, []
+            unusable = None if isinstance(exc, ImageError) else gr.skip()
+            return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], unusable
         shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0)) if ui.result.matches else \
             ([], ui, None, ui.summary, *EMPTY_DETAILS)
-        return *shown, "", crop_view(ui.query, []), []
+        return *shown, "", crop_view(ui.query, []), [], gr.skip()
 
     def pick_corner(self, ui, points, evt: gr.SelectData):
         if ui is None:
@@ -117,8 +119,8 @@ class Callbacks:
         try:
             part = crop_to_corners(ui.query, points) if ui is not None else None
         except ImageError as exc:
-            return gr.skip(), *(gr.skip(),) * 7, f"⚠️ {exc}", gr.skip(), gr.skip()
-        return self.search_photo(part, k, category, False)
+            return gr.skip(), *(gr.skip(),) * 7, f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
+        return *self.search_photo(part, k, category, False)[:-1], gr.skip()  # the photo itself stays
 
     def select(self, ui, evt: gr.SelectData):
         if ui is None or not isinstance(evt.index, int) or evt.index >= len(ui.result.matches):
@@ -190,7 +192,7 @@ def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
 def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     """The events: the UI's are private; `/search` is the API."""
     out = [c.gallery, c.last, c.selected, c.summary, c.detail_md, c.q_heat, c.m_heat, c.chart, c.error, c.cropper,
-           c.corners]
+           c.corners, c.query]
     private = dict(api_visibility="private")
     gr.on([c.query.change, c.search_btn.click, c.category.input, c.k.release], cb.search_photo,
           [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **private).then(

@@ -112,8 +112,8 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
 
 
 def test_bad_files_get_one_message_and_clear_the_results(server, playwright, tmp_path):
-    """Each bad file: the app's own one-line message (as the API gives it), once, no server path, and the
-    previous results gone; then a good photo searches again."""
+    """Each bad file: the app's own one-line message (as the API gives it), once, no server path, the photo box
+    emptied and the previous results gone; then a good photo searches again."""
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "notes.jpg").write_text("this is a text file, not a photo\n" * 10)
@@ -131,7 +131,9 @@ def test_bad_files_get_one_message_and_clear_the_results(server, playwright, tmp
             wait_for_results(page)
             page.locator("#mga-query input[type=file]").set_input_files(str(bad / name))
             page.locator("#mga-error").get_by_text(message).wait_for(timeout=60_000)
+            page.wait_for_function("() => !document.querySelector('#mga-query img')", timeout=60_000)  # no broken image
             wait_until_idle(page)
+            assert message in page.locator("#mga-error").inner_text(), name  # emptying the box kept the message
             said, text = page.locator("#mga-error").inner_text().strip(), page.locator("body").inner_text()
             assert said.startswith("⚠️ query image:") and text.count(said) == 1, (name, text)  # once: no toast
             assert page.locator(".toast-body").count() == 0, name  # no raw Gradio error
