@@ -1,6 +1,6 @@
 """An anchor in the pretrained backbone: a share of every similarity for its frozen GeM descriptor.
 
-    python -m mga.anchor --weights runs/default/model --share 0.5 --pool figure --out runs/default/anchor50
+    python -m mga.anchor --weights runs/default/model --share 0.5 --out runs/default/anchor50 [--pool figure]
 
 Fine-tuning on a few hundred studio photos of 75 products makes the model better at telling those products apart
 and worse than the untrained backbone at real shoppers' photos (bench.phone_photos): it forgets what the
