@@ -194,11 +194,14 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     out = [c.gallery, c.last, c.selected, c.summary, c.detail_md, c.q_heat, c.m_heat, c.chart, c.error, c.cropper,
            c.corners, c.query]
     private = dict(api_visibility="private")
+    # no progress over the photo or the error line: the photo box emptied after a bad file searches once more,
+    # and its timer must not cover the message that stays
+    progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query)])
     gr.on([c.query.change, c.search_btn.click, c.category.input, c.k.release], cb.search_photo,
-          [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **private).then(
+          [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **progress, **private).then(
         None, c.error, js=SHOW_RESULTS, **private)
     c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
-    c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category], out, **private).then(
+    c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category], out, **progress, **private).then(
         None, c.error, js=SHOW_RESULTS, **private)
     c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart], **private)
     c.more_btn.click(cb.more_like_this, [c.last, c.selected], c.query, **private)
