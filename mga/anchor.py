@@ -27,8 +27,6 @@ def with_anchor(model: MGAModel, share: float, pool: str = "whole") -> MGAModel:
     `pool` ("whole" photo or "figure"; 0: none; an anchor it already has is replaced)."""
     if not 0.0 <= share < 1.0:
         raise ValueError(f"the anchor's share must lie in [0, 1), not {share}")
-    if pool == "figure" and not model.config.figure_head:
-        raise ValueError("--pool figure needs a model with a figure head (mga.train --figure-head)")
     anchored = MGAModel(replace(model.config, anchor=share, anchor_pool=pool))
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("anchor.")}
     missing, unexpected = anchored.load_state_dict(own, strict=False)

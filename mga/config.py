@@ -108,6 +108,9 @@ class MGAConfig:
                 raise ValueError(f"MGAConfig.{name} = {value!r}: must be a finite number from {low} to {high}")
         if self.anchor_pool not in ANCHOR_POOLS:
             raise ValueError(f"MGAConfig.anchor_pool = {self.anchor_pool!r}: must be one of {ANCHOR_POOLS}")
+        if self.anchor_pool == "figure" and not self.figure_head:
+            raise ValueError("MGAConfig.anchor_pool = 'figure' needs a figure head (figure_head = True): it pools "
+                             "the figure head's probability")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value) \

@@ -55,6 +55,11 @@ def coarse_embedding(g: torch.Tensor, parts: torch.Tensor, alpha: float) -> torc
     return torch.cat([g * alpha**0.5, parts.flatten(1) * ((1 - alpha) / k) ** 0.5], dim=1)
 
 
+def figure_gem(backbone, gem: torch.Tensor, tokens: torch.Tensor, figure: torch.Tensor) -> torch.Tensor:
+    """A CNN's GeM over the figure alone (cells weighted by its probability); a ViT keeps its own `gem`."""
+    return backbone.pool(tokens, figure) if backbone.spec.kind == "cnn" else gem
+
+
 def shared_stages(ours: list[nn.Module], theirs: list[nn.Module]) -> int:
     """How many leading stages of two backbones compute the same thing: equal weights and buffers, and neither
     in training mode (BatchNorm would then use batch statistics)."""
@@ -114,12 +119,12 @@ class MGAModel(
         if self.figure_head is not None:
             figure = self.figure_head(tokens).float()[..., 0]  # (B, N) logits
             bias = F.logsigmoid(figure)
-            g0 = self.backbone.pool(tokens, bias.exp()) if self.backbone.spec.kind == "cnn" else g0
+            g0 = figure_gem(self.backbone, g0, tokens, bias.exp())
         g = F.normalize(self.global_proj(g0).float(), dim=-1)
         if anchor is not None:
             a_gem, a_tokens, _ = anchor
-            if self.config.anchor_pool == "figure" and bias is not None and self.anchor.spec.kind == "cnn":
-                a_gem = self.anchor.pool(a_tokens, bias.exp())
+            if self.config.anchor_pool == "figure":  # MGAConfig guarantees the figure head
+                a_gem = figure_gem(self.anchor, a_gem, a_tokens, bias.exp())
             g = self._with_anchor(g, a_gem)
         parts, attn = self.fga(self.token_proj(tokens), bias)
         parts = F.normalize(parts.float(), dim=-1)

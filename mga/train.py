@@ -135,10 +135,11 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
     terms = {"global": multi_similarity_loss(enc.global_ @ enc.global_.T, labels)}
     if proxy is not None:
         terms["proxy"] = proxy(enc.embedding, labels)
+    coarse = enc.embedding @ enc.embedding.T
     if args.w_coarse:
-        terms["coarse"] = multi_similarity_loss(enc.embedding @ enc.embedding.T, labels)
+        terms["coarse"] = multi_similarity_loss(coarse, labels)
     if args.w_category:  # a jacket further from trousers than from other jackets: kinds that phone photos share
-        terms["category"] = multi_similarity_loss(enc.embedding @ enc.embedding.T, categories)
+        terms["category"] = multi_similarity_loss(coarse, categories)
     if args.w_ata:
         terms["ata"] = multi_similarity_loss(model.align(enc, enc).scores, labels)
     if args.w_div:

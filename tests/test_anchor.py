@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from bench.robustness import on_clutter
+from conftest import DISTRACTORS
 from mga.anchor import main, with_anchor
 from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
 from mga.distill import PretrainedGeM
 from mga.hub import load_model
 from mga.imageio import load_image
 from mga.model import MGAModel, shared_stages
-from tests.conftest import DISTRACTORS
 
 
 @pytest.fixture(scope="module")
