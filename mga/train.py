@@ -70,7 +70,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-coarse", type=float, default=1.0, help="loss weight: MS on the coarse embedding")
     p.add_argument("--w-ata", type=float, default=1.0, help="loss weight: MS on the ATA similarity")
     p.add_argument("--w-category", type=float, default=0.0,
-                   help="loss weight: MS on the coarse embedding with garment categories as labels")
+                   help="loss weight: MS with garment categories as labels, on --category-on")
+    p.add_argument("--category-on", choices=("coarse", "global"), default="coarse",
+                   help="what the category term shapes: the coarse embedding, or the global token alone (the "
+                        "parts and ATA left to the products)")
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
     p.add_argument("--w-background", type=float, default=0.25, help="loss weight: part attention off the figure")
     p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
@@ -132,14 +135,15 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
                categories: torch.Tensor, args: argparse.Namespace) -> dict:
     """Every loss term of one batch; `categories` (B,) groups photos for the consistency and category terms."""
     enc = model(batch.image)
-    terms = {"global": multi_similarity_loss(enc.global_ @ enc.global_.T, labels)}
+    glob = enc.global_ @ enc.global_.T
+    terms = {"global": multi_similarity_loss(glob, labels)}
     if proxy is not None:
         terms["proxy"] = proxy(enc.embedding, labels)
     coarse = enc.embedding @ enc.embedding.T
     if args.w_coarse:
         terms["coarse"] = multi_similarity_loss(coarse, labels)
     if args.w_category:  # a jacket further from trousers than from other jackets: kinds that phone photos share
-        terms["category"] = multi_similarity_loss(coarse, categories)
+        terms["category"] = multi_similarity_loss(coarse if args.category_on == "coarse" else glob, categories)
     if args.w_ata:
         terms["ata"] = multi_similarity_loss(model.align(enc, enc).scores, labels)
     if args.w_div:

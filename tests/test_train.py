@@ -174,11 +174,12 @@ def test_distillation_without_photos_says_which_folder(tmp_path):
 
 
 def test_category_term_trains_and_the_anchor_can_pool_the_figure(tmp_path):
-    """--w-category: the garment categories of the batch enter the loss as a finite multi-similarity term;
-    --anchor-pool figure reaches the saved model."""
+    """--w-category: the garment categories of the batch enter the loss as a finite multi-similarity term (here on
+    the global token); --anchor-pool figure reaches the saved model."""
     out = tmp_path / "category"
-    run(out, 1, "--w-category", "0.5", "--anchor-pool", "figure")
+    run(out, 1, "--w-category", "0.5", "--category-on", "global", "--anchor-pool", "figure")
     (line,) = metrics(out)
     assert math.isfinite(line["loss_category"]) and line["loss_category"] > 0
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["anchor_pool"] == "figure" and config["extra"]["train_args"]["w_category"] == 0.5
+    assert config["extra"]["train_args"]["category_on"] == "global"
