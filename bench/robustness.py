@@ -28,6 +28,7 @@ from mga.distill import PretrainedGeM
 from mga.closeup import VIEWS, whole_garment
 from mga.closeup import detector as closeup_detector
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
+from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image, load_photo
 from mga.metrics import recall_at_k
@@ -102,6 +103,32 @@ def corruptions(backgrounds: list[Path], all_but: bool = False) -> dict[str, Cor
             **(leave_one_out if all_but else {})}
 
 
+def plot_examples(corrupted: dict[str, list[Image.Image]], path: str | Path, photos: int = 6) -> None:
+    """A grid: one row per column of the bench, the same first `photos` queries in each, each scaled to its cell
+    as the model scales it to its input (a 1/3-size JPEG comes out soft and blocky): what R@1 is measured on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(corrupted), photos, figsize=(1.2 * photos, 1.45 * len(corrupted)), dpi=110,
+                             squeeze=False)
+    for r, (name, images) in enumerate(corrupted.items()):
+        axes[r, 0].set_ylabel(name, fontsize=7)
+        for c, img in enumerate(images[:photos]):
+            axes[r, c].imshow(img, interpolation="bicubic")
+            axes[r, c].set_xlabel(f"{img.width}x{img.height}", fontsize=5, labelpad=1)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    fig.suptitle("bench.robustness: the same queries in each column (size in pixels below each)", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.robustness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--all-but", action="store_true",
                    help="also every corruption but one on the same photo (what 'all at once' loses most to)")
     p.add_argument("--json")
+    p.add_argument("--examples", help="also save a PNG of the first queries as each column corrupts them")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
     backgrounds = sorted(Path(args.distractors).rglob("*.jpg"))
@@ -127,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name, corrupt in corruptions(backgrounds, args.all_but).items():
         rng = random.Random(args.seed)
         corrupted[name] = [corrupt(img, rng) for img in queries]
+    if args.examples:
+        plot_examples(corrupted, args.examples)
     q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
     results: dict[str, dict[str, dict[str, float]]] = {}
     models = [(describe_weights(w), load_model(w)) for w in args.weights]

@@ -1,0 +1,59 @@
+"""bench.robustness's corruptions on real Luma photos: each does what its column claims, and the example grid
+shows them."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from PIL import Image
+
+from bench.robustness import corruptions, plot_examples
+from conftest import DISTRACTORS
+from mga.imageio import load_photo
+
+
+def corrupted(luma_photos, all_but: bool = False) -> tuple[list[Image.Image], dict[str, list[Image.Image]]]:
+    backgrounds = sorted((DISTRACTORS / "validation").rglob("*.jpg"))  # a test is no place for the test split
+    photos = [load_photo(p) for p in luma_photos[:4]]
+    out = {}
+    for name, corrupt in corruptions(backgrounds, all_but).items():
+        rng = random.Random(0)
+        out[name] = [corrupt(img, rng) for img in photos]
+    return photos, out
+
+
+def test_each_corruption_changes_the_photo_as_its_column_says(luma_photos):
+    photos, out = corrupted(luma_photos)
+    assert list(out) == ["clean", "clutter", "tilt", "crop", "colour cast", "jpeg", "blur", "all at once"]
+    for name, images in out.items():
+        for before, after in zip(photos, images):
+            assert after.mode == "RGB"
+            if name == "crop":  # 55-75 % of each side
+                assert 0.54 <= after.width / before.width <= 0.76 and 0.54 <= after.height / before.height <= 0.76
+            elif name == "jpeg":
+                assert after.size == (before.width // 3, before.height // 3)
+            elif name == "all at once":  # cropped, then a 1/3-size JPEG
+                assert after.width <= before.width * 0.76 / 3 + 1
+            else:
+                assert after.size == before.size
+            differs = name == "clean" or np.abs(np.asarray(after, float) - np.asarray(before.resize(after.size),
+                                                                                          float)).mean() > 1
+            assert differs, name
+    for before, after in zip(photos, out["clutter"]):  # the studio white is gone, the garment's pixels stay
+        b, a = np.asarray(before, int), np.asarray(after, int)
+        garment = (np.asarray(before.convert("L")) < 200)
+        white = (b > 250).all(-1)
+        assert (a[garment] == b[garment]).mean() > 0.95 and (a[white] != 255).any(-1).mean() > 0.5
+    assert out["clean"] == photos
+
+
+def test_leave_one_out_columns_and_the_example_grid(luma_photos, tmp_path):
+    _, out = corrupted(luma_photos, all_but=True)
+    assert [n for n in out if n.startswith("all but")] == [
+        "all but clutter", "all but crop", "all but tilt", "all but colour cast", "all but blur", "all but jpeg"]
+    assert out["all but jpeg"][0].width > out["all at once"][0].width * 2  # the 1/3-size JPEG is left out
+    path = tmp_path / "examples.png"
+    plot_examples(out, path, photos=3)
+    grid = Image.open(path)
+    assert grid.height > grid.width * 3  # one row per column of the bench (14), three photos in each
+    assert not list(tmp_path.glob("*.tmp*"))
