@@ -103,6 +103,17 @@ def corruptions(backgrounds: list[Path], all_but: bool = False) -> dict[str, Cor
             **(leave_one_out if all_but else {})}
 
 
+def corrupt_all(photos: list[Image.Image], backgrounds: list[Path], seed: int = 0,
+                all_but: bool = False) -> dict[str, list[Image.Image]]:
+    """Every column's copy of `photos`; each column draws from its own generator seeded `seed`, so a column's
+    photos do not depend on which columns come before it."""
+    out = {}
+    for name, corrupt in corruptions(backgrounds, all_but).items():
+        rng = random.Random(seed)
+        out[name] = [corrupt(img, rng) for img in photos]
+    return out
+
+
 def plot_examples(corrupted: dict[str, list[Image.Image]], path: str | Path, photos: int = 6) -> None:
     """A grid: one row per column of the bench, the same first `photos` queries in each, each scaled to its cell
     as the model scales it to its input (a 1/3-size JPEG comes out soft and blocky): what R@1 is measured on."""
@@ -151,10 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not backgrounds:
         raise SystemExit(f"{args.distractors}: no .jpg backgrounds for the clutter corruption")
     queries = [load_photo(data.root / r.path) for r in data.query]
-    corrupted = {}
-    for name, corrupt in corruptions(backgrounds, args.all_but).items():
-        rng = random.Random(args.seed)
-        corrupted[name] = [corrupt(img, rng) for img in queries]
+    corrupted = corrupt_all(queries, backgrounds, args.seed, args.all_but)
     if args.examples:
         plot_examples(corrupted, args.examples)
     q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]

@@ -2,12 +2,10 @@
 shows them."""
 from __future__ import annotations
 
-import random
-
 import numpy as np
 from PIL import Image
 
-from bench.robustness import corruptions, plot_examples
+from bench.robustness import corrupt_all, plot_examples
 from conftest import DISTRACTORS
 from mga.imageio import load_photo
 
@@ -15,11 +13,7 @@ from mga.imageio import load_photo
 def corrupted(luma_photos, all_but: bool = False) -> tuple[list[Image.Image], dict[str, list[Image.Image]]]:
     backgrounds = sorted((DISTRACTORS / "validation").rglob("*.jpg"))  # a test is no place for the test split
     photos = [load_photo(p) for p in luma_photos[:4]]
-    out = {}
-    for name, corrupt in corruptions(backgrounds, all_but).items():
-        rng = random.Random(0)
-        out[name] = [corrupt(img, rng) for img in photos]
-    return photos, out
+    return photos, corrupt_all(photos, backgrounds, all_but=all_but)
 
 
 def test_each_corruption_changes_the_photo_as_its_column_says(luma_photos):
