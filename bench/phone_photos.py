@@ -4,11 +4,12 @@
 
 bench.robustness corrupts studio photos; these are real shoppers' photos (../shared/data/distractors/test, never
 seen in training), of garments the shop does not sell, so no product can be found, but its kind of garment can:
-each kind maps to the shop categories that count as the same kind (KINDS; kinds the shop does not sell, such as
-shoes or dresses, are left out). Each photo is searched the app's way (coarse + ATA over the test gallery's zoom
-views; full photos with --zoom-grid 0) and scored by whether its #1 is of an accepted category (P@1) and by the
-share of its top 20 that are (P@20); the untrained backbone (GeM of its last map, full photos, cosine) is
-measured in the same run. A model that has forgotten what the backbone knew about garments falls below it here.
+each kind maps to the shop categories that count as the same kind (mga.kinds.KINDS; kinds the shop does not
+sell, such as shoes or dresses, are left out). Each photo is searched the app's way (coarse + ATA over the test
+gallery's zoom views; full photos with --zoom-grid 0) and scored by whether its #1 is of an accepted category
+(P@1) and by the share of its top 20 that are (P@20); the untrained backbone (GeM of its last map, full photos,
+cosine) is measured in the same run. A model that has forgotten what the backbone knew about garments falls below
+it here.
 """
 from __future__ import annotations
 
@@ -27,17 +28,10 @@ from mga.closeup import detector as closeup_detector
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image, load_photo
+from mga.kinds import KINDS, kind_photos
 from mga.retrieval import rank
 from mga.views import ZoomViews
 
-# phone-photo kind (a folder of distractors/test) -> the Luma categories that are that kind of garment
-KINDS: dict[str, tuple[str, ...]] = {
-    "t-shirt": ("Tees", "Tanks", "Bras_Tanks"),
-    "longsleeve": ("Tees", "Hoodies_Sweatshirts", "Jackets"),
-    "outwear": ("Jackets", "Hoodies_Sweatshirts"),
-    "pants": ("Pants",),
-    "shorts": ("Shorts",),
-}
 TOP = 20
 
 
@@ -73,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--json")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
-    paths = [(path, kind) for kind in KINDS for path in sorted((Path(args.photos) / kind).glob("*.jpg"))]
+    paths = kind_photos(args.photos)
     if not paths:
         raise SystemExit(f"{args.photos}: no phone photos in any of the folders {', '.join(KINDS)}")
     photos, kinds = [load_photo(path) for path, _ in paths], [kind for _, kind in paths]

@@ -9,13 +9,19 @@ from torch import nn
 
 def multi_similarity_loss(sim: torch.Tensor, labels: torch.Tensor, alpha: float = 2.0, beta: float = 50.0,
                           base: float = 0.5, margin: float = 0.1) -> torch.Tensor:
-    """Multi-Similarity loss (Wang et al., CVPR 2019) with its hard-pair mining, on a (B, B) similarity.
-    Masks instead of a loop over anchors: no host-device sync per anchor, which on a GPU shared by
-    several runs cost more than the whole forward pass."""
-    sim = sim.float()
+    """Multi-Similarity loss (Wang et al., CVPR 2019) with its hard-pair mining, on a (B, B) similarity of a
+    labelled batch."""
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=sim.device)
-    pos_mask, neg_mask = same & ~eye, ~same
+    return multi_similarity_masked(sim, same & ~eye, ~same, alpha, beta, base, margin)
+
+
+def multi_similarity_masked(sim: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torch.Tensor, alpha: float = 2.0,
+                            beta: float = 50.0, base: float = 0.5, margin: float = 0.1) -> torch.Tensor:
+    """Multi-Similarity on any (A, B) similarity, each anchor row's positives and negatives given as masks (the
+    anchors and the photos they are compared with may be different sets). Masks instead of a loop over anchors:
+    no host-device sync per anchor, which on a GPU shared by several runs cost more than the whole forward pass."""
+    sim = sim.float()
     hardest_pos = torch.where(pos_mask, sim, torch.inf).min(dim=1, keepdim=True).values
     hardest_neg = torch.where(neg_mask, sim, -torch.inf).max(dim=1, keepdim=True).values
     neg_keep = neg_mask & (sim + margin > hardest_pos)

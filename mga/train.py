@@ -1,7 +1,8 @@
 """Train MGA with P x K batches: multi-similarity on the global, coarse and ATA similarities, and part terms that
 keep parts apart (diversity), on the garment (background, figure head), compact (concentration) and on the same
 region of every garment of a kind (consistency); optionally, distillation that keeps the pretrained backbone's
-similarities among real photos (--w-distill, mga.distill).
+similarities among real photos (--w-distill, mga.distill), and real phone photos near the shop's photos of their
+kind of garment (--w-kind, mga.kinds).
 
     python -m mga.train --data ../shared/data/luma-inshop --out runs/default
 
@@ -38,6 +39,7 @@ from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
 from .files import atomic_path
 from .hub import save_model_atomically
+from .kinds import KindTerm
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
@@ -74,6 +76,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--category-on", choices=("coarse", "global"), default="coarse",
                    help="what the category term shapes: the coarse embedding, or the global token alone (the "
                         "parts and ATA left to the products)")
+    p.add_argument("--w-kind", type=float, default=0.0,
+                   help="loss weight: real phone photos near the shop photos of their kind of garment (mga.kinds)")
+    p.add_argument("--kind-photos", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
+                   help="phone photos in one folder per kind for --w-kind; default: the distractors' validation split")
+    p.add_argument("--kind-batch", type=int, default=8, help="phone photos per step for --w-kind")
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
     p.add_argument("--w-background", type=float, default=0.25, help="loss weight: part attention off the figure")
     p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
@@ -132,9 +139,16 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSample, labels: torch.Tensor,
-               categories: torch.Tensor, args: argparse.Namespace) -> dict:
-    """Every loss term of one batch; `categories` (B,) groups photos for the consistency and category terms."""
-    enc = model(batch.image)
+               categories: torch.Tensor, args: argparse.Namespace, kinds: KindTerm | None = None) -> dict:
+    """Every loss term of one batch; `categories` (B,) groups photos for the consistency and category terms.
+    Phone photos for the kind term share the batch's forward pass (and its batch-norm statistics)."""
+    if kinds is None:
+        enc = model(batch.image)
+    else:
+        photos, photo_kinds = kinds.sample(batch.image.device)
+        both = model(torch.cat([batch.image, photos.to(batch.image.dtype)]))
+        enc, phone = both[: len(batch.image)], both[len(batch.image):]
+        enc.figure = None if both.figure is None else both.figure[: len(batch.image)]
     glob = enc.global_ @ enc.global_.T
     terms = {"global": multi_similarity_loss(glob, labels)}
     if proxy is not None:
@@ -144,6 +158,8 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
         terms["coarse"] = multi_similarity_loss(coarse, labels)
     if args.w_category:  # a jacket further from trousers than from other jackets: kinds that phone photos share
         terms["category"] = multi_similarity_loss(coarse if args.category_on == "coarse" else glob, categories)
+    if kinds is not None:
+        terms["kind"] = kinds.loss(phone.global_, photo_kinds, enc.global_, categories)
     if args.w_ata:
         terms["ata"] = multi_similarity_loss(model.align(enc, enc).scores, labels)
     if args.w_div:
@@ -188,6 +204,7 @@ class Run:
     item_category: torch.Tensor  # (items,) category id of each label, for the consistency and category terms
     device: torch.device
     teacher: PhotoTeacher | None = None
+    kinds: KindTerm | None = None
     start_epoch: int = 0
     step: int = 0
 
@@ -244,8 +261,15 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
             raise SystemExit(f"--distill-photos {args.distill_photos!r}: --w-distill needs at least 3 .jpg photos, "
                              f"found {len(photos)}")
         teacher = PhotoTeacher(photos, model, args.distill_batch, device)
+    kinds = None
+    if args.w_kind:
+        try:
+            kinds = KindTerm(args.kind_photos, model.transform, list(category_ids), args.kind_batch)
+        except ValueError as e:
+            raise SystemExit(f"--kind-photos {args.kind_photos!r}: {e}") from None
     run = Run(model, optimizer, proxy, loader, sampler,
-              torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher)
+              torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher,
+              kinds)
     if resume:
         optimizer.load_state_dict(resume["optimizer"])
         run.start_epoch, run.step = resume["epoch"], resume["step"]
@@ -258,7 +282,7 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
     weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
                "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
                "consistency": args.w_consistency, "figure": args.w_figure, "distill": args.w_distill,
-               "category": args.w_category}
+               "category": args.w_category, "kind": args.w_kind}
     total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
     run.model.train()
     sums: dict[str, float] = {}
@@ -272,7 +296,7 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
         batch = TrainSample(images, batch.figure.to(run.device), batch.close_up.to(run.device))
         labels = labels.to(run.device)
         with autocast(run.device):
-            terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args)
+            terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args, run.kinds)
             if run.teacher is not None:
                 terms["distill"] = run.teacher.loss(run.model)
         loss = sum(weights[k] * v for k, v in terms.items())
