@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mga.losses import ProxyAnchorLoss, multi_similarity_loss
+from mga.losses import ProxyAnchorLoss, multi_similarity_loss, multi_similarity_masked
 
 
 def test_multi_similarity_hand_computed():
@@ -66,3 +66,12 @@ def test_proxy_anchor_moves_proxies_towards_their_items():
     assert loss(emb, labels).item() < 0.5 * before
     nearest = (F.normalize(emb, dim=-1) @ F.normalize(loss.proxies, dim=-1).T).argmax(1)
     assert torch.equal(nearest, labels)
+
+
+def test_multi_similarity_masked_compares_anchors_with_another_set():
+    # 2 anchors (phone photos) against 3 shop photos; anchor 0's positive is shop 0, anchor 1 has none in the batch
+    sim = torch.tensor([[0.6, 0.55, 0.1], [0.3, 0.9, 0.2]])
+    pos = torch.tensor([[True, False, False], [False, False, False]])
+    a, b, base = 2.0, 50.0, 0.5
+    l0 = math.log1p(math.exp(-a * (0.6 - base))) / a + math.log1p(math.exp(b * (0.55 - base))) / b
+    assert multi_similarity_masked(sim, pos, ~pos).item() == pytest.approx(l0, rel=1e-6)

@@ -183,3 +183,18 @@ def test_category_term_trains_and_the_anchor_can_pool_the_figure(tmp_path):
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["anchor_pool"] == "figure" and config["extra"]["train_args"]["w_category"] == 0.5
     assert config["extra"]["train_args"]["category_on"] == "global"
+
+
+def test_kind_term_trains_on_real_phone_photos(tmp_path):
+    """--w-kind: real validation phone photos share the batch's forward pass and enter the loss as a finite
+    multi-similarity term against the shop photos of their kind."""
+    out = tmp_path / "kind"
+    run(out, 1, "--w-kind", "0.5", "--kind-batch", "4")
+    (line,) = metrics(out)
+    assert math.isfinite(line["loss_kind"]) and line["loss_kind"] >= 0
+    assert json.loads((out / "model" / "config.json").read_text())["extra"]["train_args"]["w_kind"] == 0.5
+
+
+def test_kind_term_without_kind_folders_says_which_folder(tmp_path):
+    with pytest.raises(SystemExit, match="empty.*folders named t-shirt"):
+        run(tmp_path / "out", 1, "--w-kind", "0.5", "--kind-photos", str(tmp_path / "empty"))
