@@ -19,9 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .backbones import TokenBackbone
-from .imageio import load_image
 from .model import MGAModel
-from .transforms import working_side
 
 
 def similarity_correlation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -67,8 +65,7 @@ class PhotoTeacher:
         if len(paths) < 3:
             raise ValueError(f"distillation needs at least 3 photos, found {len(paths)}")
         self.batch, self.device, self.transform = min(batch, len(paths)), device, model.transform
-        side = working_side(self.transform.size)
-        self.pixels = torch.stack([self.transform.pixels(load_image(p, max_side=side)) for p in paths])  # uint8
+        self.pixels = self.transform.load_pixels(paths)
         self.features = PretrainedGeM(model, device).encode_pixels(self.pixels)
 
     def loss(self, model: MGAModel) -> torch.Tensor:

@@ -16,9 +16,8 @@ from typing import Sequence
 import torch
 
 from .data import category_key
-from .imageio import load_image
 from .losses import multi_similarity_masked
-from .transforms import EvalTransform, working_side
+from .transforms import EvalTransform
 
 # phone-photo kind (a folder of the distractors) -> the shop (Luma) categories that are that kind of garment;
 # kinds the shop does not sell (shoes, dresses, ...) are left out
@@ -51,8 +50,7 @@ class KindTerm:
         found = kind_photos(folder)
         if len(found) < 2:
             raise ValueError(f"{folder}: the kind term needs phone photos in folders named {', '.join(KINDS)}")
-        side = working_side(transform.size)
-        self.pixels = torch.stack([transform.pixels(load_image(p, max_side=side)) for p, _ in found])  # uint8
+        self.pixels = transform.load_pixels([p for p, _ in found])
         kinds = list(KINDS)
         self.kind = torch.tensor([kinds.index(k) for _, k in found])
         # (kinds, categories): which shop category ids count as each kind

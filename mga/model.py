@@ -38,7 +38,8 @@ class Encoding:
     def __getitem__(self, idx: int | slice | torch.Tensor) -> "Encoding":
         """Select images; an int keeps the batch dimension."""
         idx = slice(idx, idx + 1) if isinstance(idx, int) else idx
-        return Encoding(self.global_[idx], self.parts[idx], self.attn[idx], self.embedding[idx])
+        figure = None if self.figure is None else self.figure[idx]
+        return Encoding(self.global_[idx], self.parts[idx], self.attn[idx], self.embedding[idx], figure)
 
     def to(self, *args, **kwargs) -> "Encoding":
         return Encoding(*(t.to(*args, **kwargs) for t in (self.global_, self.parts, self.attn, self.embedding)))

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import Record, RetrievalData, category_key, category_of, load_retrieval_data
-from .imageio import load_image
-from .transforms import garment_mask, working_side
+from .transforms import garment_mask
 
 KIND_KEY = "*{}"  # the key of a kind's names ("*top", "*bottom"): for categories training did not see
 
@@ -211,10 +210,9 @@ def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int 
     "mass" (N, K) attention on the figure, "area" (N, K) effective area, "position" (N, K, 2) centroid in
     figure-box coordinates, and in the figure-box frame (TEMPLATE) "maps" (N, K, h, w) and "images" (N, h, w, 3)."""
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("mass", "area", "position", "maps", "images")}
-    side, size = working_side(model.config.image_size), model.config.image_size
+    size = model.config.image_size
     for s in range(0, len(records), batch_size):
-        pixels = torch.stack([model.transform.pixels(load_image(Path(root) / r.path, max_side=side))
-                              for r in records[s:s + batch_size]])
+        pixels = model.transform.load_pixels([Path(root) / r.path for r in records[s:s + batch_size]])
         masks = torch.from_numpy(np.stack([garment_mask(Image.fromarray(p.permute(1, 2, 0).numpy()))
                                            for p in pixels]))
         attn = model.encode(pixels).attn

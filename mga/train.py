@@ -148,7 +148,6 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
         photos, photo_kinds = kinds.sample(batch.image.device)
         both = model(torch.cat([batch.image, photos.to(batch.image.dtype)]))
         enc, phone = both[: len(batch.image)], both[len(batch.image):]
-        enc.figure = None if both.figure is None else both.figure[: len(batch.image)]
     glob = enc.global_ @ enc.global_.T
     terms = {"global": multi_similarity_loss(glob, labels)}
     if proxy is not None:
