@@ -21,6 +21,10 @@ from .devices import autocast, forward_batch
 from .fga import FineGranularAggregator
 from .transforms import EvalTransform
 
+# config fields fitted after training or recording provenance: not the model's identity (a figure head shows in
+# the weights themselves)
+FITTED_LATER = ("extra", "part_names", "confidence", "closeup", "figure_head")
+
 
 @dataclass
 class Encoding:
@@ -215,12 +219,10 @@ class MGAModel(
 
     def fingerprint(self) -> str:
         """Short hash of config and weights: an index records it and refuses other weights."""
-        # provenance and names are not identity; a figure head shows in the weights themselves
-        fitted_later = ("extra", "part_names", "confidence", "closeup", "figure_head")
         # a model keeps the fingerprint it had before a field existed while that field has its old meaning
         unchanged = {"anchor": 0, "anchor_pool": "whole"}
         shape = {k: v for k, v in self.config.to_dict().items()
-                 if k not in fitted_later and not (k in unchanged and v == unchanged[k])}
+                 if k not in FITTED_LATER and not (k in unchanged and v == unchanged[k])}
         h = hashlib.sha256(repr(sorted(shape.items())).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())

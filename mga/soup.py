@@ -1,0 +1,68 @@
+"""Weight-space averaging of fine-tuned checkpoints (a model soup, Wortsman et al., ICML 2022).
+
+    python -m mga.soup --weights runs/a/model runs/b/model --out runs/soup [--data ../shared/data/luma-inshop]
+
+Two fine-tunings of one pretrained backbone from one initialisation (e.g. two recipes, one seed) stay in one basin
+of the loss, so the mean of their weights is a model that keeps much of what each learnt, at the cost of one
+model. Backbone, heads and the anchor's frozen copy are all averaged; checkpoints must have the same shape
+(config and tensors). Part names are fitted to the new weights when --data is given.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Sequence
+
+import torch
+
+from .hub import WeightsError, load_model, rewrite_checkpoint
+from .model import FITTED_LATER, MGAModel
+
+
+def shape_of(model: MGAModel) -> dict:
+    """What two checkpoints must share to be averaged: the config's architecture and every tensor's shape."""
+    config = {k: v for k, v in asdict(model.config).items() if k not in FITTED_LATER}
+    return {"config": config, "tensors": {k: tuple(v.shape) for k, v in model.state_dict().items()}}
+
+
+@torch.no_grad()
+def soup(model: MGAModel, others: Sequence[MGAModel]) -> MGAModel:
+    """In place: every float tensor of `model` becomes the uniform mean over `model` and `others` (integer
+    buffers such as BatchNorm's step counters are kept)."""
+    for other in others:
+        if shape_of(other) != shape_of(model):
+            raise ValueError("checkpoints of different shapes cannot be averaged (config or tensors differ)")
+    states = [o.state_dict() for o in others]
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            tensor.add_(sum(s[name].to(tensor) for s in states)).div_(1 + len(others))
+    model.config.extra = {**model.config.extra, "soup_of": [model.config.extra.get("train_args", {})] +
+                          [o.config.extra.get("train_args", {}) for o in others]}
+    return model
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m mga.soup", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", nargs="+", required=True, help="two or more checkpoint folders or Hub ids")
+    p.add_argument("--out", required=True, help="folder for the averaged checkpoint")
+    p.add_argument("--data", help="the data set they were trained on: name the soup's parts from its train split")
+    args = p.parse_args(argv)
+    if len(args.weights) < 2:
+        p.error("--weights needs two or more checkpoints")
+    try:
+        others = [load_model(w) for w in args.weights[1:]]
+    except WeightsError as e:
+        raise SystemExit(f"{p.prog}: {e}") from None
+    rewrite_checkpoint(p.prog, args.weights[0], args.out, lambda model: soup(model, others))
+    print(f"wrote {args.out}: the mean of {len(args.weights)} checkpoints")
+    if args.data:
+        from .parts import main as name_parts
+        name_parts(["--weights", args.out, "--data", args.data])
+    else:
+        print(f"its part names are the first checkpoint's; fit them with: python -m mga.parts --weights {args.out} "
+              "--data DATA")
+
+
+if __name__ == "__main__":
+    main()
