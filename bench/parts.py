@@ -24,7 +24,7 @@ from mga.data import category_key, category_of, load_retrieval_data
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_records
 from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
-from mga.parts import ANCHORS, KIND_KEY, garment_kind, names_for, part_geometry, region_name
+from mga.parts import ANCHORS, KIND_KEY, garment_kind, landmark_of, names_for, part_geometry, region_name
 from mga.retrieval import rank
 
 TARGET_MASS, TARGET_SPREAD = 0.85, 0.10
@@ -128,9 +128,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cat, part = row["match_category"], row["strongest"]
         row["name"] = names_for(names, cat, k)[part]
         x, y = geo["position"][position[row["query"]], part]
-        landmark = row["name"].rsplit(" ", 1)[0] if row["name"][-1].isdigit() else row["name"]  # "hem 2" -> "hem"
         kind = garment_kind(cat)
-        fits += kind in ANCHORS and landmark == region_name(kind, float(x), float(y))
+        fits += kind in ANCHORS and landmark_of(row["name"]) == region_name(kind, float(x), float(y))
     counts = Counter(r["name"] for r in rows)
     print(f"strongest part of each query's #1 match ({len(rows)} queries): "
           + ", ".join(f"{n} {c}" for n, c in counts.most_common()))

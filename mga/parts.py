@@ -142,7 +142,8 @@ def region_name(kind: str, x: float, y: float) -> str:
 def name_parts(positions: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> dict[str, list[str]]:
     """Names per category from each part's mean position there ((K, 2) figure-box coordinates per category):
     closest pairs first, a part takes a free landmark within MAX_SHIFT, so that two parts of a category get two
-    names where the garment allows; a part left without one takes its nearest landmark, numbered ("hem 2")."""
+    names where the garment allows; a part left without one takes its nearest landmark, and parts sharing one are
+    told apart by where they sit ("upper hem", "lower hem")."""
     names: dict[str, list[str]] = {}
     for category, pos in positions.items():
         kind = kinds.get(category, "top")
@@ -153,17 +154,35 @@ def name_parts(positions: Mapping[str, np.ndarray], kinds: Mapping[str, str]) ->
             if k not in chosen and a not in chosen.values() and d[k, a] <= MAX_SHIFT:
                 chosen[k] = a
         raw = [ANCHORS[kind][chosen.get(k, int(d[k].argmin()))][0] for k in range(len(pos))]
-        names[category] = _numbered(raw)
+        names[category] = _told_apart(raw, np.asarray(pos))
     return names
 
 
-def _numbered(raw: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in raw:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n} {seen[n]}")
+# Words that tell apart two or three parts on one landmark, along the axis they are further apart on (as seen in
+# the photo); more parts on one landmark are numbered.
+SIDES = {1: ("upper", "middle", "lower"), 0: ("left", "centre", "right")}
+
+
+def _told_apart(raw: Sequence[str], pos: np.ndarray) -> list[str]:
+    out = list(raw)
+    for name in set(raw):
+        idx = [k for k, n in enumerate(raw) if n == name]
+        if len(idx) < 2:
+            continue
+        axis = 1 if np.ptp(pos[idx, 1]) >= np.ptp(pos[idx, 0]) else 0
+        words = {2: SIDES[axis][::2], 3: SIDES[axis]}.get(len(idx))
+        for rank, j in enumerate(np.argsort(pos[idx, axis], kind="stable")):
+            out[idx[j]] = f"{words[rank]} {name}" if words else f"{name} {rank + 1}"
     return out
+
+
+def landmark_of(name: str) -> str:
+    """The landmark a part's name says it sits on: "lower hem" -> "hem", "hem 4" -> "hem"."""
+    first, _, rest = name.partition(" ")
+    if rest and first in SIDES[0] + SIDES[1]:
+        name = rest
+    head, _, last = name.rpartition(" ")
+    return head if head and last.isdigit() else name
 
 
 BOTTOMS = ("pants", "shorts", "skirt", "skirts", "trousers", "jeans", "leggings", "denim")

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import DISTRACTORS, LUMA
 from mga.data import category_key, load_retrieval_data
 from mga.imageio import load_image
-from mga.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area,
+from mga.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area, landmark_of,
                        figure_boxes, figure_on_grid, garment_kind, in_figure_box, mass_on_figure, name_parts,
                        names_for, names_from_positions, part_geometry, spread)
 from mga.transforms import Backgrounds, ConsumerPhotoAugment, garment_mask
@@ -95,8 +95,14 @@ def test_concentration_and_consistency_losses():
 def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
     tops = np.array([[0.5, 0.2], [0.12, 0.55], [0.5, 0.35], [0.5, 0.74], [0.9, 0.5], [0.5, 0.8]])
     names = name_parts({"tees": tops}, {"tees": "top"})
-    assert names["tees"] == ["neckline", "sleeve / cuff", "chest", "hem", "sleeve / cuff 2", "hem 2"], \
-        "both sides are a sleeve; the second part near the hem is numbered, not named after a far landmark"
+    assert names["tees"] == ["neckline", "left sleeve / cuff", "chest", "upper hem", "right sleeve / cuff",
+                             "lower hem"], \
+        "both sides are a sleeve; a second part near the hem is told apart by where it sits, not named after a " \
+        "far landmark"
+    four = name_parts({"tees": np.array([[0.5, 0.76], [0.48, 0.8], [0.52, 0.72], [0.5, 0.78]])}, {"tees": "top"})
+    assert four["tees"] == ["hem 2", "hem 4", "hem 1", "hem 3"], "more than three on one landmark: numbered top down"
+    assert [landmark_of(n) for n in ["lower hem", "left sleeve / cuff", "hem 4", "hem / ankle", "neckline"]] == \
+        ["hem", "sleeve / cuff", "hem", "hem / ankle", "neckline"]
     bottoms = np.array([[0.5, 0.05], [0.5, 0.2], [0.5, 0.31], [0.5, 0.47], [0.5, 0.6], [0.5, 0.9]])
     assert name_parts({"pants": bottoms}, {"pants": "bottom"})["pants"] == \
         ["waistband", "hip / pocket", "fly / crotch", "thigh", "knee", "hem / ankle"]
