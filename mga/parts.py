@@ -263,6 +263,11 @@ def name_model_parts(model, data: RetrievalData) -> dict[str, list[str]]:
     return model.config.part_names
 
 
+def names_table(names: Mapping[str, Sequence[str]]) -> str:
+    """One line per category key: its parts' names, as the CLIs print them."""
+    return "\n".join(f"{key:<22} {', '.join(row)}" for key, row in names.items())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """python -m mga.parts: (re)name the parts of a checkpoint from its training data."""
     import argparse
@@ -282,8 +287,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.out:
         save_model_atomically(model, out)
     model.config.save(out)
-    for key, row in names.items():
-        print(f"{key:<22} {', '.join(row)}")
+    print(names_table(names))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ from typing import Sequence
 
 import torch
 
+from .data import load_retrieval_data
 from .hub import WeightsError, load_model, rewrite_checkpoint
 from .model import FITTED_LATER, MGAModel
+from .parts import name_model_parts, names_table
 
 
 def shape_of(model: MGAModel) -> dict:
@@ -29,9 +31,9 @@ def shape_of(model: MGAModel) -> dict:
 def soup(model: MGAModel, others: Sequence[MGAModel]) -> MGAModel:
     """In place: every float tensor of `model` becomes the uniform mean over `model` and `others` (integer
     buffers such as BatchNorm's step counters are kept)."""
-    for other in others:
-        if shape_of(other) != shape_of(model):
-            raise ValueError("checkpoints of different shapes cannot be averaged (config or tensors differ)")
+    shape = shape_of(model)
+    if any(shape_of(other) != shape for other in others):
+        raise ValueError("checkpoints of different shapes cannot be averaged (config or tensors differ)")
     states = [o.state_dict() for o in others]
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point():
@@ -54,15 +56,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         others = [load_model(w) for w in args.weights[1:]]
     except WeightsError as e:
         raise SystemExit(f"{p.prog}: {e}") from None
-    rewrite_checkpoint(p.prog, args.weights[0], args.out, lambda model: soup(model, others))
+    data = load_retrieval_data(args.data) if args.data else None
+    names: dict[str, list[str]] = {}
+
+    def averaged(model: MGAModel) -> MGAModel:
+        soup(model, others)
+        if data is not None:  # named before the one save, so the soup is written once and never unnamed
+            names.update(name_model_parts(model, data))
+        return model
+
+    rewrite_checkpoint(p.prog, args.weights[0], args.out, averaged)
     print(f"wrote {args.out}: the mean of {len(args.weights)} checkpoints")
-    if args.data:
-        from .parts import main as name_parts
-        name_parts(["--weights", args.out, "--data", args.data])
+    if names:
+        print(names_table(names))
     else:
         print(f"its part names are the first checkpoint's; fit them with: python -m mga.parts --weights {args.out} "
               "--data DATA")
-
 
 if __name__ == "__main__":
     main()
