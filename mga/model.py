@@ -46,11 +46,17 @@ class Encoding:
         return Encoding(self.global_[idx], self.parts[idx], self.attn[idx], self.embedding[idx], figure)
 
     def to(self, *args, **kwargs) -> "Encoding":
-        return Encoding(*(t.to(*args, **kwargs) for t in (self.global_, self.parts, self.attn, self.embedding)))
+        figure = None if self.figure is None else self.figure.to(*args, **kwargs)
+        return Encoding(*(t.to(*args, **kwargs) for t in (self.global_, self.parts, self.attn, self.embedding)),
+                        figure)
 
     @staticmethod
     def cat(parts: Sequence["Encoding"]) -> "Encoding":
-        return Encoding(*(torch.cat(ts) for ts in zip(*((e.global_, e.parts, e.attn, e.embedding) for e in parts))))
+        """Batches one after another; figure logits are kept when every batch has them."""
+        figures = [e.figure for e in parts]
+        figure = None if any(f is None for f in figures) else torch.cat(figures)
+        return Encoding(*(torch.cat(ts) for ts in zip(*((e.global_, e.parts, e.attn, e.embedding) for e in parts))),
+                        figure)
 
 
 def coarse_embedding(g: torch.Tensor, parts: torch.Tensor, alpha: float) -> torch.Tensor:

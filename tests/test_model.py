@@ -21,7 +21,7 @@ from mga.devices import feeder_threads, loader_workers
 from mga.fga import FineGranularAggregator, diversity_loss
 from mga.hub import WeightsError, load_model, split_revision
 from mga.imageio import load_image
-from mga.model import MGAModel, coarse_embedding
+from mga.model import Encoding, MGAModel, coarse_embedding
 
 HOODIE = LUMA / "img/MEN/Hoodies_Sweatshirts/id_00000001/01_1_front.jpg"
 BRA = LUMA / "img/WOMEN/Bras_Tanks/id_00000074/01_3_front.jpg"
@@ -439,7 +439,11 @@ def test_figure_head_logits_in_training_and_a_save_load_round_trip(tmp_path):
     model = MGAModel(MGAConfig(image_size=64, figure_head=True))
     x = torch.randn(2, 3, 64, 64)
     model.train()
-    assert model(x).figure.shape == (2, 2, 2)
+    out = model(x)
+    assert out.figure.shape == (2, 2, 2)
+    moved = Encoding.cat([out[1], out.to("cpu")[0]])  # batches carry their figure logits along
+    assert moved.figure.shape == (2, 2, 2) and torch.equal(moved.figure[0], out.figure[1])
+    assert Encoding.cat([out, model.eval()(x)]).figure is None  # a batch without them: none for the whole
     model.eval()
     assert model(x).figure is None
     model.save_pretrained(tmp_path / "m")
