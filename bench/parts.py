@@ -1,13 +1,15 @@
 """Where the parts land on photos the model was not trained on, and whether their names hold there.
 
-    python -m bench.parts --data ../shared/data/luma-inshop [--weights DIR|HUB_ID] [--plot docs/parts.png]
+    python -m bench.parts --data ../shared/data/luma-inshop [--weights DIR|HUB_ID] [--plot docs/parts.png] [--clutter]
 
 On the test split (query and gallery photos), per part: its attention mass on the figure (the non-white pixels;
 a uniform map scores the figure's share of the frame), its effective area (share of the token grid), and the
 spread of its centroid in figure-box coordinates across the photos of one category and view (root mean squared
 distance from their mean, averaged over (category, view) groups of 3 or more photos). Then, for every query
 against its #1 match (the model's own ranking): which part contributes most, and whether that part's centroid on
-the query lies in the region its name says. `--plot` draws each part's mean map per category over the
+the query lies in the region its name says. `--clutter` measures the parts again on the same photos pasted
+onto real phone photos (the figure still read off the clean photo): whether they stay on the garment when the
+background is no longer white. `--plot` draws each part's mean map per category over the
 category's template garment (the mean of its photos in figure-box coordinates), the README's picture.
 """
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.robustness import on_clutter
+from mga.config import TEST_DISTRACTORS
 from mga.data import category_key, category_of, load_retrieval_data
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_records
 from mga.files import atomic_path
@@ -46,6 +50,19 @@ def centroid_spread(positions: np.ndarray, groups: Sequence[str], min_size: int 
         total += ((p - p.mean(0)) ** 2).sum(-1).sum(0)
         count += len(p)
     return np.sqrt(total / max(count, 1))
+
+
+def report_geometry(geo: dict[str, np.ndarray], groups: Sequence[str], on: dict[str, Sequence[str]]) -> dict:
+    """Print each part's mass on the figure, effective area and centroid spread against the targets."""
+    mass, area = geo["mass"].mean(0), geo["area"].mean(0)
+    spread = centroid_spread(geo["position"], groups)
+    print(f"{'part':<6}{'on tops':<18}{'on bottoms':<18}{'mass on figure':>15}{'area':>8}{'centroid spread':>17}")
+    for i in range(len(mass)):
+        print(f"{i + 1:<6}{on['top'][i]:<18}{on['bottom'][i]:<18}{mass[i]:15.3f}{area[i]:8.3f}{spread[i]:17.3f}")
+    print(f"{'mean':<42}{mass.mean():15.3f}{area.mean():8.3f}{spread.mean():17.3f}")
+    print(f"targets: every part's mass >= {TARGET_MASS} ({'met' if mass.min() >= TARGET_MASS else 'NOT met'}), "
+          f"every spread <= {TARGET_SPREAD} ({'met' if spread.max() <= TARGET_SPREAD else 'NOT met'})")
+    return {"mass_on_figure": mass.tolist(), "effective_area": area.tolist(), "centroid_spread": spread.tolist()}
 
 
 def strongest_parts(model, data) -> list[dict]:
@@ -100,26 +117,31 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--data", required=True, help="In-shop data set; its query and gallery photos are measured")
     p.add_argument("--weights", help="checkpoint folder or Hub id (default: the embedded default)")
     p.add_argument("--plot", help="write the mean-map grid (PNG) here")
+    p.add_argument("--clutter", nargs="?", const=str(TEST_DISTRACTORS), metavar="DIR",
+                   help="also measure the parts on the same photos pasted onto real phone photos of DIR (default: "
+                        "distractors/test, never a training background), the figure read off the clean photo")
     p.add_argument("--json")
     args = p.parse_args(argv)
     model = load_model(args.weights)
     data = load_retrieval_data(args.data)
     records = data.query + data.gallery
-    geo = part_geometry(model, data.root, records)
     categories = [category_of(r.path) for r in records]
     groups = [f"{category_key(c)}/{view_of(r.path)}" for c, r in zip(categories, records)]
-    k = geo["mass"].shape[1]
-    mass, area = geo["mass"].mean(0), geo["area"].mean(0)
-    spread = centroid_spread(geo["position"], groups)
     names = model.config.part_names
+    geo = part_geometry(model, data.root, records)
+    k = geo["mass"].shape[1]
     print(f"weights {describe_weights(args.weights)}; {len(records)} test photos ({data.root.name}), {k} parts")
     on = {kind: names.get(KIND_KEY.format(kind)) or names_for(None, None, k) for kind in ("top", "bottom")}
-    print(f"{'part':<6}{'on tops':<18}{'on bottoms':<18}{'mass on figure':>15}{'area':>8}{'centroid spread':>17}")
-    for i in range(k):
-        print(f"{i + 1:<6}{on['top'][i]:<18}{on['bottom'][i]:<18}{mass[i]:15.3f}{area[i]:8.3f}{spread[i]:17.3f}")
-    print(f"{'mean':<42}{mass.mean():15.3f}{area.mean():8.3f}{spread.mean():17.3f}")
-    print(f"targets: every part's mass >= {TARGET_MASS} ({'met' if mass.min() >= TARGET_MASS else 'NOT met'}), "
-          f"every spread <= {TARGET_SPREAD} ({'met' if spread.max() <= TARGET_SPREAD else 'NOT met'})")
+    result = report_geometry(geo, groups, on)
+    if args.clutter:
+        backgrounds = sorted(Path(args.clutter).rglob("*.jpg"))
+        if not backgrounds:
+            raise SystemExit(f"{args.clutter}: no .jpg backgrounds")
+        cluttered = part_geometry(model, data.root, records,
+                                  backdrop=lambda img, rng: on_clutter(img, rng, backgrounds))
+        print(f"the same photos pasted onto {len(backgrounds)} phone photos of {Path(args.clutter).name}/ "
+              "(the figure read off the clean photo; its centroid spread in the clean photo's figure box):")
+        result["clutter"] = report_geometry(cluttered, groups, on)
 
     rows = strongest_parts(model, data)
     position = {r.path: i for i, r in enumerate(records)}
@@ -135,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
           + ", ".join(f"{n} {c}" for n, c in counts.most_common()))
     print(f"the strongest part lies, on the query, in the region its name says: {fits}/{len(rows)} "
           f"({fits / max(len(rows), 1):.2f})")
-    result = {"mass_on_figure": mass.tolist(), "effective_area": area.tolist(), "centroid_spread": spread.tolist(),
-              "part_names": names, "strongest": dict(counts), "name_fits": fits / max(len(rows), 1)}
+    result.update(part_names=names, strongest=dict(counts), name_fits=fits / max(len(rows), 1))
     if args.plot:
         plot_mean_maps(geo, categories, names, args.plot)
         print(f"wrote {args.plot}")

@@ -7,8 +7,9 @@ same detail of a short and of a long garment gets the same coordinates.
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import Record, RetrievalData, category_key, category_of, load_retrieval_data
-from .transforms import garment_mask
+from .imageio import load_image
+from .transforms import garment_mask, working_side
 
 KIND_KEY = "*{}"  # the key of a kind's names ("*top", "*bottom"): for categories training did not see
 
@@ -212,6 +214,7 @@ def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | No
 # ---------------------------------------------------------------------------------------------- measuring
 
 
+Backdrop = Callable[[Image.Image, random.Random], Image.Image]  # a photo -> the same photo on a background
 TEMPLATE = (64, 48)  # (h, w) of the figure-box frame that mean maps and template garments are drawn in
 
 
@@ -224,17 +227,24 @@ def _in_box(x: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Where each part lands on each image (clean studio photos, letterboxed as the model sees them):
+def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int = 16,
+                  backdrop: Backdrop | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Where each part lands on each image (studio photos, letterboxed as the model sees them):
     "mass" (N, K) attention on the figure, "area" (N, K) effective area, "position" (N, K, 2) centroid in
-    figure-box coordinates, and in the figure-box frame (TEMPLATE) "maps" (N, K, h, w) and "images" (N, h, w, 3)."""
+    figure-box coordinates, and in the figure-box frame (TEMPLATE) "maps" (N, K, h, w) and "images" (N, h, w, 3).
+    With `backdrop` (drawing from a generator seeded `seed`) the model sees each photo put in front of a
+    background while the figure is still read off the clean photo: whether the parts stay on the garment once
+    the background is no longer white."""
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("mass", "area", "position", "maps", "images")}
-    size = model.config.image_size
+    size, side = model.config.image_size, working_side(model.config.image_size)
+    rng = random.Random(seed)
     for s in range(0, len(records), batch_size):
-        pixels = model.transform.load_pixels([Path(root) / r.path for r in records[s:s + batch_size]])
+        photos = [load_image(Path(root) / r.path, max_side=side) for r in records[s:s + batch_size]]
+        pixels = torch.stack([model.transform.pixels(p) for p in photos])
+        seen = pixels if backdrop is None else torch.stack([model.transform.pixels(backdrop(p, rng)) for p in photos])
         masks = torch.from_numpy(np.stack([garment_mask(Image.fromarray(p.permute(1, 2, 0).numpy()))
                                            for p in pixels]))
-        attn = model.encode(pixels).attn
+        attn = model.encode(seen).attn
         boxes = figure_boxes(masks)
         out["mass"].append(mass_on_figure(attn, figure_on_grid(masks, attn.shape[-2:])))
         out["area"].append(effective_area(attn))

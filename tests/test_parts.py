@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.robustness import on_clutter
 from conftest import DISTRACTORS, LUMA
 from mga.data import category_key, load_retrieval_data
 from mga.imageio import load_image
@@ -133,6 +134,13 @@ def test_part_geometry_on_real_photos(default_model):
     # the photos' own figures: a studio photo's figure fills a good part of the frame, and the template image is
     # the figure box itself, so it is mostly not white
     assert (geo["images"].mean(axis=(1, 2, 3)) < 240).all()
+    # in front of a real phone photo the model sees other pixels, but the figure is still the clean photo's
+    backgrounds = sorted(DISTRACTORS.rglob("*.jpg"))[:4]
+    cluttered = part_geometry(default_model, data.root, records, batch_size=4,
+                              backdrop=lambda img, rng: on_clutter(img, rng, backgrounds))
+    assert np.array_equal(cluttered["images"], geo["images"])
+    assert not np.allclose(cluttered["mass"], geo["mass"], atol=1e-4)
+    assert (cluttered["mass"].mean(0) > 0.5).all(), "the parts stay on the garment in front of clutter"
 
 
 def _denormalize(x: torch.Tensor) -> Image.Image:
