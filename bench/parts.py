@@ -28,7 +28,7 @@ from mga.data import category_key, category_of, load_retrieval_data
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_records
 from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
-from mga.parts import ANCHORS, KIND_KEY, garment_kind, landmark_of, names_for, part_geometry, region_name
+from mga.parts import ANCHORS, KIND_KEY, landmark_of, landmark_set, names_for, part_geometry, region_name
 from mga.retrieval import rank
 
 TARGET_MASS, TARGET_SPREAD = 0.85, 0.10
@@ -56,10 +56,11 @@ def report_geometry(geo: dict[str, np.ndarray], groups: Sequence[str], on: dict[
     """Print each part's mass on the figure, effective area and centroid spread against the targets."""
     mass, area = geo["mass"].mean(0), geo["area"].mean(0)
     spread = centroid_spread(geo["position"], groups)
-    print(f"{'part':<6}{'on tops':<18}{'on bottoms':<18}{'mass on figure':>15}{'area':>8}{'centroid spread':>17}")
+    w = max(len(n) for names in on.values() for n in names) + 2
+    print(f"{'part':<6}{'on tops':<{w}}{'on bottoms':<{w}}{'mass on figure':>15}{'area':>8}{'centroid spread':>17}")
     for i in range(len(mass)):
-        print(f"{i + 1:<6}{on['top'][i]:<18}{on['bottom'][i]:<18}{mass[i]:15.3f}{area[i]:8.3f}{spread[i]:17.3f}")
-    print(f"{'mean':<42}{mass.mean():15.3f}{area.mean():8.3f}{spread.mean():17.3f}")
+        print(f"{i + 1:<6}{on['top'][i]:<{w}}{on['bottom'][i]:<{w}}{mass[i]:15.3f}{area[i]:8.3f}{spread[i]:17.3f}")
+    print(f"{'mean':<{6 + 2 * w}}{mass.mean():15.3f}{area.mean():8.3f}{spread.mean():17.3f}")
     print(f"targets: every part's mass >= {TARGET_MASS} ({'met' if mass.min() >= TARGET_MASS else 'NOT met'}), "
           f"every spread <= {TARGET_SPREAD} ({'met' if spread.max() <= TARGET_SPREAD else 'NOT met'})")
     return {"mass_on_figure": mass.tolist(), "effective_area": area.tolist(), "centroid_spread": spread.tolist()}
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cat, part = row["match_category"], row["strongest"]
         row["name"] = names_for(names, cat, k)[part]
         x, y = geo["position"][position[row["query"]], part]
-        kind = garment_kind(cat)
+        kind = landmark_set(cat)
         fits += kind in ANCHORS and landmark_of(row["name"]) == region_name(kind, float(x), float(y))
     counts = Counter(r["name"] for r in rows)
     print(f"strongest part of each query's #1 match ({len(rows)} queries): "

@@ -118,13 +118,19 @@ def consistency_loss(attn: torch.Tensor, boxes: torch.Tensor, groups: torch.Tens
 # ---------------------------------------------------------------------------------------------- names
 # Landmarks of a garment in figure-box coordinates, by the kind of garment. Shop photos show it worn, so the figure
 # box spans the wearer: a top's from the head down to the thighs, a bottom's from the belly to the feet; a part that
-# sits on the wearer's head is named so. Left and right share a name: a back view swaps them.
+# sits on the wearer's head is named so. Left and right share a name: a back view swaps them. Heights are where
+# the landmark lies on the mean of Luma's training photos of the kind (a tee's hem at 0.84 of the box).
 ANCHORS: dict[str, list[tuple[str, tuple[float, float]]]] = {
     "top": [("head (not the garment)", (0.5, 0.06)), ("neckline", (0.5, 0.2)), ("chest", (0.5, 0.34)),
-            ("front / zip", (0.5, 0.47)), ("waist", (0.5, 0.6)), ("hem", (0.5, 0.76)),
+            ("front / zip", (0.5, 0.47)), ("waist", (0.5, 0.6)), ("pocket / lower front", (0.5, 0.7)),
+            ("hem", (0.5, 0.84)),
             ("sleeve / cuff", (0.15, 0.5)), ("sleeve / cuff", (0.85, 0.5))],
     "bottom": [("waistband", (0.5, 0.06)), ("hip / pocket", (0.5, 0.18)), ("fly / crotch", (0.5, 0.3)),
                ("thigh", (0.5, 0.45)), ("knee", (0.5, 0.62)), ("hem / ankle", (0.5, 0.88))],
+    # bottoms that end above the knee: the hem sits about halfway down the wearer (Luma's training photos of
+    # shorts), and below it is a bare leg
+    "short bottom": [("waistband", (0.5, 0.06)), ("hip / pocket", (0.5, 0.18)), ("fly / crotch", (0.5, 0.3)),
+                     ("thigh", (0.5, 0.4)), ("hem", (0.5, 0.5)), ("leg (not the garment)", (0.5, 0.75))],
 }
 # How far (figure boxes) a part may be from a free landmark to take its name rather than its nearest one's.
 MAX_SHIFT = 0.08
@@ -200,6 +206,16 @@ def garment_kind(category: str) -> str:
     return "bottom" if any(w in BOTTOMS for w in words) else "top"
 
 
+SHORT_BOTTOMS = ("shorts", "bermudas", "hotpants")
+
+
+def landmark_set(category: str) -> str:
+    """The ANCHORS a category's parts are named by: its kind's, or the short bottoms' (their hem is mid-thigh)."""
+    kind = garment_kind(category)
+    short = kind == "bottom" and any(w in SHORT_BOTTOMS for w in category_key(category).split())
+    return "short bottom" if short else kind
+
+
 def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | None, num_parts: int) -> list[str]:
     """The names of the parts on a category's garments; for a category training did not see, its kind's names;
     without a category (or names), "part k"."""
@@ -260,7 +276,7 @@ def names_from_positions(positions: np.ndarray, categories: Sequence[str]) -> di
     cats = np.array([category_key(c) for c in categories])
     kinds = np.array([garment_kind(c) for c in cats])
     cats, kinds, positions = cats[kinds != "other"], kinds[kinds != "other"], positions[kinds != "other"]
-    groups = {c: (cats == c, kind) for c, kind in sorted(set(zip(cats, kinds)))}
+    groups = {c: (cats == c, landmark_set(c)) for c in sorted(set(cats))}
     groups |= {KIND_KEY.format(kind): (kinds == kind, kind) for kind in sorted(set(kinds))}
     means = {g: positions[sel].mean(0) for g, (sel, _) in groups.items()}
     return name_parts(means, {g: kind for g, (_, kind) in groups.items()})

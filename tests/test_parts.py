@@ -12,9 +12,9 @@ from bench.robustness import on_clutter
 from conftest import DISTRACTORS, LUMA
 from mga.data import category_key, load_retrieval_data
 from mga.imageio import load_image
-from mga.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area, landmark_of,
-                       figure_boxes, figure_on_grid, garment_kind, in_figure_box, mass_on_figure, name_parts,
-                       names_for, names_from_positions, part_geometry, spread)
+from mga.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area, figure_boxes,
+                       figure_on_grid, garment_kind, in_figure_box, landmark_of, landmark_set, mass_on_figure,
+                       name_parts, names_for, names_from_positions, part_geometry, spread)
 from mga.transforms import Backgrounds, ConsumerPhotoAugment, garment_mask
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -94,13 +94,13 @@ def test_concentration_and_consistency_losses():
 
 
 def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
-    tops = np.array([[0.5, 0.2], [0.12, 0.55], [0.5, 0.35], [0.5, 0.74], [0.9, 0.5], [0.5, 0.8]])
+    tops = np.array([[0.5, 0.2], [0.12, 0.55], [0.5, 0.35], [0.5, 0.82], [0.9, 0.5], [0.5, 0.88]])
     names = name_parts({"tees": tops}, {"tees": "top"})
     assert names["tees"] == ["neckline", "left sleeve / cuff", "chest", "upper hem", "right sleeve / cuff",
                              "lower hem"], \
         "both sides are a sleeve; a second part near the hem is told apart by where it sits, not named after a " \
         "far landmark"
-    four = name_parts({"tees": np.array([[0.5, 0.76], [0.48, 0.8], [0.52, 0.72], [0.5, 0.78]])}, {"tees": "top"})
+    four = name_parts({"tees": np.array([[0.5, 0.84], [0.48, 0.88], [0.52, 0.82], [0.5, 0.86]])}, {"tees": "top"})
     assert four["tees"] == ["hem 2", "hem 4", "hem 1", "hem 3"], "more than three on one landmark: numbered top down"
     assert [landmark_of(n) for n in ["lower hem", "left sleeve / cuff", "hem 4", "hem / ankle", "neckline"]] == \
         ["hem", "sleeve / cuff", "hem", "hem / ankle", "neckline"]
@@ -108,6 +108,10 @@ def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
     assert name_parts({"pants": bottoms}, {"pants": "bottom"})["pants"] == \
         ["waistband", "hip / pocket", "fly / crotch", "thigh", "knee", "hem / ankle"]
     assert garment_kind("Shorts") == "bottom" and garment_kind("Hoodies_Sweatshirts") == "top"
+    assert (landmark_set("Shorts"), landmark_set("Pants"), landmark_set("Tees")) == ("short bottom", "bottom", "top")
+    short = np.array([[0.5, 0.05], [0.5, 0.2], [0.5, 0.31], [0.5, 0.4], [0.5, 0.5], [0.5, 0.75]])
+    legs = names_from_positions(np.stack([short, short]), ["Shorts", "Pants"])
+    assert legs["shorts"][4] == "hem" and legs["pants"][4] != "hem", "a short's hem is mid-thigh, a trouser's not"
     assert category_key("Hoodies & Sweatshirts") == category_key("Hoodies_Sweatshirts") == "hoodies sweatshirts"
     from_positions = names_from_positions(np.stack([tops, bottoms, tops]), ["Tees", "Pants", "Jackets"])
     assert set(from_positions) == {"tees", "pants", "jackets", "*top", "*bottom"}
