@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import Record, RetrievalData, category_key, category_of, load_retrieval_data
-from .imageio import load_image
-from .transforms import garment_mask, working_side
+from .transforms import garment_mask
 
 KIND_KEY = "*{}"  # the key of a kind's names ("*top", "*bottom"): for categories training did not see
 
@@ -252,10 +251,10 @@ def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int 
     background while the figure is still read off the clean photo: whether the parts stay on the garment once
     the background is no longer white."""
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("mass", "area", "position", "maps", "images")}
-    size, side = model.config.image_size, working_side(model.config.image_size)
+    size = model.config.image_size
     rng = random.Random(seed)
     for s in range(0, len(records), batch_size):
-        photos = [load_image(Path(root) / r.path, max_side=side) for r in records[s:s + batch_size]]
+        photos = [model.transform.load(Path(root) / r.path) for r in records[s:s + batch_size]]
         pixels = torch.stack([model.transform.pixels(p) for p in photos])
         seen = pixels if backdrop is None else torch.stack([model.transform.pixels(backdrop(p, rng)) for p in photos])
         masks = torch.from_numpy(np.stack([garment_mask(Image.fromarray(p.permute(1, 2, 0).numpy()))

@@ -73,5 +73,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"its part names are the first checkpoint's; fit them with: python -m mga.parts --weights {args.out} "
               "--data DATA")
 
+
 if __name__ == "__main__":
     main()

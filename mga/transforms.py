@@ -70,10 +70,13 @@ class EvalTransform:
     def pixels(self, img: Image.Image) -> torch.Tensor:
         return letterbox_pixels(shrink(img, working_side(self.size)), self.size)
 
+    def load(self, path: str | Path) -> Image.Image:
+        """An image file decoded already reduced to the working side (what `pixels` reduces it to anyway)."""
+        return load_image(path, max_side=working_side(self.size))
+
     def load_pixels(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """(N, 3, size, size) uint8 pixels of image files, each decoded already reduced to the working side."""
-        side = working_side(self.size)
-        return torch.stack([self.pixels(load_image(p, max_side=side)) for p in paths])
+        return torch.stack([self.pixels(self.load(p)) for p in paths])
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.normalize(self.pixels(img))
