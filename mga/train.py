@@ -7,8 +7,9 @@ kind of garment (--w-kind, mga.kinds).
     python -m mga.train --data ../shared/data/luma-inshop --out runs/default
 
 Each epoch writes out/checkpoint.pt atomically; --resume continues from it. At the end the parts are named, the
-frozen pretrained backbone gets its share of every similarity (--anchor, mga.anchor), and the model is saved the
-Hugging Face way in out/model/ and, when the data has a query/gallery split, evaluated (out/eval.json).
+frozen pretrained backbone gets its share of every similarity (--anchor, mga.anchor; --anchor-from start puts it
+in place from the first step instead), and the model is saved the Hugging Face way in out/model/ and, when the
+data has a query/gallery split, evaluated (out/eval.json).
 """
 from __future__ import annotations
 
@@ -100,6 +101,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="after training, the pretrained backbone's share of every similarity (mga.anchor; 0: none)")
     p.add_argument("--anchor-pool", choices=ANCHOR_POOLS, default="whole",
                    help="what the anchor's GeM pools: the whole photo or the figure (mga.anchor --pool)")
+    p.add_argument("--anchor-from", choices=("end", "start"), default="end",
+                   help="when the anchor joins: after training, or from the first step (the losses then see the "
+                        "anchored similarities, so the trained half learns what the pretrained descriptor misses)")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
@@ -208,6 +212,13 @@ class Run:
     step: int = 0
 
 
+def anchor_in_training(args: argparse.Namespace) -> dict:
+    """The config fields that put the anchor in place from the first step (`--anchor-from start`)."""
+    if args.anchor_from == "start" and args.anchor > 0:
+        return {"anchor": args.anchor, "anchor_pool": args.anchor_pool}
+    return {}
+
+
 def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel:
     """A fresh model on the pretrained backbone, or the checkpoint's; its early blocks frozen."""
     if resume:
@@ -217,7 +228,7 @@ def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel
         model = MGAModel.from_backbone(MGAConfig(
             backbone=args.backbone, image_size=args.image_size, embed_dim=args.embed_dim,
             num_parts=args.num_parts, fga_layers=args.fga_layers, alpha=args.alpha, tau=args.tau,
-            figure_head=args.figure_head))
+            figure_head=args.figure_head, **anchor_in_training(args)))
     model.config.extra = {"train_args": {k: portable(v) for k, v in vars(args).items() if k not in ("resume",)},
                           "train_data": str(Path(args.data).name), "train_images": len(data.train)}
     if args.freeze_blocks:
@@ -244,7 +255,8 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=device.type == "cuda")
     groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": args.backbone_lr},
-              {"params": [p for n, p in model.named_parameters() if not n.startswith("backbone.")], "lr": args.lr}]
+              {"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")],
+               "lr": args.lr}]
     proxy = None
     if args.w_proxy:
         proxy = ProxyAnchorLoss(len(dataset.label_of), config.embedding_dim)
@@ -350,7 +362,7 @@ def finish(model: MGAModel, data, out: Path, device: torch.device, anchor: float
     model.eval()
     model.to("cpu")
     name_model_parts(model, data)
-    if anchor > 0:
+    if anchor > 0 and model.anchor is None:  # with --anchor-from start it is in place already
         model = with_anchor(model, anchor, anchor_pool)
     try:
         model.config.closeup = closeup.fit(model, *closeup.training_photos(data, phones))

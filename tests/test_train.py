@@ -198,3 +198,18 @@ def test_kind_term_trains_on_real_phone_photos(tmp_path):
 def test_kind_term_without_kind_folders_says_which_folder(tmp_path):
     with pytest.raises(SystemExit, match="empty.*folders named t-shirt"):
         run(tmp_path / "out", 1, "--w-kind", "0.5", "--kind-photos", str(tmp_path / "empty"))
+
+
+def test_anchor_from_the_start_trains_beside_a_frozen_pretrained_copy(tmp_path):
+    """--anchor-from start: the losses see the anchored similarities from the first step, so the checkpoint carries
+    the anchor; training leaves it the pretrained backbone and moves only the trained copy."""
+    out = tmp_path / "start"
+    run(out, 1, "--anchor-from", "start", "--anchor", "0.3")
+    checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["config"]["anchor"] == 0.3
+    weights = load_file(out / "model" / "model.safetensors")
+    fresh = mga_train.MGAModel.from_backbone(mga_train.MGAConfig(image_size=64, anchor=0.3)).state_dict()
+    anchor = [k for k in weights if k.startswith("anchor.")]
+    assert anchor and all(torch.equal(weights[k], fresh[k]) for k in anchor)  # frozen: the pretrained backbone
+    assert not all(torch.equal(weights["backbone." + k.removeprefix("anchor.")], fresh[k]) for k in anchor)
+    assert json.loads((out / "model" / "config.json").read_text())["anchor"] == 0.3
