@@ -103,7 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="what the anchor's GeM pools: the whole photo or the figure (mga.anchor --pool)")
     p.add_argument("--anchor-from", choices=("end", "start"), default="end",
                    help="when the anchor joins: after training, or from the first step (the losses then see the "
-                        "anchored similarities, so the trained half learns what the pretrained descriptor misses)")
+                        "anchored similarities; measured worse on phone photos, docs/experiments.md)")
     p.add_argument("--augment", type=float, default=0.5, help="strength of consumer-photo augmentation (0 = off)")
     p.add_argument("--detail", type=float, default=0.25, help="probability of a close-up crop of a garment detail")
     p.add_argument("--clutter", type=float, default=0.6, help="probability (x --augment) of a new background")
