@@ -5,12 +5,13 @@ consumer-style photo from the #1 of a photo of something the shop does not sell.
 
 Fit (`--fit`, written into the checkpoint's config.json; the embedded default when no --weights): the training
 split's items, half of each item's photos as the shop and the other half as queries, each query photo clean and
-under every corruption of bench.robustness with backgrounds from distractors/validation; negatives are the
-validation distractors' shoes and hats. Labels: 1 where the #1 product is the query's, else 0.
+under every corruption of bench.robustness with backgrounds from distractors/validation; negatives are every
+photo of distractors/validation (other people's garments, shoes and hats: nothing the shop sells). Labels: 1
+where the #1 product is the query's, else 0.
 Measure: the test split's gallery photos as the shop, its query photos clean and corrupted (backgrounds from
-distractors/test) against the shoes and hats of distractors/test. Prints the AUROC (correct #1 of shop garments
-against the #1 of shoes and hats) and, per threshold, how many results are shown as confident and how often
-those are right.
+distractors/test) against every photo of distractors/test. Prints the AUROC of correct #1 results against the #1
+of not-sold garments and of shoes and hats, and, per threshold, how many results are shown as confident, how
+often those are right, and how many photos of things the shop does not sell are shown as confident.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from mga.imageio import load_image, load_photo
 from mga.index import GalleryIndex
 from mga.search import SearchEngine
 
-NOT_SOLD = ("shoes", "hat")  # distractor classes the shop has no product of
+OTHER_KINDS = ("shoes", "hat")  # distractor classes of a kind the shop has no product of; the rest are garments
+SHOP, GARMENT, OTHER_KIND = 0, 1, 2  # what a measured photo is: a shop product's, or one of a not-sold garment or kind
 
 
 def shop_index(model, root: Path, records: Sequence[Record], out: Path) -> SearchEngine:
@@ -72,20 +74,17 @@ def top_features(engine: SearchEngine, photos: Sequence[Image.Image]) -> tuple[n
     return np.array(x), ids
 
 
-def labelled(engine: SearchEngine, queries: Sequence[Record], root: Path, backgrounds: Path, not_sold: Sequence[Path],
-             seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, correct #1?, is a product of the shop?) for the consumer-style queries, then the photos of
-    things the shop does not sell."""
+def labelled(engine: SearchEngine, queries: Sequence[Record], root: Path, backgrounds: Path, seed: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, correct #1?, SHOP / GARMENT / OTHER_KIND) for the consumer-style queries, then every photo of
+    `backgrounds` (a distractors split: things the shop does not sell)."""
     shots = consumer_photos([root / r.path for r in queries], backgrounds, seed)
     xq, ids = top_features(engine, [img for _, img in shots])
     correct = np.array([ids[n] == queries[i].item_id for n, (i, _) in enumerate(shots)])
+    not_sold = sorted(backgrounds.rglob("*.jpg"))
     xn, _ = top_features(engine, [load_image(p) for p in not_sold])
-    x = np.vstack([xq, xn])
-    return x, np.r_[correct, np.zeros(len(xn), bool)], np.r_[np.ones(len(xq), bool), np.zeros(len(xn), bool)]
-
-
-def not_sold_photos(folder: Path) -> list[Path]:
-    return sorted(p for c in NOT_SOLD for p in (folder / c).glob("*.jpg"))
+    group = [OTHER_KIND if p.parent.name in OTHER_KINDS else GARMENT for p in not_sold]
+    return np.vstack([xq, xn]), np.r_[correct, np.zeros(len(xn), bool)], np.r_[np.full(len(xq), SHOP), group]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -111,36 +110,40 @@ def main(argv: Sequence[str] | None = None) -> dict:
             shop = [r for rs in items for r in rs[::2]]
             queries = [r for rs in items for r in rs[1::2]]
             engine = shop_index(model, data.root, shop, Path(tmp) / "fit")
-            x, y, _ = labelled(engine, queries, data.root, TRAIN_BACKGROUNDS, not_sold_photos(TRAIN_BACKGROUNDS),
-                               args.seed)
+            x, y, _ = labelled(engine, queries, data.root, TRAIN_BACKGROUNDS, args.seed)
             model.config.confidence = {**fit(x, y.astype(float)),
                                        "fitted_on": f"{len(x)} photos outside the test split"}
             model.config.save(weights)
             print(f"fitted on {len(x)} photos ({int(y.sum())} correct #1): {model.config.confidence}")
         engine = shop_index(model, data.root, data.gallery, Path(tmp) / "test")
-        x, correct, sold = labelled(engine, data.query, data.root, TEST_DISTRACTORS, not_sold_photos(TEST_DISTRACTORS),
-                                    args.seed + 1)
+        x, correct, group = labelled(engine, data.query, data.root, TEST_DISTRACTORS, args.seed + 1)
     cal = model.config.confidence
     if not cal:
         raise SystemExit(f"{weights}: no calibration in config.json; run with --fit first")
     prob = np.array([probability(cal, row) for row in x])
-    result = {"auroc": auroc(prob[sold & correct], prob[~sold]),
-              "auroc_raw_score": auroc(x[sold & correct, 0], x[~sold, 0]),
-              "queries": int(sold.sum()), "correct_top1": int(correct.sum()), "not_sold": int((~sold).sum()),
-              "thresholds": []}
+    garment, other = group == GARMENT, group == OTHER_KIND
+    result = {"auroc_garments": auroc(prob[correct], prob[garment]),
+              "auroc_raw_score_garments": auroc(x[correct, 0], x[garment, 0]),
+              "auroc": auroc(prob[correct], prob[other]), "auroc_raw_score": auroc(x[correct, 0], x[other, 0]),
+              "queries": int((group == SHOP).sum()), "correct_top1": int(correct.sum()),
+              "not_sold_garments": int(garment.sum()), "not_sold": int(other.sum()), "thresholds": []}
     print(f"test: {result['queries']} consumer-style photos of shop products ({result['correct_top1']} with a correct "
-          f"#1), {result['not_sold']} photos of {' and '.join(NOT_SOLD)}")
-    print(f"AUROC, correct #1 against shoes and hats: confidence {result['auroc']:.3f}, raw score "
-          f"{result['auroc_raw_score']:.3f}")
-    print(f"{'threshold':>9} {'shown confident':>16} {'precision':>10} {'recall':>7} {'shoes/hats confident':>21}")
+          f"#1); not sold: {result['not_sold_garments']} photos of other garments, {result['not_sold']} of "
+          f"{' and '.join(OTHER_KINDS)}")
+    for name, key in (("other garments", "_garments"), (" and ".join(OTHER_KINDS), "")):
+        print(f"AUROC, correct #1 against {name}: confidence {result['auroc' + key]:.3f}, raw score "
+              f"{result['auroc_raw_score' + key]:.3f}")
+    print(f"{'threshold':>9} {'shown confident':>16} {'precision':>10} {'recall':>7} {'garments confident':>19} "
+          f"{'shoes/hats confident':>21}")
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         shown = prob >= t
         row = {"threshold": t, "confident": int(shown.sum()),
                "precision": float(correct[shown].mean()) if shown.any() else float("nan"),
-               "recall": float(shown[correct].mean()), "not_sold_confident": float(shown[~sold].mean())}
+               "recall": float(shown[correct].mean()), "not_sold_garments_confident": float(shown[garment].mean()),
+               "not_sold_confident": float(shown[other].mean())}
         result["thresholds"].append(row)
         print(f"{t:>9.1f} {row['confident']:>16d} {row['precision']:>10.3f} {row['recall']:>7.3f} "
-              f"{row['not_sold_confident']:>21.3f}")
+              f"{row['not_sold_garments_confident']:>19.3f} {row['not_sold_confident']:>21.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
