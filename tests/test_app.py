@@ -70,14 +70,17 @@ def test_api_search_returns_ranked_json(client):
 
 
 def test_things_the_shop_does_not_sell_get_no_confident_match(client):
-    """Shoes and hats (phone photos of distractors/test): the best product is not called a match; the shop's own
-    products are. Over the test set 19% of shoes and hats pass the 0.5 threshold (docs/experiments.md), so a
-    majority of eight must not."""
-    not_sold = sorted((DISTRACTORS / "test" / "shoes").glob("*.jpg"))[:4] + \
-        sorted((DISTRACTORS / "test" / "hat").glob("*.jpg"))[:4]
-    answers = [search(client, p, k=3) for p in not_sold]
-    assert sum(not a["confident"] for a in answers) >= 5, [a["results"][0]["confidence"] for a in answers]
-    assert all(a["results"][0]["confidence"] < 0.9 for a in answers)
+    """Shoes, hats and other people's garments (phone photos of distractors/test): the best product is not called a
+    match; the shop's own products are. Over the test set 1% of shoes and hats and 6% of other garments pass the
+    0.5 threshold (docs/experiments.md), so a majority of each group must not."""
+    test = DISTRACTORS / "test"
+    shoes_hats = sorted((test / "shoes").glob("*.jpg"))[:4] + sorted((test / "hat").glob("*.jpg"))[:4]
+    garments = [p for kind in ("t-shirt", "longsleeve", "outwear", "pants", "shorts")
+                for p in sorted((test / kind).glob("*.jpg"))[:2]]
+    for not_sold, most in ((shoes_hats, 3), (garments, 1)):
+        answers = [search(client, p, k=3) for p in not_sold]
+        assert sum(a["confident"] for a in answers) <= most, [a["results"][0]["confidence"] for a in answers]
+        assert all(a["results"][0]["confidence"] < 0.9 for a in answers)
     shop = search(client, query_photos(1)[0], k=3)
     assert shop["confident"] and shop["results"][0]["confidence"] >= 0.5
 
