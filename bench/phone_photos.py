@@ -20,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mga.config import DEFAULT_VIEWS, TEST_DISTRACTORS
+from bench.variants import variants
+from mga.config import CATEGORY_VOTE, DEFAULT_VIEWS, TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
 from mga.closeup import VIEWS, whole_garment
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--views", choices=VIEWS, nargs="+", default=[DEFAULT_VIEWS],
                    help="gallery views a query sees: every view (all), zoom windows for close-ups only (auto), "
                         "full photos; several: a row for each")
+    p.add_argument("--category-vote", type=float, nargs="+", default=[CATEGORY_VOTE],
+                   help="weight of the vote on the query's kind of garment (mga.category_vote; 0: off); several: a "
+                        "row for each")
     p.add_argument("--json")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
@@ -81,10 +85,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
         found = closeup_detector(model)
         q = model.encode_images(photos)
-        for chosen in args.views:
+        for row, (chosen, vote) in variants(label, args.views, args.category_vote).items():
             order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                         whole_garment(found, q.embedding, chosen))[:, :TOP]
-            row = f"{label} (views {chosen})" if len(args.views) > 1 else label
+                         whole_garment(found, q.embedding, chosen), categories, vote)[:, :TOP]
             results[row] = kind_scores(order.numpy(), kinds, categories)
     print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(data.gallery)} shop photos; "
           f"P@1 / P@{TOP}: the #1 / the top {TOP} of the photo's kind of garment")

@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mga.config import DEFAULT_VIEWS, TEST_DISTRACTORS
-from mga.data import load_retrieval_data
+from bench.variants import variants
+from mga.config import CATEGORY_VOTE, DEFAULT_VIEWS, TEST_DISTRACTORS
+from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
 from mga.closeup import VIEWS, whole_garment
 from mga.closeup import detector as closeup_detector
@@ -152,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--views", choices=VIEWS, nargs="+", default=[DEFAULT_VIEWS],
                    help="gallery views a query sees: every view (all), zoom windows for close-ups only (auto), "
                         "full photos; several: a row for each")
+    p.add_argument("--category-vote", type=float, nargs="+", default=[CATEGORY_VOTE],
+                   help="weight of the vote on the query's kind of garment (mga.category_vote; 0: off); several: a "
+                        "row for each")
     p.add_argument("--all-but", action="store_true",
                    help="also every corruption but one on the same photo (what 'all at once' loses most to)")
     p.add_argument("--json")
@@ -166,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.examples:
         plot_examples(corrupted, args.examples)
     q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
+    categories = [category_of(r.path) for r in data.gallery]
     results: dict[str, dict[str, dict[str, float]]] = {}
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
     baseline = PretrainedGeM(models[0][1])
@@ -175,14 +180,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
         found = closeup_detector(model)
-        rows = {f"{label} (views {v})" if len(args.views) > 1 else label: v for v in args.views}
+        rows = variants(label, args.views, args.category_vote)
         for row in rows:
             results[row] = {}
         for name, qs in corrupted.items():
             q = model.encode_images(qs)
-            for row, chosen in rows.items():
+            for row, (chosen, vote) in rows.items():
                 order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                             whole_garment(found, q.embedding, chosen))[:, :10].numpy()
+                             whole_garment(found, q.embedding, chosen), categories, vote)[:, :10].numpy()
                 results[row][name] = recall_at_k(order, q_items, g_items, (1, 10))
     print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
           f"{args.zoom_grid} (views {', '.join(args.views)}); clutter from {len(backgrounds)} photos of "

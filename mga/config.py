@@ -26,6 +26,12 @@ MIN_IMAGE_SIDE = 16
 PHOTO_SIDE = 640
 # Candidates (images) that ATA re-ranks after the coarse search: evaluation, the engine and the app alike.
 DEFAULT_RERANK_TOP = 100
+# Results of the query's kind of garment first (mga.category_vote): the CATEGORY_VOTE_TOP best re-ranked images
+# vote on a category (a softmax of their ATA scores at CATEGORY_VOTE_TEMPERATURE) and each re-ranked image gains
+# CATEGORY_VOTE x the share of its category; 0 turns it off. Chosen on the validation side (docs/experiments.md).
+CATEGORY_VOTE = 0.1
+CATEGORY_VOTE_TOP = 20
+CATEGORY_VOTE_TEMPERATURE = 0.05
 # Zoom views of gallery images (mga.views): a ZOOM_GRID x ZOOM_GRID lattice of square windows, ZOOM_SCALE x the
 # garment's size (the size of a shop's close-up), indexed next to the full photo, except windows less than
 # ZOOM_MIN_COVER garment; ZOOM_GRID = 0 turns them off. How they were chosen: docs/experiments.md.

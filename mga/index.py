@@ -204,6 +204,7 @@ class GalleryIndex(CoarseSearch):
             self._label.setdefault(key, spelling)
         self.categories = sorted(self._label.values())
         self._by_category = {self._label[key]: np.flatnonzero(keys == key) for key in self._label}
+        self.category_keys = keys  # per image: what the category vote counts (mga.category_vote)
         self.item_photos = Counter(str(it.get("item_id", "")) for it in self.items)  # photos per product
 
     def _open_faiss(self, mmap: bool):

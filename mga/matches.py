@@ -35,6 +35,7 @@ class Match:
     view: int = -1  # its position among the re-ranked rows (for the alignment's assignment)
     photos: int = 1  # photos of this match's product in the gallery
     confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
+    category_vote: float = 0.0  # what its category gained in the vote on the query's kind (mga.category_vote)
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
@@ -45,7 +46,8 @@ class Match:
                 "global_contribution": round(self.global_contribution, 6),
                 "anchor_contribution": round(self.anchor_contribution, 6),
                 "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
-                "confidence": None if self.confidence is None else round(self.confidence, 4)}
+                "confidence": None if self.confidence is None else round(self.confidence, 4),
+                "category_vote": round(self.category_vote, 6)}
 
 
 @dataclass
@@ -56,9 +58,9 @@ class SearchResult:
     whole_garment: bool = False  # searched among full photos only (not a close-up: mga.closeup)
 
     def __post_init__(self):
-        scores = [m.score for m in self.matches]
+        scores = [m.score + m.category_vote for m in self.matches]
         if any(a < b - 1e-6 for a, b in zip(scores, scores[1:])):
-            raise AssertionError("search results must be sorted by score")
+            raise AssertionError("search results must be sorted by score and category vote")
         if len({m.path for m in self.matches}) != len(self.matches):
             raise AssertionError("search results must not repeat an image")
 

@@ -2,12 +2,18 @@
 
 The gallery side may hold several views per image (mga.views: the full photo and zoom windows); `owner[v]` is
 the image of view v, and an image scores as its best view. Without `owner` every row is its own image. A query
-flagged `whole` (mga.closeup: a photo of a whole garment) is searched among each image's full photo only.
+flagged `whole` (mga.closeup: a photo of a whole garment) is searched among each image's full photo only. Given the
+gallery images' categories, the re-ranked head is ordered after mga.category_vote: the query's kind first.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 
+from .category_vote import vote_order
+from .config import CATEGORY_VOTE
 from .model import Encoding, MGAModel
 
 DESCRIPTORS = ("coarse", "global")
@@ -41,10 +47,12 @@ def full_views(owner: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", rerank_top: int = 0,
-         owner: torch.Tensor | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:
+         owner: torch.Tensor | None = None, whole: torch.Tensor | None = None,
+         categories: Sequence[str] | None = None, vote: float = CATEGORY_VOTE) -> torch.Tensor:
     """(Q, N) gallery image indices, best first. With rerank_top=M > 0 the coarse top M are re-ordered by ATA
     (each image by its best view) and stay ahead of the rest, which keep their coarse order. `whole` (Q,) bool:
-    the queries that see full photos only."""
+    the queries that see full photos only. `categories` (N,): each image's, for the category vote of weight
+    `vote` over the re-ranked head (none without them)."""
     owner = torch.arange(len(g)) if owner is None else owner
     n = int(owner.max()) + 1
     full = full_views(owner)
@@ -60,5 +68,9 @@ def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", 
         rows = torch.nonzero(torch.isin(owner, cand) & (full | ~whole[qi])).flatten()
         ata = model.align(q[qi], g[rows]).scores
         per_image, _ = best_view(ata, owner[rows], n)
-        order[qi, :m] = cand[per_image[0, cand].argsort(descending=True)]
+        if categories is None or vote == 0:
+            order[qi, :m] = cand[per_image[0, cand].argsort(descending=True)]
+        else:
+            kinds = np.asarray(categories)[cand.numpy()]
+            order[qi, :m] = cand[torch.from_numpy(vote_order(per_image[0, cand].numpy(), kinds, vote))]
     return order

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
+from .category_vote import category_vote as vote
+from .config import CATEGORY_VOTE, DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
 from .explain import part_contribution_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
@@ -39,8 +40,8 @@ HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longes
 @dataclass
 class Ranked:
     """The candidates after ATA: `order` ranks them (positions into the coarse candidates), each scores as its
-    best view (`best_ata` for the first `n_rerank`, its coarse score after), `pick` is that view's position in
-    `rows`, the rows ATA aligned."""
+    best view (`best_ata` for the first `n_rerank`, its coarse score after) plus, for the first `n_rerank`, its
+    category's `bonus` in the vote; `pick` is that view's position in `rows`, the rows ATA aligned."""
 
     order: np.ndarray
     n_rerank: int
@@ -48,6 +49,7 @@ class Ranked:
     pick: np.ndarray
     rows: np.ndarray
     alignment: Any
+    bonus: np.ndarray
 
     def score(self, j: int, coarse: np.ndarray) -> float:
         return float(self.best_ata[j] if j < self.n_rerank else coarse[j])
@@ -105,7 +107,8 @@ class SearchEngine:
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
                heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-               match_heatmaps: bool = True, views: str = DEFAULT_VIEWS) -> SearchResult:
+               match_heatmaps: bool = True, views: str = DEFAULT_VIEWS,
+               category_vote: float = CATEGORY_VOTE) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
@@ -113,7 +116,7 @@ class SearchEngine:
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, explain, query_size=img.size,
                                    heatmap_max_side=heatmap_max_side, products=products,
-                                   match_heatmaps=match_heatmaps, views=views)
+                                   match_heatmaps=match_heatmaps, views=views, category_vote=category_vote)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -122,12 +125,14 @@ class SearchEngine:
                         rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = False,
                         query_size: tuple[int, int] | None = None,
                         heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-                        match_heatmaps: bool = True, views: str = DEFAULT_VIEWS) -> SearchResult:
+                        match_heatmaps: bool = True, views: str = DEFAULT_VIEWS,
+                        category_vote: float = CATEGORY_VOTE) -> SearchResult:
         """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
         `match_heatmaps=False`: the matches' own heatmaps wait for `match_heatmap` (an app shows one at a time).
         `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
-        among the gallery's zoom windows too, a whole garment among full photos only."""
+        among the gallery's zoom windows too, a whole garment among full photos only. `category_vote`: the weight of
+        the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off)."""
         t0 = time.perf_counter()
         if category == "":
             category = None
@@ -140,13 +145,16 @@ class SearchEngine:
         if len(images) == 0:
             return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole)
-        ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole)
+        ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
         by_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
         order = by_product if products else ranked.order
         t2 = time.perf_counter()
         matches = [self._match(r + 1, ranked, images, int(j), coarse) for r, j in enumerate(order[:k])]
-        best_two = [(item_ids[j], ranked.score(int(j), coarse)) for j in by_product[:2]]
+        # the confidence weighs the re-ranked products by their ATA scores, whatever order the vote gave them
+        head = sorted((j for j in by_product if j < ranked.n_rerank), key=lambda j: -ranked.best_ata[j])
+        best_two = [(item_ids[j], ranked.score(int(j), coarse))
+                    for j in (head + [j for j in by_product if j >= ranked.n_rerank])[:2]]
         set_confidence(matches, best_two, self.model.config.confidence)
         if explain:
             self._explain(matches, ranked, q, query_size, heatmap_max_side, match_heatmaps)
@@ -156,9 +164,9 @@ class SearchEngine:
         return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole)
 
     def _rerank(self, q: Encoding, images: np.ndarray, coarse: np.ndarray, best_rows: np.ndarray,
-                rerank_top: int, full_only: bool = False) -> "Ranked":
+                rerank_top: int, full_only: bool = False, category_vote: float = CATEGORY_VOTE) -> "Ranked":
         """ATA over every view (`full_only`: the full photo) of the top rerank_top images (each scores as its best
-        view); the rest keep their coarse order and best view."""
+        view), ordered after the category vote; the rest keep their coarse order and best view."""
         n_rerank = min(rerank_top, len(images))
         top = images[:n_rerank]
         rows = np.concatenate([self.index.first_row[top] if full_only else self.index.view_rows(top),
@@ -169,8 +177,10 @@ class SearchEngine:
         if not full_only:
             counts[:n_rerank] = self.index.view_count(top)
         best_ata, pick = best_per_image(al.scores[0], counts)
-        head = np.lexsort((np.arange(n_rerank), -best_ata[:n_rerank]))  # stable: ties keep coarse order
-        return Ranked(np.concatenate([head, np.arange(n_rerank, len(images))]), n_rerank, best_ata, pick, rows, al)
+        voted = vote(best_ata[:n_rerank], self.index.category_keys[top], category_vote)
+        head = np.argsort(-voted, kind="stable")  # ties keep their coarse order
+        return Ranked(np.concatenate([head, np.arange(n_rerank, len(images))]), n_rerank, best_ata, pick, rows, al,
+                      voted - best_ata[:n_rerank])
 
     def _match(self, rank: int, ranked: "Ranked", images: np.ndarray, j: int, coarse: np.ndarray) -> Match:
         image, c = int(images[j]), int(ranked.pick[j])
@@ -187,7 +197,8 @@ class SearchEngine:
             index=image,
             display_path=str(self.index.display_path(image)), row=int(ranked.rows[c]), view=c,
             box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
-            photos=self.index.item_photos.get(it.get("item_id"), 1))
+            photos=self.index.item_photos.get(it.get("item_id"), 1),
+            category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0)
 
     def _explain(self, matches: list[Match], ranked: "Ranked", q: Encoding, query_size: tuple[int, int] | None,
                  heatmap_max_side: int | None, match_heatmaps: bool = True) -> None:
