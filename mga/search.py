@@ -248,13 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--views", choices=VIEWS, default=DEFAULT_VIEWS,
                    help="gallery views searched: every view (all), zoom windows for close-ups only (auto: the "
                         "model's close-up detector), full photos only")
+    p.add_argument("--category-vote", type=float, default=CATEGORY_VOTE,
+                   help="weight of the re-ranked images' vote on the query's kind of garment (0: off)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the Hub mixin prints while loading; keep stdout JSON-clean
             engine = SearchEngine.load(args.index, weights=args.weights)
         res = engine.search(args.image, k=args.k, category=args.category, rerank_top=args.rerank_top,
-                            explain=False, views=args.views)
+                            explain=False, views=args.views, category_vote=args.category_vote)
     except (ImageError, IndexMismatchError, IndexFormatError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -267,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{' '.join(f'{k} {v:.1f}' for k, v in res.timings.items())}")
     for m in res.matches:
         parts = ", ".join(f"{n} {c:+.3f}" for n, c in zip(m.part_names, m.contributions))
-        print(f"{m.rank:3d}  {m.score:.4f}  {m.item_id:<28s} {m.category:<22s} {m.image}   "
+        print(f"{m.rank:3d}  {m.score:.4f} {m.category_vote:+.3f}  {m.item_id:<28s} {m.category:<22s} {m.image}   "
               f"[g {m.global_contribution:+.3f} | anchor {m.anchor_contribution:+.3f} | {parts}]")
     return 0
 
