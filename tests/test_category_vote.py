@@ -24,7 +24,7 @@ def test_the_kind_most_results_agree_on_moves_up_and_nothing_else_changes():
 
 def test_a_phone_photo_of_trousers_gets_more_trousers_at_the_top(default_model):
     """A real phone photo of patterned trousers (distractors/test) against the demo shop: its ATA top 5 mixes a
-    tank top and a jacket in; with the vote the trousers the other results agree on come first."""
+    tank top and a jacket in; with the vote more of the top 5 are trousers, the kind the other results agree on."""
     engine = SearchEngine.load(DEFAULT_INDEX_DIR, model=default_model)
     photo = sorted((DISTRACTORS / "test" / "pants").glob("*.jpg"))[0]
     top = {w: engine.search(photo, k=5, explain=False, products=True, category_vote=w).matches for w in (0.0, 0.1)}
