@@ -63,14 +63,14 @@ def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", 
     m = min(rerank_top, n)
     if m <= 0:
         return order
+    kinds = np.asarray(categories) if categories is not None and vote != 0 else None  # once, not per query
     for qi in range(len(q)):
         cand = order[qi, :m]
         rows = torch.nonzero(torch.isin(owner, cand) & (full | ~whole[qi])).flatten()
         ata = model.align(q[qi], g[rows]).scores
         per_image, _ = best_view(ata, owner[rows], n)
-        if categories is None or vote == 0:
+        if kinds is None:
             order[qi, :m] = cand[per_image[0, cand].argsort(descending=True)]
         else:
-            kinds = np.asarray(categories)[cand.numpy()]
-            order[qi, :m] = cand[torch.from_numpy(vote_order(per_image[0, cand].numpy(), kinds, vote))]
+            order[qi, :m] = cand[torch.from_numpy(vote_order(per_image[0, cand].numpy(), kinds[cand.numpy()], vote))]
     return order
