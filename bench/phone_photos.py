@@ -20,11 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.variants import variants
-from mga.config import CATEGORY_VOTE, DEFAULT_VIEWS, TEST_DISTRACTORS
+from bench.variants import add_variant_arguments, variants
+from mga.config import TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
-from mga.closeup import VIEWS, whole_garment
+from mga.closeup import whole_garment
 from mga.closeup import detector as closeup_detector
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
 from mga.hub import describe_weights, load_model
@@ -62,12 +62,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="one or more checkpoint folders / Hub ids (default: the embedded default)")
     p.add_argument("--photos", default=str(TEST_DISTRACTORS), help="phone photos, one folder per kind of garment")
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
-    p.add_argument("--views", choices=VIEWS, nargs="+", default=[DEFAULT_VIEWS],
-                   help="gallery views a query sees: every view (all), zoom windows for close-ups only (auto), "
-                        "full photos; several: a row for each")
-    p.add_argument("--category-vote", type=float, nargs="+", default=[CATEGORY_VOTE],
-                   help="weight of the vote on the query's kind of garment (mga.category_vote; 0: off); several: a "
-                        "row for each")
+    add_variant_arguments(p)
     p.add_argument("--json")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
