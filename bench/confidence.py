@@ -11,7 +11,8 @@ where the #1 product is the query's, else 0.
 Measure: the test split's gallery photos as the shop, its query photos clean and corrupted (backgrounds from
 distractors/test) against every photo of distractors/test. Prints the AUROC of correct #1 results against the #1
 of not-sold garments and of shoes and hats, and, per threshold, how many results are shown as confident, how
-often those are right, and how many photos of things the shop does not sell are shown as confident.
+often those are right, and how many photos of things the shop does not sell are shown as confident; and over every
+photo, how far the probability is from how often it is right (Brier score, expected calibration error).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from PIL import Image
 from bench.robustness import corruptions
 from index_builder import build_index
 from mga.config import SHARED_DATA, TEST_DISTRACTORS, TRAIN_BACKGROUNDS
-from mga.confidence import auroc, features, fit, probability
+from mga.confidence import auroc, brier, calibration_error, features, fit, probability
 from mga.data import Record, category_of, load_retrieval_data
 from mga.hub import load_model
 from mga.imageio import load_image, load_photo
@@ -64,12 +65,12 @@ def consumer_photos(paths: Sequence[Path], backgrounds: Path, seed: int) -> list
 
 
 def top_features(engine: SearchEngine, photos: Sequence[Image.Image]) -> tuple[np.ndarray, list[str]]:
-    """Features of each photo's #1 product (mga.confidence.features) and that product's id."""
+    """Features of each photo's #1 product as the engine shows it (mga.confidence.features of its score and lead)
+    and that product's id."""
     x, ids = [], []
     for img in photos:
-        res = engine.search(img, k=2, explain=False, products=True)
-        best, other = res.matches[0], res.matches[1] if len(res.matches) > 1 else None
-        x.append(features(best.score, other.score if other else None))
+        best = engine.search(img, k=1, explain=False, products=True).matches[0]
+        x.append(features(best.score, best.lead))
         ids.append(best.item_id)
     return np.array(x), ids
 
@@ -126,13 +127,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "auroc_raw_score_garments": auroc(x[correct, 0], x[garment, 0]),
               "auroc": auroc(prob[correct], prob[other]), "auroc_raw_score": auroc(x[correct, 0], x[other, 0]),
               "queries": int((group == SHOP).sum()), "correct_top1": int(correct.sum()),
-              "not_sold_garments": int(garment.sum()), "not_sold": int(other.sum()), "thresholds": []}
+              "not_sold_garments": int(garment.sum()), "not_sold": int(other.sum()),
+              "brier": brier(prob, correct), "calibration_error": calibration_error(prob, correct), "thresholds": []}
     print(f"test: {result['queries']} consumer-style photos of shop products ({result['correct_top1']} with a correct "
           f"#1); not sold: {result['not_sold_garments']} photos of other garments, {result['not_sold']} of "
           f"{' and '.join(OTHER_KINDS)}")
     for name, key in (("other garments", "_garments"), (" and ".join(OTHER_KINDS), "")):
         print(f"AUROC, correct #1 against {name}: confidence {result['auroc' + key]:.3f}, raw score "
               f"{result['auroc_raw_score' + key]:.3f}")
+    print(f"every photo: Brier score {result['brier']:.4f}, expected calibration error {result['calibration_error']:.4f}")
     print(f"{'threshold':>9} {'shown confident':>16} {'precision':>10} {'recall':>7} {'garments confident':>19} "
           f"{'shoes/hats confident':>21}")
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):

@@ -18,9 +18,15 @@ FEATURES = ("score", "margin")  # the result's score; its lead over the best oth
 CONFIDENT = 0.5  # the probability from which a result counts as the query's product: below, "no confident match"
 
 
-def features(score: float, best_other: float | None) -> np.ndarray:
-    """The calibrator's input for one result: its score and its lead over the best other product's score."""
-    return np.array([score, score - (best_other if best_other is not None else 0.0)], dtype=np.float64)
+def lead(score: float, best_other: float | None) -> float:
+    """How far a result's score stands above the best other product's (negative below it; the score itself when
+    the ranking has no other product)."""
+    return score - (best_other if best_other is not None else 0.0)
+
+
+def features(score: float, margin: float) -> np.ndarray:
+    """The calibrator's input for one result: its score and its `lead`."""
+    return np.array([score, margin], dtype=np.float64)
 
 
 def probability(calibration: dict, x: np.ndarray) -> float:
@@ -30,13 +36,11 @@ def probability(calibration: dict, x: np.ndarray) -> float:
 
 
 def set_confidence(matches: Sequence[Any], products: Sequence[tuple[str, float]], calibration: dict) -> None:
-    """Give each match (an object with item_id, score, confidence) its probability; `products` are the best
-    (item id, score) pairs of the ranking, best first, at least the top two. Nothing without a calibration."""
-    if not calibration:
-        return
+    """Give each match (an object with item_id, score, lead, confidence) its lead and its probability (none
+    without a calibration); `products` are the best (item id, score) pairs by score, best first, at least two."""
     for m in matches:
-        other = next((s for item, s in products if item != m.item_id), None)
-        m.confidence = probability(calibration, features(m.score, other))
+        m.lead = lead(m.score, next((s for item, s in products if item != m.item_id), None))
+        m.confidence = probability(calibration, features(m.score, m.lead)) if calibration else None
 
 
 def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, sample_weight: np.ndarray | None = None,
@@ -76,3 +80,17 @@ def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
         return float("nan")
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
+
+
+def calibration_error(prob: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """Expected calibration error: over equal-width bins of the probability, the gap between the mean probability
+    and how often those results are right, weighted by the bin's share of results (0: says what it means)."""
+    p, y = np.asarray(prob, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(abs(p[which == b].mean() - y[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def brier(prob: Sequence[float], correct: Sequence[bool]) -> float:
+    """Mean squared gap between the probability and the outcome (0: every call certain and right)."""
+    return float(np.mean((np.asarray(prob, dtype=np.float64) - np.asarray(correct, dtype=np.float64)) ** 2))

@@ -34,6 +34,7 @@ class Match:
     row: int = -1  # the index row of that view
     view: int = -1  # its position among the re-ranked rows (for the alignment's assignment)
     photos: int = 1  # photos of this match's product in the gallery
+    lead: float | None = None  # score minus the best other product's (negative below it): what the confidence reads
     confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
     category_vote: float = 0.0  # what its category gained in the vote on the query's kind (mga.category_vote)
 
@@ -46,6 +47,7 @@ class Match:
                 "global_contribution": round(self.global_contribution, 6),
                 "anchor_contribution": round(self.anchor_contribution, 6),
                 "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
+                "lead": None if self.lead is None else round(self.lead, 6),
                 "confidence": None if self.confidence is None else round(self.confidence, 4),
                 "category_vote": round(self.category_vote, 6)}
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from mga.confidence import auroc, features, fit, probability, set_confidence
+from mga.confidence import auroc, brier, calibration_error, features, fit, probability, set_confidence
 
 
 def test_auroc_by_hand():
@@ -29,16 +29,27 @@ def test_fit_recovers_a_known_logistic_model():
 class M:
     item_id: str
     score: float
+    lead: float | None = None
     confidence: float | None = None
 
 
 def test_each_result_is_weighed_against_the_best_other_product():
     cal = {"weights": [0.0, 10.0], "bias": 0.0}  # only the lead over the best other product counts
-    matches = [M("a", 0.8), M("b", 0.6), M("c", 0.5)]
+    matches = [M("b", 0.6), M("a", 0.8), M("c", 0.5)]  # b first, as a category vote may order them
     set_confidence(matches, [("a", 0.8), ("b", 0.6)], cal)
-    assert matches[0].confidence == pytest.approx(probability(cal, features(0.8, 0.6)))  # leads b by 0.2
-    assert matches[1].confidence == pytest.approx(probability(cal, features(0.6, 0.8)))  # trails a by 0.2
-    assert matches[0].confidence > 0.5 > matches[1].confidence > matches[2].confidence
+    assert [m.lead for m in matches] == pytest.approx([-0.2, 0.2, -0.3])  # each against the best other by score
+    assert matches[1].confidence == pytest.approx(probability(cal, features(0.8, 0.2)))
+    assert matches[1].confidence > 0.5 > matches[0].confidence > matches[2].confidence
     untouched = [M("a", 0.8)]
-    set_confidence(untouched, [("a", 0.8)], {})  # weights without a calibration: no probability
-    assert untouched[0].confidence is None
+    set_confidence(untouched, [("a", 0.8)], {})  # weights without a calibration: a lead, no probability
+    assert untouched[0].lead == pytest.approx(0.8) and untouched[0].confidence is None
+
+
+def test_calibration_error_and_brier_tell_a_calibrated_probability_from_an_overconfident_one():
+    right = np.array([True] * 7 + [False] * 3 + [True] * 2 + [False] * 8)
+    calibrated = np.r_[np.full(10, 0.7), np.full(10, 0.2)]  # 7 of 10 right at 0.7, 2 of 10 at 0.2
+    overconfident = np.r_[np.full(10, 0.99), np.full(10, 0.01)]
+    assert calibration_error(calibrated, right) == pytest.approx(0.0, abs=1e-12)
+    assert calibration_error(overconfident, right) == pytest.approx(0.5 * 0.29 + 0.5 * 0.19)
+    assert brier(right.astype(float), right) == 0.0
+    assert brier(calibrated, right) < brier(overconfident, right)

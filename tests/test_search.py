@@ -209,6 +209,9 @@ def test_product_results_list_each_product_once_at_its_best_photo(engine, luma_p
         if m.item_id in best_photo:
             assert m.image == best_photo[m.item_id].image and m.score == pytest.approx(best_photo[m.item_id].score)
         assert m.photos == sum(it["item_id"] == m.item_id for it in engine.index.items)
+    scores = [m.score for m in products.matches]  # each product's lead is over the best other by score, vote or not
+    for m in products.matches:
+        assert m.lead == pytest.approx(m.score - max(s for o, s in zip(products.matches, scores) if o is not m))
 
 
 def test_a_match_heatmap_on_demand_equals_the_eager_one(engine, luma_photos):
