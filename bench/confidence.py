@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name, key in (("other garments", "_garments"), (" and ".join(OTHER_KINDS), "")):
         print(f"AUROC, correct #1 against {name}: confidence {result['auroc' + key]:.3f}, raw score "
               f"{result['auroc_raw_score' + key]:.3f}")
-    print(f"every photo: Brier score {result['brier']:.4f}, expected calibration error {result['calibration_error']:.4f}")
+    print(f"every photo: Brier score {result['brier']:.4f}, "
+          f"expected calibration error {result['calibration_error']:.4f}")
     print(f"{'threshold':>9} {'shown confident':>16} {'precision':>10} {'recall':>7} {'garments confident':>19} "
           f"{'shoes/hats confident':>21}")
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
