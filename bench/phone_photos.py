@@ -80,11 +80,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
         found = closeup_detector(model)
         q = model.encode_images(photos)
-        for row, (chosen, vote, product_vote) in variants(label, args.views, args.category_vote,
-                                                          args.product_vote).items():
+        for row, (chosen, vote) in variants(label, args.views, args.category_vote).items():
             order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                         whole_garment(found, q.embedding, chosen), categories, vote,
-                         [r.item_id for r in data.gallery], product_vote)[:, :TOP]
+                         whole_garment(found, q.embedding, chosen), categories, vote)[:, :TOP]
             results[row] = kind_scores(order.numpy(), kinds, categories)
     print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(data.gallery)} shop photos; "
           f"P@1 / P@{TOP}: the #1 / the top {TOP} of the photo's kind of garment")

@@ -175,15 +175,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
         found = closeup_detector(model)
-        rows = variants(label, args.views, args.category_vote, args.product_vote)
+        rows = variants(label, args.views, args.category_vote)
         for row in rows:
             results[row] = {}
         for name, qs in corrupted.items():
             q = model.encode_images(qs)
-            for row, (chosen, vote, product_vote) in rows.items():
+            for row, (chosen, vote) in rows.items():
                 order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                             whole_garment(found, q.embedding, chosen), categories, vote, g_items,
-                             product_vote)[:, :10].numpy()
+                             whole_garment(found, q.embedding, chosen), categories, vote)[:, :10].numpy()
                 results[row][name] = recall_at_k(order, q_items, g_items, (1, 10))
     print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
           f"{args.zoom_grid} (views {', '.join(args.views)}); clutter from {len(backgrounds)} photos of "

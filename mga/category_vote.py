@@ -7,10 +7,6 @@ reads as noise. A softmax of the `top` best scores (at `temperature`) spreads on
 every re-ranked result gains `weight` x the share of its category. All photos of a product share its category, so
 the order within a product, and a search already filtered to one category, stay as they were; the scores shown and
 the confidence stay the ATA scores.
-
-The same vote over product ids is the product vote: a product several of whose photos (front, back, a detail)
-rank high gains over one that a single photo matched, as evidence from several views of one garment outweighs
-one lookalike.
 """
 from __future__ import annotations
 
@@ -18,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import CATEGORY_VOTE, CATEGORY_VOTE_TEMPERATURE, CATEGORY_VOTE_TOP, PRODUCT_VOTE
+from .config import CATEGORY_VOTE, CATEGORY_VOTE_TEMPERATURE, CATEGORY_VOTE_TOP
 
 
 def category_vote(scores: np.ndarray, categories: Sequence, weight: float = CATEGORY_VOTE,
@@ -34,18 +30,6 @@ def category_vote(scores: np.ndarray, categories: Sequence, weight: float = CATE
     return scores + weight * share[label_of]
 
 
-def bonuses(scores: np.ndarray, categories: Sequence, products: Sequence | None = None,
-            weight: float = CATEGORY_VOTE, product_weight: float = PRODUCT_VOTE) -> tuple[np.ndarray, np.ndarray]:
-    """What each result gains in the vote on its category and in the vote on its product (zeros without
-    `products`)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    product = (category_vote(scores, products, product_weight) - scores if products is not None
-               else np.zeros_like(scores))
-    return category_vote(scores, categories, weight) - scores, product
-
-
-def vote_order(scores: np.ndarray, categories: Sequence, weight: float = CATEGORY_VOTE,
-               products: Sequence | None = None, product_weight: float = PRODUCT_VOTE) -> np.ndarray:
-    """Indices of `scores`, best first after both votes; ties keep their given order."""
-    kind, product = bonuses(scores, categories, products, weight, product_weight)
-    return np.argsort(-(np.asarray(scores, dtype=np.float64) + kind + product), kind="stable")
+def vote_order(scores: np.ndarray, categories: Sequence, weight: float = CATEGORY_VOTE) -> np.ndarray:
+    """Indices of `scores`, best first after the vote; ties keep their given order."""
+    return np.argsort(-category_vote(scores, categories, weight), kind="stable")

@@ -33,9 +33,6 @@ DEFAULT_RERANK_TOP = 100
 CATEGORY_VOTE = 0.1
 CATEGORY_VOTE_TOP = 20
 CATEGORY_VOTE_TEMPERATURE = 0.05
-# Products with several well-matched photos first (the same vote over product ids): each re-ranked image gains
-# PRODUCT_VOTE x the share of its product among the same best images; 0 turns it off (`--product-vote`).
-PRODUCT_VOTE = 0.0
 # Zoom views of gallery images (mga.views): a ZOOM_GRID x ZOOM_GRID lattice of square windows, ZOOM_SCALE x the
 # garment's size (the size of a shop's close-up), indexed next to the full photo, except windows less than
 # ZOOM_MIN_COVER garment; ZOOM_GRID = 0 turns them off. How they were chosen: docs/experiments.md.

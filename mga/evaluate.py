@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .closeup import VIEWS, whole_garment
 from .closeup import detector as closeup_detector
-from .config import CATEGORY_VOTE, DEFAULT_RERANK_TOP, DEFAULT_VIEWS, PRODUCT_VOTE
+from .config import CATEGORY_VOTE, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
 from .data import ImageDataset, Record, RetrievalData, category_of, load_retrieval_data
 from .devices import forward_batch, loader_workers, resolve_device
 from .files import atomic_path
@@ -68,32 +68,29 @@ def encode_split(model: MGAModel, data: RetrievalData, zoom: ZoomViews = ZoomVie
 
 def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner: torch.Tensor,
            rerank_top: int = DEFAULT_RERANK_TOP, descriptor: str = "coarse", views: str = DEFAULT_VIEWS,
-           vote: float = CATEGORY_VOTE, product_vote: float = PRODUCT_VOTE) -> dict:
+           vote: float = CATEGORY_VOTE) -> dict:
     """Recall@K of the encoded queries against the encoded gallery views, ranked coarse to fine; `views`: which
-    gallery views each query sees (mga.closeup.VIEWS); `vote`, `product_vote`: the category and product votes'
-    weights (mga.category_vote)."""
+    gallery views each query sees (mga.closeup.VIEWS); `vote`: the category vote's weight (mga.category_vote)."""
     ks = INSHOP_KS if data.format == "inshop" else CONSUMER2SHOP_KS
     top = rerank_top if descriptor == "coarse" else 0
     whole = whole_garment(closeup_detector(model), q.embedding, views)
-    order = rank(model, q, g, descriptor, top, owner, whole, [category_of(r.path) for r in data.gallery], vote,
-                 [r.item_id for r in data.gallery], product_vote)
+    order = rank(model, q, g, descriptor, top, owner, whole, [category_of(r.path) for r in data.gallery], vote)
     result = recall_at_k(order[:, : max(ks)].numpy(), [r.item_id for r in data.query],
                          [r.item_id for r in data.gallery], ks)
     result.update(queries=len(data.query), gallery=len(data.gallery), gallery_views=len(g), format=data.format,
                   descriptor=descriptor, rerank_top=top, views=views, whole_garment_queries=int(whole.sum()),
-                  category_vote=vote, product_vote=product_vote)
+                  category_vote=vote)
     return result
 
 
 def evaluate(model: MGAModel, data: RetrievalData, rerank_top: int = DEFAULT_RERANK_TOP,
              descriptor: str = "coarse", batch_size: int | None = None, workers: int = 0,
-             zoom: ZoomViews = ZoomViews(), views: str = DEFAULT_VIEWS, vote: float = CATEGORY_VOTE,
-             product_vote: float = PRODUCT_VOTE) -> dict:
+             zoom: ZoomViews = ZoomViews(), views: str = DEFAULT_VIEWS, vote: float = CATEGORY_VOTE) -> dict:
     """Recall@K of `data`'s query side against its gallery side (with its zoom views), with the model's
     coarse-to-fine ranking."""
     start = time.perf_counter()
     q, g, owner = encode_split(model, data, zoom, batch_size, workers)
-    result = recall(model, data, q, g, owner, rerank_top, descriptor, views, vote, product_vote)
+    result = recall(model, data, q, g, owner, rerank_top, descriptor, views, vote)
     result.update(zoom=zoom.to_dict(), seconds=round(time.perf_counter() - start, 1))
     return result
 
@@ -139,8 +136,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--category-vote", type=float, default=CATEGORY_VOTE,
                    help="weight of the re-ranked images' vote on the query's kind of garment "
                         "(mga.category_vote; 0: off)")
-    p.add_argument("--product-vote", type=float, default=PRODUCT_VOTE,
-                   help="weight of their vote on products: several well-matched photos of one product (0: off)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int,
                    help="most images per forward (default: the device's, config.FORWARD_BATCH)")
@@ -154,13 +149,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     workers = loader_workers(model.device) if args.workers is None else args.workers
     result = evaluate(model, data, args.rerank_top if args.rerank else 0, args.descriptor, args.batch_size,
                       workers, ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover), args.views,
-                      args.category_vote, args.product_vote)
+                      args.category_vote)
     result["weights"] = describe_weights(args.weights)
     print(f"{data.format}: {result['queries']} queries, {result['gallery']} gallery, weights {result['weights']}, "
           f"descriptor {args.descriptor}, ATA re-rank top {result['rerank_top']}, "
           f"{result['gallery_views']} gallery views (zoom grid {args.zoom_grid}); views {args.views}: "
-          f"{result['whole_garment_queries']} queries saw full photos only; category vote {args.category_vote:g}, "
-          f"product vote {args.product_vote:g}")
+          f"{result['whole_garment_queries']} queries saw full photos only; category vote {args.category_vote:g}")
     print("  ".join(f"{k} {v:.3f}" for k, v in result.items() if k.startswith("R@")))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -205,8 +205,6 @@ class GalleryIndex(CoarseSearch):
         self.categories = sorted(self._label.values())
         self._by_category = {self._label[key]: np.flatnonzero(keys == key) for key in self._label}
         self.category_keys = keys  # per image: what the category vote counts (mga.category_vote)
-        # per image: what the product vote counts; an image without an item id is a product of its own
-        self.product_keys = np.array([str(it.get("item_id", "")) or f"#{i}" for i, it in enumerate(self.items)])
         self.item_photos = Counter(str(it.get("item_id", "")) for it in self.items)  # photos per product
 
     def _open_faiss(self, mmap: bool):

@@ -37,7 +37,6 @@ class Match:
     lead: float | None = None  # score minus the best other product's (negative below it): what the confidence reads
     confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
     category_vote: float = 0.0  # what its category gained in the vote on the query's kind (mga.category_vote)
-    product_vote: float = 0.0  # what its product gained in the vote on products (its other well-matched photos)
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
@@ -50,7 +49,7 @@ class Match:
                 "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
                 "lead": None if self.lead is None else round(self.lead, 6),
                 "confidence": None if self.confidence is None else round(self.confidence, 4),
-                "category_vote": round(self.category_vote, 6), "product_vote": round(self.product_vote, 6)}
+                "category_vote": round(self.category_vote, 6)}
 
 
 @dataclass
@@ -61,9 +60,9 @@ class SearchResult:
     whole_garment: bool = False  # searched among full photos only (not a close-up: mga.closeup)
 
     def __post_init__(self):
-        scores = [m.score + m.category_vote + m.product_vote for m in self.matches]
+        scores = [m.score + m.category_vote for m in self.matches]
         if any(a < b - 1e-6 for a, b in zip(scores, scores[1:])):
-            raise AssertionError("search results must be sorted by score and votes")
+            raise AssertionError("search results must be sorted by score and category vote")
         if len({m.path for m in self.matches}) != len(self.matches):
             raise AssertionError("search results must not repeat an image")
 

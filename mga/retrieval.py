@@ -3,8 +3,7 @@
 The gallery side may hold several views per image (mga.views: the full photo and zoom windows); `owner[v]` is
 the image of view v, and an image scores as its best view. Without `owner` every row is its own image. A query
 flagged `whole` (mga.closeup: a photo of a whole garment) is searched among each image's full photo only. Given the
-gallery images' categories (and products), the re-ranked head is ordered after mga.category_vote: the query's kind
-first (and products several of whose photos rank high).
+gallery images' categories, the re-ranked head is ordered after mga.category_vote: the query's kind first.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from .category_vote import vote_order
-from .config import CATEGORY_VOTE, PRODUCT_VOTE
+from .config import CATEGORY_VOTE
 from .model import Encoding, MGAModel
 
 DESCRIPTORS = ("coarse", "global")
@@ -49,12 +48,11 @@ def full_views(owner: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", rerank_top: int = 0,
          owner: torch.Tensor | None = None, whole: torch.Tensor | None = None,
-         categories: Sequence[str] | None = None, vote: float = CATEGORY_VOTE,
-         products: Sequence[str] | None = None, product_vote: float = PRODUCT_VOTE) -> torch.Tensor:
+         categories: Sequence[str] | None = None, vote: float = CATEGORY_VOTE) -> torch.Tensor:
     """(Q, N) gallery image indices, best first. With rerank_top=M > 0 the coarse top M are re-ordered by ATA
     (each image by its best view) and stay ahead of the rest, which keep their coarse order. `whole` (Q,) bool:
     the queries that see full photos only. `categories` (N,): each image's, for the category vote of weight
-    `vote` over the re-ranked head (none without them); `products` (N,) likewise for the product vote."""
+    `vote` over the re-ranked head (none without them)."""
     owner = torch.arange(len(g)) if owner is None else owner
     n = int(owner.max()) + 1
     full = full_views(owner)
@@ -65,9 +63,7 @@ def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", 
     m = min(rerank_top, n)
     if m <= 0:
         return order
-    voting = categories is not None and (vote != 0 or (products is not None and product_vote != 0))
-    kinds = np.asarray(categories) if voting else None  # once, not per query
-    items = np.asarray(products) if voting and products is not None else None
+    kinds = np.asarray(categories) if categories is not None and vote != 0 else None  # once, not per query
     for qi in range(len(q)):
         cand = order[qi, :m]
         rows = torch.nonzero(torch.isin(owner, cand) & (full | ~whole[qi])).flatten()
@@ -76,7 +72,5 @@ def rank(model: MGAModel, q: Encoding, g: Encoding, descriptor: str = "coarse", 
         if kinds is None:
             order[qi, :m] = cand[per_image[0, cand].argsort(descending=True)]
         else:
-            c = cand.numpy()
-            order[qi, :m] = cand[torch.from_numpy(vote_order(per_image[0, cand].numpy(), kinds[c], vote,
-                                                             None if items is None else items[c], product_vote))]
+            order[qi, :m] = cand[torch.from_numpy(vote_order(per_image[0, cand].numpy(), kinds[cand.numpy()], vote))]
     return order

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .category_vote import bonuses
-from .config import CATEGORY_VOTE, DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS, PRODUCT_VOTE
+from .category_vote import category_vote as vote
+from .config import CATEGORY_VOTE, DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
 from .explain import part_contribution_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
@@ -41,8 +41,7 @@ HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longes
 class Ranked:
     """The candidates after ATA: `order` ranks them (positions into the coarse candidates), each scores as its
     best view (`best_ata` for the first `n_rerank`, its coarse score after) plus, for the first `n_rerank`, its
-    category's `bonus` in the category vote and its product's `product_bonus` in the product vote; `pick` is that
-    view's position in `rows`, the rows ATA aligned."""
+    category's `bonus` in the vote; `pick` is that view's position in `rows`, the rows ATA aligned."""
 
     order: np.ndarray
     n_rerank: int
@@ -51,7 +50,6 @@ class Ranked:
     rows: np.ndarray
     alignment: Any
     bonus: np.ndarray
-    product_bonus: np.ndarray
 
     def score(self, j: int, coarse: np.ndarray) -> float:
         return float(self.best_ata[j] if j < self.n_rerank else coarse[j])
@@ -110,7 +108,7 @@ class SearchEngine:
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
                heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
                match_heatmaps: bool = True, views: str = DEFAULT_VIEWS,
-               category_vote: float = CATEGORY_VOTE, product_vote: float = PRODUCT_VOTE) -> SearchResult:
+               category_vote: float = CATEGORY_VOTE) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
@@ -118,8 +116,7 @@ class SearchEngine:
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, explain, query_size=img.size,
                                    heatmap_max_side=heatmap_max_side, products=products,
-                                   match_heatmaps=match_heatmaps, views=views, category_vote=category_vote,
-                                   product_vote=product_vote)
+                                   match_heatmaps=match_heatmaps, views=views, category_vote=category_vote)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -129,14 +126,13 @@ class SearchEngine:
                         query_size: tuple[int, int] | None = None,
                         heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
                         match_heatmaps: bool = True, views: str = DEFAULT_VIEWS,
-                        category_vote: float = CATEGORY_VOTE, product_vote: float = PRODUCT_VOTE) -> SearchResult:
+                        category_vote: float = CATEGORY_VOTE) -> SearchResult:
         """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
         `match_heatmaps=False`: the matches' own heatmaps wait for `match_heatmap` (an app shows one at a time).
         `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
         among the gallery's zoom windows too, a whole garment among full photos only. `category_vote`: the weight of
-        the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off); `product_vote`: of
-        their vote on products (0: off)."""
+        the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off)."""
         t0 = time.perf_counter()
         if category == "":
             category = None
@@ -149,7 +145,7 @@ class SearchEngine:
         if len(images) == 0:
             return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole)
-        ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote, product_vote)
+        ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
         by_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
         order = by_product if products else ranked.order
@@ -168,10 +164,9 @@ class SearchEngine:
         return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole)
 
     def _rerank(self, q: Encoding, images: np.ndarray, coarse: np.ndarray, best_rows: np.ndarray,
-                rerank_top: int, full_only: bool = False, category_vote: float = CATEGORY_VOTE,
-                product_vote: float = PRODUCT_VOTE) -> "Ranked":
+                rerank_top: int, full_only: bool = False, category_vote: float = CATEGORY_VOTE) -> "Ranked":
         """ATA over every view (`full_only`: the full photo) of the top rerank_top images (each scores as its best
-        view), ordered after the category and product votes; the rest keep their coarse order and best view."""
+        view), ordered after the category vote; the rest keep their coarse order and best view."""
         n_rerank = min(rerank_top, len(images))
         top = images[:n_rerank]
         rows = np.concatenate([self.index.first_row[top] if full_only else self.index.view_rows(top),
@@ -182,11 +177,10 @@ class SearchEngine:
         if not full_only:
             counts[:n_rerank] = self.index.view_count(top)
         best_ata, pick = best_per_image(al.scores[0], counts)
-        kind, product = bonuses(best_ata[:n_rerank], self.index.category_keys[top], self.index.product_keys[top],
-                                category_vote, product_vote)
-        head = np.argsort(-(best_ata[:n_rerank] + kind + product), kind="stable")  # ties keep their coarse order
+        voted = vote(best_ata[:n_rerank], self.index.category_keys[top], category_vote)
+        head = np.argsort(-voted, kind="stable")  # ties keep their coarse order
         return Ranked(np.concatenate([head, np.arange(n_rerank, len(images))]), n_rerank, best_ata, pick, rows, al,
-                      kind, product)
+                      voted - best_ata[:n_rerank])
 
     def _match(self, rank: int, ranked: "Ranked", images: np.ndarray, j: int, coarse: np.ndarray) -> Match:
         image, c = int(images[j]), int(ranked.pick[j])
@@ -204,8 +198,7 @@ class SearchEngine:
             display_path=str(self.index.display_path(image)), row=int(ranked.rows[c]), view=c,
             box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
             photos=self.index.item_photos.get(it.get("item_id"), 1),
-            category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0,
-            product_vote=float(ranked.product_bonus[j]) if j < ranked.n_rerank else 0.0)
+            category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0)
 
     def _explain(self, matches: list[Match], ranked: "Ranked", q: Encoding, query_size: tuple[int, int] | None,
                  heatmap_max_side: int | None, match_heatmaps: bool = True) -> None:
@@ -257,16 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "model's close-up detector), full photos only")
     p.add_argument("--category-vote", type=float, default=CATEGORY_VOTE,
                    help="weight of the re-ranked images' vote on the query's kind of garment (0: off)")
-    p.add_argument("--product-vote", type=float, default=PRODUCT_VOTE,
-                   help="weight of their vote on products: several well-matched photos of one product (0: off)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the Hub mixin prints while loading; keep stdout JSON-clean
             engine = SearchEngine.load(args.index, weights=args.weights)
         res = engine.search(args.image, k=args.k, category=args.category, rerank_top=args.rerank_top,
-                            explain=False, views=args.views, category_vote=args.category_vote,
-                            product_vote=args.product_vote)
+                            explain=False, views=args.views, category_vote=args.category_vote)
     except (ImageError, IndexMismatchError, IndexFormatError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -279,8 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{' '.join(f'{k} {v:.1f}' for k, v in res.timings.items())}")
     for m in res.matches:
         parts = ", ".join(f"{n} {c:+.3f}" for n, c in zip(m.part_names, m.contributions))
-        votes = f"{m.category_vote:+.3f} {m.product_vote:+.3f}"
-        print(f"{m.rank:3d}  {m.score:.4f} {votes}  {m.item_id:<28s} {m.category:<22s} {m.image}   "
+        print(f"{m.rank:3d}  {m.score:.4f} {m.category_vote:+.3f}  {m.item_id:<28s} {m.category:<22s} {m.image}   "
               f"[g {m.global_contribution:+.3f} | anchor {m.anchor_contribution:+.3f} | {parts}]")
     return 0
 

@@ -1,11 +1,10 @@
-"""mga.category_vote: the best results vote on the query's kind of garment and on products, by hand and on real
-photos."""
+"""mga.category_vote: the best results vote on the query's kind of garment, by hand and on a real phone photo."""
 from __future__ import annotations
 
 import numpy as np
 
 from conftest import DISTRACTORS
-from mga.category_vote import bonuses, category_vote, vote_order
+from mga.category_vote import category_vote, vote_order
 from mga.config import DEFAULT_INDEX_DIR
 from mga.search import SearchEngine
 
@@ -32,27 +31,3 @@ def test_a_phone_photo_of_trousers_gets_more_trousers_at_the_top(default_model):
     pants = {w: sum(m.category == "Pants" for m in matches) for w, matches in top.items()}
     assert pants[0.1] > pants[0.0], pants
     assert all(m.category_vote == 0 for m in top[0.0]) and max(m.category_vote for m in top[0.1]) > 0
-
-
-def test_a_product_with_several_well_matched_photos_moves_up():
-    scores = np.array([0.62, 0.61, 0.60, 0.40])
-    kinds, products = ["tee"] * 4, ["a", "b", "b", "c"]
-    assert vote_order(scores, kinds, 0.1, products, 0.0).tolist() == [0, 1, 2, 3]  # off: the scores' order
-    assert vote_order(scores, kinds, 0.1, products, 0.1).tolist() == [1, 0, 2, 3]  # b's two photos back each other
-    kind, product = bonuses(scores, kinds, products, 0.1, 0.1)
-    np.testing.assert_allclose(kind, 0.1)  # one kind: every result gains all of its vote
-    assert product[1] == product[2] > product[0] > product[3] > 0
-
-
-def test_the_engine_votes_on_the_index_products(default_model, luma_photos):
-    """A Luma photo against the demo shop: every photo of one product gains the same, the gains are shares of one
-    vote, and the engine ranks by the score plus both votes."""
-    engine = SearchEngine.load(DEFAULT_INDEX_DIR, model=default_model)
-    res = engine.search(luma_photos[0], k=20, explain=False, category_vote=0.0, product_vote=0.2)
-    gained = {}
-    for m in res.matches:
-        gained.setdefault(m.item_id, set()).add(round(m.product_vote, 9))
-    assert all(len(g) == 1 for g in gained.values()) and any(m.category_vote for m in res.matches) is False
-    assert 0 < sum(g.pop() for g in gained.values()) <= 0.2 + 1e-6
-    off = engine.search(luma_photos[0], k=20, explain=False, category_vote=0.0, product_vote=0.0)
-    assert all(m.product_vote == 0 for m in off.matches)

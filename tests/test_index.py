@@ -142,12 +142,11 @@ def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
     coarse = rank(default_model, q, g, "coarse", 0, owner)[:, :k].numpy()
     stored = ix.encoding(np.arange(ix.views))  # fp16 tokens as stored, for the ATA comparison
     categories = [category_of(r.path) for r in data.gallery]  # the engine votes on the index's categories
-    products = [r.item_id for r in data.gallery]  # and on its products
-    fine = rank(default_model, q, stored, "coarse", 100, owner, None, categories, 0.1, products, 0.1)[:, :k].numpy()
+    fine = rank(default_model, q, stored, "coarse", 100, owner, None, categories, 0.1)[:, :k].numpy()
     for i in range(len(q)):
         r0 = engine.search_encoding(q[i], k=k, rerank_top=0)
         assert [m.index for m in r0.matches] == coarse[i].tolist()
-        r1 = engine.search_encoding(q[i], k=k, rerank_top=100, category_vote=0.1, product_vote=0.1)
+        r1 = engine.search_encoding(q[i], k=k, rerank_top=100, category_vote=0.1)
         assert [m.index for m in r1.matches] == fine[i].tolist()
         best = [float(default_model.align(q[i], g[torch.nonzero(owner == m.index).flatten()]).scores[0].max().detach())
                 for m in r1.matches]  # an image scores as its best view

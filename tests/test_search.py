@@ -47,13 +47,10 @@ def test_results_sorted_unique_and_explained(engine, luma_photos):
     w, h = Image.open(photo).size
     res = engine.search(photo, k=10, heatmap_max_side=None)
     assert isinstance(res, SearchResult) and len(res.matches) == 10 and res.query_size == (w, h)
-    ranked = [m.score + m.category_vote + m.product_vote for m in res.matches]  # the ATA score plus both votes
+    ranked = [m.score + m.category_vote for m in res.matches]  # the ATA score plus its category's vote
     assert ranked == sorted(ranked, reverse=True)
-    for category in {m.category for m in res.matches}:  # the category vote never reorders one category
-        scores = [m.score + m.product_vote for m in res.matches if m.category == category]
-        assert scores == sorted(scores, reverse=True)
-    for item in {m.item_id for m in res.matches}:  # nor either vote one product's photos
-        scores = [m.score for m in res.matches if m.item_id == item]
+    for category in {m.category for m in res.matches}:  # the vote never reorders one category
+        scores = [m.score for m in res.matches if m.category == category]
         assert scores == sorted(scores, reverse=True)
     assert len({m.path for m in res.matches}) == 10 and [m.rank for m in res.matches] == list(range(1, 11))
     for m in res.matches:
