@@ -2,6 +2,7 @@
 consumer-style photo from the #1 of a photo of something the shop does not sell.
 
     python -m bench.confidence --data ../shared/data/luma-inshop [--weights DIR] [--fit] [--json out.json]
+                               [--plot docs/confidence.png]
 
 Fit (`--fit`, written into the checkpoint's config.json; the embedded default when no --weights): the training
 split's items, half of each item's photos as the shop and the other half as queries, each query photo clean and
@@ -31,8 +32,9 @@ from PIL import Image
 from bench.robustness import corruptions
 from index_builder import build_index
 from mga.config import SHARED_DATA, TEST_DISTRACTORS, TRAIN_BACKGROUNDS
-from mga.confidence import auroc, brier, calibration_error, features, fit, probability
+from mga.confidence import CONFIDENT, auroc, brier, calibration_error, features, fit, probability, reliability
 from mga.data import Record, category_of, load_retrieval_data
+from mga.files import atomic_path
 from mga.hub import load_model
 from mga.imageio import load_image, load_photo
 from mga.index import GalleryIndex
@@ -88,6 +90,38 @@ def labelled(engine: SearchEngine, queries: Sequence[Record], root: Path, backgr
     return np.vstack([xq, xn]), np.r_[correct, np.zeros(len(xn), bool)], np.r_[np.full(len(xq), SHOP), group]
 
 
+def plot_confidence(prob: np.ndarray, correct: np.ndarray, group: np.ndarray, path: str | Path) -> None:
+    """Two panels: how often a #1 is right against the probability the app shows for it (reliability; on the
+    diagonal it says what it means), and where each kind of photo's probability falls against the app's threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rel, hist) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    bins = reliability(prob, correct)
+    rel.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="says what it means")
+    rel.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", label="every photo")
+    for mean, rate, share in bins:
+        rel.annotate(f"{share:.0%}", (mean, rate), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    rel.set(xlabel="probability shown (mean of its bin)", ylabel="share of those #1s that are right",
+            title=f"reliability (calibration error {calibration_error(prob, correct):.3f})", xlim=(0, 1),
+            ylim=(0, 1.05))
+    rel.legend(loc="upper left", fontsize=8)
+    kinds = {"shop product, right #1": (group == SHOP) & correct, "shop product, wrong #1": (group == SHOP) & ~correct,
+             "other people's garments": group == GARMENT, " and ".join(OTHER_KINDS): group == OTHER_KIND}
+    edges = np.linspace(0, 1, 21)
+    for name, chosen in kinds.items():
+        hist.hist(prob[chosen], bins=edges, histtype="step", lw=1.5, density=True, label=f"{name} ({chosen.sum()})")
+    hist.axvline(CONFIDENT, color="grey", ls="--", lw=1)
+    hist.set(xlabel="probability shown for the #1", ylabel="density", title="who gets which probability")
+    hist.legend(fontsize=7, loc="upper center")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.confidence", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--fit", action="store_true", help="fit the calibrator and write it into config.json first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json")
+    p.add_argument("--plot", help="write the reliability and probability plot (PNG) here")
     args = p.parse_args(argv)
     from mga.config import DEFAULT_WEIGHTS_DIR
 
@@ -150,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"{row['not_sold_garments_confident']:>19.3f} {row['not_sold_confident']:>21.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot_confidence(prob, correct, group, args.plot)
     return result
 
 

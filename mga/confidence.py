@@ -82,13 +82,19 @@ def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def calibration_error(prob: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
-    """Expected calibration error: over equal-width bins of the probability, the gap between the mean probability
-    and how often those results are right, weighted by the bin's share of results (0: says what it means)."""
+def reliability(prob: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[tuple[float, float, float]]:
+    """Per non-empty equal-width bin of the probability: (mean probability, share of those results that are right,
+    the bin's share of all results)."""
     p, y = np.asarray(prob, dtype=np.float64), np.asarray(correct, dtype=np.float64)
     which = np.minimum((p * bins).astype(int), bins - 1)
-    return float(sum(abs(p[which == b].mean() - y[which == b].mean()) * (which == b).mean()
-                     for b in range(bins) if (which == b).any()))
+    return [(float(p[which == b].mean()), float(y[which == b].mean()), float((which == b).mean()))
+            for b in range(bins) if (which == b).any()]
+
+
+def calibration_error(prob: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """Expected calibration error: the gap between the mean probability and how often the results are right,
+    averaged over the `reliability` bins by their share (0: the probability says what it means)."""
+    return float(sum(abs(mean - rate) * share for mean, rate, share in reliability(prob, correct, bins)))
 
 
 def brier(prob: Sequence[float], correct: Sequence[bool]) -> float:

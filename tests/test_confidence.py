@@ -5,8 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from mga.confidence import auroc, brier, calibration_error, features, fit, probability, set_confidence
+from bench.confidence import GARMENT, OTHER_KIND, SHOP, plot_confidence
+from mga.confidence import auroc, brier, calibration_error, features, fit, probability, reliability, set_confidence
 
 
 def test_auroc_by_hand():
@@ -49,7 +51,20 @@ def test_calibration_error_and_brier_tell_a_calibrated_probability_from_an_overc
     right = np.array([True] * 7 + [False] * 3 + [True] * 2 + [False] * 8)
     calibrated = np.r_[np.full(10, 0.7), np.full(10, 0.2)]  # 7 of 10 right at 0.7, 2 of 10 at 0.2
     overconfident = np.r_[np.full(10, 0.99), np.full(10, 0.01)]
+    assert reliability(calibrated, right) == pytest.approx([(0.2, 0.2, 0.5), (0.7, 0.7, 0.5)])
     assert calibration_error(calibrated, right) == pytest.approx(0.0, abs=1e-12)
     assert calibration_error(overconfident, right) == pytest.approx(0.5 * 0.29 + 0.5 * 0.19)
     assert brier(right.astype(float), right) == 0.0
     assert brier(calibrated, right) < brier(overconfident, right)
+
+
+def test_the_confidence_plot_is_written_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    prob = rng.uniform(size=60)
+    group = np.repeat([SHOP, GARMENT, OTHER_KIND], 20)
+    correct = (group == SHOP) & (rng.uniform(size=60) < prob)
+    path = tmp_path / "confidence.png"
+    plot_confidence(prob, correct, group, path)
+    with Image.open(path) as im:
+        assert im.width > 2 * im.height  # two panels side by side
+    assert [f.name for f in tmp_path.iterdir()] == ["confidence.png"]  # written atomically, nothing left over
