@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import DISTRACTORS, LUMA_TINY
 from mga.losses import multi_similarity_loss
 from mga.metrics import recall_at_k
 from mga.model import Encoding, coarse_embedding
@@ -133,3 +134,23 @@ def test_phone_photo_kind_scores_hand_computed():
     assert "shorts" not in scores
     chance = chance_scores(["pants", "outwear"], categories)  # a third of the gallery is Pants, a third Jackets
     assert chance["all"]["P@1"] == pytest.approx(1 / 3) and chance["outwear"][f"P@{TOP}"] == pytest.approx(1 / 3)
+
+
+def test_phone_photos_validation_side_searches_the_training_photos(tmp_path, capsys):
+    """`--side validation`: phone photos against the training split as the shop, the side where settings may be
+    chosen (full photos only, to keep it quick)."""
+    import shutil
+
+    from bench.phone_photos import chance_scores, main
+    from mga.data import category_of, load_retrieval_data
+
+    for kind in ("pants", "t-shirt"):
+        (tmp_path / kind).mkdir()
+        for photo in sorted((DISTRACTORS / "validation" / kind).glob("*.jpg"))[:2]:
+            shutil.copy(photo, tmp_path / kind / photo.name)
+    results = main(["--data", str(LUMA_TINY), "--side", "validation", "--photos", str(tmp_path), "--zoom-grid", "0"])
+    train = load_retrieval_data(LUMA_TINY).train
+    chance = chance_scores(["pants"] * 2 + ["t-shirt"] * 2, [category_of(r.path) for r in train])
+    assert {k: pytest.approx(v) for k, v in results["chance (a random ranking)"].items()} == chance
+    assert all(rows["all"]["photos"] == 4 for rows in results.values())
+    assert f"against {len(train)} validation shop photos" in capsys.readouterr().out
