@@ -13,9 +13,9 @@ cosine) is measured in the same run. A model that has forgotten what the backbon
 it here.
 
 `--side validation` is where a search setting may be chosen: the phone photos of distractors/validation against
-the training split's photos as the shop. Its P@1 followed the test side's for both re-rankings measured on
-2026-12-02 (docs/experiments.md). The embedded default's phone-photo half trained on these photos (mga.kinds), so
-they flatter a model that used them: compare settings of one model there, not models.
+the training split's photos as the shop (how well it predicts the test side: docs/experiments.md). The embedded
+default's phone-photo half trained on these photos (mga.kinds), so they flatter a model that used them: compare
+settings of one model there, not models.
 """
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def _per_kind(hits: np.ndarray, kinds: Sequence[str]) -> dict[str, dict]:
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.phone_photos", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="the shop: a Luma-style data root (its gallery side is searched)")
+    p.add_argument("--data", required=True,
+                   help="the shop: a Luma-style data root (its gallery side is searched; its training side with "
+                        "--side validation)")
     p.add_argument("--weights", nargs="*", default=[None],
                    help="one or more checkpoint folders / Hub ids (default: the embedded default)")
     p.add_argument("--side", choices=("test", "validation"), default="test",
