@@ -58,12 +58,12 @@ def shop_index(model, root: Path, records: Sequence[Record], out: Path) -> Searc
     return SearchEngine(model, GalleryIndex(out / "index"))
 
 
-def consumer_photos(paths: Sequence[Path], backgrounds: Path, seed: int) -> list[tuple[int, Image.Image]]:
-    """(which path, photo) for every path, clean and under each corruption of bench.robustness."""
+def consumer_photos(paths: Sequence[Path], backgrounds: list[Path], seed: int) -> list[tuple[int, Image.Image]]:
+    """(which path, photo) for every path, clean and under each corruption of bench.robustness (clutter drawn from
+    `backgrounds`)."""
     rng = random.Random(seed)
     photos = [load_photo(p) for p in paths]  # decoded once; the corruptions return new images
-    return [(i, corrupt(img, rng)) for corrupt in corruptions(sorted(backgrounds.rglob("*.jpg"))).values()
-            for i, img in enumerate(photos)]
+    return [(i, corrupt(img, rng)) for corrupt in corruptions(backgrounds).values() for i, img in enumerate(photos)]
 
 
 def top_features(engine: SearchEngine, photos: Sequence[Image.Image]) -> tuple[np.ndarray, list[str]]:
@@ -80,11 +80,11 @@ def top_features(engine: SearchEngine, photos: Sequence[Image.Image]) -> tuple[n
 def labelled(engine: SearchEngine, queries: Sequence[Record], root: Path, backgrounds: Path, seed: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, correct #1?, SHOP / GARMENT / OTHER_KIND) for the consumer-style queries, then every photo of
-    `backgrounds` (a distractors split: things the shop does not sell)."""
-    shots = consumer_photos([root / r.path for r in queries], backgrounds, seed)
+    `backgrounds` (a distractors split: things the shop does not sell, and the queries' clutter)."""
+    not_sold = sorted(backgrounds.rglob("*.jpg"))
+    shots = consumer_photos([root / r.path for r in queries], not_sold, seed)
     xq, ids = top_features(engine, [img for _, img in shots])
     correct = np.array([ids[n] == queries[i].item_id for n, (i, _) in enumerate(shots)])
-    not_sold = sorted(backgrounds.rglob("*.jpg"))
     xn, _ = top_features(engine, [load_image(p) for p in not_sold])
     group = [OTHER_KIND if p.parent.name in OTHER_KINDS else GARMENT for p in not_sold]
     return np.vstack([xq, xn]), np.r_[correct, np.zeros(len(xn), bool)], np.r_[np.full(len(xq), SHOP), group]
