@@ -1,8 +1,9 @@
 """Train MGA with P x K batches: multi-similarity on the global, coarse and ATA similarities, and part terms that
 keep parts apart (diversity), on the garment (background, figure head), compact (concentration) and on the same
 region of every garment of a kind (consistency); optionally, distillation that keeps the pretrained backbone's
-similarities among real photos (--w-distill, mga.distill), and real phone photos near the shop's photos of their
-kind of garment (--w-kind, mga.kinds).
+similarities among real photos (--w-distill, mga.distill), real phone photos near the shop's photos of their
+kind of garment (--w-kind, mga.kinds), and, fine-tuning trained weights (--init), spoilt photos read as their clean
+twins are by the starting model (--w-robust, mga.robust).
 
     python -m mga.train --data ../shared/data/luma-inshop --out runs/default
 
@@ -39,12 +40,13 @@ from .distill import PhotoTeacher
 from .evaluate import DEFAULT_RERANK_TOP, encode_split, evaluate, recall
 from .fga import diversity_loss
 from .files import atomic_path
-from .hub import save_model_atomically
+from .hub import load_model, save_model_atomically
 from .kinds import KindTerm
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
                     name_model_parts)
+from .robust import CleanTeacher
 from .transforms import Backgrounds, ConsumerPhotoAugment, TrainSample, working_side
 
 
@@ -54,6 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="data root with Eval/list_eval_partition.txt")
     p.add_argument("--format", choices=["inshop", "consumer2shop"], help="default: read off the partition file")
     p.add_argument("--out", required=True, help="output folder (checkpoint.pt, metrics.jsonl, model/)")
+    p.add_argument("--init", help="start from these trained weights (a checkpoint folder or Hub id), not from the "
+                   "pretrained backbone; the architecture options below are then the checkpoint's")
     p.add_argument("--backbone", default=MGAConfig.backbone)
     p.add_argument("--image-size", type=int, default=MGAConfig.image_size, help="input side")
     p.add_argument("--embed-dim", type=int, default=MGAConfig.embed_dim)
@@ -97,6 +101,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-photos", default=str(TRAIN_BACKGROUNDS) if TRAIN_BACKGROUNDS.is_dir() else "",
                    help="folder of real photos for --w-distill; default: the distractors' validation split")
     p.add_argument("--distill-batch", type=int, default=16, help="real photos per step for --w-distill")
+    p.add_argument("--w-robust", type=float, default=0.0,
+                   help="loss weight: the --init model, frozen, reads each photo's clean twin; the trained copy must "
+                        "read the spoilt photo the same (mga.robust; needs --init)")
     p.add_argument("--anchor", type=float, default=0.5,
                    help="after training, the pretrained backbone's share of every similarity (mga.anchor; 0: none)")
     p.add_argument("--anchor-pool", choices=ANCHOR_POOLS, default="whole",
@@ -122,6 +129,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.anchor < 1:
         p.error(f"--anchor {args.anchor:g}: the share must lie in [0, 1)")
+    if args.w_robust and not args.init:
+        p.error("--w-robust distils the --init model: pass --init")
     if not args.resume and (Path(args.out) / "checkpoint.pt").exists():
         # A fresh run would overwrite that checkpoint epoch by epoch: hours of training lost to a missing flag.
         p.error(f"{Path(args.out) / 'checkpoint.pt'} exists: pass --resume to continue that run, or choose "
@@ -143,7 +152,8 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSample, labels: torch.Tensor,
-               categories: torch.Tensor, args: argparse.Namespace, kinds: KindTerm | None = None) -> dict:
+               categories: torch.Tensor, args: argparse.Namespace, kinds: KindTerm | None = None,
+               clean_teacher: CleanTeacher | None = None) -> dict:
     """Every loss term of one batch; `categories` (B,) groups photos for the consistency and category terms.
     Phone photos for the kind term share the batch's forward pass (and its batch-norm statistics)."""
     if kinds is None:
@@ -177,6 +187,8 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
         terms["consistency"] = consistency_loss(enc.attn, figure_boxes(batch.figure.float()), groups)
     if args.w_figure and enc.figure is not None:
         terms["figure"] = F.binary_cross_entropy_with_logits(enc.figure, figure)
+    if clean_teacher is not None:
+        terms["robust"] = clean_teacher.loss(enc, batch.clean)
     return terms
 
 
@@ -208,6 +220,7 @@ class Run:
     device: torch.device
     teacher: PhotoTeacher | None = None
     kinds: KindTerm | None = None
+    clean_teacher: CleanTeacher | None = None
     start_epoch: int = 0
     step: int = 0
 
@@ -220,10 +233,12 @@ def anchor_in_training(args: argparse.Namespace) -> dict:
 
 
 def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel:
-    """A fresh model on the pretrained backbone, or the checkpoint's; its early blocks frozen."""
+    """A fresh model on the pretrained backbone, the --init weights, or the checkpoint's; its early blocks frozen."""
     if resume:
         model = MGAModel(MGAConfig.from_dict(resume["config"]))
         model.load_state_dict(resume["model"])
+    elif args.init:
+        model = load_model(args.init)
     else:
         model = MGAModel.from_backbone(MGAConfig(
             backbone=args.backbone, image_size=args.image_size, embed_dim=args.embed_dim,
@@ -246,7 +261,7 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
     config, side = model.config, working_side(model.config.image_size)
     backgrounds = Backgrounds(sorted(Path(args.backgrounds).rglob("*.jpg")), side) if args.backgrounds else None
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
-                                   args.clutter, backgrounds, args.degrade, args.shopper)
+                                   args.clutter, backgrounds, args.degrade, args.shopper, twin=bool(args.w_robust))
     dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
     category = {r.item_id: category_key(category_of(r.path)) for r in data.train}
     category_ids = {c: i for i, c in enumerate(sorted(set(category.values())))}
@@ -278,9 +293,10 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
             kinds = KindTerm(args.kind_photos, model.transform, list(category_ids), args.kind_batch)
         except ValueError as e:
             raise SystemExit(f"--kind-photos {args.kind_photos!r}: {e}") from None
+    clean_teacher = CleanTeacher(load_model(args.init).to(device)) if args.w_robust else None
     run = Run(model, optimizer, proxy, loader, sampler,
               torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher,
-              kinds)
+              kinds, clean_teacher)
     if resume:
         optimizer.load_state_dict(resume["optimizer"])
         run.start_epoch, run.step = resume["epoch"], resume["step"]
@@ -293,7 +309,7 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
     weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
                "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
                "consistency": args.w_consistency, "figure": args.w_figure, "distill": args.w_distill,
-               "category": args.w_category, "kind": args.w_kind}
+               "category": args.w_category, "kind": args.w_kind, "robust": args.w_robust}
     total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
     run.model.train()
     sums: dict[str, float] = {}
@@ -304,10 +320,12 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
         images = batch.image.to(run.device, non_blocking=True)
         if run.device.type == "cuda":
             images = images.to(memory_format=torch.channels_last)
-        batch = TrainSample(images, batch.figure.to(run.device), batch.close_up.to(run.device))
+        batch = TrainSample(images, batch.figure.to(run.device), batch.close_up.to(run.device),
+                            batch.clean.to(run.device, non_blocking=True))
         labels = labels.to(run.device)
         with autocast(run.device):
-            terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args, run.kinds)
+            terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args, run.kinds,
+                               run.clean_teacher)
             if run.teacher is not None:
                 terms["distill"] = run.teacher.loss(run.model)
         loss = sum(weights[k] * v for k, v in terms.items())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -133,6 +133,11 @@ class Backgrounds:
         return bg.crop((x, y, x + cw, y + ch)).resize(size, Image.BILINEAR)
 
 
+def each(op: Callable[[Image.Image], Image.Image], *images: Image.Image | None) -> tuple[Image.Image | None, ...]:
+    """`op` applied to each image that is there: one geometric step for a photo and the layers that follow it."""
+    return tuple(None if im is None else op(im) for im in images)
+
+
 class TrainSample(NamedTuple):
     """One augmented training photo (a batch of them, once collated): the model input, its figure mask (the
     garment's pixels, wherever the augmentations moved them) and whether it is a close-up (its figure box is
@@ -141,6 +146,7 @@ class TrainSample(NamedTuple):
     image: torch.Tensor  # (3, S, S) normalised
     figure: torch.Tensor  # (S, S) bool
     close_up: bool
+    clean: torch.Tensor  # (3, S, S) normalised: the same framing on white, unspoilt (`twin`); (0,) without
 
 
 class ConsumerPhotoAugment:
@@ -150,13 +156,15 @@ class ConsumerPhotoAugment:
     back), and carry the garment's mask through every geometric step. With probability `shopper` a photo gets
     all of them at once (a new background, a tighter crop, tilt, stronger blur, a low-resolution copy), as a
     real shopper's photo has them; drawn one by one they almost never coincide. Colour jitter is strong on
-    purpose: an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye."""
+    purpose: an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye.
+    With `twin` each sample also carries its clean twin: the studio photo through the same crops, flips and tilt
+    but nothing else, what a clean-photo teacher sees of it (mga.robust)."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0,
                  detail: float = 0.0, clutter: float = 0.3, backgrounds: Backgrounds | None = None,
-                 degrade: float = 0.0, shopper: float = 0.0):
+                 degrade: float = 0.0, shopper: float = 0.0, twin: bool = False):
         self.size, self.strength, self.detail, self.clutter, self.degrade = size, strength, detail, clutter, degrade
-        self.shopper = shopper
+        self.shopper, self.twin = shopper, twin
         self.backgrounds = backgrounds
         self.normalize = Normalize(mean, std)
         self.color = T.ColorJitter(0.4 * strength, 0.4 * strength, 0.4 * strength, 0.1 * strength)
@@ -199,22 +207,24 @@ class ConsumerPhotoAugment:
         box = detail_box(img, mask) if random.random() < self.detail else None
         if box is not None:  # before clutter: the crop looks for the garment on its white background
             img, figure = img.crop(box), figure.crop(box)
+        clean = img if self.twin else None
         if happens(self.clutter * s):
             img = self._clutter(img, figure)
         if random.random() < 0.5:
-            img, figure = ImageOps.mirror(img), ImageOps.mirror(figure)
+            img, figure, clean = each(ImageOps.mirror, img, figure, clean)
         # partial crop of the garment (keep most of it: retrieval still needs the item)
         if box is None and happens(0.6 * s):
             w, h = img.size
             scale = random.uniform(0.45 if shopper else 0.6, 1.0)
             cw, ch = int(w * random.uniform(scale, 1.0)), int(h * random.uniform(scale, 1.0))
             x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
-            img, figure = img.crop((x0, y0, x0 + cw, y0 + ch)), figure.crop((x0, y0, x0 + cw, y0 + ch))
-        img, figure = letterbox(img, self.size), letterbox(figure.convert("RGB"), self.size, fill=(0, 0, 0))
+            img, figure, clean = each(lambda im: im.crop((x0, y0, x0 + cw, y0 + ch)), img, figure, clean)
+        figure = letterbox(figure.convert("RGB"), self.size, fill=(0, 0, 0))
+        img, clean = each(lambda im: letterbox(im, self.size), img, clean)
         if happens(0.5 * s):
             angle = random.uniform(-15, 15)
-            img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE)
             figure = figure.rotate(angle, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+            img, clean = each(lambda im: im.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE), img, clean)
         img = self.gray(self.color(img))
         if happens(0.2 * s):
             img = img.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 2.5 if shopper else 1.5)))
@@ -224,4 +234,5 @@ class ConsumerPhotoAugment:
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
         if shopper or (self.degrade and random.random() < self.degrade):  # no draw when off, as above
             img = self._low_resolution(img)
-        return TrainSample(self.normalize(img), torch.from_numpy(np.asarray(figure)[..., 0] > 127), box is not None)
+        return TrainSample(self.normalize(img), torch.from_numpy(np.asarray(figure)[..., 0] > 127), box is not None,
+                           torch.zeros(0) if clean is None else self.normalize(clean))

@@ -360,3 +360,26 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero():
     assert lr_factor(100, 100, 4) == 0.0
     decay = [lr_factor(s, 100, 4) for s in range(4, 101)]
     assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_clean_twin_shares_the_framing_and_nothing_else():
+    """`twin`: the studio photo goes through the spoilt photo's crop, flip and tilt only, so the twin's garment
+    lies where the spoilt photo's mask says and its background stays studio white, while the spoilt photo has a
+    new background; without `twin` the sample carries an empty tensor and the same random draws."""
+    photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
+    transform = EvalTransform(128, MEAN, STD)
+    white = transform(Image.new("RGB", (128, 128), "white"))
+    twin = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, detail=0.3, shopper=1.0, twin=True)
+    plain = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, detail=0.3, shopper=1.0)
+    for seed in range(6):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        sample = twin(photo)
+        random.seed(seed)
+        torch.manual_seed(seed)
+        assert torch.equal(plain(photo).image, sample.image) and plain(photo).clean.numel() == 0
+        garment = ~torch.isclose(sample.clean, white, atol=0.05).all(0)
+        iou = (garment & sample.figure).sum() / (garment | sample.figure).sum()
+        assert iou > 0.8, f"seed {seed}: the twin's garment is not where the mask is (IoU {iou:.2f})"
+        spoilt_white = torch.isclose(sample.image, white, atol=0.05).all(0)
+        assert spoilt_white[~sample.figure].float().mean() < 0.5  # a new background behind the spoilt photo

@@ -213,3 +213,26 @@ def test_anchor_from_the_start_trains_beside_a_frozen_pretrained_copy(tmp_path):
     assert anchor and all(torch.equal(weights[k], fresh[k]) for k in anchor)  # frozen: the pretrained backbone
     assert not all(torch.equal(weights["backbone." + k.removeprefix("anchor.")], fresh[k]) for k in anchor)
     assert json.loads((out / "model" / "config.json").read_text())["anchor"] == 0.3
+
+
+def test_robust_fine_tuning_reads_spoilt_photos_as_their_clean_twins(trained, tmp_path):
+    """--init + --w-robust: a trained model, frozen, reads each photo's clean twin and the fine-tuned copy is
+    pulled towards it on the spoilt photo; the finite term (0: read alike, at most 3) is the only one with weight,
+    and the saved model keeps the starting model's architecture and anchor."""
+    src, _ = trained
+    out = tmp_path / "robust"
+    mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
+                    "--out", str(out), "--epochs", "1", "--init", str(src / "model"), "--w-robust", "1",
+                    "--shopper", "1", "--w-global", "0", "--w-coarse", "0", "--w-ata", "0"])
+    (line,) = metrics(out)
+    assert 0 < line["loss_robust"] < 3
+    start = json.loads((src / "model" / "config.json").read_text())
+    tuned = json.loads((out / "model" / "config.json").read_text())
+    assert (tuned["image_size"], tuned["anchor"]) == (start["image_size"], start["anchor"]) == (64, 0.5)
+    assert tuned["extra"]["train_args"]["init"] == str(src / "model")
+
+
+def test_robust_term_without_init_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tmp_path / "out", 1, "--w-robust", "1")
+    assert "--w-robust distils the --init model: pass --init" in capsys.readouterr().err

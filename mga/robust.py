@@ -1,0 +1,39 @@
+"""A shopper's photo should read like the studio photo it spoils: clean-teacher self-distillation.
+
+A trained model, frozen, is shown each training photo clean (studio white, the same crop, flip and tilt); a copy
+of it, fine-tuned, is shown the same framing spoilt (clutter behind the garment, colour, blur, JPEG, a
+low-resolution copy) and asked to give what the frozen model gave: the coarse embedding, every part token and
+every part map. Metric learning on spoilt photos pulls photos of one product together wherever the batch puts
+them; here the target is fixed, so the fine-tuned model can only learn to see through the spoiling, and the
+parts keep their places and names (in the spirit of Noisy Student, Xie et al., CVPR 2020, and of feature
+distillation for robustness).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .model import Encoding, MGAModel
+
+
+def robust_loss(student: Encoding, teacher: Encoding) -> torch.Tensor:
+    """1 - cosine of the coarse embeddings, plus 1 - the mean cosine of the part tokens, plus half the L1 distance
+    of the part maps (each sums to 1, so 0: the same map, 1: disjoint): 0 when the spoilt photo is read as the
+    clean one."""
+    embedding = 1 - F.cosine_similarity(student.embedding.float(), teacher.embedding.float(), dim=-1).mean()
+    parts = 1 - F.cosine_similarity(student.parts.float(), teacher.parts.float(), dim=-1).mean()
+    maps = 0.5 * (student.attn.float() - teacher.attn.float()).abs().flatten(2).sum(-1).mean()
+    return embedding + parts + maps
+
+
+class CleanTeacher:
+    """The model a fine-tuning starts from, frozen: what the fine-tuned copy should say of every spoilt photo."""
+
+    def __init__(self, model: MGAModel):
+        self.model = model.eval().requires_grad_(False)
+
+    def loss(self, student: Encoding, clean: torch.Tensor) -> torch.Tensor:
+        """`student`: the fine-tuned model's encoding of the spoilt photos; `clean`: their clean twins."""
+        with torch.no_grad():
+            target = self.model(clean)
+        return robust_loss(student, target)

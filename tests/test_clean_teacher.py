@@ -1,0 +1,31 @@
+"""mga.robust: the clean-teacher term is zero when the fine-tuned model reads a photo as the teacher does and
+grows with what the spoiling changes."""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from conftest import LUMA
+from mga.imageio import load_image
+from mga.model import MGAModel
+from mga.config import MGAConfig
+from mga.robust import CleanTeacher, robust_loss
+from mga.transforms import ConsumerPhotoAugment
+
+
+def test_clean_teacher_term_is_zero_on_clean_twins_and_positive_on_spoilt_photos():
+    torch.manual_seed(0)
+    random.seed(0)
+    model = MGAModel(MGAConfig(image_size=64)).eval()
+    photos = [load_image(p, max_side=128) for p in sorted(LUMA.glob("img/MEN/*/*/*front.jpg"))[:4]]
+    augment = ConsumerPhotoAugment(64, model.config.mean, model.config.std, shopper=1.0, twin=True)
+    samples = [augment(p) for p in photos]
+    spoilt, clean = torch.stack([s.image for s in samples]), torch.stack([s.clean for s in samples])
+    teacher = CleanTeacher(MGAModel(MGAConfig(image_size=64)))
+    teacher.model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert teacher.loss(model(clean), clean) < 1e-5
+        assert 0.01 < teacher.loss(model(spoilt), clean) < 3
+        enc = model(clean)
+        assert robust_loss(enc, enc) < 1e-5
