@@ -6,12 +6,16 @@ low-resolution copy) and asked to give what the frozen model gave: the coarse em
 every part map. Metric learning on spoilt photos pulls photos of one product together wherever the batch puts
 them; here the target is fixed, so the fine-tuned model can only learn to see through the spoiling, and the
 parts keep their places and names (in the spirit of Noisy Student, Xie et al., CVPR 2020, and of feature
-distillation for robustness).
+distillation for robustness). The copy must also still read the clean twin as the frozen model does, and its
+BatchNorm statistics stay the frozen model's: spoilt batches would otherwise become the statistics that every
+studio photo of the gallery is encoded with.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from torch import nn
 
 from .model import Encoding, MGAModel
 
@@ -32,8 +36,17 @@ class CleanTeacher:
     def __init__(self, model: MGAModel):
         self.model = model.eval().requires_grad_(False)
 
-    def loss(self, student: Encoding, clean: torch.Tensor) -> torch.Tensor:
-        """`student`: the fine-tuned model's encoding of the spoilt photos; `clean`: their clean twins."""
+    def loss(self, student: MGAModel, spoilt: Encoding, clean: torch.Tensor) -> torch.Tensor:
+        """`spoilt`: the fine-tuned `student`'s encoding of the spoilt photos; `clean`: their clean twins, which the
+        student reads as well."""
         with torch.no_grad():
             target = self.model(clean)
-        return robust_loss(student, target)
+        return robust_loss(spoilt, target) + robust_loss(student(clean), target)
+
+
+def keep_batch_statistics(model: nn.Module) -> None:
+    """BatchNorm layers to evaluation mode (after `model.train()`): they normalise with, and keep, the statistics
+    they were trained with."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()

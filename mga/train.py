@@ -46,7 +46,7 @@ from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .model import MGAModel
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
                     name_model_parts)
-from .robust import CleanTeacher
+from .robust import CleanTeacher, keep_batch_statistics
 from .transforms import Backgrounds, ConsumerPhotoAugment, TrainSample, working_side
 
 
@@ -188,7 +188,7 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
     if args.w_figure and enc.figure is not None:
         terms["figure"] = F.binary_cross_entropy_with_logits(enc.figure, figure)
     if clean_teacher is not None:
-        terms["robust"] = clean_teacher.loss(enc, batch.clean)
+        terms["robust"] = clean_teacher.loss(model, enc, batch.clean)
     return terms
 
 
@@ -312,6 +312,8 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
                "category": args.w_category, "kind": args.w_kind, "robust": args.w_robust}
     total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
     run.model.train()
+    if run.clean_teacher is not None:
+        keep_batch_statistics(run.model)
     sums: dict[str, float] = {}
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False, disable=None)
     for batch, labels in bar:

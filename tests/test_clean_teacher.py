@@ -1,5 +1,5 @@
 """mga.robust: the clean-teacher term is zero when the fine-tuned model reads a photo as the teacher does and
-grows with what the spoiling changes."""
+grows with what the spoiling changes; BatchNorm keeps the starting model's statistics."""
 from __future__ import annotations
 
 import random
@@ -10,7 +10,7 @@ from conftest import LUMA
 from mga.imageio import load_image
 from mga.model import MGAModel
 from mga.config import MGAConfig
-from mga.robust import CleanTeacher, robust_loss
+from mga.robust import CleanTeacher, keep_batch_statistics, robust_loss
 from mga.transforms import ConsumerPhotoAugment
 
 
@@ -25,7 +25,19 @@ def test_clean_teacher_term_is_zero_on_clean_twins_and_positive_on_spoilt_photos
     teacher = CleanTeacher(MGAModel(MGAConfig(image_size=64)))
     teacher.model.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert teacher.loss(model(clean), clean) < 1e-5
-        assert 0.01 < teacher.loss(model(spoilt), clean) < 3
+        assert teacher.loss(model, model(clean), clean) < 1e-5
+        assert 0.01 < teacher.loss(model, model(spoilt), clean) < 3
         enc = model(clean)
         assert robust_loss(enc, enc) < 1e-5
+
+
+def test_kept_batch_statistics_do_not_move_in_training_mode():
+    """A fine-tuning step on spoilt photos leaves BatchNorm's running statistics the starting model's, while
+    dropout and the rest stay in training mode."""
+    model = MGAModel(MGAConfig(image_size=64)).train()
+    keep_batch_statistics(model)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    assert before and model.training
+    model(torch.randn(4, 3, 64, 64))
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
