@@ -7,9 +7,9 @@ import random
 import torch
 
 from conftest import LUMA
+from mga.config import MGAConfig
 from mga.imageio import load_image
 from mga.model import MGAModel
-from mga.config import MGAConfig
 from mga.robust import CleanTeacher, keep_batch_statistics, robust_loss
 from mga.transforms import ConsumerPhotoAugment
 
