@@ -84,32 +84,41 @@ def blur(img: Image.Image, rng: random.Random) -> Image.Image:
 
 
 SHOPPER_ORDER = ("clutter", "crop", "tilt", "colour cast", "blur", "jpeg")  # the order a photo gets them
+GEOMETRY = ("crop", "tilt")  # what framing does; the rest is what the camera and the room do
+TWIN = "all at once, clean twin"
 
 
-def corruptions(backgrounds: list[Path], all_but: bool = False) -> dict[str, Corruption]:
+def corruptions(backgrounds: list[Path], all_but: bool = False, twin: bool = False) -> dict[str, Corruption]:
     """Each corruption alone, then all of them on the same photo; with `all_but`, also all but one of them
-    (which corruption the "all at once" column loses most to)."""
+    (which corruption the "all at once" column loses most to); with `twin`, also each "all at once" photo's
+    clean twin: its crop and tilt on studio white, sharp, true colour, full size."""
     clutter: Corruption = lambda im, rng: on_clutter(im, rng, backgrounds)  # noqa: E731
     single = {"clutter": clutter, "tilt": tilt, "crop": crop, "colour cast": colour_cast, "jpeg": jpeg, "blur": blur}
 
-    def chain(names: Sequence[str]) -> Corruption:
+    def chain(names: Sequence[str], geometry_only: bool = False) -> Corruption:
         def apply(im: Image.Image, rng: random.Random) -> Image.Image:
+            clean = im
             for name in names:
+                if name in GEOMETRY:  # the twin takes the spoilt photo's draws, so it has the same framing
+                    state = rng.getstate()
+                    clean = single[name](clean, rng)
+                    rng.setstate(state)
                 im = single[name](im, rng)
-            return im
+            return clean if geometry_only else im
         return apply
 
     leave_one_out = {f"all but {n}": chain([m for m in SHOPPER_ORDER if m != n]) for n in SHOPPER_ORDER}
     return {"clean": lambda im, rng: im, **single, "all at once": chain(SHOPPER_ORDER),
+            **({TWIN: chain(SHOPPER_ORDER, geometry_only=True)} if twin else {}),
             **(leave_one_out if all_but else {})}
 
 
 def corrupt_all(photos: list[Image.Image], backgrounds: list[Path], seed: int = 0,
-                all_but: bool = False) -> dict[str, list[Image.Image]]:
+                all_but: bool = False, twin: bool = False) -> dict[str, list[Image.Image]]:
     """Every column's copy of `photos`; each column draws from its own generator seeded `seed`, so a column's
     photos do not depend on which columns come before it."""
     out = {}
-    for name, corrupt in corruptions(backgrounds, all_but).items():
+    for name, corrupt in corruptions(backgrounds, all_but, twin).items():
         rng = random.Random(seed)
         out[name] = [corrupt(img, rng) for img in photos]
     return out
@@ -153,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_variant_arguments(p)
     p.add_argument("--all-but", action="store_true",
                    help="also every corruption but one on the same photo (what 'all at once' loses most to)")
+    p.add_argument("--twin", action="store_true",
+                   help="also each 'all at once' photo's clean twin (its crop and tilt only): what framing alone costs")
     p.add_argument("--json")
     p.add_argument("--examples", help="also save a PNG of the first queries as each column corrupts them")
     args = p.parse_args(argv)
@@ -161,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not backgrounds:
         raise SystemExit(f"{args.distractors}: no .jpg backgrounds for the clutter corruption")
     queries = [load_photo(data.root / r.path) for r in data.query]
-    corrupted = corrupt_all(queries, backgrounds, args.seed, args.all_but)
+    corrupted = corrupt_all(queries, backgrounds, args.seed, args.all_but, args.twin)
     if args.examples:
         plot_examples(corrupted, args.examples)
     q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]

@@ -2,18 +2,23 @@
 shows them."""
 from __future__ import annotations
 
+import random
+
 import numpy as np
 from PIL import Image
 
-from bench.robustness import corrupt_all, plot_examples
+from bench.robustness import TWIN, corrupt_all, crop, plot_examples, tilt
 from conftest import DISTRACTORS
 from mga.imageio import load_photo
 
 
-def corrupted(luma_photos, all_but: bool = False) -> tuple[list[Image.Image], dict[str, list[Image.Image]]]:
-    backgrounds = sorted((DISTRACTORS / "validation").rglob("*.jpg"))  # a test is no place for the test split
+BACKGROUNDS = sorted((DISTRACTORS / "validation").rglob("*.jpg"))  # a test is no place for the test split
+
+
+def corrupted(luma_photos, all_but: bool = False, twin: bool = False
+              ) -> tuple[list[Image.Image], dict[str, list[Image.Image]]]:
     photos = [load_photo(p) for p in luma_photos[:4]]
-    return photos, corrupt_all(photos, backgrounds, all_but=all_but)
+    return photos, corrupt_all(photos, BACKGROUNDS, all_but=all_but, twin=twin)
 
 
 def test_each_corruption_changes_the_photo_as_its_column_says(luma_photos):
@@ -51,3 +56,14 @@ def test_leave_one_out_columns_and_the_example_grid(luma_photos, tmp_path):
     grid = Image.open(path)
     assert grid.height > grid.width * 3  # one row per column of the bench (14), three photos in each
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_the_clean_twin_has_the_all_at_once_photos_framing_and_nothing_else(luma_photos):
+    photos, out = corrupted(luma_photos, twin=True)
+    assert list(out)[-1] == TWIN
+    rng = random.Random(0)  # the first photo's draws: a background, then its crop and tilt
+    rng.choice(BACKGROUNDS)
+    assert np.array_equal(np.asarray(out[TWIN][0]), np.asarray(tilt(crop(photos[0], rng), rng)))
+    for photo, spoilt, clean in zip(photos, out["all at once"], out[TWIN]):
+        assert (clean.width // 3, clean.height // 3) == spoilt.size  # framed alike; only the twin skips the JPEG
+        assert clean.size != photo.size
