@@ -8,7 +8,9 @@ them; here the target is fixed, so the fine-tuned model can only learn to see th
 parts keep their places and names (in the spirit of Noisy Student, Xie et al., CVPR 2020, and of feature
 distillation for robustness). The copy must also still read the clean twin as the frozen model does, and its
 BatchNorm statistics stay the frozen model's: spoilt batches would otherwise become the statistics that every
-studio photo of the gallery is encoded with.
+studio photo of the gallery is encoded with. A "whole" twin (the garment uncropped and untilted, as the shop shows
+it) asks more: a partial view should read as the whole garment, as DINO's local crops answer for the global view
+(Caron et al., ICCV 2021); its part maps cannot line up with the spoilt photo's, so they are not compared.
 """
 from __future__ import annotations
 
@@ -19,28 +21,30 @@ from torch import nn
 from .model import Encoding, MGAModel
 
 
-def robust_loss(student: Encoding, teacher: Encoding) -> torch.Tensor:
-    """1 - cosine of the coarse embeddings, plus 1 - the mean cosine of the part tokens, plus half the L1 distance
-    of the part maps (each sums to 1, so 0: the same map, 1: disjoint): 0 when the spoilt photo is read as the
-    clean one."""
+def robust_loss(student: Encoding, teacher: Encoding, maps: bool = True) -> torch.Tensor:
+    """1 - cosine of the coarse embeddings, plus 1 - the mean cosine of the part tokens, plus (with `maps`, for
+    photos framed alike) half the L1 distance of the part maps (each sums to 1, so 0: the same map, 1: disjoint):
+    0 when the spoilt photo is read as the clean one."""
     embedding = 1 - F.cosine_similarity(student.embedding.float(), teacher.embedding.float(), dim=-1).mean()
     parts = 1 - F.cosine_similarity(student.parts.float(), teacher.parts.float(), dim=-1).mean()
-    maps = 0.5 * (student.attn.float() - teacher.attn.float()).abs().flatten(2).sum(-1).mean()
-    return embedding + parts + maps
+    if not maps:
+        return embedding + parts
+    return embedding + parts + 0.5 * (student.attn.float() - teacher.attn.float()).abs().flatten(2).sum(-1).mean()
 
 
 class CleanTeacher:
     """The model a fine-tuning starts from, frozen: what the fine-tuned copy should say of every spoilt photo."""
 
-    def __init__(self, model: MGAModel):
+    def __init__(self, model: MGAModel, twin: str = "framed"):
         self.model = model.eval().requires_grad_(False)
+        self.twin = twin  # as mga.transforms.ConsumerPhotoAugment drew the clean twins
 
     def loss(self, student: MGAModel, spoilt: Encoding, clean: torch.Tensor) -> torch.Tensor:
         """`spoilt`: the fine-tuned `student`'s encoding of the spoilt photos; `clean`: their clean twins, which the
         student reads as well."""
         with torch.no_grad():
             target = self.model(clean)
-        return robust_loss(spoilt, target) + robust_loss(student(clean), target)
+        return robust_loss(spoilt, target, maps=self.twin == "framed") + robust_loss(student(clean), target)
 
 
 def keep_batch_statistics(model: nn.Module) -> None:

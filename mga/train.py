@@ -47,7 +47,7 @@ from .model import MGAModel
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
                     name_model_parts)
 from .robust import CleanTeacher, keep_batch_statistics
-from .transforms import Backgrounds, ConsumerPhotoAugment, TrainSample, working_side
+from .transforms import TWINS, Backgrounds, ConsumerPhotoAugment, TrainSample, working_side
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -104,6 +104,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-robust", type=float, default=0.0,
                    help="loss weight: the --init model, frozen, reads each photo's clean twin; the trained copy must "
                         "read the spoilt photo the same (mga.robust; needs --init)")
+    p.add_argument("--robust-twin", choices=TWINS, default="framed",
+                   help="the clean twin the --init model reads: the spoilt photo's crop and tilt (framed) or the "
+                        "whole garment (whole)")
     p.add_argument("--anchor", type=float, default=0.5,
                    help="after training, the pretrained backbone's share of every similarity (mga.anchor; 0: none)")
     p.add_argument("--anchor-pool", choices=ANCHOR_POOLS, default="whole",
@@ -261,7 +264,8 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
     config, side = model.config, working_side(model.config.image_size)
     backgrounds = Backgrounds(sorted(Path(args.backgrounds).rglob("*.jpg")), side) if args.backgrounds else None
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
-                                   args.clutter, backgrounds, args.degrade, args.shopper, twin=bool(args.w_robust))
+                                   args.clutter, backgrounds, args.degrade, args.shopper,
+                                   twin=args.robust_twin if args.w_robust else None)
     dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
     category = {r.item_id: category_key(category_of(r.path)) for r in data.train}
     category_ids = {c: i for i, c in enumerate(sorted(set(category.values())))}
@@ -293,7 +297,7 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
             kinds = KindTerm(args.kind_photos, model.transform, list(category_ids), args.kind_batch)
         except ValueError as e:
             raise SystemExit(f"--kind-photos {args.kind_photos!r}: {e}") from None
-    clean_teacher = CleanTeacher(load_model(args.init).to(device)) if args.w_robust else None
+    clean_teacher = CleanTeacher(load_model(args.init).to(device), args.robust_twin) if args.w_robust else None
     run = Run(model, optimizer, proxy, loader, sampler,
               torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher,
               kinds, clean_teacher)

@@ -138,6 +138,9 @@ def each(op: Callable[[Image.Image], Image.Image], *images: Image.Image | None) 
     return tuple(None if im is None else op(im) for im in images)
 
 
+TWINS = ("framed", "whole")  # what the clean twin of a spoilt training photo shows (ConsumerPhotoAugment)
+
+
 class TrainSample(NamedTuple):
     """One augmented training photo (a batch of them, once collated): the model input, its figure mask (the
     garment's pixels, wherever the augmentations moved them) and whether it is a close-up (its figure box is
@@ -146,7 +149,7 @@ class TrainSample(NamedTuple):
     image: torch.Tensor  # (3, S, S) normalised
     figure: torch.Tensor  # (S, S) bool
     close_up: bool
-    clean: torch.Tensor  # (3, S, S) normalised: the same framing on white, unspoilt (`twin`); (0,) without
+    clean: torch.Tensor  # (3, S, S) normalised: the studio photo unspoilt (`twin`); (0,) without
 
 
 class ConsumerPhotoAugment:
@@ -157,12 +160,15 @@ class ConsumerPhotoAugment:
     all of them at once (a new background, a tighter crop, tilt, stronger blur, a low-resolution copy), as a
     real shopper's photo has them; drawn one by one they almost never coincide. Colour jitter is strong on
     purpose: an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye.
-    With `twin` each sample also carries its clean twin: the studio photo through the same crops, flips and tilt
-    but nothing else, what a clean-photo teacher sees of it (mga.robust)."""
+    With `twin` each sample also carries its clean twin, what a clean-photo teacher sees of it (mga.robust):
+    "framed", the studio photo through the same crops, flips and tilt but nothing else; "whole", through the same
+    close-up and flip only, the garment as the shop shows it however little of it the spoilt photo keeps."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0,
                  detail: float = 0.0, clutter: float = 0.3, backgrounds: Backgrounds | None = None,
-                 degrade: float = 0.0, shopper: float = 0.0, twin: bool = False):
+                 degrade: float = 0.0, shopper: float = 0.0, twin: str | None = None):
+        if twin not in (None, *TWINS):
+            raise ValueError(f"twin {twin!r}: one of {', '.join(TWINS)}")
         self.size, self.strength, self.detail, self.clutter, self.degrade = size, strength, detail, clutter, degrade
         self.shopper, self.twin = shopper, twin
         self.backgrounds = backgrounds
@@ -218,13 +224,17 @@ class ConsumerPhotoAugment:
             scale = random.uniform(0.45 if shopper else 0.6, 1.0)
             cw, ch = int(w * random.uniform(scale, 1.0)), int(h * random.uniform(scale, 1.0))
             x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
-            img, figure, clean = each(lambda im: im.crop((x0, y0, x0 + cw, y0 + ch)), img, figure, clean)
+            img, figure = each(lambda im: im.crop((x0, y0, x0 + cw, y0 + ch)), img, figure)
+            if self.twin == "framed":
+                clean = clean.crop((x0, y0, x0 + cw, y0 + ch))
         figure = letterbox(figure.convert("RGB"), self.size, fill=(0, 0, 0))
         img, clean = each(lambda im: letterbox(im, self.size), img, clean)
         if happens(0.5 * s):
             angle = random.uniform(-15, 15)
             figure = figure.rotate(angle, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
-            img, clean = each(lambda im: im.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE), img, clean)
+            img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE)
+            if self.twin == "framed":
+                clean = clean.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE)
         img = self.gray(self.color(img))
         if happens(0.2 * s):
             img = img.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 2.5 if shopper else 1.5)))

@@ -19,7 +19,7 @@ def test_clean_teacher_term_is_zero_on_clean_twins_and_positive_on_spoilt_photos
     random.seed(0)
     model = MGAModel(MGAConfig(image_size=64)).eval()
     photos = [load_image(p, max_side=128) for p in sorted(LUMA.glob("img/MEN/*/*/*front.jpg"))[:4]]
-    augment = ConsumerPhotoAugment(64, model.config.mean, model.config.std, shopper=1.0, twin=True)
+    augment = ConsumerPhotoAugment(64, model.config.mean, model.config.std, shopper=1.0, twin="framed")
     samples = [augment(p) for p in photos]
     spoilt, clean = torch.stack([s.image for s in samples]), torch.stack([s.clean for s in samples])
     teacher = CleanTeacher(MGAModel(MGAConfig(image_size=64)))
@@ -29,6 +29,11 @@ def test_clean_teacher_term_is_zero_on_clean_twins_and_positive_on_spoilt_photos
         assert 0.01 < teacher.loss(model, model(spoilt), clean) < 3
         enc = model(clean)
         assert robust_loss(enc, enc) < 1e-5
+        spoilt_enc = model(spoilt)
+        maps = robust_loss(spoilt_enc, enc) - robust_loss(spoilt_enc, enc, maps=False)
+        assert 0.01 < maps <= 1  # half the L1 distance of maps that each sum to 1
+        whole = CleanTeacher(teacher.model, twin="whole")  # a partial view against the whole garment: no maps
+        assert torch.isclose(whole.loss(model, spoilt_enc, clean), teacher.loss(model, spoilt_enc, clean) - maps)
 
 
 def test_kept_batch_statistics_do_not_move_in_training_mode():

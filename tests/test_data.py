@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import LUMA, LUMA_TINY
 from mga.data import (
@@ -369,7 +369,7 @@ def test_clean_twin_shares_the_framing_and_nothing_else():
     photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
     transform = EvalTransform(128, MEAN, STD)
     white = transform(Image.new("RGB", (128, 128), "white"))
-    twin = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, detail=0.3, shopper=1.0, twin=True)
+    twin = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, detail=0.3, shopper=1.0, twin="framed")
     plain = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, detail=0.3, shopper=1.0)
     for seed in range(6):
         random.seed(seed)
@@ -383,3 +383,24 @@ def test_clean_twin_shares_the_framing_and_nothing_else():
         assert iou > 0.8, f"seed {seed}: the twin's garment is not where the mask is (IoU {iou:.2f})"
         spoilt_white = torch.isclose(sample.image, white, atol=0.05).all(0)
         assert spoilt_white[~sample.figure].float().mean() < 0.5  # a new background behind the spoilt photo
+
+
+def test_whole_twin_is_the_uncropped_studio_photo_and_changes_no_draw():
+    """`twin="whole"`: however the spoilt photo was cropped and tilted, its twin is the studio photo letterboxed
+    whole (mirrored with it), and the spoilt photo is the one a framed twin's sample has."""
+    photo = load_image(sorted(LUMA.glob("img/WOMEN/Tees/*/*front.jpg"))[0], max_side=256)
+    whole = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, shopper=1.0, twin="whole")
+    framed = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, shopper=1.0, twin="framed")
+    shop = [whole.normalize(letterbox(p, 128)) for p in (photo, ImageOps.mirror(photo))]
+    for seed in range(4):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        sample = whole(photo)
+        random.seed(seed)
+        torch.manual_seed(seed)
+        other = framed(photo)
+        assert torch.equal(sample.image, other.image)
+        assert any(torch.equal(sample.clean, s) for s in shop), f"seed {seed}: the twin is not the whole photo"
+        assert not any(torch.equal(other.clean, s) for s in shop)  # a shopper's photo is always cropped
+    with pytest.raises(ValueError, match="twin 'half'"):
+        ConsumerPhotoAugment(128, MEAN, STD, twin="half")

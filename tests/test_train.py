@@ -215,21 +215,24 @@ def test_anchor_from_the_start_trains_beside_a_frozen_pretrained_copy(tmp_path):
     assert json.loads((out / "model" / "config.json").read_text())["anchor"] == 0.3
 
 
-def test_robust_fine_tuning_reads_spoilt_photos_as_their_clean_twins(trained, tmp_path):
-    """--init + --w-robust: a trained model, frozen, reads each photo's clean twin and the fine-tuned copy is
-    pulled towards it on the spoilt photo (and kept on the clean one); the term is positive (0: both read alike) and
-    far below its worst case, and the saved model keeps the starting model's architecture and anchor."""
+@pytest.mark.parametrize("twin", ["framed", "whole"])
+def test_robust_fine_tuning_reads_spoilt_photos_as_their_clean_twins(trained, tmp_path, twin):
+    """--init + --w-robust: a trained model, frozen, reads each photo's clean twin (framed as the spoilt photo, or
+    the whole garment) and the fine-tuned copy is pulled towards it on the spoilt photo (and kept on the clean one);
+    the term is positive (0: both read alike) and far below its worst case, and the saved model keeps the starting
+    model's architecture and anchor."""
     src, _ = trained
     out = tmp_path / "robust"
     mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
                     "--out", str(out), "--epochs", "1", "--init", str(src / "model"), "--w-robust", "1",
-                    "--shopper", "1", "--w-global", "0", "--w-coarse", "0", "--w-ata", "0"])
+                    "--robust-twin", twin, "--shopper", "1", "--w-global", "0", "--w-coarse", "0", "--w-ata", "0"])
     (line,) = metrics(out)
     assert 0 < line["loss_robust"] < 3
     start = json.loads((src / "model" / "config.json").read_text())
     tuned = json.loads((out / "model" / "config.json").read_text())
     assert (tuned["image_size"], tuned["anchor"]) == (start["image_size"], start["anchor"]) == (64, 0.5)
     assert tuned["extra"]["train_args"]["init"] == str(src / "model")
+    assert tuned["extra"]["train_args"]["robust_twin"] == twin
 
 
 def test_robust_term_without_init_is_refused(tmp_path, capsys):
