@@ -362,6 +362,13 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero():
     assert all(a >= b for a, b in zip(decay, decay[1:]))
 
 
+def drawn(augment: ConsumerPhotoAugment, photo: Image.Image, seed: int):
+    """`augment`'s sample of `photo` from a fixed seed: two augmenters' samples drawn alike."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return augment(photo)
+
+
 def test_clean_twin_shares_the_framing_and_nothing_else():
     """`twin`: the studio photo goes through the spoilt photo's crop, flip and tilt only, so the twin's garment
     lies where the spoilt photo's mask says and its background stays studio white, while the spoilt photo has a
@@ -372,12 +379,8 @@ def test_clean_twin_shares_the_framing_and_nothing_else():
     twin = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, detail=0.3, shopper=1.0, twin="framed")
     plain = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, detail=0.3, shopper=1.0)
     for seed in range(6):
-        random.seed(seed)
-        torch.manual_seed(seed)
-        sample = twin(photo)
-        random.seed(seed)
-        torch.manual_seed(seed)
-        assert torch.equal(plain(photo).image, sample.image) and plain(photo).clean.numel() == 0
+        sample, other = drawn(twin, photo, seed), drawn(plain, photo, seed)
+        assert torch.equal(other.image, sample.image) and other.clean.numel() == 0
         garment = ~torch.isclose(sample.clean, white, atol=0.05).all(0)
         iou = (garment & sample.figure).sum() / (garment | sample.figure).sum()
         assert iou > 0.8, f"seed {seed}: the twin's garment is not where the mask is (IoU {iou:.2f})"
@@ -393,12 +396,7 @@ def test_whole_twin_is_the_uncropped_studio_photo_and_changes_no_draw():
     framed = ConsumerPhotoAugment(128, MEAN, STD, strength=1.0, shopper=1.0, twin="framed")
     shop = [whole.normalize(letterbox(p, 128)) for p in (photo, ImageOps.mirror(photo))]
     for seed in range(4):
-        random.seed(seed)
-        torch.manual_seed(seed)
-        sample = whole(photo)
-        random.seed(seed)
-        torch.manual_seed(seed)
-        other = framed(photo)
+        sample, other = drawn(whole, photo, seed), drawn(framed, photo, seed)
         assert torch.equal(sample.image, other.image)
         assert any(torch.equal(sample.clean, s) for s in shop), f"seed {seed}: the twin is not the whole photo"
         assert not any(torch.equal(other.clean, s) for s in shop)  # a shopper's photo is always cropped
