@@ -5,7 +5,7 @@
 For each set of weights it runs the four benchmarks one after another, as their own CLIs would, and keeps each
 one's JSON in --out/<model>/: `mga.evaluate` (clean R@1 and R@10), `bench.robustness` (draw --seed, with the
 clean-twin column), `bench.phone_photos` (the photo's kind of garment at #1 and in the top 20) and `bench.parts`
-(the parts' least mass on the garment, their widest centroid spread, how often the strongest part's name fits
+(the parts' least mass on the garment, their mean and widest centroid spread, how often the strongest part's name fits
 the query). A step whose JSON is already there is read, not rerun, so an interrupted card resumes where it
 stopped; a card folder keeps the settings it was measured with and refuses others. The untrained backbone's row
 comes from the first model's robustness and phone-photo runs. The table is printed in Markdown and written, with
@@ -84,6 +84,7 @@ def model_row(label: str, results: dict[str, dict]) -> Row:
     return {"clean R@1 (mga.evaluate)": results["evaluate"]["R@1"], "clean R@10": results["evaluate"]["R@10"],
             **shared_columns(results, label),
             "least part mass on the garment": min(part["mass_on_figure"]),
+            "mean part spread": sum(part["centroid_spread"]) / len(part["centroid_spread"]),
             "widest part spread": max(part["centroid_spread"]), "part names fit": part["name_fits"]}
 
 

@@ -58,7 +58,9 @@ def test_scorecard_rows_are_the_benchmarks_numbers_and_a_rerun_resumes(few_items
     assert model["phone P@1"] == saved["phone"][label]["all"]["P@1"]
     assert saved["phone"][label]["all"]["photos"] == 4
     assert model["least part mass on the garment"] == min(saved["parts"]["mass_on_figure"])
-    assert model["widest part spread"] == max(saved["parts"]["centroid_spread"])
+    spread = saved["parts"]["centroid_spread"]
+    assert model["widest part spread"] == max(spread)
+    assert model["mean part spread"] == pytest.approx(sum(spread) / len(spread))
     assert all(0.0 <= v <= 1.0 for row in rows.values() for v in row.values())
 
     table = (out / "scorecard.md").read_text().splitlines()
