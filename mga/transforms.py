@@ -200,6 +200,12 @@ class ConsumerPhotoAugment:
         small.save(buf, "JPEG", quality=random.randint(8, 50))
         return Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize(img.size, Image.BICUBIC)
 
+    def _frame(self, op: Callable[[Image.Image], Image.Image], img: Image.Image, clean: Image.Image | None
+               ) -> tuple[Image.Image, Image.Image | None]:
+        """A framing step (partial crop, tilt) on the spoilt photo, and on its clean twin only when the twin is
+        "framed": the "whole" twin shows the garment as the shop does."""
+        return op(img), (op(clean) if self.twin == "framed" else clean)
+
     def __call__(self, img: Image.Image) -> TrainSample:
         s = self.strength
         # no draw when off: recipes without shopper photos replay exactly
@@ -224,17 +230,15 @@ class ConsumerPhotoAugment:
             scale = random.uniform(0.45 if shopper else 0.6, 1.0)
             cw, ch = int(w * random.uniform(scale, 1.0)), int(h * random.uniform(scale, 1.0))
             x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
-            img, figure = each(lambda im: im.crop((x0, y0, x0 + cw, y0 + ch)), img, figure)
-            if self.twin == "framed":
-                clean = clean.crop((x0, y0, x0 + cw, y0 + ch))
+            cut = (x0, y0, x0 + cw, y0 + ch)
+            figure = figure.crop(cut)
+            img, clean = self._frame(lambda im: im.crop(cut), img, clean)
         figure = letterbox(figure.convert("RGB"), self.size, fill=(0, 0, 0))
         img, clean = each(lambda im: letterbox(im, self.size), img, clean)
         if happens(0.5 * s):
             angle = random.uniform(-15, 15)
             figure = figure.rotate(angle, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
-            img = img.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE)
-            if self.twin == "framed":
-                clean = clean.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE)
+            img, clean = self._frame(lambda im: im.rotate(angle, resample=Image.BILINEAR, fillcolor=WHITE), img, clean)
         img = self.gray(self.color(img))
         if happens(0.2 * s):
             img = img.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 2.5 if shopper else 1.5)))
