@@ -30,13 +30,10 @@ from bench.variants import add_variant_arguments, variants
 from mga.config import TEST_DISTRACTORS, TRAIN_BACKGROUNDS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
-from mga.closeup import whole_garment
-from mga.closeup import detector as closeup_detector
-from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
+from mga.evaluate import app_order, encode_gallery
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image, load_photo
 from mga.kinds import KINDS, kind_photos
-from mga.retrieval import rank
 from mga.views import ZoomViews
 
 TOP = 20
@@ -91,11 +88,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, shop, ZoomViews(grid=args.zoom_grid))
-        found = closeup_detector(model)
         q = model.encode_images(photos)
         for row, (chosen, vote) in variants(label, args.views, args.category_vote).items():
-            order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                         whole_garment(found, q.embedding, chosen), categories, vote)[:, :TOP]
+            order = app_order(model, q, views, owner, categories, chosen, vote)[:, :TOP]
             results[row] = kind_scores(order.numpy(), kinds, categories)
     print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(shop)} {args.side} shop photos; "
           f"P@1 / P@{TOP}: the #1 / the top {TOP} of the photo's kind of garment")

@@ -26,14 +26,11 @@ from bench.variants import add_variant_arguments, variants
 from mga.config import TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
-from mga.closeup import whole_garment
-from mga.closeup import detector as closeup_detector
-from mga.evaluate import DEFAULT_RERANK_TOP, encode_gallery
+from mga.evaluate import app_order, encode_gallery
 from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image, load_photo
 from mga.metrics import recall_at_k
-from mga.retrieval import rank
 from mga.views import ZoomViews
 
 Corruption = Callable[[Image.Image, random.Random], Image.Image]
@@ -185,15 +182,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                            for name, qs in corrupted.items()}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
-        found = closeup_detector(model)
         rows = variants(label, args.views, args.category_vote)
         for row in rows:
             results[row] = {}
         for name, qs in corrupted.items():
             q = model.encode_images(qs)
             for row, (chosen, vote) in rows.items():
-                order = rank(model, q, views, "coarse", DEFAULT_RERANK_TOP, owner,
-                             whole_garment(found, q.embedding, chosen), categories, vote)[:, :10].numpy()
+                order = app_order(model, q, views, owner, categories, chosen, vote)[:, :10].numpy()
                 results[row][name] = recall_at_k(order, q_items, g_items, (1, 10))
     print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
           f"{args.zoom_grid} (views {', '.join(args.views)}); clutter from {len(backgrounds)} photos of "

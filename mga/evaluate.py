@@ -66,6 +66,14 @@ def encode_split(model: MGAModel, data: RetrievalData, zoom: ZoomViews = ZoomVie
     return q, g, owner
 
 
+def app_order(model: MGAModel, q: Encoding, g: Encoding, owner: torch.Tensor, categories: Sequence[str],
+              views: str = DEFAULT_VIEWS, vote: float = CATEGORY_VOTE) -> torch.Tensor:
+    """(Q, N) gallery images, best first, ranked as the app ranks them: coarse search over the views the model's
+    close-up detector lets each query see, the top re-ranked by ATA, the category vote over them."""
+    whole = whole_garment(closeup_detector(model), q.embedding, views)
+    return rank(model, q, g, "coarse", DEFAULT_RERANK_TOP, owner, whole, categories, vote)
+
+
 def recall(model: MGAModel, data: RetrievalData, q: Encoding, g: Encoding, owner: torch.Tensor,
            rerank_top: int = DEFAULT_RERANK_TOP, descriptor: str = "coarse", views: str = DEFAULT_VIEWS,
            vote: float = CATEGORY_VOTE) -> dict:
