@@ -18,6 +18,22 @@ LUMA_TINY = SHARED_DATA / "luma-inshop-tiny"
 DISTRACTORS = SHARED_DATA / "distractors"
 
 
+def inshop_subset(root: Path, pick: Callable[[list[list[str]]], list[str]]) -> Path:
+    """An In-shop root under `root` holding the Luma-tiny test items that `pick` chooses from the partition's rows
+    (image, item, split): their query and gallery photos, copied, with their own partition file."""
+    lines = (LUMA_TINY / "Eval" / "list_eval_partition.txt").read_text().splitlines()
+    rows = [line.split() for line in lines[2:]]
+    items = set(pick(rows))
+    kept = [r for r in rows if r[1] in items and r[2] in ("query", "gallery")]
+    (root / "Eval").mkdir(parents=True)
+    (root / "Eval" / "list_eval_partition.txt").write_text(
+        "\n".join([str(len(kept)), lines[1]] + [" ".join(r) for r in kept]) + "\n")
+    for path, _, _ in kept:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(LUMA_TINY / path, root / path)
+    return root
+
+
 @pytest.fixture(scope="session")
 def default_model():
     """The embedded default MGA model (assets/mga-default), loaded once per test session."""

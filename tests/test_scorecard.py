@@ -7,24 +7,15 @@ import shutil
 
 import pytest
 
-from conftest import DISTRACTORS, LUMA_TINY
+from conftest import DISTRACTORS, inshop_subset
 
 
 @pytest.fixture(scope="module")
 def few_items(tmp_path_factory):
     """An In-shop root of four test items of Luma-tiny (their query and gallery photos) and a folder of four
     phone photos of two kinds."""
-    root = tmp_path_factory.mktemp("luma-few")
-    lines = (LUMA_TINY / "Eval" / "list_eval_partition.txt").read_text().splitlines()
-    rows = [line.split() for line in lines[2:]]
-    items = list(dict.fromkeys(item for _, item, split in rows if split == "query"))[::9][:4]
-    kept = [r for r in rows if r[1] in items and r[2] in ("query", "gallery")]
-    (root / "Eval").mkdir()
-    (root / "Eval" / "list_eval_partition.txt").write_text(
-        "\n".join([str(len(kept)), lines[1]] + [" ".join(r) for r in kept]) + "\n")
-    for path, _, _ in kept:
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(LUMA_TINY / path, root / path)
+    root = inshop_subset(tmp_path_factory.mktemp("luma-few"), lambda rows: list(dict.fromkeys(
+        item for _, item, split in rows if split == "query"))[::9][:4])
     phones = root / "phones"
     for kind in ("pants", "t-shirt"):
         (phones / kind).mkdir(parents=True)
