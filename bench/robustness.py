@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from bench.variants import add_variant_arguments, variants
+from mga.backbones import BACKBONES
 from mga.config import TEST_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
@@ -161,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                    help="also every corruption but one on the same photo (what 'all at once' loses most to)")
     p.add_argument("--twin", action="store_true",
                    help="also each 'all at once' photo's clean twin (its crop and tilt only): what framing alone costs")
+    p.add_argument("--backbones", nargs="*", default=[], choices=list(BACKBONES),
+                   help="also these pretrained backbones untrained (GeM of a CNN's last map, a ViT's CLS token), at "
+                        "the model's input side: which backbone starts closest to shoppers' photos")
     p.add_argument("--json")
     p.add_argument("--examples", help="also save a PNG of the first queries as each column corrupts them")
     args = p.parse_args(argv)
@@ -180,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
     results["untrained backbone (GeM)"] = {name: recall_at_k(baseline.ranking(qs, gallery), q_items, g_items, (1, 10))
                                            for name, qs in corrupted.items()}
+    for name in args.backbones:
+        other = PretrainedGeM(models[0][1], backbone=name)
+        other_gallery = other.encode([load_image(data.root / r.path) for r in data.gallery])
+        results[f"untrained {name}"] = {column: recall_at_k(other.ranking(qs, other_gallery), q_items, g_items, (1, 10))
+                                        for column, qs in corrupted.items()}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
         rows = variants(label, args.views, args.category_vote)

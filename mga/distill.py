@@ -20,6 +20,7 @@ from PIL import Image
 
 from .backbones import TokenBackbone
 from .model import MGAModel
+from .transforms import EvalTransform
 
 
 def similarity_correlation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -32,14 +33,17 @@ def similarity_correlation_loss(student: torch.Tensor, teacher: torch.Tensor) ->
 
 
 class PretrainedGeM:
-    """The pretrained backbone, frozen, as a retrieval descriptor: the L2-normalised GeM of its last map. It is
-    the teacher of the distillation term and the baseline the benchmarks measure every model against."""
+    """The pretrained backbone, frozen, as a retrieval descriptor: the L2-normalised GeM of its last map (a ViT's
+    CLS token). It is the teacher of the distillation term and the baseline the benchmarks measure every model
+    against; `backbone` names another of mga.backbones.BACKBONES, at the model's input side, to compare with."""
 
-    def __init__(self, like: MGAModel, device: torch.device | str = "cpu"):
-        self.backbone = TokenBackbone(like.config.backbone, like.config.image_size, like.config.gem_p)
+    def __init__(self, like: MGAModel, device: torch.device | str = "cpu", backbone: str | None = None):
+        self.backbone = TokenBackbone(backbone or like.config.backbone, like.config.image_size, like.config.gem_p)
         self.backbone.load_pretrained()
         self.backbone.eval().to(device)
-        self.transform, self.device = like.transform, torch.device(device)
+        spec = self.backbone.spec
+        self.transform = EvalTransform(like.config.image_size, spec.mean, spec.std)
+        self.device = torch.device(device)
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor, batch: int = 16) -> torch.Tensor:

@@ -48,3 +48,16 @@ def test_pretrained_descriptor_is_the_teachers_and_tells_products_apart(default_
     assert torch.allclose(gallery.norm(dim=1), torch.ones(len(photos)), atol=1e-5)
     mirrored = [ImageOps.mirror(im) for im in images]
     assert baseline.ranking(mirrored, gallery, top=1)[:, 0].tolist() == list(range(len(photos)))
+
+
+def test_another_backbone_untrained_is_its_own_descriptor(default_model):
+    """`backbone=` swaps in another pretrained backbone at the model's input side: DINOv2's CLS token (384 wide),
+    not the default's GeM, and still a descriptor that finds a mirrored photo's original."""
+    photos = sorted(LUMA.glob("img/*/*/*/*.jpg"))[::30][:4]
+    images = [load_image(p, max_side=working_side(default_model.transform.size)) for p in photos]
+    dino = PretrainedGeM(default_model, backbone="vit_small_patch14_dinov2")
+    gallery = dino.encode(images)
+    assert gallery.shape == (4, 384)
+    assert dino.backbone.spec.kind == "vit" and dino.transform.size == default_model.transform.size
+    assert torch.allclose(gallery.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert dino.ranking([ImageOps.mirror(im) for im in images], gallery, top=1)[:, 0].tolist() == [0, 1, 2, 3]
