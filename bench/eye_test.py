@@ -88,8 +88,11 @@ def write_sheets(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if (out / "key.json").exists():
         raise SystemExit(f"{out} already holds sheets: score them with --score, or choose another --out")
+    seen = {s["query"] for earlier in args.not_in
+            for s in json.loads((Path(earlier) / "key.json").read_text())["sheets"]}
+    fresh = [i for i in range(len(data.query)) if i not in seen]
     rng = random.Random(args.sample_seed)
-    chosen = sorted(rng.sample(range(len(data.query)), min(args.queries, len(data.query))))
+    chosen = sorted(rng.sample(fresh, min(args.queries, len(fresh))))
     images = spoilt_queries(data, args.column, args.seed, args.distractors)
     sections = products_by_section(data.gallery)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +107,7 @@ def write_sheets(args: argparse.Namespace) -> None:
         sheet(images[qi], photos, f"sheet {n}").save(out / f"sheet{n:03d}.png")
         key.append({"sheet": n, "query": qi, "answer": LETTERS[candidates.index(data.query[qi].item_id)],
                     "candidates": candidates})
-    settings = {k: getattr(args, k) for k in ("data", "column", "seed", "distractors", "sample_seed")}
+    settings = {k: getattr(args, k) for k in ("data", "column", "seed", "distractors", "sample_seed", "not_in")}
     with atomic_path(out / "key.json") as tmp:
         tmp.write_text(json.dumps({"settings": settings, "sheets": key}, indent=1) + "\n")
     form = [f"# {len(key)} sheets of {args.column!r}: one line per sheet, 'N LETTER', add ' ?' when unsure"]
@@ -185,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     p.add_argument("--seed", type=int, default=0, help="bench.robustness's draw of the corruptions")
     p.add_argument("--queries", type=int, default=48, help="how many test queries to sample")
     p.add_argument("--sample-seed", type=int, default=7, help="which queries, and the order of the letters")
+    p.add_argument("--not-in", nargs="*", default=[], metavar="DIR",
+                   help="leave out the queries of these earlier sheet folders: a rater who has seen a query's key "
+                        "would recognise it under another draw")
     p.add_argument("--distractors", default=str(TEST_DISTRACTORS), help="backgrounds for the clutter corruption")
     p.add_argument("--score", action="store_true", help="score the filled-in answers.txt")
     p.add_argument("--weights", nargs="*", default=[None],

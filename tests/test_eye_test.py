@@ -49,6 +49,10 @@ def test_sheets_show_the_section_and_the_key_names_the_right_product(shop, tmp_p
     assert form[0].startswith("#") and form[1:] == [f"{n} " for n in range(4)]
     with pytest.raises(SystemExit, match="already holds sheets"):
         main(sheets(shop, out, "--queries", "4"))
+    main(sheets(shop, tmp_path / "second", "--queries", "4", "--seed", "1", "--not-in", str(out)))
+    second = json.loads((tmp_path / "second" / "key.json").read_text())["sheets"]
+    assert {s["query"] for s in second}.isdisjoint(s["query"] for s in key["sheets"])
+    assert len(second) == min(4, len(data.query) - 4)
 
 
 def test_score_counts_the_answered_sheets_and_ranks_the_same_queries(shop, tmp_path, capsys):
