@@ -71,11 +71,19 @@ def sheet(query: Image.Image, products: list[list[Image.Image]], title: str) -> 
     return out
 
 
-def spoilt_queries(data, column: str, seed: int, distractors: str) -> list[Image.Image]:
-    """Every test query as `column` of bench.robustness draws it with `seed`."""
+def drawn_with(data, distractors: str) -> dict:
+    """What a set of sheets was drawn from, by name and size rather than path, so that a key holds no machine path
+    and can be scored on another checkout: the data folder and its query count, the clutter folder and its photos."""
     backgrounds = sorted(Path(distractors).rglob("*.jpg"))
     if not backgrounds:
         raise SystemExit(f"{distractors}: no .jpg backgrounds for the clutter corruption")
+    return {"data": data.root.name, "queries": len(data.query), "distractors": Path(distractors).name,
+            "backgrounds": len(backgrounds)}
+
+
+def spoilt_queries(data, column: str, seed: int, distractors: str) -> list[Image.Image]:
+    """Every test query as `column` of bench.robustness draws it with `seed`."""
+    backgrounds = sorted(Path(distractors).rglob("*.jpg"))
     columns = corrupt_all([load_photo(data.root / r.path) for r in data.query], backgrounds, seed, twin=True)
     if column not in columns:
         raise SystemExit(f"--column {column!r}: bench.robustness has {', '.join(columns)}")
@@ -93,6 +101,7 @@ def write_sheets(args: argparse.Namespace) -> None:
     fresh = [i for i in range(len(data.query)) if i not in seen]
     rng = random.Random(args.sample_seed)
     chosen = sorted(rng.sample(fresh, min(args.queries, len(fresh))))
+    source = drawn_with(data, args.distractors)
     images = spoilt_queries(data, args.column, args.seed, args.distractors)
     sections = products_by_section(data.gallery)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +116,7 @@ def write_sheets(args: argparse.Namespace) -> None:
         sheet(images[qi], photos, f"sheet {n}").save(out / f"sheet{n:03d}.png")
         key.append({"sheet": n, "query": qi, "answer": LETTERS[candidates.index(data.query[qi].item_id)],
                     "candidates": candidates})
-    settings = {k: getattr(args, k) for k in ("data", "column", "seed", "distractors", "sample_seed", "not_in")}
+    settings = {**source, **{k: getattr(args, k) for k in ("column", "seed", "sample_seed", "not_in")}}
     with atomic_path(out / "key.json") as tmp:
         tmp.write_text(json.dumps({"settings": settings, "sheets": key}, indent=1) + "\n")
     form = [f"# {len(key)} sheets of {args.column!r}: one line per sheet, 'N LETTER', add ' ?' when unsure"]
@@ -150,7 +159,11 @@ def score(args: argparse.Namespace) -> dict:
         "R@1 told the section": sum(right.values()) / len(done),
         "R@1 where sure": sum(right[n] for n in sure) / max(len(sure), 1), "sure": len(sure)}}
     data = load_retrieval_data(args.data)
-    images = spoilt_queries(data, settings["column"], settings["seed"], settings["distractors"])
+    source = drawn_with(data, args.distractors)
+    if any(settings[k] != v for k, v in source.items()):
+        raise SystemExit(f"{out}: its sheets were drawn from {', '.join(f'{k} {settings[k]}' for k in source)}; "
+                         f"--data and --distractors give {', '.join(f'{k} {v}' for k, v in source.items())}")
+    images = spoilt_queries(data, settings["column"], settings["seed"], args.distractors)
     queries = [images[sheets[n]["query"]] for n in done]
     truth = [data.query[sheets[n]["query"]].item_id for n in done]
     allowed = [set(sheets[n]["candidates"]) for n in done]
@@ -191,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     p.add_argument("--not-in", nargs="*", default=[], metavar="DIR",
                    help="leave out the queries of these earlier sheet folders: a rater who has seen a query's key "
                         "would recognise it under another draw")
-    p.add_argument("--distractors", default=str(TEST_DISTRACTORS), help="backgrounds for the clutter corruption")
+    p.add_argument("--distractors", default=str(TEST_DISTRACTORS),
+                   help="backgrounds for the clutter corruption (scoring needs the ones the sheets were drawn with)")
     p.add_argument("--score", action="store_true", help="score the filled-in answers.txt")
     p.add_argument("--weights", nargs="*", default=[None],
                    help="with --score: checkpoint folders / Hub ids to rank the same queries (default: embedded)")

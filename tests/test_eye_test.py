@@ -37,6 +37,8 @@ def test_sheets_show_the_section_and_the_key_names_the_right_product(shop, tmp_p
     data = load_retrieval_data(shop)
     gallery_items = {r.item_id: r.path.split("/")[2] for r in data.gallery}
     assert len(key["sheets"]) == 4 and key["settings"]["column"] == "all at once"
+    assert key["settings"]["data"] == shop.name and key["settings"]["distractors"] == "test"  # names, not paths
+    assert key["settings"]["backgrounds"] == len(list((DISTRACTORS / "test").rglob("*.jpg")))
     for s in key["sheets"]:
         query = data.query[s["query"]]
         section = query.path.split("/")[2]
@@ -75,6 +77,8 @@ def test_score_counts_the_answered_sheets_and_ranks_the_same_queries(shop, tmp_p
         row = results[label]
         assert row["R@1"] in (0.0, 0.5, 1.0)
         assert row["R@1 told the section"] >= row["R@1"]  # the right product first overall is first in its section
+    with pytest.raises(SystemExit, match="its sheets were drawn from"):
+        main(["--data", str(shop), "--out", str(out), "--distractors", str(DISTRACTORS / "validation"), "--score"])
     (out / "answers.txt").write_text("0 B maybe\nthree C\n")
     with pytest.raises(SystemExit, match="cannot read 'three C'"):
         main(sheets(shop, out, "--score"))
