@@ -152,6 +152,8 @@ def score(args: argparse.Namespace) -> dict:
     answers = read_answers(out / "answers.txt")
     if not answers:
         raise SystemExit(f"{out / 'answers.txt'}: no sheet answered yet")
+    if unknown := sorted(set(answers) - set(sheets)):
+        raise SystemExit(f"{out / 'answers.txt'}: no sheet {', '.join(map(str, unknown))} (0-{len(sheets) - 1})")
     done = sorted(answers)
     sure = [n for n in done if answers[n][1]]
     right = {n: answers[n][0] == sheets[n]["answer"] for n in done}

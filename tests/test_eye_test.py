@@ -79,6 +79,9 @@ def test_score_counts_the_answered_sheets_and_ranks_the_same_queries(shop, tmp_p
         assert row["R@1 told the section"] >= row["R@1"]  # the right product first overall is first in its section
     with pytest.raises(SystemExit, match="its sheets were drawn from"):
         main(["--data", str(shop), "--out", str(out), "--distractors", str(DISTRACTORS / "validation"), "--score"])
+    (out / "answers.txt").write_text("0 B\n7 A\n")
+    with pytest.raises(SystemExit, match="no sheet 7"):
+        main(sheets(shop, out, "--score"))
     (out / "answers.txt").write_text("0 B maybe\nthree C\n")
     with pytest.raises(SystemExit, match="cannot read 'three C'"):
         main(sheets(shop, out, "--score"))
