@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageDraw
 
-from bench.robustness import corrupt_all
+from bench.robustness import clutter_backgrounds, corrupt_all
 from mga.config import TEST_DISTRACTORS
 from mga.data import Record, category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
@@ -74,17 +74,14 @@ def sheet(query: Image.Image, products: list[list[Image.Image]], title: str) -> 
 def drawn_with(data, distractors: str) -> dict:
     """What a set of sheets was drawn from, by name and size rather than path, so that a key holds no machine path
     and can be scored on another checkout: the data folder and its query count, the clutter folder and its photos."""
-    backgrounds = sorted(Path(distractors).rglob("*.jpg"))
-    if not backgrounds:
-        raise SystemExit(f"{distractors}: no .jpg backgrounds for the clutter corruption")
     return {"data": data.root.name, "queries": len(data.query), "distractors": Path(distractors).name,
-            "backgrounds": len(backgrounds)}
+            "backgrounds": len(clutter_backgrounds(distractors))}
 
 
 def spoilt_queries(data, column: str, seed: int, distractors: str) -> list[Image.Image]:
     """Every test query as `column` of bench.robustness draws it with `seed`."""
-    backgrounds = sorted(Path(distractors).rglob("*.jpg"))
-    columns = corrupt_all([load_photo(data.root / r.path) for r in data.query], backgrounds, seed, twin=True)
+    columns = corrupt_all([load_photo(data.root / r.path) for r in data.query], clutter_backgrounds(distractors),
+                          seed, twin=True)
     if column not in columns:
         raise SystemExit(f"--column {column!r}: bench.robustness has {', '.join(columns)}")
     return columns[column]
@@ -107,12 +104,12 @@ def write_sheets(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     key = []
     for n, qi in enumerate(chosen):
-        candidates = sorted(sections[section(data.query[qi])])
+        shelf = sections[section(data.query[qi])]
+        candidates = sorted(shelf)
         rng.shuffle(candidates)
         if len(candidates) > len(LETTERS):
             raise SystemExit(f"section {section(data.query[qi])} has {len(candidates)} products, more than letters")
-        photos = [[load_image(data.root / r.path) for r in sections[section(data.query[qi])][item]]
-                  for item in candidates]
+        photos = [[load_image(data.root / r.path) for r in shelf[item]] for item in candidates]
         sheet(images[qi], photos, f"sheet {n}").save(out / f"sheet{n:03d}.png")
         key.append({"sheet": n, "query": qi, "answer": LETTERS[candidates.index(data.query[qi].item_id)],
                     "candidates": candidates})

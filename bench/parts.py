@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.robustness import on_clutter
+from bench.robustness import clutter_backgrounds, on_clutter
 from mga.config import TEST_DISTRACTORS
 from mga.data import category_key, category_of, load_retrieval_data
 from mga.evaluate import DEFAULT_RERANK_TOP, encode_records
@@ -135,9 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     on = {kind: names.get(KIND_KEY.format(kind)) or names_for(None, None, k) for kind in ("top", "bottom")}
     result = report_geometry(geo, groups, on)
     if args.clutter:
-        backgrounds = sorted(Path(args.clutter).rglob("*.jpg"))
-        if not backgrounds:
-            raise SystemExit(f"{args.clutter}: no .jpg backgrounds")
+        backgrounds = clutter_backgrounds(args.clutter)
         cluttered = part_geometry(model, data.root, records,
                                   backdrop=lambda img, rng: on_clutter(img, rng, backgrounds))
         print(f"the same photos pasted onto {len(backgrounds)} phone photos of {Path(args.clutter).name}/ "

@@ -111,6 +111,14 @@ def corruptions(backgrounds: list[Path], all_but: bool = False, twin: bool = Fal
             **(leave_one_out if all_but else {})}
 
 
+def clutter_backgrounds(folder: str | Path) -> list[Path]:
+    """The phone photos the clutter corruption pastes garments onto, in a fixed order (the draws depend on it)."""
+    backgrounds = sorted(Path(folder).rglob("*.jpg"))
+    if not backgrounds:
+        raise SystemExit(f"{folder}: no .jpg backgrounds for the clutter corruption")
+    return backgrounds
+
+
 def corrupt_all(photos: list[Image.Image], backgrounds: list[Path], seed: int = 0,
                 all_but: bool = False, twin: bool = False) -> dict[str, list[Image.Image]]:
     """Every column's copy of `photos`; each column draws from its own generator seeded `seed`, so a column's
@@ -169,9 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--examples", help="also save a PNG of the first queries as each column corrupts them")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
-    backgrounds = sorted(Path(args.distractors).rglob("*.jpg"))
-    if not backgrounds:
-        raise SystemExit(f"{args.distractors}: no .jpg backgrounds for the clutter corruption")
+    backgrounds = clutter_backgrounds(args.distractors)
     queries = [load_photo(data.root / r.path) for r in data.query]
     corrupted = corrupt_all(queries, backgrounds, args.seed, args.all_but, args.twin)
     if args.examples:
@@ -180,15 +186,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     categories = [category_of(r.path) for r in data.gallery]
     results: dict[str, dict[str, dict[str, float]]] = {}
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
-    baseline = PretrainedGeM(models[0][1])
-    gallery = baseline.encode([load_image(data.root / r.path) for r in data.gallery])
-    results["untrained backbone (GeM)"] = {name: recall_at_k(baseline.ranking(qs, gallery), q_items, g_items, (1, 10))
-                                           for name, qs in corrupted.items()}
-    for name in args.backbones:
-        other = PretrainedGeM(models[0][1], backbone=name)
-        other_gallery = other.encode([load_image(data.root / r.path) for r in data.gallery])
-        results[f"untrained {name}"] = {column: recall_at_k(other.ranking(qs, other_gallery), q_items, g_items, (1, 10))
-                                        for column, qs in corrupted.items()}
+    gallery_photos = [load_image(data.root / r.path) for r in data.gallery]
+    untrained = {"untrained backbone (GeM)": None, **{f"untrained {name}": name for name in args.backbones}}
+    for row, name in untrained.items():  # the model's own backbone first: the baseline of every ratio
+        descriptor = PretrainedGeM(models[0][1], backbone=name)
+        gallery = descriptor.encode(gallery_photos)
+        results[row] = {column: recall_at_k(descriptor.ranking(qs, gallery), q_items, g_items, (1, 10))
+                        for column, qs in corrupted.items()}
     for label, model in models:
         views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
         rows = variants(label, args.views, args.category_vote)
