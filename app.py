@@ -13,6 +13,7 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import signal  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
                               show_error=True, ssr_mode=False, theme=gr.themes.Soft(), css=CSS,
                               footer_links=["api", "settings"])
     print(f"Running on http://{settings.host}:{settings.port}", flush=True)
+    # a Space is stopped by SIGTERM: uvicorn shuts down gracefully and hands the signal on, and a normal exit lets
+    # the app's temporary copies (ui.files) go with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # a stop (Ctrl-C, a Space restart) waits at most 5 s for open connections (browsers keep event streams open)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
 

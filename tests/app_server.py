@@ -47,14 +47,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(args: list[str] = (), env: dict | None = None, timeout: float = 900.0):
-    """Start `python app.py` on a free port; returns (process, url) once it answers."""
+def start_app(tmp: Path, args: list[str] = (), env: dict | None = None, timeout: float = 900.0):
+    """Start `python app.py` on a free port, with `tmp` as its temporary folder and the home of its log; returns
+    (process, url, log) once it answers."""
     import urllib.request
 
     port = free_port()
     e = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", MGA_INDEX=str(index_dir()),
-             PYTHONUNBUFFERED="1", **(env or {}))
-    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"mga-app-{port}.log"), "w+")
+             PYTHONUNBUFFERED="1", TMPDIR=str(tmp), **(env or {}))
+    log = open(tmp / "app.log", "w+")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *args], cwd=ROOT, env=e,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -74,8 +75,9 @@ def start_app(args: list[str] = (), env: dict | None = None, timeout: float = 90
 
 
 def stop_app(proc) -> None:
+    """SIGTERM, as a Space is stopped; a kill only if it hangs."""
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(300)
     except subprocess.TimeoutExpired:
         proc.kill()

@@ -18,13 +18,14 @@ LUMA_TINY = SHARED_DATA / "luma-inshop-tiny"
 DISTRACTORS = SHARED_DATA / "distractors"
 
 
-def inshop_subset(root: Path, pick: Callable[[list[list[str]]], list[str]]) -> Path:
-    """An In-shop root under `root` holding the Luma-tiny test items that `pick` chooses from the partition's rows
-    (image, item, split): their query and gallery photos, copied, with their own partition file."""
+def inshop_subset(root: Path, pick: Callable[[list[list[str]]], list[str]],
+                  splits: tuple[str, ...] = ("query", "gallery")) -> Path:
+    """An In-shop root under `root` holding the Luma-tiny items that `pick` chooses from the partition's rows
+    (image, item, split): their photos of `splits`, copied, with their own partition file."""
     lines = (LUMA_TINY / "Eval" / "list_eval_partition.txt").read_text().splitlines()
     rows = [line.split() for line in lines[2:]]
     items = set(pick(rows))
-    kept = [r for r in rows if r[1] in items and r[2] in ("query", "gallery")]
+    kept = [r for r in rows if r[1] in items and r[2] in splits]
     (root / "Eval").mkdir(parents=True)
     (root / "Eval" / "list_eval_partition.txt").write_text(
         "\n".join([str(len(kept)), lines[1]] + [" ".join(r) for r in kept]) + "\n")
@@ -81,11 +82,15 @@ def hub_cache(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
 
 
 @pytest.fixture(scope="module")
-def server():
-    """A running app (tests/app_server.py) for the tests of one module: its URL."""
+def server(tmp_path_factory):
+    """A running app (tests/app_server.py) for the tests of one module: its URL. Once stopped (as a Space is, by
+    SIGTERM), the app must have removed the copies of gallery images it served (ui.files.GalleryFiles)."""
     from app_server import start_app, stop_app
 
-    proc, url, log = start_app()
+    tmp = tmp_path_factory.mktemp("app")
+    proc, url, log = start_app(tmp)
     yield url
     stop_app(proc)
     log.close()
+    assert proc.returncode == 0, f"the app did not stop cleanly ({proc.returncode})"
+    assert not list(tmp.glob("mga-gallery-*")), "the stopped app left its gallery copies behind"

@@ -12,17 +12,23 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from pathlib import Path
 
 from mga.index import GalleryIndex
 
 
 class GalleryFiles:
-    """Copies of gallery images, one per image and kind, kept for the app's lifetime (at most the gallery)."""
+    """Copies of gallery images, one per image and kind, kept for the app's lifetime (at most the gallery) and
+    removed with it."""
 
     def __init__(self, index: GalleryIndex, folder: str | Path | None = None):
         self.index = index
-        self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="mga-gallery-"))
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="mga-gallery-")
+            # copies of the app's own go with it (at exit too: a stop, a Space restart); a caller's folder stays
+            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+        self.folder = Path(folder)
 
     def display(self, i: int) -> str:
         """Image i as results show it (its thumbnail where the index has one)."""
