@@ -1,6 +1,7 @@
 """Consumer-style robustness: Luma test queries corrupted the way shoppers' photos are, against the clean gallery.
 
-    python -m bench.robustness --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--json out.json]
+    python -m bench.robustness --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--side validation]
+                               [--json out.json]
 
 The corruptions are deliberately NOT the training augmentations (mga.transforms.ConsumerPhotoAugment): real
 clutter from the phone photos of ../shared/data/distractors/test (never a training background: training may only
@@ -8,6 +9,10 @@ use distractors/validation) behind the garment, perspective tilt, off-centre cro
 low-quality JPEG and defocus blur, each seeded; "all at once" applies every one to the same photo, as a real
 shopper's photo has them. Each set of weights is ranked the app's way (coarse + ATA over the gallery's views);
 the untrained backbone (GeM of its last map, full photos, cosine) is measured in the same run as the baseline.
+
+`--side validation` asks the same of the training side (mga.data.training_halves: half of each training item's
+photos are the shop, the other half the queries, clutter from distractors/validation): where a search setting may
+be chosen, and how well a model reads spoilt photos of products it has trained on.
 """
 from __future__ import annotations
 
@@ -24,8 +29,8 @@ from PIL import Image, ImageFilter
 
 from bench.variants import add_variant_arguments, variants
 from mga.backbones import BACKBONES
-from mga.config import TEST_DISTRACTORS
-from mga.data import category_of, load_retrieval_data
+from mga.config import TEST_DISTRACTORS, TRAIN_BACKGROUNDS
+from mga.data import category_of, load_retrieval_data, training_halves
 from mga.distill import PretrainedGeM
 from mga.evaluate import app_order, encode_gallery
 from mga.files import atomic_path
@@ -162,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--data", required=True)
     p.add_argument("--weights", nargs="*", default=[None],
                    help="one or more checkpoint folders / Hub ids (default: the embedded default)")
-    p.add_argument("--distractors", default=str(TEST_DISTRACTORS), help="backgrounds for the clutter corruption")
+    p.add_argument("--side", choices=("test", "validation"), default="test",
+                   help="test: the test queries against the gallery (measuring only); validation: half of each "
+                        "training item's photos against the other half (where settings may be chosen)")
+    p.add_argument("--distractors", help="backgrounds for the clutter corruption (default: the side's, "
+                                         "distractors/test or distractors/validation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zoom-grid", type=int, default=ZoomViews().grid, help="gallery zoom views (0: off)")
     add_variant_arguments(p)
@@ -177,16 +186,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--examples", help="also save a PNG of the first queries as each column corrupts them")
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
+    query_records, gallery_records = (data.query, data.gallery) if args.side == "test" else training_halves(data.train)
+    args.distractors = args.distractors or str(TEST_DISTRACTORS if args.side == "test" else TRAIN_BACKGROUNDS)
     backgrounds = clutter_backgrounds(args.distractors)
-    queries = [load_photo(data.root / r.path) for r in data.query]
+    queries = [load_photo(data.root / r.path) for r in query_records]
     corrupted = corrupt_all(queries, backgrounds, args.seed, args.all_but, args.twin)
     if args.examples:
         plot_examples(corrupted, args.examples)
-    q_items, g_items = [r.item_id for r in data.query], [r.item_id for r in data.gallery]
-    categories = [category_of(r.path) for r in data.gallery]
+    q_items, g_items = [r.item_id for r in query_records], [r.item_id for r in gallery_records]
+    categories = [category_of(r.path) for r in gallery_records]
     results: dict[str, dict[str, dict[str, float]]] = {}
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
-    gallery_photos = [load_image(data.root / r.path) for r in data.gallery]
+    gallery_photos = [load_image(data.root / r.path) for r in gallery_records]
     untrained = {"untrained backbone (GeM)": None, **{f"untrained {name}": name for name in args.backbones}}
     for row, name in untrained.items():  # the model's own backbone first: the baseline of every ratio
         descriptor = PretrainedGeM(models[0][1], backbone=name)
@@ -194,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results[row] = {column: recall_at_k(descriptor.ranking(qs, gallery), q_items, g_items, (1, 10))
                         for column, qs in corrupted.items()}
     for label, model in models:
-        views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
+        views, owner = encode_gallery(model, data.root, gallery_records, ZoomViews(grid=args.zoom_grid))
         rows = variants(label, args.views, args.category_vote)
         for row in rows:
             results[row] = {}
@@ -203,9 +214,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             for row, (chosen, vote) in rows.items():
                 order = app_order(model, q, views, owner, categories, chosen, vote)[:, :10].numpy()
                 results[row][name] = recall_at_k(order, q_items, g_items, (1, 10))
-    print(f"{len(queries)} queries, {len(data.gallery)} gallery photos; models ranked coarse + ATA over zoom grid "
-          f"{args.zoom_grid} (views {', '.join(args.views)}); clutter from {len(backgrounds)} photos of "
-          f"{Path(args.distractors).name}/")
+    print(f"{args.side} side: {len(queries)} queries, {len(gallery_records)} gallery photos; models ranked coarse + "
+          f"ATA over zoom grid {args.zoom_grid} (views {', '.join(args.views)}); clutter from "
+          f"{len(backgrounds)} photos of {Path(args.distractors).name}/")
     widths = {n: max(13, len(n) + 2) for n in corrupted}
     print("R@1" + "".join(f"{n:>{w}}" for n, w in widths.items()))
     for label, rows in results.items():

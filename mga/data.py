@@ -86,6 +86,18 @@ def load_consumer2shop(root: str | Path, eval_split: str = "test") -> RetrievalD
     return RetrievalData(root, "consumer2shop", _unique(train), _unique(query), _unique(gallery))
 
 
+def training_halves(records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+    """(queries, shop): each training item's photos dealt alternately to the shop and to the queries, in the
+    partition's order. A query/gallery protocol on the training side, where a search setting may be chosen
+    without looking at the test split; its products are ones a model has trained on."""
+    dealt: dict[str, int] = {}
+    queries, shop = [], []
+    for r in records:
+        dealt[r.item_id] = dealt.get(r.item_id, -1) + 1
+        (queries if dealt[r.item_id] % 2 else shop).append(r)
+    return queries, shop
+
+
 def load_retrieval_data(root: str | Path, fmt: str | None = None) -> RetrievalData:
     fmt = fmt or detect_format(root)
     loaders = {"inshop": load_inshop, "consumer2shop": load_consumer2shop}

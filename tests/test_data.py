@@ -19,6 +19,7 @@ from mga.data import (
     load_consumer2shop,
     load_inshop,
     load_retrieval_data,
+    training_halves,
 )
 from mga.imageio import bicubic_pixels, load_image
 from mga.transforms import (ConsumerPhotoAugment, EvalTransform, detail_box, garment_mask, letterbox,
@@ -177,6 +178,17 @@ def test_luma_partition(root):
     assert len(test_items) == 72
     assert {r.item_id for r in data.query} <= {r.item_id for r in data.gallery}, "every query needs a gallery match"
     assert not test_items & {r.item_id for r in data.train}, "train and test items must be disjoint"
+
+
+def test_training_halves_deal_each_items_photos_to_the_shop_and_the_queries():
+    train = load_retrieval_data(LUMA).train
+    queries, shop = training_halves(train)
+    assert (len(queries), len(shop)) == (146, 195)
+    assert sorted(queries + shop, key=train.index) == train  # every training photo once
+    assert {r.item_id for r in queries} <= {r.item_id for r in shop}, "every query needs a shop photo"
+    per_item = Counter(r.item_id for r in train)
+    assert all(per_item[i] - n in (n, n + 1) for i, n in Counter(r.item_id for r in queries).items())
+    assert all(r.split == "train" for r in queries + shop)
 
 
 # --- PKSampler ---------------------------------------------------------------------------------------------

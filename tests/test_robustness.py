@@ -7,8 +7,10 @@ import random
 import numpy as np
 from PIL import Image
 
+from bench import robustness
 from bench.robustness import TWIN, corrupt_all, crop, plot_examples, tilt
-from conftest import DISTRACTORS
+from conftest import DISTRACTORS, inshop_subset
+from mga.data import load_retrieval_data, training_halves
 from mga.imageio import load_photo
 
 
@@ -67,3 +69,17 @@ def test_the_clean_twin_has_the_all_at_once_photos_framing_and_nothing_else(luma
     for photo, spoilt, clean in zip(photos, out["all at once"], out[TWIN]):
         assert (clean.width // 3, clean.height // 3) == spoilt.size  # framed alike; only the twin skips the JPEG
         assert clean.size != photo.size
+
+
+def test_the_validation_side_searches_training_photos_against_each_other(tmp_path, capsys):
+    """--side validation: half of each training item's photos against the other half, on training backgrounds."""
+    root = inshop_subset(tmp_path, lambda rows: list(dict.fromkeys(r[1] for r in rows if r[2] == "train"))[:3],
+                         splits=("train",))
+    out = robustness.main(["--data", str(root), "--side", "validation", "--zoom-grid", "0"])
+    printed = capsys.readouterr().out
+    queries, shop = training_halves(load_retrieval_data(root).train)
+    assert f"validation side: {len(queries)} queries, {len(shop)} gallery photos" in printed
+    assert "photos of validation/" in printed  # never the test split's clutter
+    backbone, model = out.values()
+    assert list(model) == ["clean", "clutter", "tilt", "crop", "colour cast", "jpeg", "blur", "all at once"]
+    assert model["clean"]["R@1"] >= backbone["clean"]["R@1"]  # products the model trained on
