@@ -234,6 +234,9 @@ def serve_gallery(app: FastAPI, loaded: LoadedEngine) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # a Space is stopped by SIGTERM (uvicorn, once running, shuts down gracefully and hands it on): a normal exit,
+    # at any stage, lets the app's temporary copies (ui.files) go with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = parse_settings(argv)
     try:
         loaded = load_engine(settings.weights, settings.index, settings.device)
@@ -252,9 +255,6 @@ def main(argv: list[str] | None = None) -> None:
                               show_error=True, ssr_mode=False, theme=gr.themes.Soft(), css=CSS,
                               footer_links=["api", "settings"])
     print(f"Running on http://{settings.host}:{settings.port}", flush=True)
-    # a Space is stopped by SIGTERM: uvicorn shuts down gracefully and hands the signal on, and a normal exit lets
-    # the app's temporary copies (ui.files) go with it
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # a stop (Ctrl-C, a Space restart) waits at most 5 s for open connections (browsers keep event streams open)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
 
