@@ -84,7 +84,8 @@ def hub_cache(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A running app (tests/app_server.py) for the tests of one module: its URL. Once stopped (as a Space is, by
-    SIGTERM), the app must have removed the copies of gallery images it served (ui.files.GalleryFiles)."""
+    SIGTERM), the app must have removed the copies of gallery images it served (ui.files.GalleryFiles) and every
+    photo it was sent (Gradio's cache): only its own examples may stay."""
     from app_server import start_app, stop_app
 
     tmp = tmp_path_factory.mktemp("app")
@@ -94,3 +95,6 @@ def server(tmp_path_factory):
     log.close()
     assert proc.returncode == 0, f"the app did not stop cleanly ({proc.returncode})"
     assert not list(tmp.glob("mga-gallery-*")), "the stopped app left its gallery copies behind"
+    examples = {p.name for p in (ROOT / "assets" / "examples").iterdir()}
+    kept = [f for f in tmp.rglob("*") if f.is_file() and f != tmp / "app.log" and f.name not in examples]
+    assert not kept, f"the stopped app kept files it was sent or made: {kept[:5]}"
