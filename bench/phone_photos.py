@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.variants import add_variant_arguments, variants
-from mga.config import TEST_DISTRACTORS, TRAIN_BACKGROUNDS
+from mga.config import SIDE_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
 from mga.distill import PretrainedGeM
 from mga.evaluate import app_order, encode_gallery
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         "--side validation)")
     p.add_argument("--weights", nargs="*", default=[None],
                    help="one or more checkpoint folders / Hub ids (default: the embedded default)")
-    p.add_argument("--side", choices=("test", "validation"), default="test",
+    p.add_argument("--side", choices=tuple(SIDE_DISTRACTORS), default="test",
                    help="test: distractors/test against the gallery (measuring only); validation: "
                         "distractors/validation against the training photos (where settings may be chosen)")
     p.add_argument("--photos", help="phone photos, one folder per kind of garment (default: the side's)")
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
     shop = data.gallery if args.side == "test" else data.train
-    args.photos = args.photos or str(TEST_DISTRACTORS if args.side == "test" else TRAIN_BACKGROUNDS)
+    args.photos = args.photos or str(SIDE_DISTRACTORS[args.side])
     paths = kind_photos(args.photos)
     if not paths:
         raise SystemExit(f"{args.photos}: no phone photos in any of the folders {', '.join(KINDS)}")

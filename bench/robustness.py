@@ -29,7 +29,7 @@ from PIL import Image, ImageFilter
 
 from bench.variants import add_variant_arguments, variants
 from mga.backbones import BACKBONES
-from mga.config import TEST_DISTRACTORS, TRAIN_BACKGROUNDS
+from mga.config import SIDE_DISTRACTORS
 from mga.data import category_of, load_retrieval_data, training_halves
 from mga.distill import PretrainedGeM
 from mga.evaluate import app_order, encode_gallery
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--data", required=True)
     p.add_argument("--weights", nargs="*", default=[None],
                    help="one or more checkpoint folders / Hub ids (default: the embedded default)")
-    p.add_argument("--side", choices=("test", "validation"), default="test",
+    p.add_argument("--side", choices=tuple(SIDE_DISTRACTORS), default="test",
                    help="test: the test queries against the gallery (measuring only); validation: half of each "
                         "training item's photos against the other half (where settings may be chosen)")
     p.add_argument("--distractors", help="backgrounds for the clutter corruption (default: the side's, "
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     data = load_retrieval_data(args.data)
     query_records, gallery_records = (data.query, data.gallery) if args.side == "test" else training_halves(data.train)
-    args.distractors = args.distractors or str(TEST_DISTRACTORS if args.side == "test" else TRAIN_BACKGROUNDS)
+    args.distractors = args.distractors or str(SIDE_DISTRACTORS[args.side])
     backgrounds = clutter_backgrounds(args.distractors)
     queries = [load_photo(data.root / r.path) for r in query_records]
     corrupted = corrupt_all(queries, backgrounds, args.seed, args.all_but, args.twin)

@@ -15,6 +15,8 @@ CACHE_DIR = Path.home() / ".cache" / "mga"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 TRAIN_BACKGROUNDS = SHARED_DATA / "distractors" / "validation"
 TEST_DISTRACTORS = SHARED_DATA / "distractors" / "test"
+# The phone photos each side of a study uses: the training side may choose settings, the test side only measures.
+SIDE_DISTRACTORS = {"test": TEST_DISTRACTORS, "validation": TRAIN_BACKGROUNDS}
 
 # Largest image we agree to decode (pixels). Beyond this PIL would happily allocate gigabytes.
 MAX_IMAGE_PIXELS = 60_000_000
