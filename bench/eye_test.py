@@ -71,17 +71,16 @@ def sheet(query: Image.Image, products: list[list[Image.Image]], title: str) -> 
     return out
 
 
-def drawn_with(data, distractors: str) -> dict:
+def drawn_with(data, distractors: str, backgrounds: list[Path]) -> dict:
     """What a set of sheets was drawn from, by name and size rather than path, so that a key holds no machine path
     and can be scored on another checkout: the data folder and its query count, the clutter folder and its photos."""
     return {"data": data.root.name, "queries": len(data.query), "distractors": Path(distractors).name,
-            "backgrounds": len(clutter_backgrounds(distractors))}
+            "backgrounds": len(backgrounds)}
 
 
-def spoilt_queries(data, column: str, seed: int, distractors: str) -> list[Image.Image]:
+def spoilt_queries(data, column: str, seed: int, backgrounds: list[Path]) -> list[Image.Image]:
     """Every test query as `column` of bench.robustness draws it with `seed`."""
-    columns = corrupt_all([load_photo(data.root / r.path) for r in data.query], clutter_backgrounds(distractors),
-                          seed, twin=True)
+    columns = corrupt_all([load_photo(data.root / r.path) for r in data.query], backgrounds, seed, twin=True)
     if column not in columns:
         raise SystemExit(f"--column {column!r}: bench.robustness has {', '.join(columns)}")
     return columns[column]
@@ -98,8 +97,9 @@ def write_sheets(args: argparse.Namespace) -> None:
     fresh = [i for i in range(len(data.query)) if i not in seen]
     rng = random.Random(args.sample_seed)
     chosen = sorted(rng.sample(fresh, min(args.queries, len(fresh))))
-    source = drawn_with(data, args.distractors)
-    images = spoilt_queries(data, args.column, args.seed, args.distractors)
+    backgrounds = clutter_backgrounds(args.distractors)
+    source = drawn_with(data, args.distractors, backgrounds)
+    images = spoilt_queries(data, args.column, args.seed, backgrounds)
     sections = products_by_section(data.gallery)
     out.mkdir(parents=True, exist_ok=True)
     key = []
@@ -158,11 +158,12 @@ def score(args: argparse.Namespace) -> dict:
         "R@1 told the section": sum(right.values()) / len(done),
         "R@1 where sure": sum(right[n] for n in sure) / max(len(sure), 1), "sure": len(sure)}}
     data = load_retrieval_data(args.data)
-    source = drawn_with(data, args.distractors)
+    backgrounds = clutter_backgrounds(args.distractors)
+    source = drawn_with(data, args.distractors, backgrounds)
     if any(settings[k] != v for k, v in source.items()):
         raise SystemExit(f"{out}: its sheets were drawn from {', '.join(f'{k} {settings[k]}' for k in source)}; "
                          f"--data and --distractors give {', '.join(f'{k} {v}' for k, v in source.items())}")
-    images = spoilt_queries(data, settings["column"], settings["seed"], args.distractors)
+    images = spoilt_queries(data, settings["column"], settings["seed"], backgrounds)
     queries = [images[sheets[n]["query"]] for n in done]
     truth = [data.query[sheets[n]["query"]].item_id for n in done]
     allowed = [set(sheets[n]["candidates"]) for n in done]
