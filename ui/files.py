@@ -24,7 +24,7 @@ class GalleryFiles:
 
     def __init__(self, index: GalleryIndex, folder: str | Path | None = None):
         self.index = index
-        if folder is None:
+        if not folder:
             folder = tempfile.mkdtemp(prefix="mga-gallery-")
             # copies of the app's own go with it (at exit too: a stop, a Space restart); a caller's folder stays
             weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
