@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from .config import DEFAULT_VIEWS, SHARED_DATA, TRAIN_BACKGROUNDS
-from .confidence import balanced_weights, logistic_regression
+from .confidence import balanced_weights, check_number, check_numbers, logistic_regression
 from .data import Record, RetrievalData, load_retrieval_data
 from .imageio import load_photo
 from .model import MGAModel
@@ -47,6 +47,23 @@ def fit(model: MGAModel, closeups: Sequence, whole: Sequence) -> dict:
     return {"weights": [round(float(v), 6) for v in w], "bias": round(float(b), 6),
             "fingerprint": model.fingerprint(),
             "fitted_on": f"{len(closeups)} close-ups and {len(whole)} photos of whole garments outside the test split"}
+
+
+def check_detector(fitted: Any, width: int) -> None:
+    """Refuse a stored detector (MGAConfig.closeup) that `whole_garment` could not apply to the coarse embeddings
+    of a model whose embedding has `width` numbers (MGAModel.embedding_width): it is empty (none fitted), or it
+    holds one finite weight per number, a finite bias and the fingerprint (a string) of the weights it was fitted
+    for. Raises ValueError naming the field."""
+    if not fitted:
+        return
+    field = "MGAConfig.closeup"
+    if not isinstance(fitted, dict):
+        raise ValueError(f"{field} must be a JSON object, not a {type(fitted).__name__}")
+    check_numbers(fitted.get("weights"), f"{field}.weights", width, "one per number of the coarse embedding")
+    check_number(fitted.get("bias"), f"{field}.bias")
+    if not isinstance(fitted.get("fingerprint"), str):
+        raise ValueError(f"{field}.fingerprint = {str(fitted.get('fingerprint'))[:40]}: must be the string "
+                         "MGAModel.fingerprint gives the weights it was fitted for")
 
 
 def fitted_for(model: MGAModel, fingerprint: str | None = None) -> bool:

@@ -35,6 +35,48 @@ def probability(calibration: dict, x: np.ndarray) -> float:
     return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
 
+def check_calibration(calibration: Any) -> None:
+    """Refuse a stored calibration (MGAConfig.confidence) that `probability` could not apply to every result: it is
+    empty (none fitted), or it holds one finite weight per feature of FEATURES and a finite bias, and the features
+    it names, if it names them, are FEATURES. Raises ValueError naming the field."""
+    if not calibration:
+        return
+    field = "MGAConfig.confidence"
+    if not isinstance(calibration, dict):
+        raise ValueError(f"{field} must be a JSON object, not a {type(calibration).__name__}")
+    check_numbers(calibration.get("weights"), f"{field}.weights", len(FEATURES), f"one per feature {FEATURES}")
+    check_number(calibration.get("bias"), f"{field}.bias")
+    named = calibration.get("features", list(FEATURES))
+    if named != list(FEATURES):
+        raise ValueError(f"{field}.features = {str(named)[:80]}: this version computes {list(FEATURES)}")
+
+
+def check_numbers(values: Any, field: str, length: int, why: str) -> None:
+    """Raise ValueError naming `field` unless `values` is a list of exactly `length` finite numbers (`why` says
+    why that many)."""
+    if not isinstance(values, list):
+        raise ValueError(f"{field} must be a list of {length} numbers ({why}), not {type(values).__name__}")
+    if len(values) != length:
+        raise ValueError(f"{field} has {len(values)} numbers; it must have {length} ({why})")
+    for i, v in enumerate(values):
+        check_number(v, f"{field}[{i}]")
+
+
+def check_number(value: Any, field: str) -> None:
+    if not is_finite_number(value):
+        raise ValueError(f"{field} = {str(value)[:40]}: must be a finite number")
+
+
+def is_finite_number(value: Any) -> bool:
+    """A JSON number arithmetic can use: not a bool, not NaN or infinite, not an integer too big for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def set_confidence(matches: Sequence[Any], products: Sequence[tuple[str, float]], calibration: dict) -> None:
     """Give each match (an object with item_id, score, lead, confidence) its lead and its probability (none
     without a calibration); `products` are the best (item id, score) pairs by score, best first, at least two."""

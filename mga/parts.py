@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -224,6 +224,26 @@ def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | No
         if key in table and len(table[key]) == num_parts:
             return list(table[key])
     return [f"part {k + 1}" for k in range(num_parts)]
+
+
+MAX_NAME = 80  # characters in one part's name: the app shows it in a chart and a line of text
+
+
+def check_names(part_names: Any, num_parts: int) -> None:
+    """Refuse stored part names (MGAConfig.part_names) that `names_for` would have to pass over or that the app
+    could not show: an object of category keys, each a list of exactly `num_parts` names, each a string of 1 to
+    MAX_NAME characters. Raises ValueError naming the entry."""
+    field = "MGAConfig.part_names"
+    if not isinstance(part_names, dict):
+        raise ValueError(f"{field} must be a JSON object, not a {type(part_names).__name__}")
+    for key, row in part_names.items():
+        where = f"{field}[{str(key)[:40]!r}]"
+        if not isinstance(row, list) or len(row) != num_parts:
+            size = f"has {len(row)} names" if isinstance(row, list) else f"is a {type(row).__name__}"
+            raise ValueError(f"{where} {size}; it must list {num_parts} names, one per part (num_parts)")
+        for k, name in enumerate(row):
+            if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+                raise ValueError(f"{where}[{k}] = {str(name)[:40]!r}: must be a name of 1 to {MAX_NAME} characters")
 
 
 # ---------------------------------------------------------------------------------------------- measuring
