@@ -252,12 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="weight of the re-ranked images' vote on the query's kind of garment (0: off)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
+    from .hub import WeightsError
+
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # the Hub mixin prints while loading; keep stdout JSON-clean
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout JSON-clean whatever loading prints
             engine = SearchEngine.load(args.index, weights=args.weights)
         res = engine.search(args.image, k=args.k, category=args.category, rerank_top=args.rerank_top,
                             explain=False, views=args.views, category_vote=args.category_vote)
-    except (ImageError, IndexMismatchError, IndexFormatError, ValueError) as exc:
+    except (WeightsError, ImageError, IndexMismatchError, IndexFormatError, ValueError) as exc:
+        # weights that cannot be loaded (offline, a bad checkpoint), an index or photo that cannot be read: one
+        # line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
