@@ -2,21 +2,32 @@
 which opens a folder written by `python -m index_builder` and checks every file (coarse search: mga.coarse).
 
 Everything read from the folder is validated before use: a damaged or hand-edited index gives an IndexFormatError
-that names the file and what is wrong, never a traceback from numpy or FAISS, nor silent nonsense; and no item
-or root can make a reader open a file outside its gallery.
+that names the file and what is wrong, never a traceback from numpy or FAISS, nor silent nonsense. Every file is
+opened only if it is a regular file inside its folder (never a FIFO, a device or a link out), arrays are checked
+on their headers before a byte of them is loaded, and the manifest and the items have size caps.
+
+Gallery images are served and decoded through one door, `GalleryIndex.read_image`, which checks the file it
+opened on every call: inside its gallery root (a thumbnail: inside the index folder), a regular file, named and
+shaped like an image, not too large; anything else is a GalleryFileError that names the image by its number and
+gallery path only.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 import shlex
+import stat
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
 from .coarse import CoarseSearch, rows_float
+from .config import MAX_IMAGE_BYTES
 from .data import category_key
 from .files import temp_folders
 from .model import Encoding
@@ -35,7 +46,28 @@ SKIPPED = "skipped.txt"
 FORMAT_VERSION = 2  # 2: rows are views (mga.views: full photo + zoom windows), owner.npy and boxes.npy
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 ARRAY_DIMS = {EMBEDDINGS: 2, GLOBAL: 2, PARTS: 3, ATTN: 4, OWNER: 1, BOXES: 2}
+# what each array may hold: float16/32/64 vectors and boxes, whole numbers for owner.npy (native byte order only:
+# torch reads the memory maps as they are)
+ARRAY_KINDS = {EMBEDDINGS: "f", GLOBAL: "f", PARTS: "f", ATTN: "f", OWNER: "iu", BOXES: "f"}
+FLOAT_SIZES = (2, 4, 8)
 FINITE_CHECK_ROWS = 65_536  # rows checked for NaN / inf per step (bounded memory on any index size)
+# The manifest is read whole at start-up: a few kB, plus its skip report (about 200 bytes per file that could not
+# be indexed); 64 MB holds the report of 300k skipped files and still stops a damaged or crafted one (a link to a
+# huge file) from filling the memory.
+MANIFEST_MAX_BYTES = 64 * 2**20
+# items.jsonl is read whole as well: about 300 bytes per image as built, more with long CSV metadata. Its cap
+# grows with the index (views, from the arrays' headers, whose sizes are checked against their files; every
+# image has at least one view), so that no honest index reaches it.
+ITEMS_BASE_BYTES = 64 * 2**20
+ITEMS_BYTES_PER_VIEW = 64 * 2**10
+# gallery images: what read_image serves or decodes (extensions as the builder finds them, index_builder.gallery)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+_SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png", b"GIF8": "image/gif",
+               b"BM": "image/bmp", b"II*\x00": "image/tiff", b"MM\x00*": "image/tiff"}
+# read-only; never follow a link at the last component (a path is resolved and checked first, so a link found
+# there was swapped in since); never block on a FIFO; not inherited by child processes
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 
 class IndexMismatchError(RuntimeError):
@@ -46,10 +78,15 @@ class IndexFormatError(RuntimeError):
     """The folder is not an MGA index, or a damaged one: the message names the file and what is wrong."""
 
 
+class GalleryFileError(LookupError):
+    """A gallery image (or its thumbnail) that cannot be served: missing, outside its folder, not a regular file,
+    not an image. The message names the image by its number and gallery path, never by a path of the server."""
+
+
 def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | Path | None) -> str:
     """The exact command that rebuilds this index with `weights`."""
-    src = manifest.get("source", {})
-    cmd = ["python", "-m", "index_builder", "--gallery", str(src.get("gallery", "GALLERY_DIR")),
+    src = manifest.get("source") or {}
+    cmd = ["python", "-m", "index_builder", "--gallery", str(src.get("gallery") or "GALLERY_DIR"),
            "--out", str(index_dir)]
     if src.get("csv"):
         cmd += ["--csv", str(src["csv"])]
@@ -59,55 +96,164 @@ def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | Path |
 
 
 def safe_relative(path: Any, where: str) -> str:
-    """`path` if it is a relative POSIX path that stays below its folder (no '..', not absolute), else
-    IndexFormatError."""
+    """`path` if it is a relative POSIX path that stays below its folder (no '..', not absolute) and names a
+    file, else IndexFormatError."""
     p = PurePosixPath(path) if isinstance(path, str) and path else None
-    if p is None or p.is_absolute() or ".." in p.parts or "\\" in path:
+    if p is None or p.is_absolute() or ".." in p.parts or "\\" in path or "\0" in path or not p.parts:
         raise IndexFormatError(f"{where}: path {str(path)[:200]!r} must be relative and stay inside its folder")
     return path
 
 
-def _inside(folder: Path, relative: str, where: str) -> Path:
-    """folder / relative, refused if it resolves (through symlinks) outside `folder` (itself resolved)."""
-    path = folder / relative
-    if not path.resolve().is_relative_to(folder):
-        raise IndexFormatError(f"{where}: {relative!r} leads outside {folder.name}/ (a link to elsewhere)")
-    return path
+def image_type(data: bytes) -> str | None:
+    """The media type of an image file's bytes by their signature (JPEG, PNG, GIF, WebP, BMP, TIFF), else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for sig, kind in _SIGNATURES.items() if data.startswith(sig)), None)
 
 
-def _read_manifest(path: Path) -> dict:
+class _Refused(Exception):
+    """Why a file was not opened (a phrase; the caller adds which file)."""
+
+
+def _open_inside(folder: Path, relative: str) -> tuple[BinaryIO, os.stat_result, Path]:
+    """folder / relative (folder resolved), opened for reading if it resolves inside `folder` and what was opened
+    is a regular file: (file, its fstat, its resolved path). Checked on the descriptor itself, so a file swapped
+    after the check is judged on what was actually opened. Raises _Refused."""
+    real = Path(os.path.realpath(folder / relative))
+    if not real.is_relative_to(folder):
+        raise _Refused("leads outside its folder (a link to elsewhere)")
+    try:
+        fd = os.open(real, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _Refused("missing") from None
+    except OSError as exc:  # ELOOP: a link put there since it was resolved
+        raise _Refused(f"cannot be opened ({exc.strerror or type(exc).__name__})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("not a regular file")
+        return os.fdopen(fd, "rb"), st, real
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_capped(f: BinaryIO, size: int, cap: int) -> bytes | None:
+    """The file's bytes, or None if it holds more than `cap` (checked before reading, and again while reading:
+    a file may grow)."""
+    if size > cap:
+        return None
+    data = f.read(cap + 1)
+    return None if len(data) > cap else data
+
+
+def _read_index_file(folder: Path, path: Path, name: str, cap: int) -> bytes | None:
+    """A small file of the index folder (manifest, items) read whole, or None if it is missing."""
+    try:
+        f, st, _ = _open_inside(folder, name)
+    except _Refused as why:
+        if str(why) == "missing":
+            return None
+        raise IndexFormatError(f"{path / name}: {why}; an index holds regular files only") from None
+    with f:
+        try:
+            data = _read_capped(f, st.st_size, cap)
+        except OSError as exc:
+            raise IndexFormatError(f"{path / name}: unreadable ({exc.strerror or exc})") from None
+    if data is None:
+        raise IndexFormatError(f"{path / name}: more than the {cap / 2**20:,.0f} MB an index's {name} may hold; "
+                               f"damaged, or not an index's file")
+    return data
+
+
+def _check(ok: bool, where: str, what: str) -> None:
+    if not ok:
+        raise IndexFormatError(f"{where}: {what}")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def _optional(x: Any, kind: type | tuple[type, ...]) -> bool:
+    return x is None or isinstance(x, kind)
+
+
+def _check_manifest(man: str, manifest: dict) -> None:
+    """Every field a reader uses has the type it expects, so that a hand-edited manifest stops the start here,
+    naming the field, and never becomes a traceback in the middle of a search."""
+    for key in ("model", "source", "faiss", "counts", "build", "arrays"):
+        _check(isinstance(manifest.get(key, {}), dict), man, f"{key} must be an object")
+    _check(_optional(manifest.get("zoom"), dict), man, "zoom must be an object")
+    for key in ("skipped", "categories", "roots"):
+        _check(isinstance(manifest.get(key, []), list), man, f"{key} must be a list")
+    for key in ("built_at", "created_by"):
+        _check(isinstance(manifest.get(key, ""), str), man, f"{key} must be a string")
+    model = manifest.get("model", {})
+    _check(isinstance(model.get("fingerprint", ""), str), man, "model.fingerprint must be a string")
+    _check(_optional(model.get("weights"), str), man, "model.weights must be a string")
+    _check(isinstance(model.get("config", {}), dict), man, "model.config must be an object")
+    source = manifest.get("source", {})
+    for key in ("gallery", "csv", "kind", "shard"):
+        _check(_optional(source.get(key), str), man, f"source.{key} must be a string")
+    faiss = manifest.get("faiss", {})
+    _check(faiss.get("type", "flat") in INDEX_TYPES, man, f"faiss.type must be one of {INDEX_TYPES}")
+    for key in ("ef_search", "nprobe", "refine"):
+        value = faiss.get(key, 1)
+        _check(_is_int(value) and value >= 1, man, f"faiss.{key} {value!r:.50} must be a whole number >= 1")
+    zoom = manifest.get("zoom") or {}
+    unknown = set(zoom) - {"grid", "scale", "min_cover"}
+    _check(not unknown, man, f"zoom has unknown fields {sorted(unknown)}")
+    _check(_is_int(zoom.get("grid", 0)) and zoom.get("grid", 0) >= 0, man, "zoom.grid must be a whole number >= 0")
+    for key in ("scale", "min_cover"):
+        _check(_is_number(zoom.get(key, 0)), man, f"zoom.{key} must be a number")
+    counts = manifest.get("counts", {})
+    _check(all(_is_int(v) for v in counts.values()), man, "counts must hold whole numbers")
+    _check(all(isinstance(s, dict) for s in manifest.get("skipped", [])), man, "skipped must list objects")
+    for i, root in enumerate(manifest.get("roots", [])):
+        _check(isinstance(root, dict), man, "roots must be a list of objects")
+        for key in ("relative", "absolute"):
+            _check(_optional(root.get(key), str), man, f"root {i}: {key} must be a string")
+
+
+def _read_manifest(path: Path, folder: Path) -> dict:
     man = path / MANIFEST
-    if not man.exists():
+    data = _read_index_file(folder, path, MANIFEST, MANIFEST_MAX_BYTES)
+    if data is None:
         unfinished = temp_folders(path) if path.parent.exists() else []
         hint = f" (an unfinished build is in {unfinished[-1].name}; finish it with --resume)" if unfinished else ""
         raise IndexFormatError(f"{path}: no {MANIFEST}; not an MGA index folder{hint}. "
                                f"Build one with: python -m index_builder --gallery GALLERY_DIR --out {path}")
     try:
-        manifest = json.loads(man.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{man}: unreadable ({exc})") from None
+        manifest = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise IndexFormatError(f"{man}: unreadable ({str(exc)[:200]})") from None
     if not isinstance(manifest, dict):
         raise IndexFormatError(f"{man}: must hold a JSON object")
     version = manifest.get("format_version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
-        raise IndexFormatError(f"{man}: format_version {version!r} " + (
+        raise IndexFormatError(f"{man}: format_version {version!r:.50} " + (
             f"is newer than this code reads ({FORMAT_VERSION}); update the code or rebuild the index" if newer
             else f"is not a format this code reads (1 to {FORMAT_VERSION})"))
-    if manifest.get("faiss", {}).get("type", "flat") not in INDEX_TYPES:
-        raise IndexFormatError(f"{man}: faiss.type must be one of {INDEX_TYPES}")
-    roots = manifest.get("roots", [])
-    if not isinstance(roots, list) or not all(isinstance(r, dict) for r in roots):
-        raise IndexFormatError(f"{man}: roots must be a list of objects")
+    _check_manifest(str(man), manifest)
     return manifest
 
 
-def _read_items(path: Path, n_roots: int) -> list[dict]:
-    """items.jsonl, each line checked: a relative path inside its root, an existing root, no path twice."""
+def _read_items(path: Path, folder: Path, n_roots: int, cap: int) -> list[dict]:
+    """items.jsonl, each line checked: a relative path inside its root, an existing root, no path twice, and the
+    fields a search shows of the types it expects."""
     file, items, seen = path / ITEMS, [], set()
+    data = _read_index_file(folder, path, ITEMS, cap)
+    if data is None:
+        raise IndexFormatError(f"{file}: missing; rebuild the index")
     try:
-        lines = file.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
         raise IndexFormatError(f"{file}: unreadable ({exc})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -115,16 +261,23 @@ def _read_items(path: Path, n_roots: int) -> list[dict]:
         where = f"{file}, line {number}"
         try:
             item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise IndexFormatError(f"{where}: not JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise IndexFormatError(f"{where}: not JSON ({str(exc)[:200]})") from None
         if not isinstance(item, dict):
             raise IndexFormatError(f"{where}: must be a JSON object")
         root = item.get("root", 0)
-        if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < max(n_roots, 1):
-            raise IndexFormatError(f"{where}: root {root!r} is not one of the manifest's {n_roots} roots")
+        if not _is_int(root) or not 0 <= root < n_roots:
+            raise IndexFormatError(f"{where}: root {root!r:.50} is not one of the manifest's {n_roots} roots")
         key = (root, safe_relative(item.get("path"), where))
         if item.get("thumb") is not None:
             safe_relative(item["thumb"], where)
+        _check(isinstance(item.get("item_id", ""), (str, int)) and not isinstance(item.get("item_id"), bool),
+               where, "item_id must be a string")
+        _check(isinstance(item.get("category", ""), str), where, "category must be a string")
+        _check(isinstance(item.get("meta", {}), dict), where, "meta must be an object")
+        for side in ("width", "height"):
+            _check(item.get(side) is None or _is_int(item[side]) and item[side] >= 0, where,
+                   f"{side} must be a whole number")
         if key in seen:
             raise IndexFormatError(f"{where}: {key[1]!r} is listed twice")
         seen.add(key)
@@ -132,19 +285,79 @@ def _read_items(path: Path, n_roots: int) -> list[dict]:
     return items
 
 
-def _load_array(path: Path, name: str, mmap: bool) -> np.ndarray:
-    # copy-on-write maps: nothing writes to them, and torch can gather from them in place (rows_float), which it
-    # only does on writable memory
+@dataclass
+class _Npy:
+    """An array file of the index, opened and its header checked; nothing of its data read yet."""
+
+    file: BinaryIO
+    where: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def load(self, mmap: bool) -> np.ndarray:
+        """The array: a copy-on-write memory map (nothing writes to it, and torch can gather from it in place,
+        rows_float, which it only does on writable memory), or read into memory. Closes the file."""
+        order = "F" if self.fortran else "C"
+        with self.file:
+            if self.nbytes == 0:
+                return np.zeros(self.shape, self.dtype, order=order)
+            try:
+                if mmap:
+                    return np.memmap(self.file, self.dtype, mode="c", offset=self.offset, shape=self.shape,
+                                     order=order)
+                buffer = bytearray(self.nbytes)
+                self.file.seek(self.offset)
+                if self.file.readinto(buffer) != self.nbytes:
+                    raise IndexFormatError(f"{self.where}: truncated; rebuild the index")
+                return np.frombuffer(buffer, self.dtype).reshape(self.shape, order=order)
+            except (OSError, ValueError) as exc:
+                raise IndexFormatError(f"{self.where}: unreadable ({exc}); rebuild the index") from None
+
+
+def _open_array(path: Path, folder: Path, name: str) -> _Npy | None:
+    """An array file opened and its header checked against the file (its size must be exactly what the header
+    declares), its dimensions and its type, before any of it is read; None if it is missing."""
+    where = path / name
     try:
-        array = np.load(path / name, mmap_mode="c" if mmap else None)
-    except FileNotFoundError:
-        raise IndexFormatError(f"{path / name}: missing; rebuild the index") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise IndexFormatError(f"{path / name}: unreadable or truncated ({exc}); rebuild the index") from None
-    if array.ndim != ARRAY_DIMS[name] or array.dtype.kind not in "fiu":
-        raise IndexFormatError(f"{path / name}: expected a {ARRAY_DIMS[name]}-d numeric array, found "
-                               f"{array.ndim}-d {array.dtype}")
-    return array
+        f, st, _ = _open_inside(folder, name)
+    except _Refused as why:
+        if str(why) == "missing":
+            return None
+        raise IndexFormatError(f"{where}: {why}; an index holds regular files only") from None
+    try:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unknown .npy version {version}")
+        except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+            raise IndexFormatError(f"{where}: unreadable or truncated ({str(exc)[:200]}); rebuild the index") \
+                from None
+        npy = _Npy(f, where, tuple(shape), dtype, fortran, f.tell())
+        kinds = ARRAY_KINDS[name]
+        if len(shape) != ARRAY_DIMS[name] or dtype.kind not in kinds or not dtype.isnative or dtype.hasobject \
+                or (kinds == "f" and dtype.itemsize not in FLOAT_SIZES):
+            raise IndexFormatError(f"{where}: expected a {ARRAY_DIMS[name]}-d array of "
+                                   f"{'floats' if kinds == 'f' else 'whole numbers'} (native byte order), found "
+                                   f"{len(shape)}-d {dtype}")
+        if any(d < 1 for d in shape[1:]):
+            raise IndexFormatError(f"{where}: shape {shape} has an empty dimension")
+        if st.st_size != npy.offset + npy.nbytes:
+            raise IndexFormatError(f"{where}: {st.st_size:,} bytes, but its header declares {shape} {dtype} "
+                                   f"({npy.offset + npy.nbytes:,} bytes): truncated or damaged; rebuild the index")
+        return npy
+    except BaseException:
+        f.close()
+        raise
 
 
 def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
@@ -156,33 +369,54 @@ def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
                                    f"rebuild the index with working weights")
 
 
+def check_fits(index: "GalleryIndex", model, weights: str | Path | None = None) -> None:
+    """IndexFormatError unless the index's arrays have the widths `model` (an MGAModel) encodes: global token,
+    parts and their width, coarse embedding. An index with the model's fingerprint but other widths is damaged
+    or crafted, and every search on it would fail."""
+    cfg = model.config
+    anchor = getattr(model, "anchor", None)  # the global token is [trained ; anchor GeM] (MGAModel._with_anchor)
+    index.check_widths(cfg.embed_dim, cfg.embed_dim + (anchor.num_features if anchor is not None else 0),
+                       cfg.num_parts, weights)
+
+
 class GalleryIndex(CoarseSearch):
     """An index folder opened read-only: manifest, items (one per image), FAISS index and memory-mapped token
     arrays (one row per view: each image's full photo first, then its zoom windows); searched by CoarseSearch."""
 
     def __init__(self, path: str | Path, mmap: bool = True):
         self.path = Path(path)
-        self._folder, self._checked = self.path.resolve(), {}  # image i -> its checked path (image_path)
-        self.manifest: dict = _read_manifest(self.path)
+        self._folder = self.path.resolve()
+        self.manifest: dict = _read_manifest(self.path, self._folder)
         self.roots = [self._resolve_root(i, r) for i, r in enumerate(self.manifest.get("roots", []))]
-        self.items: list[dict] = _read_items(self.path, len(self.roots))
-        self.embeddings = _load_array(self.path, EMBEDDINGS, mmap)
-        self.global_ = _load_array(self.path, GLOBAL, mmap)
-        self.parts = _load_array(self.path, PARTS, mmap)
-        self.attn = _load_array(self.path, ATTN, mmap)
-        n = len(self.items)
-        if (self.path / OWNER).exists():
-            self.owner = _load_array(self.path, OWNER, mmap=False).astype(np.int64, copy=False)
-            self.boxes = _load_array(self.path, BOXES, mmap=False)
-        else:  # format 1: one full view per image
-            self.owner = np.arange(n, dtype=np.int64)
-            self.boxes = np.tile(np.array(FULL_BOX, dtype=np.float32), (n, 1))
         self.zoom = ZoomViews.from_dict(self.manifest.get("zoom"))
-        v = len(self.owner)
-        for name, arr in ((EMBEDDINGS, self.embeddings), (GLOBAL, self.global_), (PARTS, self.parts),
-                          (ATTN, self.attn), (BOXES, self.boxes)):
-            if arr.shape[0] != v:
-                raise IndexFormatError(f"{self.path / name}: {arr.shape[0]} rows, but {OWNER} lists {v} views")
+        # every array's header first: shapes, types and sizes agree before anything is loaded
+        files: dict[str, _Npy] = {}
+        try:
+            for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN, OWNER, BOXES):
+                npy = _open_array(self.path, self._folder, name)
+                if npy is None and name not in (OWNER, BOXES):
+                    raise IndexFormatError(f"{self.path / name}: missing; rebuild the index")
+                if npy is not None:
+                    files[name] = npy
+            if (OWNER in files) != (BOXES in files):
+                missing = BOXES if OWNER in files else OWNER
+                raise IndexFormatError(f"{self.path / missing}: missing; rebuild the index")
+            v = files[EMBEDDINGS].shape[0]
+            self.items: list[dict] = _read_items(self.path, self._folder, len(self.roots),
+                                                 ITEMS_BASE_BYTES + ITEMS_BYTES_PER_VIEW * v)
+            self._check_headers(files)
+            self.embeddings, self.global_, self.parts, self.attn = (
+                files.pop(name).load(mmap) for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN))
+            n = len(self.items)
+            if OWNER in files:
+                self.owner = files.pop(OWNER).load(mmap=False).astype(np.int64, copy=False)
+                self.boxes = files.pop(BOXES).load(mmap=False)
+            else:  # format 1: one full view per image
+                self.owner = np.arange(n, dtype=np.int64)
+                self.boxes = np.tile(np.array(FULL_BOX, dtype=np.float32), (n, 1))
+        finally:
+            for npy in files.values():
+                npy.file.close()
         # rows of image i: first_row[i] (its full photo) up to first_row[i + 1]; every image has a view
         self.first_row = np.searchsorted(self.owner, np.arange(n + 1))
         if v and (np.any(np.diff(self.owner) < 0) or self.owner[0] != 0 or self.owner[-1] != n - 1) \
@@ -190,12 +424,12 @@ class GalleryIndex(CoarseSearch):
             raise IndexFormatError(f"{self.path / OWNER}: must map views to the {n} images of {ITEMS} in order")
         for name, arr in ((EMBEDDINGS, self.embeddings), (GLOBAL, self.global_)):
             _check_finite(self.path, name, arr)
-        params = self.manifest.get("faiss", {})
+        params = self.manifest.get("faiss", {})  # types checked with the manifest
         self.index_type: str = params.get("type", "flat")
         self.faiss = self._open_faiss(mmap)
-        self.ef_search: int = int(params.get("ef_search", 128))
-        self.nprobe: int = int(params.get("nprobe", 32))
-        self.refine: int = int(params.get("refine", 1))  # candidates fetched per result, re-scored exactly
+        self.ef_search: int = params.get("ef_search", 128)
+        self.nprobe: int = params.get("nprobe", 32)
+        self.refine: int = params.get("refine", 1)  # candidates fetched per result, re-scored exactly
         # one category per spelling ("Pants", "pants"), shown as its most common one
         keys = np.array([category_key(str(it.get("category", ""))) for it in self.items])
         spellings = Counter((k, str(it.get("category", ""))) for k, it in zip(keys.tolist(), self.items) if k)
@@ -207,6 +441,43 @@ class GalleryIndex(CoarseSearch):
         self.category_keys = keys  # per image: what the category vote counts (mga.category_vote)
         self.item_photos = Counter(str(it.get("item_id", "")) for it in self.items)  # photos per product
 
+    def _check_headers(self, files: dict[str, "_Npy"]) -> None:
+        """The arrays' headers against each other and the items: one row per view in every array, between one
+        and the zoom settings' most views per image, and widths that fit together (the coarse embedding is the
+        global token followed by the parts, an attention map per part, four numbers per box)."""
+        n, shapes = len(self.items), {name: npy.shape for name, npy in files.items()}
+        views = shapes[OWNER][0] if OWNER in shapes else n
+        for name, shape in shapes.items():
+            if shape[0] != views:
+                raise IndexFormatError(f"{self.path / name}: {shape[0]} rows, but "
+                                       f"{OWNER + ' lists' if OWNER in shapes else ITEMS + ' lists'} {views} "
+                                       f"{'views' if OWNER in shapes else 'images'}")
+        if not n <= views <= n * self.zoom.max_per_image:
+            raise IndexFormatError(f"{self.path / OWNER}: {views} views for the {n} images of {ITEMS}, but each "
+                                   f"image has one view at least and, with the manifest's zoom settings, "
+                                   f"{self.zoom.max_per_image} at most")
+        (k, d), g = shapes[PARTS][1:], shapes[GLOBAL][1]
+        if shapes[EMBEDDINGS][1] != g + k * d or shapes[ATTN][1] != k or (BOXES in shapes and shapes[BOXES][1] != 4):
+            raise IndexFormatError(
+                f"{self.path}: array widths do not fit together ({EMBEDDINGS} {shapes[EMBEDDINGS][1:]}, {GLOBAL} "
+                f"{shapes[GLOBAL][1:]}, {PARTS} {shapes[PARTS][1:]}, {ATTN} {shapes[ATTN][1:]}"
+                + (f", {BOXES} {shapes[BOXES][1:]}" if BOXES in shapes else "") + "); rebuild the index")
+
+    def check_widths(self, embed_dim: int, global_dim: int, parts: int, weights: str | Path | None = None) -> None:
+        """IndexFormatError unless the arrays hold what a model of these widths encodes: global tokens of
+        `global_dim`, `parts` part tokens of `embed_dim` (and as many attention maps), coarse embeddings of both.
+        See check_fits."""
+        want = {GLOBAL: (global_dim,), PARTS: (parts, embed_dim), ATTN: (parts,),
+                EMBEDDINGS: (global_dim + parts * embed_dim,)}
+        have = {GLOBAL: self.global_.shape[1:], PARTS: self.parts.shape[1:], ATTN: self.attn.shape[1:2],
+                EMBEDDINGS: self.embeddings.shape[1:]}
+        wrong = [f"{name} {tuple(have[name])} where the model needs {want[name]}" for name in want
+                 if tuple(have[name]) != want[name]]
+        if wrong:
+            raise IndexFormatError(f"{self.path}: its arrays do not fit the model ({'; '.join(wrong)}): damaged, or "
+                                   f"written by another model; rebuild it with: "
+                                   f"{rebuild_command(self.manifest, self.path, weights)}")
+
     def _open_faiss(self, mmap: bool):
         import faiss
 
@@ -215,8 +486,12 @@ class GalleryIndex(CoarseSearch):
             index.add(np.ascontiguousarray(self.embeddings, dtype=np.float32))
             return index
         file = self.path / FAISS_FILE
-        if not file.exists():
-            raise IndexFormatError(f"{file}: missing, but {MANIFEST} declares a {self.index_type} index")
+        try:
+            f, _, _ = _open_inside(self._folder, FAISS_FILE)  # FAISS opens it again by name: a regular file here
+            f.close()
+        except _Refused as why:
+            raise IndexFormatError(f"{file}: {why}" + (f", but {MANIFEST} declares a {self.index_type} index"
+                                                        if str(why) == "missing" else "")) from None
         try:
             try:
                 index = faiss.read_index(str(file), faiss.IO_FLAG_MMAP if mmap else 0)
@@ -233,6 +508,8 @@ class GalleryIndex(CoarseSearch):
         """A gallery root: relative to the index folder (so both move together), else the absolute path the
         builder recorded. Never the file system's root: a gallery is a folder of images."""
         rel, absolute = root.get("relative"), root.get("absolute")
+        if "\0" in f"{rel}{absolute}":
+            raise IndexFormatError(f"{self.path / MANIFEST}: root {i} holds a NUL character")
         if isinstance(rel, str) and rel and (self.path / rel).is_dir():
             path = (self.path / rel).resolve()
         elif isinstance(absolute, str) and Path(absolute).is_absolute():
@@ -268,24 +545,70 @@ class GalleryIndex(CoarseSearch):
     def fingerprint(self) -> str:
         return self.manifest.get("model", {}).get("fingerprint", "")
 
+    def _image(self, i: int) -> tuple[dict, str]:
+        """Image i's item and how messages name it (its number and gallery path: no path of the server)."""
+        if not 0 <= i < len(self.items):
+            raise GalleryFileError(f"gallery image {i}: no such image")
+        it = self.items[i]
+        return it, f"gallery image {i} ({it['path']})"
+
     def image_path(self, i: int) -> Path:
-        """Image i's file, which must lie inside its gallery root (a symlink that points elsewhere is refused, so
-        no caller reads or serves a file outside the gallery). Checked once per image: resolving a path costs a
-        system call per folder, a search asks for a few dozen."""
-        if i not in self._checked:
-            it = self.items[i]
-            self._checked[i] = _inside(self.roots[it.get("root", 0)], it["path"], f"{self.path / ITEMS}: image {i}")
-        return self._checked[i]
+        """Where image i lies (its gallery root / its path), for reports and for tools on the gallery's own machine;
+        GalleryFileError if it resolves outside its root (a link to elsewhere). Checked on every call, but only
+        the path: to serve or decode the image, read it with `read_image`, which checks the file it opens."""
+        it, what = self._image(i)
+        root = self.roots[it.get("root", 0)]
+        path = root / it["path"]
+        if not Path(os.path.realpath(path)).is_relative_to(root):
+            raise GalleryFileError(f"{what}: leads outside its gallery (a link to elsewhere)")
+        return path
 
     def relative_path(self, i: int) -> str:
         """Image i as its gallery knows it (root-relative, POSIX): what users and API clients see."""
         return self.items[i]["path"]
 
     def display_path(self, i: int) -> Path:
-        """A small copy (thumbnail) where the builder made one, else the original."""
-        thumb = self.items[i].get("thumb")
-        return _inside(self._folder, thumb, f"{self.path / ITEMS}: thumbnail of image {i}") if thumb \
-            else self.image_path(i)
+        """Where the small copy (thumbnail) lies where the builder made one (inside the index folder), else the
+        original (image_path). A path for reports: results are served with `read_image(i, display=True)`."""
+        it, what = self._image(i)
+        thumb = it.get("thumb")
+        if not thumb:
+            return self.image_path(i)
+        if not Path(os.path.realpath(self._folder / thumb)).is_relative_to(self._folder):
+            raise GalleryFileError(f"{what}: its thumbnail leads outside the index folder")
+        return self._folder / thumb
+
+    def read_image(self, i: int, display: bool = False) -> bytes:
+        """The bytes of gallery image i (display: its thumbnail where the builder made one, else the original):
+        the one way to serve or decode a gallery image. Checked on every call, on the file actually opened: it
+        resolves inside its gallery root (a thumbnail: inside the index folder), is opened without following a
+        link and without blocking (a FIFO), is a regular file, is named like an image (IMAGE_SUFFIXES), holds at
+        most MAX_IMAGE_BYTES and starts with an image's signature. A file with other links to it (st_nlink > 1)
+        is served if it passes: it is an image whatever its other names; a hard link to anything else fails the
+        signature check. Anything else raises GalleryFileError, naming the image by number and gallery path."""
+        it, what = self._image(i)
+        thumb = it.get("thumb") if display else None
+        folder, name = (self._folder, thumb) if thumb else (self.roots[it.get("root", 0)], it["path"])
+        if thumb:
+            what += f", thumbnail {thumb}"
+        if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+            raise GalleryFileError(f"{what}: not an image file (by its name)")
+        try:
+            f, st, real = _open_inside(folder, name)
+        except _Refused as why:
+            raise GalleryFileError(f"{what}: {why}") from None
+        with f:
+            if real.suffix.lower() not in IMAGE_SUFFIXES:  # a link inside the gallery to, say, its metadata.csv
+                raise GalleryFileError(f"{what}: not an image file (a link to a file named otherwise)")
+            try:
+                data = _read_capped(f, st.st_size, MAX_IMAGE_BYTES)
+            except OSError as exc:
+                raise GalleryFileError(f"{what}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+        if data is None:
+            raise GalleryFileError(f"{what}: larger than the {MAX_IMAGE_BYTES / 1e6:,.0f} MB an image may be")
+        if image_type(data[:12]) is None:
+            raise GalleryFileError(f"{what}: not an image file (no image signature)")
+        return data
 
     def category_label(self, category: str) -> str | None:
         """The index's name for a category in any spelling ("pants" -> "Pants"), None if it has no such one."""

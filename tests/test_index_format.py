@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from mga.config import ASSETS_DIR
-from mga.index import EMBEDDINGS, FAISS_FILE, ITEMS, MANIFEST, PARTS, GalleryIndex, IndexFormatError
+from mga.index import (EMBEDDINGS, FAISS_FILE, ITEMS, MANIFEST, OWNER, PARTS, GalleryFileError, GalleryIndex,
+                       IndexFormatError, check_fits)
 
 DEMO_INDEX = ASSETS_DIR / "demo-index"
 DEMO_GALLERY = ASSETS_DIR / "demo-gallery"
@@ -51,6 +52,55 @@ def nan_row(path: Path) -> None:
     np.save(path, arr)
 
 
+def fifo(path: Path) -> None:
+    """A named pipe in place of the file: a reader that opened it to read would wait for a writer forever."""
+    path.unlink()
+    os.mkfifo(path)
+
+
+def relink(path: Path, target: Path) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
+def header_only(path: Path, shape: tuple[int, ...], dtype: str, size: int | None = None) -> None:
+    """An .npy file whose header declares `shape` but that holds no data, or (size) a sparse file of that size."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                 "shape": shape})
+        if size:
+            f.truncate(size)
+
+
+def npy_size(shape: tuple[int, ...], dtype: str) -> int:
+    """The size of a whole .npy file of `shape`: its header (as header_only writes it) and its data."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                               "shape": shape})
+    return len(buf.getvalue()) + int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def resave(path: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    np.save(path, change(np.load(path)))
+
+
+def sparse(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def drop_a_part(ix: Path) -> None:
+    """Arrays of one part fewer, consistent with each other (an index of another model)."""
+    from mga.index import ATTN, GLOBAL
+
+    width = np.load(ix / GLOBAL, mmap_mode="r").shape[1]
+    resave(ix / PARTS, lambda a: a[:, :-1])
+    resave(ix / ATTN, lambda a: a[:, :-1])
+    resave(ix / EMBEDDINGS, lambda a: a[:, :width + np.load(ix / PARTS, mmap_mode="r")[0].size])
+
+
 CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     # name: (what is done to the copy, the file the message must name, what it must say)
     "missing array": (lambda ix: (ix / PARTS).unlink(), PARTS, "missing"),
@@ -74,6 +124,62 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
                            "must be relative"),
     "thumbnail climbs out": (lambda ix: edit_items(ix, lambda its: its[0].update(thumb="../../app.py")), ITEMS,
                              "must be relative"),
+    # fields of the wrong type: one error at start, never a traceback in a search
+    "faiss a string": (lambda ix: edit_manifest(ix, lambda m: m.update(faiss="x")), MANIFEST,
+                       "faiss must be an object"),
+    "faiss.ef_search a string": (lambda ix: edit_manifest(ix, lambda m: m.update(faiss={"type": "flat",
+                                                                                        "ef_search": "a"})),
+                                 MANIFEST, "faiss.ef_search 'a'"),
+    "zoom a number": (lambda ix: edit_manifest(ix, lambda m: m.update(zoom=5)), MANIFEST, "zoom must be an object"),
+    "zoom of unknown fields": (lambda ix: edit_manifest(ix, lambda m: m.update(zoom={"grid": 4, "x": 1})), MANIFEST,
+                               "unknown fields"),
+    "model a list": (lambda ix: edit_manifest(ix, lambda m: m.update(model=[])), MANIFEST,
+                     "model must be an object"),
+    "model null": (lambda ix: edit_manifest(ix, lambda m: m.update(model=None)), MANIFEST,
+                   "model must be an object"),
+    "root path a number": (lambda ix: edit_manifest(ix, lambda m: m.update(roots=[{"relative": 5}])), MANIFEST,
+                           "root 0: relative must be a string"),
+    "source a number": (lambda ix: edit_manifest(ix, lambda m: m.update(source=3)), MANIFEST,
+                        "source must be an object"),
+    "skipped a string": (lambda ix: edit_manifest(ix, lambda m: m.update(skipped="all")), MANIFEST,
+                         "skipped must be a list"),
+    "item meta a number": (lambda ix: edit_items(ix, lambda its: its[0].update(meta=5)), ITEMS,
+                           "meta must be an object"),
+    "item_id a list": (lambda ix: edit_items(ix, lambda its: its[4].update(item_id=[])), ITEMS, "item_id"),
+    "item width a string": (lambda ix: edit_items(ix, lambda its: its[0].update(width="wide")), ITEMS,
+                            "width must be a whole number"),
+    # files that are not regular files, or not of the index: refused without blocking or reading them
+    "owner.npy a FIFO": (lambda ix: fifo(ix / OWNER), OWNER, "not a regular file"),
+    "items.jsonl a FIFO": (lambda ix: fifo(ix / ITEMS), ITEMS, "not a regular file"),
+    "manifest.json a FIFO": (lambda ix: fifo(ix / MANIFEST), MANIFEST, "not a regular file"),
+    "index.faiss a FIFO": (lambda ix: (edit_manifest(ix, lambda m: m.update(faiss={"type": "hnsw"})),
+                                      (ix / FAISS_FILE).touch(), fifo(ix / FAISS_FILE)), FAISS_FILE,
+                           "not a regular file"),
+    "manifest.json a link to /dev/zero": (lambda ix: relink(ix / MANIFEST, Path("/dev/zero")), MANIFEST,
+                                          "leads outside"),
+    "embeddings.npy a link out of the index": (lambda ix: (shutil.copy(ix / EMBEDDINGS, ix.parent / "e.npy"),
+                                                           relink(ix / EMBEDDINGS, ix.parent / "e.npy")),
+                                               EMBEDDINGS, "leads outside"),
+    "manifest.json of 65 MB": (lambda ix: sparse(ix / MANIFEST, 65 * 2**20), MANIFEST, "more than the 64 MB"),
+    "items.jsonl of 1 GB": (lambda ix: sparse(ix / ITEMS, 2**30), ITEMS, "more than the"),
+    # arrays: their headers are checked against their files, each other and the items before anything is loaded
+    "owner.npy header of 1e11 rows": (lambda ix: header_only(ix / OWNER, (10**11,), "<i8"), OWNER,
+                                      "its header declares (100000000000,)"),
+    "embeddings.npy header of 1e11 rows": (lambda ix: header_only(ix / EMBEDDINGS, (10**11, 2176), "<f4"),
+                                           EMBEDDINGS, "truncated or damaged"),
+    "owner.npy a sparse file of 1e9 rows": (lambda ix: header_only(ix / OWNER, (10**9,), "<i8",
+                                                                   npy_size((10**9,), "<i8")),
+                                            OWNER, "lists 1000000000 views"),
+    "more views than the zoom gives": (lambda ix: edit_manifest(ix, lambda m: m.update(zoom={"grid": 0})), OWNER,
+                                       "views for the 183 images"),
+    "owner.npy of floats": (lambda ix: resave(ix / OWNER, lambda a: a.astype(np.float64)), OWNER,
+                            "whole numbers"),
+    "embeddings.npy big-endian": (lambda ix: resave(ix / EMBEDDINGS, lambda a: a.astype(">f4")), EMBEDDINGS,
+                                  "native byte order"),
+    "parts.npy of complex numbers": (lambda ix: resave(ix / PARTS, lambda a: a.astype(np.complex64)), PARTS,
+                                     "floats"),
+    "parts.npy one part short": (lambda ix: resave(ix / PARTS, lambda a: a[:, :-1]), PARTS,
+                                 "do not fit together"),
 }
 
 
@@ -87,6 +193,19 @@ def test_a_damaged_index_names_the_file_and_the_fault(index_copy, name):
     assert file in str(err.value) and fault in str(err.value), str(err.value)
 
 
+def test_arrays_that_do_not_fit_the_model_are_refused_by_name(index_copy, default_model):
+    """Arrays of consistent widths that are not the model's (one part fewer here), under its fingerprint: a
+    damaged or crafted index, on which every search would fail. check_fits says so, naming the array, before
+    any search."""
+    check_fits(GalleryIndex(index_copy), default_model)  # the demo index fits the default model
+    drop_a_part(index_copy)
+    ix = GalleryIndex(index_copy)  # consistent in itself
+    with pytest.raises(IndexFormatError) as err:
+        check_fits(ix, default_model)
+    msg = str(err.value)
+    assert "parts.npy (5, 128) where the model needs (6, 128)" in msg and "python -m index_builder" in msg, msg
+
+
 def test_a_link_to_outside_the_gallery_is_never_opened(tmp_path):
     """A gallery image replaced by a symlink to a file elsewhere after the build: the index refuses to hand it
     out (a reader would otherwise open, and the app serve, any file the link names)."""
@@ -96,12 +215,14 @@ def test_a_link_to_outside_the_gallery_is_never_opened(tmp_path):
     edit_manifest(tmp_path / "index", lambda m: m.update(roots=[{"relative": "../gallery"}]))
     ix = GalleryIndex(tmp_path / "index")
     assert ix.image_path(1) == gallery / ix.relative_path(1)  # an image as built opens
+    assert ix.read_image(1) == (gallery / ix.relative_path(1)).read_bytes()
     target = gallery / ix.relative_path(0)
     target.unlink()
     os.symlink(tmp_path / "index" / MANIFEST, target)
-    with pytest.raises(IndexFormatError, match="leads outside"):
-        ix.image_path(0)
-    assert ix.image_path(2).is_file()  # the other images still open
+    for look in (ix.image_path, ix.read_image):
+        with pytest.raises(GalleryFileError, match="leads outside"):
+            look(0)
+    assert ix.image_path(2).is_file() and ix.read_image(2)  # the other images still open
 
 
 def test_one_category_per_spelling(index_copy):
@@ -121,7 +242,7 @@ def test_one_category_per_spelling(index_copy):
 def test_format_1_one_full_view_per_image_still_opens_and_searches(index_copy, default_model):
     """An index of format 1 (before zoom views: no owner.npy or boxes.npy, one row per image) is read as one full
     view per image."""
-    from mga.index import ATTN, BOXES, GLOBAL, OWNER
+    from mga.index import ATTN, BOXES, GLOBAL
     from mga.search import SearchEngine
 
     ix = GalleryIndex(index_copy)

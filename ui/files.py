@@ -1,6 +1,7 @@
-"""The gallery files the UI hands to Gradio: copies of the images a search shows, made from paths the index has
-checked (mga.index: inside the gallery's root, no link out of it), in a folder of the app's own. (API clients
-fetch the same checked files from the app's own `/gallery` route.)
+"""The gallery files the UI hands to Gradio: copies of the images a search shows, written from the bytes
+`GalleryIndex.read_image` read and checked (an image file inside the gallery's root, or a thumbnail inside the
+index; never a link out of them, a FIFO, a device or another kind of file), in a folder of the app's own. (API
+clients fetch the same checked bytes from the app's own `/gallery` route.)
 
 Gradio serves its cache and the folders named in `allowed_paths`; handing it a gallery root there would serve
 every file below it (and a crafted root, the whole disk). Copies keep the gallery, the index and the weights off
@@ -15,12 +16,15 @@ import uuid
 import weakref
 from pathlib import Path
 
-from mga.index import GalleryIndex
+from mga.index import GalleryFileError, GalleryIndex
+
+__all__ = ["GalleryFiles", "GalleryFileError"]
 
 
 class GalleryFiles:
     """Copies of gallery images, one per image and kind, kept for the app's lifetime (at most the gallery) and
-    removed with it."""
+    removed with it. An image that cannot be served (missing, or refused by read_image) raises GalleryFileError,
+    whose message names it by number and gallery path only: a caller leaves that one result out."""
 
     def __init__(self, index: GalleryIndex, folder: str | Path | None = None):
         self.index = index
@@ -32,17 +36,21 @@ class GalleryFiles:
 
     def display(self, i: int) -> str:
         """Image i as results show it (its thumbnail where the index has one)."""
-        return self._copy(self.index.display_path(i), i, "display")
+        return self._copy(i, True, "display")
 
     def original(self, i: int) -> str:
         """Image i itself (for "more like this")."""
-        return self._copy(self.index.image_path(i), i, "original")
+        return self._copy(i, False, "original")
 
-    def _copy(self, source: Path, i: int, kind: str) -> str:
+    def _copy(self, i: int, display: bool, kind: str) -> str:
         dst = self.folder / kind / str(i) / Path(self.index.relative_path(i)).name
         if not dst.exists():  # copied once; searches copying it at the same moment each rename a whole file
+            data = self.index.read_image(i, display)  # checked on this read: GalleryFileError
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".{uuid.uuid4().hex}{dst.suffix}")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dst)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, dst)
+            finally:
+                tmp.unlink(missing_ok=True)
         return str(dst)
