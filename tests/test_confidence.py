@@ -51,7 +51,7 @@ def test_calibration_error_and_brier_tell_a_calibrated_probability_from_an_overc
     right = np.array([True] * 7 + [False] * 3 + [True] * 2 + [False] * 8)
     calibrated = np.r_[np.full(10, 0.7), np.full(10, 0.2)]  # 7 of 10 right at 0.7, 2 of 10 at 0.2
     overconfident = np.r_[np.full(10, 0.99), np.full(10, 0.01)]
-    assert reliability(calibrated, right) == pytest.approx([(0.2, 0.2, 0.5), (0.7, 0.7, 0.5)])
+    assert np.asarray(reliability(calibrated, right)) == pytest.approx(np.array([(0.2, 0.2, 0.5), (0.7, 0.7, 0.5)]))
     assert calibration_error(calibrated, right) == pytest.approx(0.0, abs=1e-12)
     assert calibration_error(overconfident, right) == pytest.approx(0.5 * 0.29 + 0.5 * 0.19)
     assert brier(right.astype(float), right) == 0.0
