@@ -2,8 +2,6 @@
 copy of only those files the way a Space starts it."""
 from __future__ import annotations
 
-import pytest
-
 import fnmatch
 import json
 import os
@@ -11,14 +9,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from app_server import free_port, query_photos
-from ui.space import LFS_SIZE, MAX_FILE_SIZE, space_files
-
 from mga.config import PROJECT_ROOT
-
-
-
-pytestmark = pytest.mark.slow  # real app servers in subprocesses
+from ui.space import LFS_SIZE, MAX_FILE_SIZE, space_files, space_operations
 
 def lfs_patterns() -> list[str]:
     lines = (PROJECT_ROOT / ".gitattributes").read_text().splitlines()
@@ -27,7 +22,7 @@ def lfs_patterns() -> list[str]:
 
 def test_the_space_holds_the_app_and_nothing_else():
     files = space_files()
-    assert {"app.py", "requirements.txt", "README.md", ".gitattributes", "assets/mga-default/model.safetensors",
+    assert {"app.py", "requirements.txt", "README.md", "assets/mga-default/model.safetensors",
             "assets/demo-index/manifest.json"} <= set(files)
     for f in files:
         assert not f.startswith(("tests/", "bench/", "docs/", "runs/", ".ci/", "index_builder/")), f
@@ -40,6 +35,30 @@ def test_the_space_holds_the_app_and_nothing_else():
     assert "app_file: app.py" in front and "sdk: gradio" in front
 
 
+def test_the_upload_sends_exactly_the_listed_files_never_what_else_the_tree_holds(tmp_path):
+    """A working tree with a token, an optimizer state and a private folder beside the weights (untracked), and a
+    tracked link and dotfile among them: the commit the upload makes holds the --list files and nothing else."""
+    root = tmp_path / "tree"
+    (root / "assets" / "mga-default" / "private").mkdir(parents=True)
+    (root / "app.py").write_text("print('app')\n")
+    weights = root / "assets" / "mga-default"
+    (weights / "config.json").write_text("{}")
+    (weights / ".secret.json").write_text("{}")  # tracked, but a dotfile
+    (weights / "outside.bin").symlink_to(PROJECT_ROOT / "pyproject.toml")  # tracked, but a link out of the tree
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", "app.py", "assets")
+    (weights / ".hf_token").write_text("hf_secret")
+    (weights / "optimizer.pt").write_bytes(b"state")
+    (weights / "private" / "notes.txt").write_text("private")
+    listed = space_files(root)
+    assert listed == ["app.py", "assets/mga-default/config.json"]
+    operations = space_operations(root)
+    assert [op.path_in_repo for op in operations] == listed
+    assert all(os.path.realpath(op.path_or_fileobj).startswith(str(root)) for op in operations)
+
+
+@pytest.mark.slow  # a real app server in a subprocess
 def test_the_app_starts_from_the_space_files_alone(tmp_path):
     """As a Space runs it: only the listed files, `python app.py`, GRADIO_SERVER_NAME=0.0.0.0, SPACE_ID set."""
     space = tmp_path / "space"

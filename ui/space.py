@@ -1,11 +1,12 @@
 """The app as a Hugging Face Space: exactly which files it needs, and their upload.
 
-    python -m ui.space --list                 # what a Space of this app holds (tracked files only)
+    python -m ui.space --list                 # what a Space of this app holds (tracked files, no dotfiles or links)
     python -m ui.space --upload org/name      # create or update the Space (needs `hf auth login`)
 
 The Space runs `app.py` (README front matter) on the embedded weights and the demo index; nothing else of the
-project (tests, benchmarks, docs, training runs) goes up. The Hub stores files over 10 MB with LFS; `upload`
-does that by itself, and `.gitattributes` marks the same binaries for a git push.
+project (tests, benchmarks, docs, training runs), nor anything untracked, goes up: `--upload` sends exactly what
+`--list` prints. The Hub stores files over 10 MB with LFS by itself; `.gitattributes` marks the same binaries for
+a git push.
 """
 from __future__ import annotations
 
@@ -16,18 +17,40 @@ from typing import Sequence
 
 from mga.config import PROJECT_ROOT
 
-SPACE_FILES = ["app.py", "README.md", "requirements.txt", ".gitattributes", "mga/*.py", "ui/*.py",
+SPACE_FILES = ["app.py", "README.md", "requirements.txt", "mga/*.py", "ui/*.py",
                "assets/mga-default/*", "assets/demo-index/*", "assets/demo-gallery/**", "assets/examples/*"]
 LFS_SIZE = 10_000_000  # the Hub refuses larger files outside LFS
 MAX_FILE_SIZE = 50_000_000  # far below the Hub's limits; a bigger file here would be a mistake
 
 
 def space_files(root: Path = PROJECT_ROOT) -> list[str]:
-    """The tracked files a Space of this app holds, filtered by huggingface_hub exactly as `upload` filters them."""
+    """The files a Space of this app holds: tracked by git, matching SPACE_FILES (filtered by huggingface_hub as
+    the Hub filters patterns), regular files only, and no dotfile or file in a dot-folder (a token, an editor's
+    state): nothing a working tree happens to hold beside them."""
     from huggingface_hub.utils import filter_repo_objects
 
-    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
-    return sorted(filter_repo_objects(tracked.split("\n"), allow_patterns=SPACE_FILES))
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True).stdout
+    listed = filter_repo_objects([f for f in tracked.split("\0") if f], allow_patterns=SPACE_FILES)
+    return sorted(f for f in listed if not any(part.startswith(".") for part in Path(f).parts)
+                  and not (root / f).is_symlink() and (root / f).is_file())
+
+
+def space_operations(root: Path = PROJECT_ROOT) -> list:
+    """The Hub commit of a Space: one added file per line of `space_files(root)`, nothing else."""
+    from huggingface_hub import CommitOperationAdd
+
+    return [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(root / f)) for f in space_files(root)]
+
+
+def upload(repo_id: str, root: Path = PROJECT_ROOT) -> str:
+    """Create or update the Space with exactly what --list prints, in one commit."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+    api.create_commit(repo_id, repo_type="space", operations=space_operations(root),
+                      commit_message="Update the app")
+    return f"https://huggingface.co/spaces/{repo_id}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -43,13 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f)
         print(f"{len(files)} files, {sum((PROJECT_ROOT / f).stat().st_size for f in files) / 1e6:.1f} MB")
         return
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(args.upload, repo_type="space", space_sdk="gradio", exist_ok=True)
-    api.upload_folder(folder_path=PROJECT_ROOT, repo_id=args.upload, repo_type="space", allow_patterns=SPACE_FILES,
-                      commit_message="Update the app")
-    print(f"https://huggingface.co/spaces/{args.upload}")
+    print(upload(args.upload))
 
 
 if __name__ == "__main__":
