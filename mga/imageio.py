@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
+import re
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -18,6 +18,8 @@ ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+FORMATS = "JPEG, PNG, WebP, BMP, TIFF, GIF"
 
 
 class ImageError(ValueError):
@@ -62,8 +64,8 @@ def _eight_bit(img: Image.Image) -> Image.Image:
 def _check_size(width: int, height: int, name: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageError(
-            f"{name}: image is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} we decode "
-            "(a decompression bomb or a scan far larger than needed); downscale it first."
+            f"{name}: image too large to decode safely ({width}x{height} pixels, more than {MAX_IMAGE_PIXELS:,}); "
+            "downscale it first."
         )
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageError(f"{name}: image is only {width}x{height} pixels; at least {MIN_IMAGE_SIDE} px per side "
@@ -138,21 +140,22 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
     if len(data) == 0:
         raise ImageError(f"{label}: the file is empty (0 bytes).")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            _check_size(img.width, img.height, label)
-            size = img.size
-            if max_side:
-                scale = max_side / max(size)
-                img.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
-            img.load()
+        img = Image.open(io.BytesIO(data))  # Pillow only warns up to twice MAX_IMAGE_PIXELS: _check_size refuses
+        _check_size(img.width, img.height, label)
+        size = img.size
+        if max_side:
+            scale = max_side / max(size)
+            img.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
+        img.load()
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{label}: image too large to decode safely ({exc}).") from exc
+    except Image.DecompressionBombError as exc:  # over twice MAX_IMAGE_PIXELS: Pillow refuses it while opening
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels, " if pixels else ""
+        raise ImageError(f"{label}: image too large to decode safely ({size}more than {MAX_IMAGE_PIXELS:,}); "
+                         "downscale it first.") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{label}: not an image file PIL can read (JPEG, PNG, WebP, BMP, TIFF, GIF ...).") from exc
+        raise ImageError(f"{label}: not an image file we can read ({FORMATS}).") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: the image is corrupt or truncated ({exc}).") from exc
     try:
