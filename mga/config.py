@@ -22,6 +22,9 @@ SIDE_DISTRACTORS = {"test": TEST_DISTRACTORS, "validation": TRAIN_BACKGROUNDS}
 MAX_IMAGE_PIXELS = 60_000_000
 # Largest image file we read (bytes): checked before reading, so a huge or sparse file costs nothing.
 MAX_IMAGE_BYTES = 100_000_000
+# Memory that the large images being decoded at once may take (bytes, estimated from each file's header before
+# decoding): a large decode beyond it waits for others to finish, so simultaneous searches cannot stack them.
+DECODE_MEMORY = 600_000_000
 # Smallest side we accept: below it there is no garment left to see.
 MIN_IMAGE_SIDE = 16
 # Side that benchmark and fitting photos are thumbnailed to, about what a phone app sends, whatever the camera.

@@ -1,18 +1,25 @@
-"""Safe image loading: every way a user's file can be wrong ends in one clear ImageError."""
+"""Safe image loading: every way a user's file can be wrong ends in one clear ImageError, and no file, however
+small, costs more memory than its decoded size bounded here (a tile at a time, and a budget that large decodes
+take turns in)."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
 import math
 import re
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Iterator, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_SIDE
+from .config import DECODE_MEMORY, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_SIDE
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -20,26 +27,93 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
 
 FORMATS = "JPEG, PNG, WebP, BMP, TIFF, GIF"
+# Decodes estimated under this never wait for DECODE_MEMORY: a 24 MP photo decoded whole (4 bytes a pixel) is below.
+FREE_DECODE_BYTES = 100_000_000
+# Pixels converted at a time (RGBA, white background, RGB): a few MB, however large the image.
+TILE_PIXELS = 1 << 20
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 
 class ImageError(ValueError):
     """A user-facing problem with one image: the message says what and, where it helps, what to do."""
 
 
-def _to_8bit(img: Image.Image, lo: float, scale: float, rows: int = 256) -> Image.Image:
-    """(pixel - lo) * scale as 8-bit greyscale, a block of rows at a time: a 16-bit or float image converted whole
+class _DecodeBudget:
+    """Bytes that large decodes hold while they run (DECODE_MEMORY in all): a decode that would exceed it waits for
+    others to finish. Small ones (under FREE_DECODE_BYTES) pass freely; one larger than the budget runs alone."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.free = capacity, capacity
+        self.changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        if nbytes < FREE_DECODE_BYTES:
+            yield
+            return
+        nbytes = min(nbytes, self.capacity)
+        with self.changed:
+            self.changed.wait_for(lambda: self.free >= nbytes)
+            self.free -= nbytes
+        try:
+            yield
+        finally:
+            _return_freed_memory()
+            with self.changed:
+                self.free += nbytes
+                self.changed.notify_all()
+
+
+DECODE_BUDGET = _DecodeBudget(DECODE_MEMORY)
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _return_freed_memory() -> None:
+    """Hands the memory a large decode freed back to the system (glibc keeps freed blocks in the thread's own
+    arena: threads taking turns would each keep a decode's worth, which the budget does not count)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _tiles(width: int, height: int, step: int = 1) -> Iterator[tuple[int, int, int, int]]:
+    """Boxes covering a width x height image, about TILE_PIXELS each, their sides multiples of `step` (but the
+    last ones), so that a box reduction by `step` of each tile is that of the whole image."""
+    tile_w = width if width * step <= TILE_PIXELS else max(step, math.isqrt(TILE_PIXELS) // step * step)
+    tile_h = max(step, TILE_PIXELS // tile_w // step * step)
+    for top in range(0, height, tile_h):
+        for left in range(0, width, tile_w):
+            yield left, top, min(width, left + tile_w), min(height, top + tile_h)
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes a pixel of `mode` takes in a decoded PIL image (RGB and LA are stored as 4)."""
+    return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+
+
+def _to_8bit(img: Image.Image, lo: float, scale: float) -> Image.Image:
+    """(pixel - lo) * scale as 8-bit greyscale, a tile at a time: a 16-bit or float image converted whole
     through float64 would cost 8 bytes per pixel (gigabytes for a small, highly compressed 56 MP PNG)."""
-    w, h = img.size
-    out = np.empty((h, w), dtype=np.uint8)
-    for r in range(0, h, rows):
-        block = np.asarray(img.crop((0, r, w, min(h, r + rows))), dtype=np.float32)
-        out[r:r + rows] = np.clip((block - lo) * scale, 0, 255)
+    out = np.empty((img.height, img.width), dtype=np.uint8)
+    for x0, y0, x1, y1 in _tiles(*img.size):
+        tile = np.asarray(img.crop((x0, y0, x1, y1)), dtype=np.float32)
+        out[y0:y1, x0:x1] = np.clip((tile - lo) * scale, 0, 255)
     return Image.fromarray(out, "L")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode (RGBA, P, LA, I;16, I, F, CMYK, L, 1) to RGB (an RGB image itself: callers pass their own
-    copy); transparency is composited on white."""
+    copy); transparency is composited on white. It copies the whole image: _rgb_reduced calls it a tile at a time."""
     img = _eight_bit(img)
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -59,6 +133,19 @@ def _eight_bit(img: Image.Image) -> Image.Image:
         lo, hi = (float(x) for x in img.getextrema())
         return _to_8bit(img, lo, 255.0 / max(hi - lo, 1e-9))
     return img
+
+
+def _rgb_reduced(img: Image.Image, factor: int) -> Image.Image:
+    """`img` (any mode) as RGB, box-reduced by a whole `factor`, converted a tile at a time: a 60 MP palette or RGBA
+    image costs its own decode and a few MB more, not full-size RGBA, white background and RGB copies."""
+    img = _eight_bit(img)
+    if img.mode == "RGB":
+        return img.reduce(factor) if factor > 1 else img
+    out = Image.new("RGB", (-(-img.width // factor), -(-img.height // factor)))
+    for box in _tiles(*img.size, step=factor):
+        tile = _to_rgb(img.crop(box))
+        out.paste(tile.reduce(factor) if factor > 1 else tile, (box[0] // factor, box[1] // factor))
+    return out
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -142,11 +229,7 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
     try:
         img = Image.open(io.BytesIO(data))  # Pillow only warns up to twice MAX_IMAGE_PIXELS: _check_size refuses
         _check_size(img.width, img.height, label)
-        size = img.size
-        if max_side:
-            scale = max_side / max(size)
-            img.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
-        img.load()
+        return _decode(img, max_side)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:  # over twice MAX_IMAGE_PIXELS: Pillow refuses it while opening
@@ -158,24 +241,61 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
         raise ImageError(f"{label}: not an image file we can read ({FORMATS}).") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: the image is corrupt or truncated ({exc}).") from exc
+
+
+def _decode(img: Image.Image, max_side: int | None) -> Image.Image:
+    """An opened image file decoded, reduced within max_side and upright, holding DECODE_BUDGET for as long as its
+    full-size pixels exist (what its header says they take)."""
+    size = img.size
+    factor = _factor(img.size, max_side)
+    if max_side:
+        scale = max_side / max(img.size)
+        img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))  # JPEG: a DCT scale
+        factor = _factor(img.size, max_side)
+    with DECODE_BUDGET.hold(_decode_bytes(img, factor)):
+        img.load()  # before reading EXIF: a PNG's getexif() would load it, swallowing its errors
+        orientation = _orientation(img)
+        out = _rgb_reduced(img, factor)
+        if out is not img:
+            img.close()  # the full-size pixels go now, not when the caller lets go of them
+    out = shrink(out, max_side)
+    if orientation in UPRIGHT:
+        out = out.transpose(UPRIGHT[orientation])
+    out.info = {"original_size": size[::-1] if orientation in (5, 6, 7, 8) else size}  # no EXIF left to turn it
+    return out
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation of an opened image file, None when it has none or a broken EXIF block (that should
+    not cost the picture itself)."""
     try:
-        before = img.size
-        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright photo
-        if img.size != before:  # turned by 90 degrees
-            size = size[::-1]
-    except Exception:  # a broken EXIF block should not cost the picture itself
-        pass
-    return _reduced(img, size, max_side)
+        return img.getexif().get(0x0112)
+    except Exception:
+        return None
+
+
+def _factor(size: tuple[int, int], max_side: int | None) -> int:
+    """The whole factor by which an image more than twice too large for max_side is box-reduced first."""
+    return max(size) // max_side if max_side and max(size) >= 2 * max_side else 1
+
+
+def _decode_bytes(img: Image.Image, factor: int) -> int:
+    """Memory that decoding the opened `img` and reducing it by `factor` to RGB will take at most, from its
+    size and mode: its decoded pixels (at the JPEG's DCT scale) and their RGB reduction (a full-size copy when
+    `factor` is 1, but for an RGB image, which is its own)."""
+    pixels = img.width * img.height
+    if img.format == "WEBP":  # Pillow's animation decoder: two RGBA canvases, the frame's bytes and the image
+        return pixels * 16
+    cost = pixels * _bytes_per_pixel(img.mode)
+    if img.mode[:1] in "IF":
+        cost += pixels  # _eight_bit's 8-bit copy
+    return cost + (pixels * 4 // factor ** 2 if factor > 1 or img.mode != "RGB" else 0)
 
 
 def _reduced(img: Image.Image, original_size: tuple[int, int], max_side: int | None) -> Image.Image:
-    """`img` as RGB within max_side. An image more than twice too large is first box-reduced by a whole factor
-    in its own mode, before any full-size RGB copy exists (what a JPEG's draft decoding does for the others)."""
-    if max_side and max(img.size) >= 2 * max_side:
-        img = _eight_bit(img)
-        if img.mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
-            img = img.reduce(max(img.size) // max_side)
-    img = shrink(_to_rgb(img), max_side)
+    """`img` as RGB within max_side. An image more than twice too large is first box-reduced by a whole factor,
+    a tile at a time, before any full-size RGB copy exists (what a JPEG's draft decoding does for the others)."""
+    img = shrink(_rgb_reduced(img, _factor(img.size, max_side)), max_side)
     img.info["original_size"] = tuple(original_size)
     return img
 

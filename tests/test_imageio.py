@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import LUMA, LUMA_TINY
+from conftest import LUMA, LUMA_TINY, ROOT
 from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
-from mga.imageio import ImageError, bicubic_pixels, load_image, load_photo
+from mga.imageio import FREE_DECODE_BYTES, ImageError, _DecodeBudget, bicubic_pixels, load_image, load_photo
+from ui.inputs import QUERY_MAX_SIDE
 
 
 def real_jpegs(n: int = 3) -> list[Path]:
@@ -266,6 +272,7 @@ def test_exif_rotated_jpeg_is_made_upright(tmp_path):
     # same pixels as PIL's own transpose (which rotates by 270)
     expected = np.asarray(src.transpose(Image.Transpose.ROTATE_270)).astype(int)
     assert np.abs(np.asarray(out).astype(int) - expected).mean() < 6
+    assert load_image(out).size == (h, w), "the app decodes its query again: it must not be turned twice"
 
 
 def test_broken_exif_does_not_cost_the_picture(tmp_path):
@@ -274,6 +281,45 @@ def test_broken_exif_does_not_cost_the_picture(tmp_path):
     exif[0x0112] = 99  # nonsense orientation
     Image.new("RGB", (40, 30), (5, 6, 7)).save(path, exif=exif.tobytes())
     assert load_image(path).size == (40, 30)
+
+
+@pytest.mark.parametrize("fmt", ["png", "gif"])
+def test_large_palette_image_with_transparency_is_reduced_in_tiles(tmp_path, fmt):
+    """Reduced a tile at a time (never a full-size RGBA copy): the same colours, transparency on white."""
+    img = Image.new("P", (3000, 1234), 1)
+    img.putpalette([0, 0, 0, 50, 160, 70] + [0, 0, 0] * 254)
+    img.paste(0, (0, 0, 1500, 1234))
+    path = tmp_path / f"pal.{fmt}"
+    img.save(path, transparency=0)
+    out = load_image(path, max_side=600)
+    assert out.size == (600, 247) and out.info["original_size"] == (3000, 1234)
+    px = np.asarray(out).astype(int)
+    assert (px[:, :295] == 255).all() and (np.abs(px[:, 305:] - (50, 160, 70)) <= 1).all()
+
+
+def test_large_decodes_take_turns_within_the_budget_and_small_ones_do_not_wait():
+    budget = _DecodeBudget(300_000_000)
+    running, most, lock = [0], [0], threading.Lock()
+
+    def decode(nbytes: int) -> None:
+        with budget.hold(nbytes):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+
+    threads = [threading.Thread(target=decode, args=(200_000_000,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and budget.free == 300_000_000, "two 200 MB decodes never overlap under 300 MB"
+    with budget.hold(10**12):  # more than the whole budget: runs alone
+        started = time.monotonic()
+        decode(FREE_DECODE_BYTES - 1)  # a small decode passes though the budget is spent
+        assert time.monotonic() - started < 1
 
 
 # --- in-memory sources -------------------------------------------------------------------------------------
@@ -390,3 +436,81 @@ def test_sixteen_bit_greyscale_keeps_its_tones_and_fits_max_side(tmp_path):
     assert img.mode == "RGB" and np.abs(np.asarray(img)[..., 0].astype(int) - expected).max() <= 1
     small = load_image(tmp_path / "ramp16.png", max_side=64)
     assert max(small.size) == 64 and small.info["original_size"] == (200, 300)
+
+
+# --- memory: files tiny on disk that decode to ~60 MP ------------------------------------------------------
+
+ATTACK_SIDE = 7700  # 59.3 MP, just under MAX_IMAGE_PIXELS: the largest image load_image agrees to decode
+MB = 1 << 20
+
+
+def attack_file(folder: Path, kind: str) -> Path:
+    """A one-colour ATTACK_SIDE^2 image a few kB (GIF, palette PNG with transparency) or 38 bytes (WebP) long."""
+    assert ATTACK_SIDE ** 2 <= MAX_IMAGE_PIXELS
+    path = folder / f"attack.{kind}"
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        if kind == "webp":
+            Image.new("RGB", (ATTACK_SIDE, ATTACK_SIDE), (200, 30, 30)).save(path, lossless=True, quality=0, method=0)
+        else:
+            img = Image.new("P", (ATTACK_SIDE, ATTACK_SIDE), 1)
+            img.putpalette([0, 0, 0, 200, 30, 30] + [0, 0, 0] * 254)
+            img.save(path, transparency=0, optimize=True) if kind == "png" else img.save(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    assert path.stat().st_size < 100_000
+    return path
+
+
+# A fresh interpreter decodes `copies` queries of the file at once, one thread each, as the app's searches do, and
+# prints its peak resident memory over what it held before, with the decoded images' sizes. Linux's VmHWM, reset
+# first: getrusage's ru_maxrss would start from the parent's size (kept across fork and exec).
+PEAK_GROWTH = """
+import json, sys, threading
+from mga.imageio import load_image
+path, max_side, copies = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) starts again from the current size
+before = status("VmRSS")
+sizes = []
+threads = [threading.Thread(target=lambda: sizes.append(load_image(path, max_side=max_side).size))
+           for _ in range(copies)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"growth": status("VmHWM") - before, "sizes": sizes}))
+"""
+
+
+def peak_growth(path: Path, copies: int = 1) -> int:
+    """Peak memory growth (bytes) of `copies` simultaneous query decodes of `path` in a fresh process."""
+    run = subprocess.run([sys.executable, "-c", PEAK_GROWTH, str(path), str(QUERY_MAX_SIDE), str(copies)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["sizes"] == [[QUERY_MAX_SIDE, QUERY_MAX_SIDE]] * copies, "every decode gives the reduced query"
+    return out["growth"]
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads memory from /proc")
+
+
+@needs_proc
+@pytest.mark.parametrize("kind", ["gif", "png"])
+def test_a_tiny_file_of_a_huge_image_decodes_in_bounded_memory(tmp_path, kind):
+    """A 60 MP image costs 60 MB (GIF, palette PNG) to 240 MB (RGBA) decoded once; its conversion to a query must
+    not add full-size RGBA copies on top (it was 1.2 GB for the GIF and the PNG)."""
+    growth = peak_growth(attack_file(tmp_path, kind))
+    assert growth < 400 * MB, f"{kind}: {growth / MB:.0f} MB at peak"
+
+
+@needs_proc
+def test_eight_huge_queries_at_once_stay_bounded(tmp_path):
+    """The app runs up to 8 searches at once: 8 such GIFs decoded together took 7.9 GB at peak."""
+    growth = peak_growth(attack_file(tmp_path, "gif"), copies=8)
+    assert growth < 2000 * MB, f"{growth / MB:.0f} MB at peak"
