@@ -27,6 +27,7 @@ class Match:
     anchor_contribution: float = 0.0  # the pretrained backbone's descriptor's term (mga.anchor)
     query_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the query image's frame
     match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
+    query_grid: np.ndarray | None = None  # the query's heatmap on its token grid (SearchEngine.query_heatmap)
     match_grid: np.ndarray | None = None  # the same on the token grid of the matched view (SearchEngine.match_heatmap)
     index: int = -1  # the image in the index (for gallery_image / "more like this")
     display_path: str = ""  # a thumbnail where the index has one, else `path`

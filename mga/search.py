@@ -107,7 +107,7 @@ class SearchEngine:
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
                heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-               match_heatmaps: bool = True, views: str = DEFAULT_VIEWS,
+               heatmaps: bool = True, views: str = DEFAULT_VIEWS,
                category_vote: float = CATEGORY_VOTE) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
@@ -116,7 +116,7 @@ class SearchEngine:
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, explain, query_size=img.size,
                                    heatmap_max_side=heatmap_max_side, products=products,
-                                   match_heatmaps=match_heatmaps, views=views, category_vote=category_vote)
+                                   heatmaps=heatmaps, views=views, category_vote=category_vote)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -125,11 +125,12 @@ class SearchEngine:
                         rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = False,
                         query_size: tuple[int, int] | None = None,
                         heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-                        match_heatmaps: bool = True, views: str = DEFAULT_VIEWS,
+                        heatmaps: bool = True, views: str = DEFAULT_VIEWS,
                         category_vote: float = CATEGORY_VOTE) -> SearchResult:
         """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
-        `match_heatmaps=False`: the matches' own heatmaps wait for `match_heatmap` (an app shows one at a time).
+        `heatmaps=False`: each match keeps its maps on the token grid, and its heatmaps wait for `query_heatmap` and
+        `match_heatmap` (an app shows one match at a time, and keeps its last search per visitor).
         `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
         among the gallery's zoom windows too, a whole garment among full photos only. `category_vote`: the weight of
         the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off)."""
@@ -157,7 +158,7 @@ class SearchEngine:
                     for j in (head + [j for j in by_product if j >= ranked.n_rerank])[:2]]
         set_confidence(matches, best_two, self.model.config.confidence)
         if explain:
-            self._explain(matches, ranked, q, query_size, heatmap_max_side, match_heatmaps)
+            self._explain(matches, ranked, q, query_size, heatmap_max_side, heatmaps)
         t3 = time.perf_counter()
         timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
                    "total_ms": (t3 - t0) * 1e3}
@@ -201,22 +202,31 @@ class SearchEngine:
             category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0)
 
     def _explain(self, matches: list[Match], ranked: "Ranked", q: Encoding, query_size: tuple[int, int] | None,
-                 heatmap_max_side: int | None, match_heatmaps: bool = True) -> None:
-        """Heatmaps of what each part contributed, on the query (one pass for all matches) and on each match (in
-        its frame; with match_heatmaps=False only when asked for, by `match_heatmap`)."""
-        q_attn, size, query_maps = q.attn[0].float().numpy(), self.model.config.image_size, []
+                 heatmap_max_side: int | None, heatmaps: bool = True) -> None:
+        """What each part contributed, on the token grids of the query and of each match; with `heatmaps`, also
+        as heatmaps in the images' frames (the query's in one pass for all matches)."""
+        q_attn = q.attn[0].float().numpy()
         for m in matches:
             contrib = np.asarray(m.contributions, dtype=np.float32)
             match_attn = np.asarray(self.index.attn[m.row], dtype=np.float32)
-            qg, mg = part_contribution_maps(contrib, q_attn, match_attn, ranked.alignment.assignment[0, m.view].numpy())
-            query_maps.append(qg)
-            m.match_grid = mg
-            if match_heatmaps:
+            m.query_grid, m.match_grid = part_contribution_maps(contrib, q_attn, match_attn,
+                                                                ranked.alignment.assignment[0, m.view].numpy())
+            if heatmaps:
                 self.match_heatmap(m, heatmap_max_side)
-        if query_maps and query_size is not None:
-            frames = to_image_frame(np.stack(query_maps), query_size[0], query_size[1], size, heatmap_max_side)
+        if heatmaps and matches and query_size is not None:
+            frames = to_image_frame(np.stack([m.query_grid for m in matches]), query_size[0], query_size[1],
+                                    self.model.config.image_size, heatmap_max_side)
             for match, frame in zip(matches, frames):
                 match.query_heatmap = frame
+
+    def query_heatmap(self, m: Match, query_size: tuple[int, int],
+                      heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
+        """The match's heatmap on the query (`query_size`: its (w, h)), computed once; None for a search without
+        explain."""
+        if m.query_heatmap is None and m.query_grid is not None:
+            m.query_heatmap = to_image_frame(m.query_grid[None], query_size[0], query_size[1],
+                                             self.model.config.image_size, heatmap_max_side)[0]
+        return m.query_heatmap
 
     def match_heatmap(self, m: Match, heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
         """The match's heatmap in its own frame (computed once; None for a search without explain)."""

@@ -214,9 +214,10 @@ def test_product_results_list_each_product_once_at_its_best_photo(engine, luma_p
         assert m.lead == pytest.approx(m.score - max(s for o, s in zip(products.matches, scores) if o is not m))
 
 
-def test_a_match_heatmap_on_demand_equals_the_eager_one(engine, luma_photos):
+def test_heatmaps_on_demand_equal_the_eager_ones(engine, luma_photos):
     eager = engine.search(luma_photos[2], k=3, heatmap_max_side=256)
-    lazy = engine.search(luma_photos[2], k=3, heatmap_max_side=256, match_heatmaps=False)
+    lazy = engine.search(luma_photos[2], k=3, heatmap_max_side=256, heatmaps=False)
     for a, b in zip(eager.matches, lazy.matches):
-        assert b.match_heatmap is None and b.query_heatmap is not None  # the query's maps come in one pass anyway
+        assert b.match_heatmap is None and b.query_heatmap is None  # kept on the token grids until asked for
         assert np.array_equal(engine.match_heatmap(b, 256), a.match_heatmap)
+        assert np.allclose(engine.query_heatmap(b, lazy.query_size, 256), a.query_heatmap, atol=1e-6)
