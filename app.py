@@ -21,6 +21,8 @@ from types import SimpleNamespace  # noqa: E402
 import gradio as gr  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi import FastAPI, HTTPException  # noqa: E402
+from gradio.utils import is_in_or_equal  # noqa: E402
+from gradio_client.utils import is_http_url_like  # noqa: E402
 from fastapi.responses import FileResponse  # noqa: E402
 
 from mga.imageio import ImageError  # noqa: E402
@@ -31,6 +33,8 @@ from ui.settings import (  # noqa: E402
     ALL_CATEGORIES,
     DEFAULT_K,
     MAX_K,
+    SESSION_MINUTES,
+    SESSIONS,
     LoadedEngine,
     allowed_paths,
     example_paths,
@@ -61,6 +65,10 @@ SHOW_RESULTS = """(error) => { if (window.innerWidth < 900) {
                                                                               block: 'start'}); } }"""
 
 
+FILE_NOT_SENT = ("query image: send the photo itself with the request (gradio_client: handle_file(path)); the "
+                 "app reads no file or address a request names")
+
+
 class QueryPhoto(gr.Image):
     """gr.Image that hands the uploaded file to ui.inputs undecoded, so that a bad file gets the app's own
     one-line message (gr.Image decodes it first and fails with Gradio's raw error, naming a server path)."""
@@ -71,6 +79,16 @@ class QueryPhoto(gr.Image):
 
     def preprocess(self, payload):
         return None if payload is None else payload.path
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path):
+        """The one door a photo comes in by: a file in Gradio's upload folder (an upload, an example, or an image
+        the app itself handed to Gradio). A server path or an address named in a request is refused with the same
+        words whether it exists or not, and nothing is read, fetched or copied. (Gradio's own check of this is
+        skipped in a mounted app, and its refusal names the server's folder.)"""
+        path = str(url_or_file_path or "")
+        if is_http_url_like(path) or not is_in_or_equal(path, self.GRADIO_CACHE):
+            raise gr.Error(FILE_NOT_SENT, print_exception=False)
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
 
 
 @contextmanager
@@ -129,9 +147,11 @@ class Callbacks:
         return evt.index, *self.details(ui, evt.index)
 
     def more_like_this(self, ui, i):
+        """The picked product's photo as the new query: handed over decoded, so that Gradio saves it into its upload
+        folder, the only place the photo box takes files from (QueryPhoto)."""
         if ui is None or i is None:
             raise gr.Error("Pick a result first.")
-        return self.loaded.files.original(ui.result.matches[i].index)
+        return self.loaded.engine.gallery_image(ui.result.matches[i].index, original=True)
 
     def api_search(self, image, k, category):
         """Search the shop with one photo of a garment.
@@ -148,11 +168,12 @@ class Callbacks:
 
 def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
     """The page: the photo and its settings on the left, the products and why they matched on the right."""
-    c = SimpleNamespace(last=gr.State(None), selected=gr.State(None), corners=gr.State([]))
+    kept = dict(time_to_live=SESSION_MINUTES * 60)  # a visitor's results, until they go quiet (ui.settings)
+    c = SimpleNamespace(last=gr.State(None, **kept), selected=gr.State(None, **kept), corners=gr.State([], **kept))
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
             c.query = QueryPhoto(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
-                                 height=340, elem_id="mga-query")
+                                 format="png", height=340, elem_id="mga-query")  # png: "more like this" is lossless
             c.error = gr.Markdown(elem_id="mga-error")
             c.crop = gr.Checkbox(label="Auto-crop to the garment (trim a plain background)", value=False)
             with gr.Row():
@@ -219,6 +240,7 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         gr.Markdown(loaded.status_markdown, elem_id="mga-status")
         wire(layout([ALL_CATEGORIES] + list(loaded.engine.categories), examples), Callbacks(loaded))
+    demo.state_session_capacity = SESSIONS  # launch()'s setting; the app is mounted, not launched (main)
     return demo
 
 

@@ -41,6 +41,15 @@ def query_photos(n: int = 5) -> list[Path]:
     return photos[:n]
 
 
+class RunningApp(str):
+    """The URL of a running test app, with its process id and its temporary folder (Gradio's cache is in there)."""
+
+    def __new__(cls, url: str, pid: int, tmp: Path) -> "RunningApp":
+        app = super().__new__(cls, url)
+        app.pid, app.tmp = pid, tmp
+        return app
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -83,14 +83,15 @@ def hub_cache(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A running app (tests/app_server.py) for the tests of one module: its URL. Once stopped (as a Space is, by
-    SIGTERM), the app must have removed the copies of gallery images it served (ui.files.GalleryFiles) and every
-    photo it was sent (Gradio's cache): only its own examples may stay."""
-    from app_server import start_app, stop_app
+    """A running app (tests/app_server.py) for the tests of one module: its URL (a str, with the server's `pid` and
+    temporary folder `tmp`). Once stopped (as a Space is, by SIGTERM), the app must have removed the copies of
+    gallery images it served (ui.files.GalleryFiles) and every photo it was sent (Gradio's cache): only its own
+    examples may stay."""
+    from app_server import RunningApp, start_app, stop_app
 
     tmp = tmp_path_factory.mktemp("app")
     proc, url, log = start_app(tmp)
-    yield url
+    yield RunningApp(url, proc.pid, tmp)
     stop_app(proc)
     log.close()
     assert proc.returncode == 0, f"the app did not stop cleanly ({proc.returncode})"

@@ -18,13 +18,13 @@ import pytest
 from PIL import Image
 
 from app_server import ROOT, free_port, gallery_root, index_dir, query_photos
-
+from bench.app_client import AppClient, file_data
+from bench.memory import bombs, fresh_sessions, shop_photos, small_huge_image
 from conftest import DISTRACTORS
 from mga.config import DEFAULT_INDEX_DIR
 
-
-
 pytestmark = pytest.mark.slow  # real app servers in subprocesses
+
 
 @pytest.fixture(scope="module")
 def client(server):
@@ -147,6 +147,46 @@ def test_api_bad_input_gets_clear_message_and_server_keeps_answering(client, tmp
                 search(client, path, k=3)
             assert "query image" in str(info.value), (name, str(info.value))
     check_ranked(search(client, query_photos(1)[0], k=5), 5)  # still answering
+
+
+def test_a_request_naming_a_server_path_reads_nothing_and_is_answered_alike(server):
+    """Gradio's clients send the photo itself, but a request may name any path or address instead: /dev/zero once
+    froze the whole app, /etc/passwd was copied into Gradio's cache, and a missing file got its own answer (an
+    oracle of what exists). Each is refused, in the same words, before anything is read."""
+    client = AppClient(server, timeout=600)  # a guard against a frozen app, not a timing
+    example = sorted((ROOT / "assets" / "examples").glob("*.jpg"))[0]
+    named = ["/dev/zero", "/etc/passwd", "/proc/self/environ", "/no/such/file.jpg", "app.py", str(example),
+             "http://127.0.0.1:9/photo.jpg"]
+    answers = {path: client.api_search(file_data(path)).error for path in named}
+    answers["UI: /etc/passwd"] = client.ui_search(file_data("/etc/passwd")).error
+    assert len({str(a) for a in answers.values()}) == 1, answers
+    assert "send the photo itself" in str(answers["/dev/zero"]) and str(ROOT) not in str(answers["app.py"])
+    assert client.http.get("gradio_api/info").status_code == 200
+    copied = [f for f in server.tmp.rglob("*") if f.is_file() and f.name in ("zero", "passwd", "environ", "app.py")]
+    assert not copied, copied
+    assert client.api_search(client.upload(example), 3).error is None  # a photo sent with the request is searched
+    client.close()
+
+
+def test_fresh_visitors_leave_bounded_memory(server):
+    """Each visitor's last search stays in the server's memory (Gradio's sessions): 40 fresh sessions through the UI
+    once kept +410 MB, about 10 MB each, for as long as the app ran."""
+    client = AppClient(server)
+    photos = shop_photos(41)
+    assert client.ui_search(client.upload(photos[0])).error is None  # warm: every buffer of a search exists
+    visits = fresh_sessions(client, server.pid, photos[1:])
+    assert visits["answered"] == 40 and visits["kept_mb"] < 150, visits
+    client.close()
+
+
+def test_small_files_of_huge_images_cost_bounded_memory_even_eight_at_once(server, tmp_path):
+    """A 44 kB GIF of 7700x7700 once cost +1.2 GB at peak, four at once 6.6 GB."""
+    client = AppClient(server)
+    bomb = small_huge_image(tmp_path)
+    one, eight = bombs(client, server.pid, bomb, 1), bombs(client, server.pid, bomb, 8)
+    assert one["answered"] == 1 and one["peak_extra_mb"] < 400, one
+    assert eight["answered"] == 8 and eight["peak_extra_mb"] < 2000, eight
+    client.close()
 
 
 def test_eight_concurrent_clients_get_the_sequential_answers(server, client):

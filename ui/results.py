@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import html
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,13 +31,30 @@ DISPLAY_MAX_SIDE = 320
 HEATMAP_SIDE = 256
 
 
+# A session keeps its query photo as a JPEG of this quality (a tenth of the decoded pixels' memory): every visitor's
+# last search stays in the server's memory until the session expires (ui.settings.SESSION_MINUTES).
+KEPT_QUALITY = 92
+
+
 @dataclass
 class UIResult:
-    """What one search shows: the query as searched, the result, and the gallery's items."""
+    """What one search shows and what a session keeps of it: the query as searched (compressed), the result, and
+    the gallery's items."""
 
-    query: Image.Image
+    photo: bytes  # the query as searched, as a JPEG (`query` decodes it)
     result: SearchResult
     gallery: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]]) -> "UIResult":
+        buf = io.BytesIO()
+        query.save(buf, "JPEG", quality=KEPT_QUALITY)
+        return cls(buf.getvalue(), result, gallery)
+
+    @property
+    def query(self) -> Image.Image:
+        """The query photo, decoded anew (the session keeps only its JPEG)."""
+        return Image.open(io.BytesIO(self.photo)).convert("RGB")
 
     @property
     def confident(self) -> bool:
@@ -50,7 +68,8 @@ class UIResult:
         n = len(self.result.matches)
         if n == 0:
             return "No matches (is the category empty?)."
-        timing = (f"{n} products for a {self.query.width}×{self.query.height} photo · search "
+        w, h = self.result.query_size
+        timing = (f"{n} products for a {w}×{h} photo · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
                   f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
         if not self.confident:
@@ -89,9 +108,9 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
     if crop:
         img = autocrop(img)
     res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, heatmap_max_side=heatmap_max_side,
-                               products=True, match_heatmaps=False)  # one is shown at a time: match_details
+                               products=True, heatmaps=False)  # one is shown at a time: match_details
     items = [(loaded.files.display(m.index), caption(m)) for m in res.matches]
-    return UIResult(img, res, items)
+    return UIResult.of(img, res, items)
 
 
 def gallery_url(index: int, image: str) -> str:
@@ -162,7 +181,8 @@ def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dic
     overlaid (at display size), and the per-part contribution chart."""
     loaded.engine.match_heatmap(match, HEATMAP_SIDE)
     q = _fit(query)
-    q_over = overlay(q, match.query_heatmap) if match.query_heatmap is not None else q
+    q_heat = loaded.engine.query_heatmap(match, query.size, HEATMAP_SIDE)
+    q_over = overlay(q, q_heat) if q_heat is not None else q
     try:
         m_img = _fit(load_image(match.path))
     except ImageError:  # the original is gone: fall back to the thumbnail

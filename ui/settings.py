@@ -20,6 +20,11 @@ MAX_K = 50
 DEFAULT_K = 10
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 EXAMPLE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+# What the server keeps of its visitors: each session's last search (a compressed photo and its results) lives
+# SESSION_MINUTES after its last use, and only the SESSIONS most recently active sessions keep theirs (Gradio's own
+# default, 10,000 sessions without end, lets a public Space run out of memory one visitor at a time).
+SESSION_MINUTES = 30
+SESSIONS = 100
 
 
 # ------------------------------------------------------------------------------------------------ settings
