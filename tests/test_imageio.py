@@ -283,6 +283,35 @@ def test_broken_exif_does_not_cost_the_picture(tmp_path):
     assert load_image(path).size == (40, 30)
 
 
+def test_webp_still_with_alpha_and_reduced(tmp_path):
+    arr = np.zeros((300, 800, 4), dtype=np.uint8)
+    arr[:, :400] = (20, 120, 220, 255)  # opaque blue left half, transparent right half
+    path = tmp_path / "alpha.webp"
+    Image.fromarray(arr, "RGBA").save(path, lossless=True)
+    full = np.asarray(load_image(path))
+    assert full.shape == (300, 800, 3)
+    assert (full[:, :400] == (20, 120, 220)).all() and (full[:, 400:] == 255).all()
+    small = load_image(path, max_side=200)  # decoded by libwebp at 1/4 scale
+    assert small.size == (200, 75) and small.info["original_size"] == (800, 300)
+    px = np.asarray(small).astype(int)
+    assert np.abs(px[:, :95] - (20, 120, 220)).max() <= 2 and (px[:, 105:] == 255).all()
+
+
+def test_webp_lossy_exif_rotated_animated_and_truncated(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (400, 200), (200, 40, 40)).save(tmp_path / "turned.webp", quality=90, exif=exif.tobytes())
+    out = load_image(tmp_path / "turned.webp", max_side=100)
+    assert out.size == (50, 100) and out.info["original_size"] == (200, 400)
+    assert np.abs(np.asarray(out).astype(int) - (200, 40, 40)).max() <= 8
+    frames = [Image.new("RGB", (64, 48), c) for c in ((250, 0, 0), (0, 0, 250))]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    assert (np.asarray(load_image(tmp_path / "anim.webp", max_side=32)) == (250, 0, 0)).all()  # Pillow: frame 1
+    data = (tmp_path / "turned.webp").read_bytes()
+    with pytest.raises(ImageError, match="corrupt|truncated"):
+        load_image(data[: len(data) // 2], name="half.webp")
+
+
 @pytest.mark.parametrize("fmt", ["png", "gif"])
 def test_large_palette_image_with_transparency_is_reduced_in_tiles(tmp_path, fmt):
     """Reduced a tile at a time (never a full-size RGBA copy): the same colours, transparency on white."""
@@ -501,10 +530,10 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reas
 
 
 @needs_proc
-@pytest.mark.parametrize("kind", ["gif", "png"])
+@pytest.mark.parametrize("kind", ["gif", "png", "webp"])
 def test_a_tiny_file_of_a_huge_image_decodes_in_bounded_memory(tmp_path, kind):
     """A 60 MP image costs 60 MB (GIF, palette PNG) to 240 MB (RGBA) decoded once; its conversion to a query must
-    not add full-size RGBA copies on top (it was 1.2 GB for the GIF and the PNG)."""
+    not add full-size RGBA copies on top (it was 1.2 GB for the GIF and the PNG, 0.9 GB for the WebP)."""
     growth = peak_growth(attack_file(tmp_path, kind))
     assert growth < 400 * MB, f"{kind}: {growth / MB:.0f} MB at peak"
 
