@@ -23,10 +23,10 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI, HTTPException  # noqa: E402
 from gradio.utils import is_in_or_equal  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
-from fastapi.responses import FileResponse  # noqa: E402
+from fastapi.responses import Response  # noqa: E402
 
 from mga.imageio import ImageError  # noqa: E402
-from mga.index import IndexFormatError  # noqa: E402
+from mga.index import GalleryFileError, IndexFormatError, image_type  # noqa: E402
 from ui.inputs import add_corner, crop_to_corners, crop_view  # noqa: E402
 from ui.results import GALLERY_ROUTE, api_payload, match_details, run_search  # noqa: E402
 from ui.settings import (  # noqa: E402
@@ -245,14 +245,21 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
 
 
 def serve_gallery(app: FastAPI, loaded: LoadedEngine) -> None:
-    """GET /gallery/<i>/<name>: gallery image i as results show it, for API clients (`url` in the JSON)."""
+    """GET /gallery/<i>/<name>: gallery image i as results show it, for API clients (`url` in the JSON). Its bytes
+    come from GalleryIndex.read_image, which checks the very file it opens on every request (inside the gallery,
+    a regular image file, no link out); anything else is a 404 that names nothing of the server."""
 
     @app.get(f"/{GALLERY_ROUTE}/{{i}}/{{name}}")
     def gallery_image(i: int, name: str):
         index = loaded.engine.index
         if not 0 <= i < len(index) or name != Path(index.relative_path(i)).name:
             raise HTTPException(404, "no such gallery image")
-        return FileResponse(index.display_path(i))  # checked: inside the gallery (or the index's thumbnails)
+        try:
+            data = index.read_image(i, display=True)
+        except GalleryFileError as exc:
+            print(f"WARNING: not served: {exc}", flush=True)
+            raise HTTPException(404, "no such gallery image") from None
+        return Response(data, media_type=image_type(data))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,6 @@ class Match:
     item_id: str
     category: str
     image: str  # the gallery image, relative to its gallery root: what users and API clients see
-    path: str  # its file on this machine (never shown)
     metadata: dict
     contributions: list[float]  # per part, ATA's c_k
     part_names: list[str]  # per part, its name on garments of this match's category (mga.parts.names_for)
@@ -29,8 +28,7 @@ class Match:
     match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
     query_grid: np.ndarray | None = None  # the query's heatmap on its token grid (SearchEngine.query_heatmap)
     match_grid: np.ndarray | None = None  # the same on the token grid of the matched view (SearchEngine.match_heatmap)
-    index: int = -1  # the image in the index (for gallery_image / "more like this")
-    display_path: str = ""  # a thumbnail where the index has one, else `path`
+    index: int = -1  # the image in the index: its file is read through GalleryIndex.read_image (gallery_image)
     box: tuple[float, float, float, float] = FULL_BOX  # the view that matched: the full photo or a zoom window
     row: int = -1  # the index row of that view
     view: int = -1  # its position among the re-ranked rows (for the alignment's assignment)
@@ -64,7 +62,7 @@ class SearchResult:
         scores = [m.score + m.category_vote for m in self.matches]
         if any(a < b - 1e-6 for a, b in zip(scores, scores[1:])):
             raise AssertionError("search results must be sorted by score and category vote")
-        if len({m.path for m in self.matches}) != len(self.matches):
+        if len({m.index for m in self.matches}) != len(self.matches):
             raise AssertionError("search results must not repeat an image")
 
     def to_json(self) -> list[dict]:

@@ -28,7 +28,7 @@ from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
 from .coarse import best_per_image
 from .matches import Match, SearchResult
-from .index import GalleryIndex, IndexFormatError, IndexMismatchError, rebuild_command
+from .index import GalleryIndex, IndexFormatError, IndexMismatchError, check_fits, rebuild_command
 from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
 from .confidence import set_confidence
@@ -77,6 +77,7 @@ class SearchEngine:
                 f"({describe_weights(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
                 f"rebuild the index with: {rebuild_command(index.manifest, index.path, weights)}")
         self.fingerprint = fp
+        check_fits(index, model, weights)  # arrays of other widths than the model's would fail every search
         self.closeup = detector(model, fp)  # once here, not per query
         self.categories: list[str] = index.categories
         cfg = model.config
@@ -190,13 +191,13 @@ class SearchEngine:
         return Match(
             rank=rank, score=ranked.score(j, coarse), coarse_score=float(coarse[j]),
             item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
-            image=self.index.relative_path(image), path=str(self.index.image_path(image)),
+            image=self.index.relative_path(image),
             metadata=dict(it.get("meta", {})), contributions=[float(x) for x in contrib],
             part_names=names_for(self.model.config.part_names, it.get("category"), len(contrib)),
             global_contribution=float(ranked.alignment.global_term[0, c]),
             anchor_contribution=float(ranked.alignment.anchor_term[0, c]),
             index=image,
-            display_path=str(self.index.display_path(image)), row=int(ranked.rows[c]), view=c,
+            row=int(ranked.rows[c]), view=c,
             box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
             photos=self.index.item_photos.get(it.get("item_id"), 1),
             category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0)
@@ -237,9 +238,9 @@ class SearchEngine:
         return m.match_heatmap
 
     def gallery_image(self, i: int, original: bool = False) -> Image.Image:
-        """Gallery image i (its thumbnail unless `original`), e.g. for "more like this"."""
-        path = self.index.image_path(i) if original else self.index.display_path(i)
-        return load_image(path)
+        """Gallery image i (its thumbnail unless `original`), e.g. for "more like this"; GalleryFileError or
+        ImageError (naming it by its gallery path) when it cannot be had."""
+        return load_image(self.index.read_image(i, display=not original), name=self.index.relative_path(i))
 
     def gallery_encoding(self, i: int) -> Encoding:
         """The stored encoding of image i's full photo: search with it for "more like this" without re-encoding."""

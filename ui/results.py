@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,13 +14,15 @@ from PIL import Image
 
 from mga.confidence import CONFIDENT
 from mga.explain import overlay
-from mga.imageio import ImageError, load_image
+from mga.imageio import ImageError
+from mga.index import GalleryFileError
 from mga.matches import Match, SearchResult
 from mga.views import FULL_BOX
 
 from .inputs import autocrop, decode_query, parse_category, parse_k
 from .settings import ALL_CATEGORIES, DEFAULT_K, LoadedEngine
 
+log = logging.getLogger(__name__)
 # Metadata columns that only the index needs (ids, splits, provenance): never shown to shoppers.
 HIDDEN_FIELDS = {"product_name", "color", "view", "evaluation_status", "source", "image_name", "path", "split"}
 # Gallery images for API clients: GALLERY_ROUTE/<image number>/<file name>, relative to the app's address.
@@ -109,8 +112,24 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
         img = autocrop(img)
     res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, heatmap_max_side=heatmap_max_side,
                                products=True, heatmaps=False)  # one is shown at a time: match_details
-    items = [(loaded.files.display(m.index), caption(m)) for m in res.matches]
-    return UIResult.of(img, res, items)
+    return UIResult.of(img, res, gallery_items(loaded, res))
+
+
+def gallery_items(loaded: LoadedEngine, res: SearchResult) -> list[tuple[str, str]]:
+    """The results' photos (app copies) and captions. A photo the gallery no longer has (or never could serve)
+    leaves its result out, said in the log: one bad file must not fail every search that would show it."""
+    items, kept = [], []
+    for m in res.matches:
+        try:
+            items.append((loaded.files.display(m.index), caption(m)))
+        except GalleryFileError as exc:
+            log.warning("a result left out: %s", exc)
+            continue
+        kept.append(m)
+    for rank, m in enumerate(kept, 1):
+        m.rank = rank
+    res.matches = kept
+    return items
 
 
 def gallery_url(index: int, image: str) -> str:
@@ -184,9 +203,9 @@ def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dic
     q_heat = loaded.engine.query_heatmap(match, query.size, HEATMAP_SIDE)
     q_over = overlay(q, q_heat) if q_heat is not None else q
     try:
-        m_img = _fit(load_image(match.path))
-    except ImageError:  # the original is gone: fall back to the thumbnail
-        m_img = _fit(load_image(match.display_path))
+        m_img = _fit(loaded.engine.gallery_image(match.index, original=True))
+    except (GalleryFileError, ImageError):  # the original is gone: its thumbnail, as the results show it
+        m_img = _fit(loaded.engine.gallery_image(match.index))
     m_over = overlay(m_img, match.match_heatmap) if match.match_heatmap is not None else m_img
     zoomed = tuple(match.box) != FULL_BOX
     if zoomed:
