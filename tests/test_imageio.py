@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.memory import small_huge_image
 from conftest import LUMA, LUMA_TINY, ROOT
 from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 from mga.imageio import FREE_DECODE_BYTES, ImageError, _DecodeBudget, bicubic_pixels, load_image, load_photo
@@ -469,25 +470,11 @@ def test_sixteen_bit_greyscale_keeps_its_tones_and_fits_max_side(tmp_path):
 
 # --- memory: files tiny on disk that decode to ~60 MP ------------------------------------------------------
 
-ATTACK_SIDE = 7700  # 59.3 MP, just under MAX_IMAGE_PIXELS: the largest image load_image agrees to decode
 MB = 1 << 20
 
 
 def attack_file(folder: Path, kind: str) -> Path:
-    """A one-colour ATTACK_SIDE^2 image a few kB (GIF, palette PNG with transparency) or 38 bytes (WebP) long."""
-    assert ATTACK_SIDE ** 2 <= MAX_IMAGE_PIXELS
-    path = folder / f"attack.{kind}"
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        if kind == "webp":
-            Image.new("RGB", (ATTACK_SIDE, ATTACK_SIDE), (200, 30, 30)).save(path, lossless=True, quality=0, method=0)
-        else:
-            img = Image.new("P", (ATTACK_SIDE, ATTACK_SIDE), 1)
-            img.putpalette([0, 0, 0, 200, 30, 30] + [0, 0, 0] * 254)
-            img.save(path, transparency=0, optimize=True) if kind == "png" else img.save(path)
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
+    path = small_huge_image(folder, kind)
     assert path.stat().st_size < 100_000
     return path
 
