@@ -104,6 +104,11 @@ def safe_relative(path: Any, where: str) -> str:
     return path
 
 
+def items_max_bytes(views: int) -> int:
+    """The most an index of `views` views may hold in items.jsonl (the builder checks what it writes against it)."""
+    return ITEMS_BASE_BYTES + ITEMS_BYTES_PER_VIEW * views
+
+
 def image_type(data: bytes) -> str | None:
     """The media type of an image file's bytes by their signature (JPEG, PNG, GIF, WebP, BMP, TIFF), else None."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -402,8 +407,7 @@ class GalleryIndex(CoarseSearch):
                 missing = BOXES if OWNER in files else OWNER
                 raise IndexFormatError(f"{self.path / missing}: missing; rebuild the index")
             v = files[EMBEDDINGS].shape[0]
-            self.items: list[dict] = _read_items(self.path, self._folder, len(self.roots),
-                                                 ITEMS_BASE_BYTES + ITEMS_BYTES_PER_VIEW * v)
+            self.items: list[dict] = _read_items(self.path, self._folder, len(self.roots), items_max_bytes(v))
             self._check_headers(files)
             self.embeddings, self.global_, self.parts, self.attn = (
                 files.pop(name).load(mmap) for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN))
@@ -442,9 +446,9 @@ class GalleryIndex(CoarseSearch):
         self.item_photos = Counter(str(it.get("item_id", "")) for it in self.items)  # photos per product
 
     def _check_headers(self, files: dict[str, "_Npy"]) -> None:
-        """The arrays' headers against each other and the items: one row per view in every array, between one
-        and the zoom settings' most views per image, and widths that fit together (the coarse embedding is the
-        global token followed by the parts, an attention map per part, four numbers per box)."""
+        """The arrays' headers against each other: one row per view in every array (one per image of the items
+        without owner.npy), and widths that fit together (the coarse embedding is the global token followed by
+        the parts, an attention map per part, four numbers per box)."""
         n, shapes = len(self.items), {name: npy.shape for name, npy in files.items()}
         views = shapes[OWNER][0] if OWNER in shapes else n
         for name, shape in shapes.items():
@@ -452,10 +456,6 @@ class GalleryIndex(CoarseSearch):
                 raise IndexFormatError(f"{self.path / name}: {shape[0]} rows, but "
                                        f"{OWNER + ' lists' if OWNER in shapes else ITEMS + ' lists'} {views} "
                                        f"{'views' if OWNER in shapes else 'images'}")
-        if not n <= views <= n * self.zoom.max_per_image:
-            raise IndexFormatError(f"{self.path / OWNER}: {views} views for the {n} images of {ITEMS}, but each "
-                                   f"image has one view at least and, with the manifest's zoom settings, "
-                                   f"{self.zoom.max_per_image} at most")
         (k, d), g = shapes[PARTS][1:], shapes[GLOBAL][1]
         if shapes[EMBEDDINGS][1] != g + k * d or shapes[ATTN][1] != k or (BOXES in shapes and shapes[BOXES][1] != 4):
             raise IndexFormatError(
@@ -606,6 +606,7 @@ class GalleryIndex(CoarseSearch):
                 raise GalleryFileError(f"{what}: cannot be read ({exc.strerror or type(exc).__name__})") from None
         if data is None:
             raise GalleryFileError(f"{what}: larger than the {MAX_IMAGE_BYTES / 1e6:,.0f} MB an image may be")
+        # st_nlink > 1 is fine: a hard link to an image is an image; one to anything else stops here
         if image_type(data[:12]) is None:
             raise GalleryFileError(f"{what}: not an image file (no image signature)")
         return data

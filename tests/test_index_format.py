@@ -170,8 +170,6 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "owner.npy a sparse file of 1e9 rows": (lambda ix: header_only(ix / OWNER, (10**9,), "<i8",
                                                                    npy_size((10**9,), "<i8")),
                                             OWNER, "lists 1000000000 views"),
-    "more views than the zoom gives": (lambda ix: edit_manifest(ix, lambda m: m.update(zoom={"grid": 0})), OWNER,
-                                       "views for the 183 images"),
     "owner.npy of floats": (lambda ix: resave(ix / OWNER, lambda a: a.astype(np.float64)), OWNER,
                             "whole numbers"),
     "embeddings.npy big-endian": (lambda ix: resave(ix / EMBEDDINGS, lambda a: a.astype(">f4")), EMBEDDINGS,
