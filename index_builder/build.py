@@ -61,6 +61,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         model = load_model(weights)
     model = model.eval()
     gal = discover_gallery(gallery, csv)
+    for warning in gal.warnings:
+        log(f"warning: {warning}")
     entries, refused = _select(gal, shard, exclude)
     plan = {"fingerprint": model.fingerprint(), "gallery": str(gal.root.resolve()), "shard": shard,
             "chunk_size": chunk_size, "thumb_size": thumb_size, "fast_decode": fast_decode, "zoom": zoom.to_dict(),

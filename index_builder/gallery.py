@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mga.data import PARTITION_FILE, category_of, load_retrieval_data
+from mga.index import IMAGE_SUFFIXES
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+IMAGE_EXTS = IMAGE_SUFFIXES  # what the index serves is what the builder indexes
 CSV_NAMES = ("metadata.csv", "items.csv")  # looked for at the gallery root when --csv is not given
 PATH_KEYS = ("path", "image_name", "image", "file", "filename")
+# Longest cell of a metadata CSV: Python's csv stops at 128 kB, which a long product description can pass; a row
+# with a longer cell is skipped and named by its line (its image is indexed without metadata).
+CSV_FIELD_MAX = 2**20
 
 
 @dataclass
@@ -28,19 +32,41 @@ class Gallery:
     entries: list[GalleryEntry]
     csv: Path | None = None
     refused: list[dict] = field(default_factory=list)  # {"path", "error"}: found but not an image file in the gallery
+    warnings: list[str] = field(default_factory=list)  # what was read around (CSV rows skipped), for the build's log
 
 
-def read_csv_metadata(path: str | Path) -> dict[str, dict[str, str]]:
+def read_csv_metadata(path: str | Path, warnings: list[str] | None = None) -> dict[str, dict[str, str]]:
     """Rows of a metadata CSV keyed by the image's path relative to the gallery root (column `path` or
-    `image_name`, as in Luma's items.csv)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        key = next((k for k in PATH_KEYS if k in fields), None)
-        if key is None:
-            raise ValueError(f"{path}: a metadata CSV needs a column naming the image path, one of {PATH_KEYS}; "
-                             f"it has {fields}")
-        return {_norm(row[key]): {k: v for k, v in row.items() if k != key and k is not None} for row in reader}
+    `image_name`, as in Luma's items.csv). A row that cannot be read (a cell over CSV_FIELD_MAX, a NUL) is skipped,
+    with its line number appended to `warnings`; a file that is not UTF-8 text is a ValueError naming it."""
+    old_limit = csv.field_size_limit(CSV_FIELD_MAX)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            fields = next(reader, [])
+            key = next((k for k in PATH_KEYS if k in fields), None)
+            if key is None:
+                raise ValueError(f"{path}: a metadata CSV needs a column naming the image path, one of "
+                                 f"{PATH_KEYS}; it has {fields}")
+            rows = {}
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    if warnings is not None:
+                        warnings.append(f"{path}, line {reader.line_num}: {exc}; row skipped")
+                    continue
+                if not row:
+                    continue
+                values = dict(zip(fields, row + [None] * (len(fields) - len(row))))  # as csv.DictReader fills them
+                rows[_norm(values[key] or "")] = {k: v for k, v in values.items() if k != key}
+            return rows
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    finally:
+        csv.field_size_limit(old_limit)
 
 
 def _norm(path: str) -> str:
@@ -65,17 +91,33 @@ def discover_gallery(src: str | Path, csv_path: str | Path | None = None) -> Gal
         raise FileNotFoundError(f"{root}: no such gallery folder")
     if csv_path is None:
         csv_path = next((root / n for n in CSV_NAMES if (root / n).exists()), None)
-    meta = read_csv_metadata(csv_path) if csv_path else {}
+    warnings: list[str] = []
+    meta = read_csv_metadata(csv_path, warnings) if csv_path else {}
     csv_file = Path(csv_path) if csv_path else None
     if (root / PARTITION_FILE).exists():
         data = load_retrieval_data(root)
         listed = {r.path: r.item_id for r in data.gallery}
         files, refused = screen(root, list(listed))
-        return Gallery(root, data.format, [_entry(f, meta, listed[f]) for f in files], csv_file, refused)
+        return Gallery(root, data.format, [_entry(f, meta, listed[f]) for f in files], csv_file, refused, warnings)
     found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    files, refused = screen(root, found)
-    return Gallery(root, "folder", [_entry(f, meta) for f in files], csv_file, refused)
+    found, refused = _utf8_names(found)
+    files, more = screen(root, found)
+    return Gallery(root, "folder", [_entry(f, meta) for f in files], csv_file, refused + more, warnings)
+
+
+def _utf8_names(paths: list[str]) -> tuple[list[str], list[dict]]:
+    """The paths whose names are UTF-8 (what an index, its JSON files and a browser can name), and the others
+    refused, named with their bytes escaped ('\\xff.jpg')."""
+    ok, refused = [], []
+    for rel in paths:
+        try:
+            rel.encode("utf-8")
+            ok.append(rel)
+        except UnicodeEncodeError:  # os.fsdecode kept the undecodable bytes as surrogates
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            refused.append({"path": shown, "error": "its name is not UTF-8 (rename the file to index it)"})
+    return ok, refused
 
 
 def screen(root: Path, paths: list[str]) -> tuple[list[str], list[dict]]:

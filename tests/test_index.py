@@ -467,3 +467,53 @@ def test_ctrl_c_inside_a_chunk_write_is_an_interruption_not_an_error(tmp_path, m
     assert main(["--gallery", str(gal), "--out", str(tmp_path / "ix")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "--resume" in err and "ZIP" not in err
+
+
+def test_names_that_are_not_utf8_are_skipped_and_named(tmp_path, default_model):
+    """A file or folder name that is not UTF-8 (a file copied from an old Windows share, say) cannot be named in
+    the index's JSON nor by a browser: the build skips it, names it with its bytes escaped in the log and in
+    skipped.txt, and indexes the rest."""
+    import os
+
+    gal = tmp_path / "g"
+    rels = copy_some(gal, 2)
+    shutil.copy(TINY_JPEGS[3], os.fsencode(gal) + b"/\xff-photo.jpg")
+    os.mkdir(os.fsencode(gal) + b"/d\xe9j\xe0")
+    shutil.copy(TINY_JPEGS[4], os.fsencode(gal) + b"/d\xe9j\xe0/vu.jpg")
+    logged = []
+    man = build_index(gal, tmp_path / "ix", model=default_model, workers=0, progress=False, log=logged.append,
+                      zoom=FAST["zoom"])
+    assert sorted(it["path"] for it in GalleryIndex(tmp_path / "ix").items) == sorted(rels)
+    skipped = {s["path"]: s["error"] for s in man["skipped"]}
+    assert set(skipped) == {"\\xff-photo.jpg", "d\\xe9j\\xe0/vu.jpg"} and "not UTF-8" in skipped["\\xff-photo.jpg"]
+    report = (tmp_path / "ix" / "skipped.txt").read_text(encoding="utf-8")
+    assert "\\xff-photo.jpg\t" in report and "d\\xe9j\\xe0/vu.jpg\t" in report
+    assert any("\\xff-photo.jpg" in line and "not UTF-8" in line for line in logged)
+
+
+def test_long_csv_fields_are_read_and_a_row_too_long_is_skipped_by_line(tmp_path):
+    """A metadata CSV with a 200 kB cell (past Python's csv limit of 128 kB) is read; a row with a cell past the
+    builder's own limit is skipped and named by its line, its image kept without metadata."""
+    import csv
+
+    from index_builder.gallery import CSV_FIELD_MAX
+
+    gal = tmp_path / "g"
+    rels = copy_some(gal, 3)
+    long, too_long = "long " * 40_000, "x" * (CSV_FIELD_MAX + 1)
+    with open(gal / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerows([["path", "item_id", "description"], [rels[0], "sku-0", long], [rels[1], "sku-1", too_long],
+                     [rels[2], "sku-2", "short"]])
+    limit = csv.field_size_limit()
+    gallery = discover_gallery(gal)
+    by_path = {e.path: e for e in gallery.entries}
+    assert by_path[rels[0]].meta == {"description": long} and by_path[rels[0]].item_id == "sku-0"
+    assert by_path[rels[1]].meta == {} and by_path[rels[1]].item_id == rels[1].rsplit(".", 1)[0]
+    assert by_path[rels[2]].item_id == "sku-2"
+    assert len(gallery.warnings) == 1 and "metadata.csv, line 3" in gallery.warnings[0], gallery.warnings
+    assert csv.field_size_limit() == limit  # the process's own limit is left as it was
+    (gal / "metadata.csv").write_bytes(b"path,item_id\n\xff\xfe.jpg,x\n")
+    with pytest.raises(ValueError, match="metadata.csv: not UTF-8 text"):
+        discover_gallery(gal)
+
