@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from mga.files import atomic_path
-from mga.index import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS,
-                       SKIPPED)
+from mga.index import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, FORMAT_VERSION, GLOBAL, ITEMS, MANIFEST,
+                       MANIFEST_MAX_BYTES, OWNER, PARTS, SKIPPED, items_max_bytes)
 from mga.model import MGAModel
 from mga.views import FULL_BOX
 
@@ -108,6 +108,9 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
     with open(tmp / ITEMS, "w", encoding="utf-8") as f:
         for it in items:
             f.write(json.dumps(it, ensure_ascii=False) + "\n")
+    if (tmp / ITEMS).stat().st_size > items_max_bytes(n):  # an index that would not open: say so now
+        raise BuildError(f"{ITEMS} would be {(tmp / ITEMS).stat().st_size / 2**20:,.0f} MB, more than an index of "
+                         f"{n} views may hold ({items_max_bytes(n) / 2**20:,.0f} MB): shorten the CSV metadata")
     skipped = manifest.get("skipped", [])
     (tmp / SKIPPED).write_text("".join(f"{s['path']}\t{s['error']}\n" for s in skipped))
     cats = sorted({it.get("category", "") for it in items} - {""})
@@ -121,6 +124,9 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     write_json(tmp / MANIFEST, manifest)
+    if (tmp / MANIFEST).stat().st_size > MANIFEST_MAX_BYTES:
+        raise BuildError(f"{MANIFEST} would be more than the {MANIFEST_MAX_BYTES / 2**20:,.0f} MB an index may "
+                         f"hold ({len(skipped)} files skipped, each listed in it): fix or remove them from the gallery")
     return manifest
 
 

@@ -517,3 +517,33 @@ def test_long_csv_fields_are_read_and_a_row_too_long_is_skipped_by_line(tmp_path
     with pytest.raises(ValueError, match="metadata.csv: not UTF-8 text"):
         discover_gallery(gal)
 
+
+def synthetic_index(out, images: int, thumbs: dict[int, str] | None = None, meta: dict | None = None):
+    """A small index written by the real writer from random unit vectors (one view per image)."""
+    from index_builder.writer import Piece, write_index
+
+    rng = np.random.default_rng(0)
+    tokens = rng.standard_normal((images, 3, 8)).astype(np.float32)
+    tokens /= np.linalg.norm(tokens, axis=-1, keepdims=True)
+    arrays = {"embeddings": (tokens.reshape(images, -1) / np.sqrt(3)).astype(np.float32),
+              "global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
+              "attn": np.zeros((images, 2, 1, 1), np.float16)}
+    items = [{"path": f"v{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "", "width": 1, "height": 1,
+              "thumb": (thumbs or {}).get(i), "meta": meta or {}} for i in range(images)]
+    out.mkdir(exist_ok=True)
+    manifest = {"model": {}, "source": {"gallery": "synthetic"}, "roots": [{"relative": "."}], "skipped": []}
+    return write_index(out, out, [Piece(arrays, np.arange(images))], items, manifest, "flat", progress=False)
+
+
+def test_the_writer_refuses_items_an_index_may_not_hold(tmp_path, monkeypatch):
+    """The reader caps items.jsonl by the index's size (mga.index.items_max_bytes); the writer checks what it
+    writes against the same cap, so that no build ends in an index that does not open."""
+    import mga.index
+
+    monkeypatch.setattr(mga.index, "ITEMS_BASE_BYTES", 4096)
+    monkeypatch.setattr(mga.index, "ITEMS_BYTES_PER_VIEW", 512)
+    synthetic_index(tmp_path / "ok", 4, meta={"note": "x" * 100})
+    assert len(GalleryIndex(tmp_path / "ok")) == 4
+    with pytest.raises(BuildError, match="items.jsonl would be"):
+        synthetic_index(tmp_path / "big", 4, meta={"note": "x" * 2000})
+
