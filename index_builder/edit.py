@@ -12,26 +12,41 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mga.files import recover_folder, swap_in, temp_folders
-from mga.index import MANIFEST, GalleryIndex
+from mga.index import MANIFEST, GalleryFileError, GalleryIndex
 from mga.model import MGAModel
 
 from .build import build_index
 from .writer import BuildError, Piece, rel_root, write_index, write_json
 
 
-def _copy_thumb(src_dir: Path, dst_dir: Path, thumb: str | None) -> str | None:
+def _copy_thumb(ix: GalleryIndex, row: int, dst_dir: Path) -> str | None:
+    """Image `row`'s thumbnail into the new index folder: hard-linked (copied where links are not possible), once
+    read_image has found it an image file inside the old index folder; None (results show the original) where it
+    has none or it is refused."""
+    thumb = ix.items[row].get("thumb")
     if not thumb:
         return None
-    src, dst = src_dir / thumb, dst_dir / thumb
-    if not src.exists():
-        return None
-    dst.parent.mkdir(exist_ok=True)
+    src, dst = ix.path / thumb, dst_dir / thumb
     if not dst.exists():
         try:
-            os.link(src, dst)
+            data = ix.read_image(row, display=True)
+        except GalleryFileError:
+            return None
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if src.is_symlink():  # linked inside the old folder: its bytes, not the link, go into the new one
+                raise OSError
+            os.link(src, dst, follow_symlinks=False)
         except OSError:
-            shutil.copy2(src, dst)
+            dst.write_bytes(data)
     return thumb
+
+
+def _real_path(ix: GalleryIndex, row: int) -> str:
+    """Image `row`'s file as an absolute path, links resolved: what tells one image in two indexes apart (and what
+    `add` and `remove` compare). Only compared, never opened (read_image checks a file when it is read)."""
+    it = ix.items[row]
+    return os.path.realpath(ix.roots[it.get("root", 0)] / it["path"])
 
 
 def _compatible(idxs: list[GalleryIndex]) -> list[GalleryIndex]:
@@ -61,12 +76,12 @@ def _gather(idxs: list[GalleryIndex], out: Path, tmp: Path, keep: Callable[[Gall
             remap.append(root_key[key])
         rows = []
         for row, it in enumerate(ix.items):
-            abs_path = str(ix.image_path(row).resolve())
+            abs_path = _real_path(ix, row)
             if abs_path in seen or (keep is not None and not keep(ix, row)):
                 continue
             seen.add(abs_path)
             rows.append(row)
-            it = dict(it, root=remap[it.get("root", 0)], thumb=_copy_thumb(ix.path, tmp, it.get("thumb")))
+            it = dict(it, root=remap[it.get("root", 0)], thumb=_copy_thumb(ix, row, tmp))
             items.append(it)
         if rows:
             images = np.asarray(rows, dtype=np.int64)
@@ -125,7 +140,7 @@ def add_to_index(index: str | Path, gallery: str | Path, csv: str | Path | None 
     if model.fingerprint() != ix.fingerprint:
         raise BuildError(f"{index} was built with model {ix.fingerprint}, these weights are {model.fingerprint()}; "
                          "rebuild the whole index instead of adding to it")
-    present = {str(ix.image_path(r).resolve()) for r in range(len(ix))}
+    present = {_real_path(ix, r) for r in range(len(ix))}
     part = index.with_name(f"{index.name}.add-{os.getpid()}")
     try:
         build_index(gallery, part, model=model, weights=weights, csv=csv, exclude=present, index_type="flat",
@@ -152,7 +167,7 @@ def remove_from_index(index: str | Path, paths: Sequence[str] = (), item_ids: Se
     absolute = {str(Path(p).resolve()) for p in paths}
     ids = set(item_ids)
     drop = {r for r, it in enumerate(ix.items)
-            if it["path"] in rel or it["item_id"] in ids or str(ix.image_path(r).resolve()) in absolute}
+            if it["path"] in rel or it["item_id"] in ids or _real_path(ix, r) in absolute}
     if not drop:
         return ix.manifest, 0
     if len(drop) == len(ix):

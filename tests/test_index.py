@@ -547,3 +547,24 @@ def test_the_writer_refuses_items_an_index_may_not_hold(tmp_path, monkeypatch):
     with pytest.raises(BuildError, match="items.jsonl would be"):
         synthetic_index(tmp_path / "big", 4, meta={"note": "x" * 2000})
 
+
+def test_merge_copies_only_thumbnails_that_are_images_of_the_index(tmp_path):
+    """A thumbnail that is a link out of its index folder (or not an image) is not carried into a merged index
+    (its results then show the original); a real one is, byte for byte."""
+    from index_builder import merge_indexes
+
+    src = tmp_path / "src"
+    (src / "thumbs").mkdir(parents=True)
+    for i in range(3):
+        shutil.copy(TINY_JPEGS[i], src / f"v{i}.jpg")
+    shutil.copy(TINY_JPEGS[5], src / "thumbs" / "good.jpg")
+    shutil.copy(TINY_JPEGS[6], tmp_path / "elsewhere.jpg")
+    (src / "thumbs" / "out.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    (src / "thumbs" / "text.jpg").write_text("not an image")
+    synthetic_index(src, 3, thumbs={0: "thumbs/good.jpg", 1: "thumbs/out.jpg", 2: "thumbs/text.jpg"})
+    merge_indexes(tmp_path / "merged", [src], progress=False, log=lambda msg: None)
+    ix = GalleryIndex(tmp_path / "merged")
+    thumbs = {it["path"]: it["thumb"] for it in ix.items}
+    assert thumbs == {"v0.jpg": "thumbs/good.jpg", "v1.jpg": None, "v2.jpg": None}
+    assert ix.read_image(0, display=True) == (src / "thumbs" / "good.jpg").read_bytes()
+    assert not (tmp_path / "merged" / "thumbs" / "out.jpg").exists()
