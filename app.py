@@ -28,7 +28,15 @@ from fastapi.responses import Response  # noqa: E402
 from mga.imageio import ImageError  # noqa: E402
 from mga.index import GalleryFileError, IndexFormatError, image_type  # noqa: E402
 from ui.inputs import add_corner, crop_to_corners, crop_view  # noqa: E402
-from ui.results import GALLERY_ROUTE, api_payload, match_details, run_search  # noqa: E402
+from mga.explain import WHOLE  # noqa: E402
+from ui.results import (  # noqa: E402
+    GALLERY_ROUTE,
+    api_payload,
+    match_details,
+    match_overlay,
+    run_search,
+    term_choices,
+)
 from ui.settings import (  # noqa: E402
     ALL_CATEGORIES,
     DEFAULT_K,
@@ -46,8 +54,8 @@ TITLE = "MGA · fashion visual search"
 INTRO = (
     "Upload, snap or paste a photo of a garment and find the same item in the shop gallery. "
     "Results are ranked coarse-to-fine (global + part tokens, then Attention-based Token Alignment); "
-    "pick a result to see **which parts matched**: the heatmaps show where the part tokens that drove "
-    "the score look, on your photo and on the match."
+    "pick a result to see **what matched**: the heatmaps spread the whole score over your photo and the match, "
+    "and you can show the overall look or one detail alone."
 )
 CSS = """
 #mga-status {font-size: 0.85em; opacity: 0.85}
@@ -100,19 +108,37 @@ def api_errors():
         raise gr.Error(str(exc), print_exception=False) from exc
 
 
-EMPTY_DETAILS = ("Pick a result to see why it matched.", None, None, None)
+EMPTY_DETAILS = ("Pick a result to see why it matched.", None, None, None, gr.update(choices=[], value=None))
 
 
 class Callbacks:
     """What the UI's events run, on one loaded engine. A search's outputs, in order: results, last search,
-    selected result, summary, the details (markdown, two overlays, chart), error line, crop view, corners, photo."""
+    selected result, summary, the details (markdown, two overlays, chart, what the overlays show), error line,
+    crop view, corners, photo."""
 
     def __init__(self, loaded: LoadedEngine):
         self.loaded = loaded
 
-    def details(self, ui, i: int) -> tuple:
-        d = match_details(self.loaded, ui.query, ui.result.matches[i])
-        return d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"]
+    def details(self, ui, i: int, match_side: bool = True) -> tuple:
+        """A match opened: its details with the whole score on both photos (without `match_side`, on the query
+        only: `match_heat` follows), and the terms the photos can show."""
+        match = ui.result.matches[i]
+        d = match_details(self.loaded, ui, match, match_side=match_side)
+        return (d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"],
+                gr.update(choices=term_choices(match), value=WHOLE))
+
+    def match_heat(self, ui, i, term):
+        """The match's side of the open match's heatmap, right after a search showed its query side."""
+        if ui is None or i is None:
+            return gr.skip()
+        return match_overlay(self.loaded, ui, ui.result.matches[i], term or WHOLE)
+
+    def show_term(self, ui, i, term):
+        """The overlays and chart of one term of the open match (the markdown stays)."""
+        if ui is None or i is None or term is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        d = match_details(self.loaded, ui, ui.result.matches[i], term)
+        return d["query_overlay"], d["match_overlay"], d["chart"]
 
     def search_photo(self, image, k, category, crop):
         """Search, or show what is wrong with the input in one line and clear the previous results; a file that
@@ -124,7 +150,7 @@ class Callbacks:
         except (ImageError, ValueError) as exc:
             unusable = None if isinstance(exc, ImageError) else gr.skip()
             return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], unusable
-        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0)) if ui.result.matches else \
+        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
             ([], ui, None, ui.summary, *EMPTY_DETAILS)
         return *shown, "", crop_view(ui.query, []), [], gr.skip()
 
@@ -138,7 +164,7 @@ class Callbacks:
         try:
             part = crop_to_corners(ui.query, points) if ui is not None else None
         except ImageError as exc:
-            return gr.skip(), *(gr.skip(),) * 7, f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), *(gr.skip(),) * 8, f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
         return *self.search_photo(part, k, category, False)[:-1], gr.skip()  # the photo itself stays
 
     def select(self, ui, evt: gr.SelectData):
@@ -197,8 +223,9 @@ def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
                                     elem_id="mga-query-heatmap")
                 c.m_heat = gr.Image(label="The match", type="pil", interactive=False, height=300,
                                     elem_id="mga-match-heatmap")
-                c.chart = gr.Image(label="Part contributions", type="pil", interactive=False, height=300,
+                c.chart = gr.Image(label="What the score is made of", type="pil", interactive=False, height=300,
                                    elem_id="mga-contributions")
+            c.term = gr.Radio([], label="Show on the photos", elem_id="mga-term")
             c.more_btn = gr.Button("More like this", elem_id="mga-more")
     with gr.Column(visible=False):  # the API's one plain-JSON endpoint; its labels are what its docs show
         c.api_image = QueryPhoto(label="a photo of a garment (JPEG, PNG, WebP...; 16 px to 60 MP)", type="filepath")
@@ -213,19 +240,21 @@ def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
 
 def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     """The events: the UI's are private; `/search` is the API."""
-    out = [c.gallery, c.last, c.selected, c.summary, c.detail_md, c.q_heat, c.m_heat, c.chart, c.error, c.cropper,
-           c.corners, c.query]
+    out = [c.gallery, c.last, c.selected, c.summary, c.detail_md, c.q_heat, c.m_heat, c.chart, c.term, c.error,
+           c.cropper, c.corners, c.query]
     private = dict(api_visibility="private")
     # no progress over the photo or the error line: the photo box emptied after a bad file searches once more,
     # and its timer must not cover the message that stays
     progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query)])
+    match_heat = dict(fn=cb.match_heat, inputs=[c.last, c.selected, c.term], outputs=c.m_heat, **private)
     gr.on([c.query.change, c.search_btn.click, c.category.input, c.k.release], cb.search_photo,
           [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **progress, **private).then(
-        None, c.error, js=SHOW_RESULTS, **private)
+        None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
     c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
     c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category], out, **progress, **private).then(
-        None, c.error, js=SHOW_RESULTS, **private)
-    c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart], **private)
+        None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
+    c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart, c.term], **private)
+    c.term.input(cb.show_term, [c.last, c.selected, c.term], [c.q_heat, c.m_heat, c.chart], **private)
     c.more_btn.click(cb.more_like_this, [c.last, c.selected], c.query, **private)
     c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category], c.api_out, api_name="search",
                     api_description="Search the shop with one photo: returns {results: [{rank, product_name, "

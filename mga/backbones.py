@@ -82,6 +82,21 @@ def gem(fmap: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     return fmap.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
+def gem_cells(tokens: torch.Tensor, weights: torch.Tensor | None, p: float = 3.0,
+              eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """GeM of token cells (B, N, C) (each weighted (B, N), or all alike) split over the cells: (B, N, C) summing
+    over N to the pooled descriptor (each channel by its cells' share of the p-th powers), and each cell's share
+    of the whole descriptor (B, N), summing to 1."""
+    x = tokens.float().clamp(min=eps).pow(p)
+    if weights is not None:
+        x = x * weights.float()[..., None]
+    total = x.sum(1, keepdim=True)
+    norm = weights.float().sum(1).clamp(min=eps)[:, None, None] if weights is not None else tokens.shape[1]
+    pooled = (total / norm).pow(1.0 / p)  # (B, 1, C): what gem / TokenBackbone.pool give
+    cells = x / total * pooled
+    return cells, cells.sum(-1) / pooled.sum(-1)
+
+
 class TokenBackbone(nn.Module):
     """timm model -> (global token (B, C), patch tokens (B, N, C), grid (h, w))."""
 

@@ -1,15 +1,21 @@
-"""Why a match matched: per-part contributions of ATA turned into heatmaps on the query and on the match.
+"""Why a match matched: the pair's score spread over the cells of each photo, term by term, as heatmaps.
 
-For one (query, match) pair with ATA contributions c_k and soft assignment pi (K x K):
-    query heatmap = sum_k c_k A^q_k
-    match heatmap = sum_k c_k sum_j pi_kj A^x_j
-where A are FGA's part attention maps on the token grid. Maps are upsampled to the letterboxed input size,
-the letterbox padding is cropped off, and the rest is resized to the image's own frame and scaled to [0, 1].
-All functions here are pure (numpy / torch in, numpy / PIL out).
+A pair's score is s = W <g_q, g_x> + sum_k c_k: the global token's term (the trained token and, with an anchor,
+the pretrained backbone's descriptor: "the pretrained look") and ATA's part contributions c_k. Each photo's global
+token splits exactly over its token cells (MGAModel.global_cells: GeM is homogeneous of degree 1), so
+    W <g_q, g_x> = sum_n W <u^q_n, g_x> = sum_n W <u^x_n, g_q>,
+and each part's term splits by where it looks:
+    query:  c_k = sum_n c_k A^q_k(n)        match:  c_k = sum_n c_k sum_j pi_kj A^x_j(n)
+where A are FGA's part attention maps (each sums to 1) and pi ATA's soft assignment. So on either photo the
+cells of all terms together sum to the score: the whole-score map shows what drove the match, each term's map
+its share. Maps are upsampled to the letterboxed input size, the letterbox padding is cropped off, and the rest
+is resized to the image's own frame and scaled to [0, 1]. All functions here are pure (numpy / torch in, numpy /
+PIL out).
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -20,25 +26,63 @@ from PIL import Image
 from .transforms import letterbox_box
 from .views import FULL_BOX, box_pixels
 
+WHOLE = "whole"  # every term of the score together
+OVERALL = "overall"  # the global token's terms (the pretrained look and the trained token): a shopper's "overall look"
 
-def part_contribution_maps(
-    contributions: np.ndarray | torch.Tensor,
-    query_attn: np.ndarray | torch.Tensor,
-    match_attn: np.ndarray | torch.Tensor,
-    assignment: np.ndarray | torch.Tensor,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Grid-level heatmaps of one pair: contributions (K,), attn maps (K, h, w), assignment pi (K, K).
 
-    Returns (query_map, match_map), float32 (h, w) each, not yet normalised (may hold negative values where
-    a part contributes negatively)."""
-    c = np.asarray(contributions, dtype=np.float32)
-    aq = np.asarray(query_attn, dtype=np.float32)
-    ax = np.asarray(match_attn, dtype=np.float32)
-    pi = np.asarray(assignment, dtype=np.float32)
-    query_map = np.tensordot(c, aq, axes=1)  # sum_k c_k A^q_k
-    moved = np.tensordot(pi, ax, axes=1)  # (K, h, w): sum_j pi_kj A^x_j
-    match_map = np.tensordot(c, moved, axes=1)
-    return query_map.astype(np.float32), match_map.astype(np.float32)
+@dataclass
+class ScoreMaps:
+    """One photo's share of a pair's score on its token grid, term by term; all cells of all terms sum to it."""
+
+    look: np.ndarray  # (h, w) the pretrained backbone's descriptor (zeros for a model without an anchor)
+    global_: np.ndarray  # (h, w) the trained global token
+    parts: np.ndarray  # (K, h, w) each part's contribution c_k, where the part looks
+
+    def term(self, name: str | int = WHOLE) -> np.ndarray:
+        """One term's map: WHOLE, OVERALL or a part's number."""
+        if name == WHOLE:
+            return self.look + self.global_ + self.parts.sum(0)
+        if name == OVERALL:
+            return self.look + self.global_
+        return self.parts[int(name)]
+
+    def totals(self) -> dict[str, float]:
+        """Each term's sum over the cells (for a check against the score's own terms)."""
+        return {"look": float(self.look.sum()), "global": float(self.global_.sum()),
+                "parts": [float(p.sum()) for p in self.parts]}
+
+
+def score_maps(cells: np.ndarray | torch.Tensor, other_global: np.ndarray | torch.Tensor, trained_width: int,
+               weight: float, contributions: np.ndarray | Sequence[float], attn: np.ndarray | torch.Tensor
+               ) -> ScoreMaps:
+    """One photo's ScoreMaps in a pair: its cells' shares of its global token (N, D) (MGAModel.global_cells; the
+    grid's cells in order), the other photo's global token (D,), the width of the trained token (the rest is the
+    pretrained look), the global term's weight W, the parts' contributions c (K,) and where each part's term lies
+    on this photo's grid (K, h, w): its own attention maps for the query, sum_j pi_kj A_j for the match. Each map of
+    `attn` is rescaled to sum to 1, so that the parts' cells sum to their contributions."""
+    u = np.asarray(cells, dtype=np.float64)
+    split = weight * u * np.asarray(other_global, dtype=np.float64)  # (N, D): every cell, every dimension
+    a = np.asarray(attn, dtype=np.float64)
+    h, w = a.shape[-2:]
+    a = a / np.where(a.sum((-2, -1), keepdims=True) > 0, a.sum((-2, -1), keepdims=True), 1)
+    c = np.asarray(contributions, dtype=np.float64)
+    return ScoreMaps(split[:, trained_width:].sum(1).reshape(h, w).astype(np.float32),
+                     split[:, :trained_width].sum(1).reshape(h, w).astype(np.float32),
+                     (c[:, None, None] * a).astype(np.float32))
+
+
+def pinned(cells: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> np.ndarray:
+    """`cells` (N, D) moved to sum to `target` (D,) instead of their own sum, the difference spread by each cell's
+    share of their mass: a photo encoded again (for its cells) against the token the index stores (in float16)."""
+    u = np.asarray(cells, dtype=np.float64)
+    mass = np.abs(u).sum(1)
+    share = mass / mass.sum() if mass.sum() > 0 else np.full(len(u), 1.0 / len(u))
+    return u + share[:, None] * (np.asarray(target, dtype=np.float64) - u.sum(0))[None]
+
+
+def moved_attention(assignment: np.ndarray | torch.Tensor, match_attn: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Where each query part's term lies on the match: sum_j pi_kj A^x_j (K, h, w)."""
+    return np.tensordot(np.asarray(assignment, dtype=np.float32), np.asarray(match_attn, dtype=np.float32), axes=1)
 
 
 def normalize01(m: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .explain import ScoreMaps
 from .views import FULL_BOX
 
 
@@ -24,14 +25,12 @@ class Match:
     part_names: list[str]  # per part, its name on garments of this match's category (mga.parts.names_for)
     global_contribution: float  # the trained global token's term
     anchor_contribution: float = 0.0  # the pretrained backbone's descriptor's term (mga.anchor)
-    query_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the query image's frame
-    match_heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1], in the match image's frame
-    query_grid: np.ndarray | None = None  # the query's heatmap on its token grid (SearchEngine.query_heatmap)
-    match_grid: np.ndarray | None = None  # the same on the token grid of the matched view (SearchEngine.match_heatmap)
     index: int = -1  # the image in the index: its file is read through GalleryIndex.read_image (gallery_image)
     box: tuple[float, float, float, float] = FULL_BOX  # the view that matched: the full photo or a zoom window
     row: int = -1  # the index row of that view
-    view: int = -1  # its position among the re-ranked rows (for the alignment's assignment)
+    assignment: np.ndarray | None = None  # (K, K) ATA's soft assignment pi of the query's parts to this view's
+    query_maps: ScoreMaps | None = None  # the score spread over the query's cells, term by term (mga.explain)
+    match_maps: ScoreMaps | None = None  # the same over the match's view (SearchEngine.match_maps, on demand)
     photos: int = 1  # photos of this match's product in the gallery
     lead: float | None = None  # score minus the best other product's (negative below it): what the confidence reads
     confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
@@ -57,6 +56,7 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)  # encode_ms search_ms rerank_ms explain_ms total_ms
     query_size: tuple[int, int] = (0, 0)  # (width, height) of the query image
     whole_garment: bool = False  # searched among full photos only (not a close-up: mga.closeup)
+    query_global: np.ndarray | None = None  # the query's global token: the match side of an explanation needs it
 
     def __post_init__(self):
         scores = [m.score + m.category_vote for m in self.matches]

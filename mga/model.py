@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from .ata import Alignment, align
-from .backbones import BACKBONES, TokenBackbone
+from .backbones import BACKBONES, TokenBackbone, gem_cells
 from .config import MGAConfig
 from .confidence import is_finite_number
 from .devices import autocast, forward_batch
@@ -109,6 +109,32 @@ def coarse_embedding(g: torch.Tensor, parts: torch.Tensor, alpha: float) -> torc
     return torch.cat([g * alpha**0.5, parts.flatten(1) * ((1 - alpha) / k) ** 0.5], dim=1)
 
 
+def global_cells(model: "MGAModel", trained: tuple, anchor: tuple | None) -> torch.Tensor:
+    """Each token cell's share of the global token [trained ; anchor] (B, N, D), summing over the cells to it.
+
+    GeM is positively homogeneous of degree 1 in its cells (their weights held fixed), so a pooled channel splits
+    exactly over the cells by their share of its p-th powers (Euler); the projection is linear, its bias spread by
+    each cell's share of the pooled descriptor; a unit vector's split is its unnormalised one over its norm.
+    `trained`: (GeM descriptor, tokens, cell weights or None); `anchor`: (tokens, cell weights or None)."""
+    cfg, backbone = model.config, model.backbone
+    g0, tokens, weights = trained
+    if backbone.spec.kind == "cnn":
+        pooled, share = gem_cells(tokens, weights, backbone.gem_p)
+    else:  # a ViT's class token is no pool of its cells: spread evenly, it shows no region
+        n = tokens.shape[1]
+        pooled = g0.float()[:, None, :].expand(-1, n, -1) / n
+        share = pooled.new_full(pooled.shape[:2], 1.0 / n)
+    proj = model.global_proj
+    h = pooled @ proj.weight.float().T + share[..., None] * proj.bias.float()
+    cells = h / h.sum(1).norm(dim=-1)[:, None, None]
+    if anchor is None:
+        return cells
+    a_cells, _ = gem_cells(*anchor, model.anchor.gem_p)
+    a_cells = a_cells / a_cells.sum(1).norm(dim=-1)[:, None, None]
+    w, total = cfg.anchor, cfg.global_weight
+    return torch.cat([cells * (cfg.alpha * (1 - w) / total) ** 0.5, a_cells * (w / total) ** 0.5], dim=-1)
+
+
 def figure_gem(backbone, gem: torch.Tensor, tokens: torch.Tensor, figure: torch.Tensor) -> torch.Tensor:
     """A CNN's GeM over the figure alone (cells weighted by its probability); a ViT keeps its own `gem`."""
     return backbone.pool(tokens, figure) if backbone.spec.kind == "cnn" else gem
@@ -170,27 +196,43 @@ class MGAModel(
     def part_weights(self) -> torch.Tensor:
         return torch.softmax(self.part_logits, dim=0)
 
-    def forward(self, images: torch.Tensor) -> Encoding:
+    def forward(self, images: torch.Tensor, cells: bool = False) -> Encoding | tuple[Encoding, torch.Tensor]:
+        """The encoding of a batch; with `cells`, also each token cell's share of the global token (B, N, D),
+        summing over the cells to `global_`: what `global_cells` splits."""
         if self.anchor is None:
             (g0, tokens, (h, w)), anchor = self.backbone(images), None
         else:
             (g0, tokens, (h, w)), anchor = self._backbone_and_anchor(images)
-        figure, bias = None, None
+        figure, bias, weights = None, None, None
         if self.figure_head is not None:
             figure = self.figure_head(tokens).float()[..., 0]  # (B, N) logits
             bias = F.logsigmoid(figure)
-            g0 = figure_gem(self.backbone, g0, tokens, bias.exp())
+            weights = bias.exp()
+            g0 = figure_gem(self.backbone, g0, tokens, weights)
         g = F.normalize(self.global_proj(g0).float(), dim=-1)
         if anchor is not None:
             a_gem, a_tokens, _ = anchor
             if self.config.anchor_pool == "figure":  # MGAConfig guarantees the figure head
-                a_gem = figure_gem(self.anchor, a_gem, a_tokens, bias.exp())
+                a_gem = figure_gem(self.anchor, a_gem, a_tokens, weights)
             g = self._with_anchor(g, a_gem)
         parts, attn = self.fga(self.token_proj(tokens), bias)
         parts = F.normalize(parts.float(), dim=-1)
         attn = attn.float().reshape(attn.shape[0], attn.shape[1], h, w)
         figure = figure.reshape(-1, h, w) if figure is not None and self.training else None
-        return Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.global_weight), figure)
+        enc = Encoding(g, parts, attn, coarse_embedding(g, parts, self.config.global_weight), figure)
+        if not cells:
+            return enc
+        a_cells = None if anchor is None else (anchor[1], weights if self.config.anchor_pool == "figure" else None)
+        return enc, global_cells(self, (g0, tokens, weights), a_cells)
+
+    @torch.inference_mode()
+    def encode_cells(self, images: torch.Tensor) -> tuple[Encoding, torch.Tensor]:
+        """Encode preprocessed images (one batch, in eval mode) with each token cell's share of the global token
+        (B, N, D): what the explanation of a match spreads over the photo (mga.explain)."""
+        if self.training:
+            self.eval()
+        enc, cells = self(images.to(self.device), cells=True)
+        return enc.to("cpu"), cells.cpu()
 
     def _backbone_and_anchor(self, images: torch.Tensor) -> tuple[tuple, tuple]:
         """The trained backbone's and the anchor's (GeM, tokens, grid), running the leading stages the two still

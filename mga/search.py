@@ -23,7 +23,7 @@ from PIL import Image
 
 from .category_vote import category_vote as vote
 from .config import CATEGORY_VOTE, DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
-from .explain import part_contribution_maps, to_image_frame
+from .explain import WHOLE, ScoreMaps, moved_attention, pinned, score_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
 from .coarse import best_per_image
@@ -33,6 +33,8 @@ from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
 from .confidence import set_confidence
 from .parts import names_for
+from .transforms import working_side
+from .views import crop
 
 HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longest side (aspect kept)
 
@@ -102,39 +104,36 @@ class SearchEngine:
         return cls(model, index, weights)
 
     # ---------------------------------------------------------------- querying
-    def encode(self, image: Image.Image) -> Encoding:
-        return self.model.encode(self.model.transform(image)[None])
+    def encode(self, image: Image.Image, cells: bool = False) -> Encoding | tuple[Encoding, torch.Tensor]:
+        """One image's encoding; with `cells`, also its cells' shares of its global token (for explanations)."""
+        x = self.model.transform(image)[None]
+        return self.model.encode_cells(x) if cells else self.model.encode(x)
 
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
-               rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True,
-               heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-               heatmaps: bool = True, views: str = DEFAULT_VIEWS,
-               category_vote: float = CATEGORY_VOTE) -> SearchResult:
+               rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True, products: bool = False,
+               views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
-        q = self.encode(img)
+        q, cells = self.encode(img, cells=True) if explain else (self.encode(img), None)
         encode_ms = (time.perf_counter() - t0) * 1e3
-        res = self.search_encoding(q, k, category, rerank_top, explain, query_size=img.size,
-                                   heatmap_max_side=heatmap_max_side, products=products,
-                                   heatmaps=heatmaps, views=views, category_vote=category_vote)
+        res = self.search_encoding(q, k, category, rerank_top, query_size=img.size, products=products, views=views,
+                                   category_vote=category_vote, cells=cells)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
 
     def search_encoding(self, q: Encoding, k: int = 10, category: str | None = None,
-                        rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = False,
-                        query_size: tuple[int, int] | None = None,
-                        heatmap_max_side: int | None = HEATMAP_MAX_SIDE, products: bool = False,
-                        heatmaps: bool = True, views: str = DEFAULT_VIEWS,
-                        category_vote: float = CATEGORY_VOTE) -> SearchResult:
-        """Ranked matches for an already encoded query (one image). Heatmaps need `query_size` (w, h).
+                        rerank_top: int = DEFAULT_RERANK_TOP, query_size: tuple[int, int] | None = None,
+                        products: bool = False, views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
+                        cells: torch.Tensor | None = None) -> SearchResult:
+        """Ranked matches for an already encoded query (one image; `query_size` its (w, h)).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
-        `heatmaps=False`: each match keeps its maps on the token grid, and its heatmaps wait for `query_heatmap` and
-        `match_heatmap` (an app shows one match at a time, and keeps its last search per visitor).
         `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
         among the gallery's zoom windows too, a whole garment among full photos only. `category_vote`: the weight of
-        the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off)."""
+        the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off). `cells`: the query's
+        cells' shares of its global token (MGAModel.encode_cells): with them each match is explained, its score
+        spread over the query's cells term by term (Match.query_maps; the match's side: `match_maps`)."""
         t0 = time.perf_counter()
         if category == "":
             category = None
@@ -144,9 +143,10 @@ class SearchEngine:
         images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), max(rerank_top, k),
                                                              category, full_only=whole)
         t1 = time.perf_counter()
+        query_global = q.global_[0].float().numpy()
         if len(images) == 0:
             return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
-                                     "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole)
+                                     "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole, query_global)
         ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
         by_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
@@ -158,12 +158,12 @@ class SearchEngine:
         best_two = [(item_ids[j], ranked.score(int(j), coarse))
                     for j in (head + [j for j in by_product if j >= ranked.n_rerank])[:2]]
         set_confidence(matches, best_two, self.model.config.confidence)
-        if explain:
-            self._explain(matches, ranked, q, query_size, heatmap_max_side, heatmaps)
+        if cells is not None:
+            self._explain(matches, q, cells[0])
         t3 = time.perf_counter()
         timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
                    "total_ms": (t3 - t0) * 1e3}
-        return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole)
+        return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole, query_global)
 
     def _rerank(self, q: Encoding, images: np.ndarray, coarse: np.ndarray, best_rows: np.ndarray,
                 rerank_top: int, full_only: bool = False, category_vote: float = CATEGORY_VOTE) -> "Ranked":
@@ -197,50 +197,59 @@ class SearchEngine:
             global_contribution=float(ranked.alignment.global_term[0, c]),
             anchor_contribution=float(ranked.alignment.anchor_term[0, c]),
             index=image,
-            row=int(ranked.rows[c]), view=c,
+            row=int(ranked.rows[c]), assignment=ranked.alignment.assignment[0, c].numpy(),
             box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
             photos=self.index.item_photos.get(it.get("item_id"), 1),
             category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0)
 
-    def _explain(self, matches: list[Match], ranked: "Ranked", q: Encoding, query_size: tuple[int, int] | None,
-                 heatmap_max_side: int | None, heatmaps: bool = True) -> None:
-        """What each part contributed, on the token grids of the query and of each match; with `heatmaps`, also
-        as heatmaps in the images' frames (the query's in one pass for all matches)."""
-        q_attn = q.attn[0].float().numpy()
+    def _explain(self, matches: list[Match], q: Encoding, cells: torch.Tensor) -> None:
+        """Each match's score spread over the query's cells, term by term (Match.query_maps)."""
+        cfg, attn = self.model.config, q.attn[0].float().numpy()
         for m in matches:
-            contrib = np.asarray(m.contributions, dtype=np.float32)
-            match_attn = np.asarray(self.index.attn[m.row], dtype=np.float32)
-            m.query_grid, m.match_grid = part_contribution_maps(contrib, q_attn, match_attn,
-                                                                ranked.alignment.assignment[0, m.view].numpy())
-            if heatmaps:
-                self.match_heatmap(m, heatmap_max_side)
-        if heatmaps and matches and query_size is not None:
-            frames = to_image_frame(np.stack([m.query_grid for m in matches]), query_size[0], query_size[1],
-                                    self.model.config.image_size, heatmap_max_side)
-            for match, frame in zip(matches, frames):
-                match.query_heatmap = frame
+            other = self.index.global_[m.row].astype(np.float32)  # the stored token the score was computed with
+            m.query_maps = score_maps(cells, other, cfg.embed_dim, cfg.global_weight, m.contributions, attn)
 
-    def query_heatmap(self, m: Match, query_size: tuple[int, int],
+    def match_maps(self, m: Match, query_global: np.ndarray) -> ScoreMaps:
+        """The match's score spread over the cells of the view that matched, term by term: that view encoded
+        again (one forward; its global token pinned to the stored one the score used), against the query's global
+        token (SearchResult.query_global). Computed once per match; GalleryFileError or ImageError if the photo
+        cannot be read."""
+        if m.match_maps is None:
+            # decoded as the index builder decoded it (index_builder.decode), then the view cut out
+            side = working_side(self.model.config.image_size)
+            view = crop(self.gallery_image(m.index, original=True, max_side=side), m.box)
+            _, cells = self.encode(view, cells=True)
+            stored = self.index.global_[m.row].astype(np.float32)
+            attn = moved_attention(m.assignment, self.index.attn[m.row])
+            cfg = self.model.config
+            m.match_maps = score_maps(pinned(cells[0], stored), query_global, cfg.embed_dim, cfg.global_weight,
+                                      m.contributions, attn)
+        return m.match_maps
+
+    def query_heatmap(self, m: Match, query_size: tuple[int, int], term: str | int = WHOLE,
                       heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
-        """The match's heatmap on the query (`query_size`: its (w, h)), computed once; None for a search without
-        explain."""
-        if m.query_heatmap is None and m.query_grid is not None:
-            m.query_heatmap = to_image_frame(m.query_grid[None], query_size[0], query_size[1],
-                                             self.model.config.image_size, heatmap_max_side)[0]
-        return m.query_heatmap
+        """One term's map (mga.explain: WHOLE, OVERALL or a part) of the match on the query (`query_size`: its
+        (w, h)), in [0, 1] in its frame; None for a match that was not explained."""
+        if m.query_maps is None:
+            return None
+        return to_image_frame(m.query_maps.term(term), query_size[0], query_size[1], self.model.config.image_size,
+                              heatmap_max_side)
 
-    def match_heatmap(self, m: Match, heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
-        """The match's heatmap in its own frame (computed once; None for a search without explain)."""
-        if m.match_heatmap is None and m.match_grid is not None:
-            it, size = self.index.items[m.index], self.model.config.image_size
-            m.match_heatmap = to_image_frame(m.match_grid, int(it.get("width") or size),
-                                             int(it.get("height") or size), size, heatmap_max_side, m.box)
-        return m.match_heatmap
+    def match_heatmap(self, m: Match, query_global: np.ndarray, term: str | int = WHOLE,
+                      heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
+        """The same on the match's photo (the view that matched, in the whole photo's frame); None for a match
+        that was not explained."""
+        if m.query_maps is None:
+            return None
+        it, size = self.index.items[m.index], self.model.config.image_size
+        return to_image_frame(self.match_maps(m, query_global).term(term), int(it.get("width") or size),
+                              int(it.get("height") or size), size, heatmap_max_side, m.box)
 
-    def gallery_image(self, i: int, original: bool = False) -> Image.Image:
-        """Gallery image i (its thumbnail unless `original`), e.g. for "more like this"; GalleryFileError or
-        ImageError (naming it by its gallery path) when it cannot be had."""
-        return load_image(self.index.read_image(i, display=not original), name=self.index.relative_path(i))
+    def gallery_image(self, i: int, original: bool = False, max_side: int | None = None) -> Image.Image:
+        """Gallery image i (its thumbnail unless `original`; within max_side), e.g. for "more like this";
+        GalleryFileError or ImageError (naming it by its gallery path) when it cannot be had."""
+        return load_image(self.index.read_image(i, display=not original), name=self.index.relative_path(i),
+                          max_side=max_side)
 
     def gallery_encoding(self, i: int) -> Encoding:
         """The stored encoding of image i's full photo: search with it for "more like this" without re-encoding."""

@@ -82,7 +82,7 @@ def engine(tmp_path_factory, default_model):
 
 def test_the_engine_searches_a_whole_garment_among_full_photos_only(engine):
     front = photos_of_view("query", "front", 1)[0]
-    res = engine.search(front, k=8, heatmap_max_side=256, views="auto")
+    res = engine.search(front, k=8, views="auto")
     assert res.whole_garment
     for m in res.matches:  # every match through its image's full photo
         assert m.row == engine.index.first_row[m.index] and m.box == pytest.approx(FULL_BOX)

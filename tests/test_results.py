@@ -29,4 +29,4 @@ def test_a_gallery_photo_gone_is_left_out_of_the_results_and_logged(tmp_path, ca
     assert len(after.gallery) == len(kept)
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert gone.image in logged and str(tmp_path) not in logged
-    assert match_details(fresh, after.query, after.result.matches[0])["markdown"]  # the rest still open
+    assert match_details(fresh, after, after.result.matches[0])["markdown"]  # the rest still open

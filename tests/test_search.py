@@ -15,7 +15,7 @@ from conftest import LUMA_TINY, ROOT
 from index_builder import build_index
 from index_builder.pick_examples import EXPECTED, top_products
 from mga.config import DEFAULT_INDEX_DIR
-from mga.explain import overlay, part_contribution_maps, to_image_frame
+from mga.explain import OVERALL, WHOLE, moved_attention, overlay, score_maps, to_image_frame
 from mga.imageio import ImageError
 from mga.model import MGAModel
 from mga.index import IndexMismatchError
@@ -45,7 +45,7 @@ def test_refuses_index_of_other_weights(engine, default_model):
 def test_results_sorted_unique_and_explained(engine, luma_photos):
     photo = luma_photos[0]
     w, h = Image.open(photo).size
-    res = engine.search(photo, k=10, heatmap_max_side=None)
+    res = engine.search(photo, k=10)
     assert isinstance(res, SearchResult) and len(res.matches) == 10 and res.query_size == (w, h)
     ranked = [m.score + m.category_vote for m in res.matches]  # the ATA score plus its category's vote
     assert ranked == sorted(ranked, reverse=True)
@@ -55,11 +55,11 @@ def test_results_sorted_unique_and_explained(engine, luma_photos):
     assert len({m.index for m in res.matches}) == 10 and [m.rank for m in res.matches] == list(range(1, 11))
     for m in res.matches:
         assert engine.index.read_image(m.index) and not os.path.isabs(m.image)
-        assert m.query_heatmap.shape == (h, w) and m.query_heatmap.dtype == np.float32
-        assert 0 <= m.query_heatmap.min() and m.query_heatmap.max() <= 1
+        q_heat = engine.query_heatmap(m, res.query_size, heatmap_max_side=None)
+        assert q_heat.shape == (h, w) and q_heat.dtype == np.float32 and 0 <= q_heat.min() and q_heat.max() <= 1
         it = engine.index.items[m.index]
-        assert m.match_heatmap.shape == (it["height"], it["width"])
-        assert 0 <= m.match_heatmap.min() and m.match_heatmap.max() <= 1
+        m_heat = engine.match_heatmap(m, res.query_global, heatmap_max_side=None)
+        assert m_heat.shape == (it["height"], it["width"]) and 0 <= m_heat.min() and m_heat.max() <= 1
         assert len(m.contributions) == engine.model.config.num_parts
         assert m.score == pytest.approx(m.global_contribution + m.anchor_contribution + sum(m.contributions),
                                          abs=1e-4)
@@ -68,8 +68,7 @@ def test_results_sorted_unique_and_explained(engine, luma_photos):
     doc = json.loads(json.dumps(res.to_json()))
     assert doc[0]["rank"] == 1 and doc[0]["image"] == res.matches[0].image  # gallery-relative, never a server path
     assert not os.path.isabs(doc[0]["image"]) and engine.index.relative_path(res.matches[0].index) == doc[0]["image"]
-    capped = engine.search(photo, k=2)  # default: heatmaps at most 1024 px on the long side, aspect kept
-    hh, ww = capped.matches[0].query_heatmap.shape
+    hh, ww = engine.query_heatmap(res.matches[0], res.query_size).shape  # default: at most 1024 px, aspect kept
     assert max(hh, ww) == min(1024, max(w, h)) and abs(ww / hh - w / h) < 0.01
 
 
@@ -77,7 +76,7 @@ def test_category_filter_and_bad_query(engine, luma_photos):
     cat = engine.categories[0]
     res = engine.search(luma_photos[1], k=5, category=cat, explain=False)
     assert res.matches and all(m.category == cat for m in res.matches)
-    assert all(m.query_heatmap is None for m in res.matches)
+    assert all(m.query_maps is None and engine.query_heatmap(m, res.query_size) is None for m in res.matches)
     with pytest.raises(ValueError):
         engine.search(luma_photos[1], category="no such category")
     with pytest.raises(ImageError):
@@ -99,13 +98,22 @@ def test_more_like_this_finds_itself(engine):
 
 
 def test_explain_maths():
-    k, h, w = 3, 4, 4
-    attn = np.zeros((k, h, w), np.float32)
-    attn[0, 0, 0] = attn[1, 3, 3] = attn[2, 1, 2] = 1
-    c = np.array([1.0, 0.0, 0.0])
-    pi = np.eye(k)[[1, 0, 2]]  # query part 0 matched candidate part 1
-    qmap, mmap = part_contribution_maps(c, attn, attn, pi)
-    assert qmap[0, 0] == 1 and qmap.sum() == 1 and mmap[3, 3] == 1 and mmap.sum() == 1
+    """A hand-made pair: two cells, a 2-wide trained token and a 1-wide pretrained look, two parts."""
+    k = 2
+    cells = np.array([[0.6, 0.0, 0.2], [0.2, 0.4, 0.1]])  # each cell's share of this photo's global token
+    other = np.array([0.5, 0.5, 1.0])  # the other photo's global token
+    attn = np.array([[[1.0, 0.0]], [[0.25, 0.75]]])
+    c = np.array([0.3, -0.1])
+    maps = score_maps(cells, other, 2, 2.0, c, attn)
+    assert maps.global_ == pytest.approx(np.array([[0.6, 0.6]]))  # 2 * (0.6*0.5 + 0), 2 * (0.2*0.5 + 0.4*0.5)
+    assert maps.look == pytest.approx(np.array([[0.4, 0.2]]))  # 2 * 0.2 * 1, 2 * 0.1 * 1
+    assert maps.parts == pytest.approx(np.array([[[0.3, 0.0]], [[-0.025, -0.075]]]))
+    assert maps.term(WHOLE).sum() == pytest.approx(2 * cells.sum(0) @ other + c.sum())
+    assert maps.term(OVERALL) == pytest.approx(np.array([[1.0, 0.8]])) and maps.term(1).sum() == pytest.approx(-0.1)
+    pi = np.eye(k)[[1, 0]]  # query part 0 matched candidate part 1
+    assert moved_attention(pi, attn)[0].tolist() == attn[1].tolist()
+    qmap = np.zeros((4, 4), np.float32)
+    qmap[0, 0] = 1
     frame = to_image_frame(qmap, 300, 150, 96)  # wide image: letterbox pads top and bottom
     assert frame.shape == (150, 300) and frame.min() == 0 and frame.max() == 1
     assert frame[:40, :80].mean() > frame[-40:, -80:].mean()  # the hot corner stays top-left
@@ -214,10 +222,20 @@ def test_product_results_list_each_product_once_at_its_best_photo(engine, luma_p
         assert m.lead == pytest.approx(m.score - max(s for o, s in zip(products.matches, scores) if o is not m))
 
 
-def test_heatmaps_on_demand_equal_the_eager_ones(engine, luma_photos):
-    eager = engine.search(luma_photos[2], k=3, heatmap_max_side=256)
-    lazy = engine.search(luma_photos[2], k=3, heatmap_max_side=256, heatmaps=False)
-    for a, b in zip(eager.matches, lazy.matches):
-        assert b.match_heatmap is None and b.query_heatmap is None  # kept on the token grids until asked for
-        assert np.array_equal(engine.match_heatmap(b, 256), a.match_heatmap)
-        assert np.allclose(engine.query_heatmap(b, lazy.query_size, 256), a.query_heatmap, atol=1e-6)
+def test_every_term_of_a_match_spreads_over_both_photos_summing_to_its_score(engine, luma_photos):
+    """The whole-score map: on the query and on the view that matched (a close-up window too), the cells of all
+    terms sum to the score, and each term's cells to that term (the pretrained look, the global token, each part)."""
+    seen_window = False
+    photos = [Image.open(p).convert("RGB") for p in luma_photos[:3]]
+    close_ups = [p.crop((p.width // 4, p.height // 5, 3 * p.width // 4, p.height // 2)) for p in photos]
+    for photo in photos + close_ups:
+        res = engine.search(photo, k=5)
+        for m in res.matches:
+            seen_window |= tuple(m.box) != (0.0, 0.0, 1.0, 1.0)
+            for side in (m.query_maps, engine.match_maps(m, res.query_global)):
+                assert side.term(WHOLE).sum() == pytest.approx(m.score, abs=1e-4)
+                totals = side.totals()
+                assert totals["look"] == pytest.approx(m.anchor_contribution, abs=1e-4)
+                assert totals["global"] == pytest.approx(m.global_contribution, abs=1e-4)
+                assert totals["parts"] == pytest.approx(m.contributions, abs=1e-4)
+    assert seen_window, "no match through a close-up window among these queries"

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from PIL import Image
 
 from mga.confidence import CONFIDENT
-from mga.explain import overlay
+from mga.explain import OVERALL, WHOLE, overlay
 from mga.imageio import ImageError
 from mga.index import GalleryFileError
 from mga.matches import Match, SearchResult
@@ -103,15 +102,15 @@ def shown_details(metadata: dict) -> dict:
 
 
 def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: str | None = None,
-               crop: bool = False, explain: bool = True, heatmap_max_side: int = HEATMAP_SIDE) -> UIResult:
-    """Decode (ImageError on bad input), optionally auto-crop, search, and list the gallery items."""
+               crop: bool = False, explain: bool = True) -> UIResult:
+    """Decode (ImageError on bad input), optionally auto-crop, search, and list the gallery items. With `explain`
+    each match's score is spread over the query's cells (its heatmaps are drawn when it is opened: match_details)."""
     k_int = parse_k(k)
     cat = parse_category(category, loaded.engine.categories)
     img = decode_query(image)
     if crop:
         img = autocrop(img)
-    res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, heatmap_max_side=heatmap_max_side,
-                               products=True, heatmaps=False)  # one is shown at a time: match_details
+    res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True)
     return UIResult.of(img, res, gallery_items(loaded, res))
 
 
@@ -155,17 +154,29 @@ def _chart_font():
         return ImageFont.load_default()
 
 
-def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution: float | None = None,
-              anchor_contribution: float = 0.0, width: int = 420, row: int = 26) -> Image.Image:
-    """Horizontal bars of the per-part contributions (and the global term, and the pretrained backbone's where
-    the model has an anchor), drawn with PIL: a matplotlib figure per click would cost more than the search."""
+OVERALL_LOOK = "overall look"  # the global token's terms (mga.explain.OVERALL), as a shopper reads them
+WHOLE_MATCH = "whole match"
+# A part is named as what decided a match only when its term is this much larger than the next part's and this
+# share of the score; otherwise the overall look decided.
+STANDS_OUT = 1.5
+NAMED_SHARE = 0.08
+
+
+def term_choices(match: Match) -> list[tuple[str, str]]:
+    """What the photos can show of one match, (label, value) for a radio: the whole score, the overall look, each
+    part by its name on this match's kind of garment."""
+    return [(WHOLE_MATCH, WHOLE), (OVERALL_LOOK, OVERALL)] + [(n, str(k)) for k, n in enumerate(match.part_names)]
+
+
+def bar_chart(match: Match, shown: str = WHOLE, width: int = 420, row: int = 26) -> Image.Image:
+    """Horizontal bars of what each term contributed to the score (the overall look, then each part by name),
+    drawn with PIL (a matplotlib figure per click would cost more than the search). The term the photos show is
+    drawn in colour, the others grey; all of them in colour when they show the whole match."""
     from PIL import ImageDraw
 
-    vals, labels = [float(v) for v in values], list(names)
-    if global_contribution is not None:
-        vals, labels = [float(global_contribution)] + vals, ["global"] + labels
-    if anchor_contribution:
-        vals, labels = [float(anchor_contribution)] + vals, ["pretrained look"] + labels
+    vals = [match.global_contribution + match.anchor_contribution, *match.contributions]
+    labels = [OVERALL_LOOK, *match.part_names]
+    keys = [OVERALL, *(str(k) for k in range(len(match.contributions)))]
     font = _chart_font()
     left, right, top = 12 + int(max(font.getlength(lab) for lab in labels)), 60, 10  # names fit beside their bars
     img = Image.new("RGB", (width, top * 2 + row * len(vals) + 18), "white")
@@ -173,15 +184,30 @@ def bar_chart(values: Sequence[float], names: Sequence[str], global_contribution
     lo, hi = min(0.0, *vals), max(0.0, *vals)
     span = (hi - lo) or 1.0
     x = lambda v: left + (v - lo) / span * (width - left - right)  # noqa: E731
-    for i, (v, lab) in enumerate(zip(vals, labels)):
+    for i, (v, lab, key) in enumerate(zip(vals, labels, keys)):
         y = top + i * row
-        color = "#9e9e9e" if lab in ("global", "pretrained look") else ("#d62728" if v < 0 else "#1f77b4")
-        d.rectangle([min(x(0), x(v)), y + 4, max(x(0), x(v)), y + row - 4], fill=color)
+        color = "#d62728" if v < 0 else "#1f77b4"
+        d.rectangle([min(x(0), x(v)), y + 4, max(x(0), x(v)), y + row - 4],
+                    fill=color if shown in (WHOLE, key) else "#c8c8c8")
         d.text((6, y + 5), lab, fill="black", font=font)
-        d.text((max(x(0), x(v)) + 4, y + 5), f"{v:+.3f}", fill="#333333", font=font)
+        d.text((max(x(0), x(v)) + 4, y + 5), f"{v / (match.score or 1):.0%}", fill="#333333", font=font)
     d.line([x(0), top, x(0), top + row * len(vals)], fill="black", width=1)
-    d.text((left, img.height - 20), "contribution to the score", fill="#555555", font=font)
+    d.text((left, img.height - 20), "share of the match's score", fill="#555555", font=font)
     return img
+
+
+def what_decided(match: Match, confident: bool) -> str:
+    """One line on what drove the match, in words that hold: a part is named only when the shop sells what the
+    photo shows (a confident match) and one part's term stands out; else the overall look decided."""
+    if not confident:
+        return "Not sure this is a product the shop sells, so no detail is named."
+    parts = sorted(zip(match.contributions, match.part_names), reverse=True)
+    overall = (match.global_contribution + match.anchor_contribution) / (match.score or 1)
+    if parts and parts[0][0] >= NAMED_SHARE * match.score and (
+            len(parts) == 1 or parts[0][0] >= STANDS_OUT * max(parts[1][0], 0)):
+        return (f"The overall look carried {overall:.0%} of the score; the detail that stood out: "
+                f"**{parts[0][1]}** ({parts[0][0] / match.score:.0%}).")
+    return f"No single detail stood out: the overall look decided ({overall:.0%} of the score)."
 
 
 def outline(img: Image.Image, box: Sequence[float], color: str = "#00c853") -> Image.Image:
@@ -195,25 +221,28 @@ def outline(img: Image.Image, box: Sequence[float], color: str = "#00c853") -> I
     return img
 
 
-def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dict[str, Any]:
-    """Everything the details panel shows for one match: markdown, the query and the match with their heatmaps
-    overlaid (at display size), and the per-part contribution chart."""
-    loaded.engine.match_heatmap(match, HEATMAP_SIDE)
-    q = _fit(query)
-    q_heat = loaded.engine.query_heatmap(match, query.size, HEATMAP_SIDE)
-    q_over = overlay(q, q_heat) if q_heat is not None else q
+def match_overlay(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = WHOLE,
+                  heat: bool = True) -> Image.Image:
+    """The match's photo at display size, the view that matched outlined when it is a close-up, with the heatmap
+    of `term` overlaid (`heat`: the first time per match, that view is encoded once more for its cells)."""
     try:
-        m_img = _fit(loaded.engine.gallery_image(match.index, original=True))
+        img = _fit(loaded.engine.gallery_image(match.index, original=True))
+        heatmap = loaded.engine.match_heatmap(match, ui.result.query_global, term, HEATMAP_SIDE) if heat else None
     except (GalleryFileError, ImageError):  # the original is gone: its thumbnail, as the results show it
-        m_img = _fit(loaded.engine.gallery_image(match.index))
-    m_over = overlay(m_img, match.match_heatmap) if match.match_heatmap is not None else m_img
-    zoomed = tuple(match.box) != FULL_BOX
-    if zoomed:
-        m_over = outline(m_over, match.box)
-    names = match.part_names
-    chart = bar_chart(match.contributions, names, global_contribution=match.global_contribution,
-                      anchor_contribution=match.anchor_contribution)
-    top = int(np.argmax(match.contributions)) if match.contributions else None
+        img, heatmap = _fit(loaded.engine.gallery_image(match.index)), None
+    out = overlay(img, heatmap) if heatmap is not None else img
+    return outline(out, match.box) if tuple(match.box) != FULL_BOX else out
+
+
+def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = WHOLE,
+                  match_side: bool = True) -> dict[str, Any]:
+    """Everything the details panel shows for one match: markdown, the query and the match with the heatmap of
+    `term` (mga.explain: the whole score, the overall look or a part) overlaid at display size, and the chart of
+    every term's share. Without `match_side` the match's photo comes without its heatmap (match_overlay adds it:
+    the one forward that opening a match costs)."""
+    query = ui.query
+    q = _fit(query)
+    q_heat = loaded.engine.query_heatmap(match, query.size, term, HEATMAP_SIDE)
     meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
     sure = (f"**{match.confidence:.0%}** likely the same product" if match.confidence is not None
             else f"**Score** {match.score:.3f}")
@@ -221,10 +250,12 @@ def match_details(loaded: LoadedEngine, query: Image.Image, match: Match) -> dic
           f"{sure} · {match.category or '—'}"
           + (f" · {colour(match)}" if colour(match) else "")
           + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
-          + (f"\n\nStrongest part: **{names[top]}**" if top is not None else "")
-          + (" · matched through a close-up of the outlined region" if zoomed else "")
+          + f"\n\n{what_decided(match, match.confidence is None or match.confidence >= CONFIDENT)}"
+          + (" Matched through a close-up of the outlined region." if tuple(match.box) != FULL_BOX else "")
           + (f"\n\n{meta}" if meta else ""))
-    return {"markdown": md, "query_overlay": q_over, "match_overlay": m_over, "chart": chart}
+    return {"markdown": md, "query_overlay": overlay(q, q_heat) if q_heat is not None else q,
+            "match_overlay": match_overlay(loaded, ui, match, term, heat=match_side),
+            "chart": bar_chart(match, term)}
 
 
 def api_payload(ui: UIResult, category: str | None, weights_label: str) -> dict[str, Any]:
