@@ -1,4 +1,4 @@
-"""bench.eye_test: answer sheets of real spoilt Luma-tiny queries, a key that names the right product, and scores
+"""bench.eye_sheets: answer sheets of real spoilt Luma-tiny queries, a key that names the right product, and scores
 for a person's answers and for the models on the same queries."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def sheets(shop, out, *extra: str) -> list[str]:
 
 
 def test_sheets_show_the_section_and_the_key_names_the_right_product(shop, tmp_path, capsys):
-    from bench.eye_test import LETTERS, main
+    from bench.eye_sheets import LETTERS, main
     from mga.data import load_retrieval_data
 
     out = tmp_path / "eye"
@@ -58,7 +58,7 @@ def test_sheets_show_the_section_and_the_key_names_the_right_product(shop, tmp_p
 
 
 def test_score_counts_the_answered_sheets_and_ranks_the_same_queries(shop, tmp_path, capsys):
-    from bench.eye_test import LETTERS, main
+    from bench.eye_sheets import LETTERS, main
     from mga.hub import describe_weights
 
     out = tmp_path / "eye"

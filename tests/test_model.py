@@ -300,9 +300,9 @@ def test_encode_takes_uint8_pixels_and_any_forward_size(default_model):
 
 
 def test_mirror_averaged_encoding_is_the_same_for_a_photo_and_its_mirror():
-    """bench.test_time's mirror-averaged model: a photo and its mirror image get one embedding (up to rounding),
+    """bench.tta's mirror-averaged model: a photo and its mirror image get one embedding (up to rounding),
     the part maps mirror with the photo, and the model as loaded would tell the two apart."""
-    from bench.test_time import mirror_averaged
+    from bench.tta import mirror_averaged
 
     model = load_model(None)
     x = torch.stack([model.transform(load_image(HOODIE))])

@@ -1,6 +1,6 @@
 """Test-time options that need no training: a mirror-averaged encoding and a larger input side at test time.
 
-    python -m bench.test_time --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--sides 320]
+    python -m bench.tta --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--sides 320]
 
 For each set of weights, clean R@1 / R@10 in mga.evaluate's protocol (coarse + ATA over the gallery's zoom
 views): as trained, with every query and gallery image encoded as the mean of itself and its mirror image
@@ -39,7 +39,7 @@ def mirror_averaged(model: MGAModel) -> MGAModel:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.test_time", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.tta", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--weights", nargs="*", default=[None],

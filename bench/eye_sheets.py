@@ -1,8 +1,8 @@
 """A person's score on bench.robustness's photos: can the eye tell which product a spoilt photo shows?
 
-    python -m bench.eye_test --data ../shared/data/luma-inshop --out runs/eye            # write the sheets
+    python -m bench.eye_sheets --data ../shared/data/luma-inshop --out runs/eye            # write the sheets
     (fill in runs/eye/answers.txt: one letter per sheet, without opening key.json)
-    python -m bench.eye_test --data ../shared/data/luma-inshop --out runs/eye --score    # score them
+    python -m bench.eye_sheets --data ../shared/data/luma-inshop --out runs/eye --score    # score them
 
 A benchmark target is only worth chasing if the photos still carry their product. Each sheet shows one test query
 as a column of bench.robustness corrupts it (draw --seed, as the model sees it: letterboxed, enlarged) beside every
@@ -193,7 +193,7 @@ def score(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict | None:
-    p = argparse.ArgumentParser(prog="python -m bench.eye_test", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.eye_sheets", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a Luma-style In-shop data root (its test split is shown)")
     p.add_argument("--out", required=True, help="folder for the sheets, the answer form and the key")
