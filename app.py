@@ -28,6 +28,7 @@ from fastapi.responses import Response  # noqa: E402
 from mga.imageio import ImageError  # noqa: E402
 from mga.index import GalleryFileError, IndexFormatError, image_type  # noqa: E402
 from ui.inputs import add_corner, crop_to_corners, crop_view  # noqa: E402
+from mga import heap  # noqa: E402
 from mga.explain import WHOLE  # noqa: E402
 from ui.results import (  # noqa: E402
     GALLERY_ROUTE,
@@ -295,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     # a Space is stopped by SIGTERM (uvicorn, once running, shuts down gracefully and hands it on): a normal exit,
     # at any stage, lets the app's temporary copies (ui.files) go with it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    heap.serve()  # before any worker thread: memory a search frees goes back to the system
     settings = parse_settings(argv)
     try:
         loaded = load_engine(settings.weights, settings.index, settings.device)

@@ -3,16 +3,13 @@ small, costs more memory than its decoded size bounded here (a tile at a time, l
 budget that large decodes take turns in)."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import io
 import math
 import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Union
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 import torch
@@ -20,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .config import DECODE_MEMORY, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_SIDE
+from .heap import return_freed
 from .webp import webp_config, webp_decode
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
@@ -62,29 +60,13 @@ class _DecodeBudget:
         try:
             yield
         finally:
-            _return_freed_memory()
+            return_freed()  # the arenas would keep a decode's worth per thread, which the budget does not count
             with self.changed:
                 self.free += nbytes
                 self.changed.notify_all()
 
 
 DECODE_BUDGET = _DecodeBudget(DECODE_MEMORY)
-
-
-@functools.lru_cache(maxsize=None)
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def _return_freed_memory() -> None:
-    """Hands the memory a large decode freed back to the system (glibc keeps freed blocks in the thread's own
-    arena: threads taking turns would each keep a decode's worth, which the budget does not count)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _tiles(width: int, height: int, step: int = 1) -> Iterator[tuple[int, int, int, int]]:

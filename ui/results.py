@@ -13,6 +13,7 @@ from PIL import Image
 
 from mga.confidence import CONFIDENT
 from mga.explain import OVERALL, WHOLE, overlay
+from mga.heap import return_freed
 from mga.imageio import ImageError
 from mga.index import GalleryFileError
 from mga.matches import Match, SearchResult
@@ -110,8 +111,11 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
     img = decode_query(image)
     if crop:
         img = autocrop(img)
-    res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True)
-    return UIResult.of(img, res, gallery_items(loaded, res))
+    try:
+        res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True)
+        return UIResult.of(img, res, gallery_items(loaded, res))
+    finally:
+        return_freed()  # what the search freed goes back to the system, not to this worker thread's arena
 
 
 def gallery_items(loaded: LoadedEngine, res: SearchResult) -> list[tuple[str, str]]:
