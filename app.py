@@ -86,16 +86,22 @@ class QueryPhoto(gr.Image):
     def get_block_name(cls) -> str:
         return "image"  # the browser shows it as the usual image input
 
+    # the app's copies of gallery images (ui.files.GalleryFiles), which "more like this" hands the photo box; on the
+    # class, as Gradio makes a session's own copy of a component it updates
+    app_copies: str | None = None
+
     def preprocess(self, payload):
         return None if payload is None else payload.path
 
     async def async_move_resource_to_block_cache(self, url_or_file_path):
-        """The one door a photo comes in by: a file in Gradio's upload folder (an upload, an example, or an image
-        the app itself handed to Gradio). A server path or an address named in a request is refused with the same
+        """The one door a photo comes in by: a file in Gradio's upload folder (an upload, an example) or among the
+        app's own copies of gallery images (`app_copies`: "more like this"). A server path or an address named in a
+        request is refused with the same
         words whether it exists or not, and nothing is read, fetched or copied. (Gradio's own check of this is
         skipped in a mounted app, and its refusal names the server's folder.)"""
         path = str(url_or_file_path or "")
-        if is_http_url_like(path) or not is_in_or_equal(path, self.GRADIO_CACHE):
+        folders = [f for f in (self.GRADIO_CACHE, self.app_copies) if f]
+        if is_http_url_like(path) or not any(is_in_or_equal(path, f) for f in folders):
             raise gr.Error(FILE_NOT_SENT, print_exception=False)
         return await super().async_move_resource_to_block_cache(url_or_file_path)
 
@@ -174,11 +180,11 @@ class Callbacks:
         return evt.index, *self.details(ui, evt.index)
 
     def more_like_this(self, ui, i):
-        """The picked product's photo as the new query: handed over decoded, so that Gradio saves it into its upload
-        folder, the only place the photo box takes files from (QueryPhoto)."""
+        """The picked product's photo (the app's copy of it, which the photo box takes: QueryPhoto) as the new
+        query."""
         if ui is None or i is None:
             raise gr.Error("Pick a result first.")
-        return self.loaded.engine.gallery_image(ui.result.matches[i].index, original=True)
+        return self.loaded.files.original(ui.result.matches[i].index)
 
     def api_search(self, image, k, category):
         """Search the shop with one photo of a garment.
@@ -200,7 +206,7 @@ def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
             c.query = QueryPhoto(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
-                                 format="png", height=340, elem_id="mga-query")  # png: "more like this" is lossless
+                                 height=340, elem_id="mga-query")
             c.error = gr.Markdown(elem_id="mga-error")
             c.crop = gr.Checkbox(label="Auto-crop to the garment (trim a plain background)", value=False)
             with gr.Row():
@@ -269,6 +275,7 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         gr.Markdown(loaded.status_markdown, elem_id="mga-status")
+        QueryPhoto.app_copies = str(loaded.files.folder)
         wire(layout([ALL_CATEGORIES] + list(loaded.engine.categories), examples), Callbacks(loaded))
     demo.state_session_capacity = SESSIONS  # launch()'s setting; the app is mounted, not launched (main)
     return demo

@@ -4,6 +4,7 @@ heatmaps, pick a result, "More like this", and a search from the (fake) webcam.
 MGA_SCREENSHOT=assets/screenshot.png also saves the README's screenshot."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -95,6 +96,14 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
         screenshot(page, tmp_path, "desktop-1280x800.png")
         if os.environ.get("MGA_SCREENSHOT"):
             shutil.copy(tmp_path / "desktop-1280x800.png", os.environ["MGA_SCREENSHOT"])
+
+        # the photos show the whole match first; the overall look alone redraws both heatmaps
+        shown = {sel: page.locator(f"{sel} img").get_attribute("src") for sel in ("#mga-query-heatmap",
+                                                                                  "#mga-match-heatmap")}
+        page.locator("#mga-term label", has_text="overall look").click()
+        for sel, src in shown.items():
+            page.wait_for_function(f"() => document.querySelector('{sel} img').src !== {json.dumps(src)}",
+                                   timeout=60_000)
 
         # pick the third result: its details; then "More like this" searches with that product's photo
         page.locator("#mga-results .thumbnail-item").nth(2).click()
