@@ -184,6 +184,24 @@ def plot(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _read_progress(path: str | None) -> dict[str, dict | None]:
+    """The queries a stopped run finished (its --progress file), by path; JSON keys back to the fractions."""
+    if not path or not Path(path).exists():
+        return {}
+    done = {}
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the stop
+            continue
+        figures = row["figures"]
+        if figures is not None:
+            for test in ("deletion", "insertion"):
+                figures[test] = {k: {float(p): v for p, v in by_p.items()} for k, by_p in figures[test].items()}
+        done[row["path"]] = figures
+    return done
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.faithfulness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,18 +210,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--weights", help="Hub id or checkpoint folder (default: embedded; must match the index)")
     p.add_argument("--queries", type=int, help="only the first N queries")
     p.add_argument("--seed", type=int, default=0, help="for the random blocks")
-    p.add_argument("--json", help="write the summary and every query's figures here")
+    p.add_argument("--json", help="write the summary here")
+    p.add_argument("--progress", help="each query's figures are added to this JSON-lines file as it is done; a run "
+                                      "given the same file goes on after the queries it holds")
     p.add_argument("--plot", help="draw the curves here (PNG)")
     args = p.parse_args(argv)
     engine = SearchEngine.load(args.index, weights=args.weights)
     data = load_retrieval_data(args.data)
     queries = data.query[:args.queries] if args.queries else data.query
-    side, rng = working_side(engine.model.config.image_size), np.random.default_rng(args.seed)
-    per_query = []
-    for r in tqdm(queries, desc="queries", unit="query"):
+    side = working_side(engine.model.config.image_size)
+    done = _read_progress(args.progress)
+    per_query = [q for q in done.values() if q is not None]
+    for i, r in enumerate(tqdm(queries, desc="queries", unit="query", initial=len(done))):
+        rng = np.random.default_rng([args.seed, i])  # the same blocks for a query whether run at once or resumed
+        if r.path in done:
+            continue
         out = one_query(engine, load_image(Path(data.root) / r.path, max_side=side), rng)
         if out is not None:
             per_query.append(out)
+        if args.progress:
+            with open(args.progress, "a") as f:  # a line per query: a stopped run loses at most one
+                f.write(json.dumps({"path": r.path, "figures": out}) + "\n")
     summary = summarise(per_query)
     report(summary, len(per_query))
     if args.json:

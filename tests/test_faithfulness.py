@@ -28,8 +28,11 @@ def test_pixel_sets_and_random_blocks_cover_what_they_say():
 def test_deletion_and_insertion_on_real_queries(tmp_path):
     from bench.faithfulness import main
 
-    summary = main(["--data", str(LUMA), "--queries", "4", "--json", str(tmp_path / "f.json"),
-                    "--plot", str(tmp_path / "f.png")])
+    progress = tmp_path / "progress.jsonl"
+    main(["--data", str(LUMA), "--queries", "3", "--progress", str(progress)])
+    summary = main(["--data", str(LUMA), "--queries", "4", "--progress", str(progress), "--json",
+                    str(tmp_path / "f.json"), "--plot", str(tmp_path / "f.png")])  # goes on after the first three
+    assert len(progress.read_text().splitlines()) == 4
     assert json.loads((tmp_path / "f.json").read_text())["queries"] == 4 and (tmp_path / "f.png").stat().st_size
     for test in ("deletion", "insertion"):
         assert set(summary[test]["maps"]) == set(MAPS)
