@@ -1,4 +1,10 @@
-"""Shared test set-up: offline Hugging Face, the real data in ../shared, the embedded default model."""
+"""Shared test set-up: offline Hugging Face, the test data, the embedded default model.
+
+The data: small copies in tests/data (tests/data/README.md), which every clone has, and the real data in
+../shared/data beside the repository, which a bare clone does not. LUMA_TINY and DISTRACTORS are the shared sets
+where they are, else their small copies (the same layout, fewer photos); LUMA (full-size photos) is shared only.
+A test that needs the shared data itself (its full size, its counts, particular photos of it) is marked
+`requires_shared` and is skipped, saying why, where ../shared/data is absent."""
 from __future__ import annotations
 
 import os
@@ -13,9 +19,37 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-LUMA = SHARED_DATA / "luma-inshop"
-LUMA_TINY = SHARED_DATA / "luma-inshop-tiny"
-DISTRACTORS = SHARED_DATA / "distractors"
+HAS_SHARED = all((SHARED_DATA / name).is_dir() for name in ("luma-inshop", "luma-inshop-tiny", "distractors"))
+FIXTURES = ROOT / "tests" / "data"
+SHOP_MINI = FIXTURES / "luma-inshop-mini"  # 21 Luma-tiny items (87 photos, <= 96 px), In-shop layout
+PHOTOS_448 = FIXTURES / "luma-448"  # 7 full-size Luma photos downscaled to 448 px, at their In-shop paths
+PHONES_MINI = FIXTURES / "phones-mini"  # 16 phone photos (160 px), validation/<kind> and test/<kind>
+LUMA = SHARED_DATA / "luma-inshop"  # full size: only tests marked requires_shared (or slow) read it
+LUMA_TINY = SHARED_DATA / "luma-inshop-tiny" if HAS_SHARED else SHOP_MINI
+DISTRACTORS = SHARED_DATA / "distractors" if HAS_SHARED else PHONES_MINI
+NO_SHARED = "needs ../shared/data (the full Luma set and phone photos, beside the repository), absent here"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_shared: reads ../shared/data itself (full-size photos, whole "
+                            "splits, numbers measured on them); skipped where it is absent")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_SHARED:
+        return
+    skip = pytest.mark.skip(reason=NO_SHARED)
+    for item in items:
+        if item.get_closest_marker("requires_shared"):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, or a skip where this clone does not have it."""
+    if not HAS_SHARED:
+        pytest.skip(NO_SHARED)
+    return SHARED_DATA
 
 
 def inshop_subset(root: Path, pick: Callable[[list[list[str]]], list[str]],
@@ -45,9 +79,9 @@ def default_model():
 
 @pytest.fixture(scope="session")
 def luma_photos() -> list[Path]:
-    """A few real garment photos (full size) from different items."""
-    photos = sorted(LUMA.glob("img/*/*/*/*.jpg"))
-    return photos[::97][:6]
+    """Six real garment photos of different items, men's and women's, at 448 px (tests/data/luma-448)."""
+    photos = sorted(PHOTOS_448.glob("img/*/*/*/*.jpg"))
+    return [p for p in photos if "Bras_Tanks" not in p.parts]
 
 
 @pytest.fixture
