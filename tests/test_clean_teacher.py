@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from conftest import LUMA
@@ -14,6 +15,7 @@ from mga.robust import CleanTeacher, keep_batch_statistics, robust_loss
 from mga.transforms import ConsumerPhotoAugment
 
 
+@pytest.mark.requires_shared
 def test_clean_teacher_term_is_zero_on_clean_twins_and_positive_on_spoilt_photos():
     torch.manual_seed(0)
     random.seed(0)

@@ -28,6 +28,7 @@ def photos_of_view(split: str, view: str, n: int):
     return [data.root / r.path for r in getattr(data, split) if closeup.photo_view(r) == view][:n]
 
 
+@pytest.mark.requires_shared
 def test_the_default_tells_test_close_ups_from_whole_garments(default_model):
     """The shipped detector, on photos it was not fitted on: the test split's close-ups and fronts, and phone
     photos of distractors/test."""
@@ -80,6 +81,7 @@ def engine(tmp_path_factory, default_model):
     return SearchEngine.load(out, model=default_model)
 
 
+@pytest.mark.requires_shared
 def test_the_engine_searches_a_whole_garment_among_full_photos_only(engine):
     front = photos_of_view("query", "front", 1)[0]
     res = engine.search(front, k=8, views="auto")
@@ -95,6 +97,7 @@ def test_the_engine_searches_a_whole_garment_among_full_photos_only(engine):
     assert all(m.row == engine.index.first_row[m.index] for m in flat.matches)  # the exact path of a category
 
 
+@pytest.mark.requires_shared
 def test_search_cli_reports_the_views_it_searched(engine, capsys):
     from mga.search import main
 
@@ -106,6 +109,7 @@ def test_search_cli_reports_the_views_it_searched(engine, capsys):
         assert out["whole_garment"] is whole and len(out["matches"]) == 3
 
 
+@pytest.mark.requires_shared
 def test_fit_on_training_photos_learns_their_close_ups(default_model):
     """Refitting from the training split and the validation phone photos (a sample, for time) separates them."""
     data = load_retrieval_data(LUMA)

@@ -169,6 +169,7 @@ def test_consumer2shop_wrong_count_line_raises(c2s_root):
 
 # --- the real Luma data ------------------------------------------------------------------------------------
 
+@pytest.mark.requires_shared
 @pytest.mark.parametrize("root", [LUMA, LUMA_TINY], ids=["luma", "luma-tiny"])
 def test_luma_partition(root):
     data = load_retrieval_data(root)
@@ -180,6 +181,7 @@ def test_luma_partition(root):
     assert not test_items & {r.item_id for r in data.train}, "train and test items must be disjoint"
 
 
+@pytest.mark.requires_shared
 def test_training_halves_deal_each_items_photos_to_the_shop_and_the_queries():
     train = load_retrieval_data(LUMA).train
     queries, shop = training_halves(train)
@@ -257,6 +259,7 @@ def test_image_dataset_with_eval_transform(inshop_root):
     assert torch.equal(ds[2][0], x), "the eval transform is deterministic"
 
 
+@pytest.mark.requires_shared
 def test_letterbox_centres_the_whole_image_on_white():
     photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=576)
     wide = photo.crop((0, 100, photo.width, 100 + photo.width // 2))  # twice as wide as high
@@ -308,6 +311,7 @@ def test_augment_strength_zero_equals_eval_transform():
     assert any(torch.allclose(out, clean, atol=1e-5) for out in outs)
 
 
+@pytest.mark.requires_shared
 def test_detail_crop_is_a_close_up_of_the_garment():
     photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=576)
     mask = garment_mask(photo)
@@ -325,6 +329,7 @@ def test_detail_box_of_a_blank_image_is_none():
     assert detail_box(blank, garment_mask(blank)) is None
 
 
+@pytest.mark.requires_shared
 def test_augment_with_detail_one_always_zooms_in():
     photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=128)
     clean = EvalTransform(64, MEAN, STD)(photo)
@@ -338,6 +343,7 @@ def test_augment_with_detail_one_always_zooms_in():
         assert torch.isclose(sample.image, white, atol=0.05).all(0).float().mean() < 0.75 * clean_background
 
 
+@pytest.mark.requires_shared
 def test_shopper_photo_has_every_corruption_at_once():
     """strength 0 turns every single augmentation off, so what changes comes from the shopper photo alone: the
     studio white is gone (a new background), and the garment is softer (blur and a low-resolution copy)."""
@@ -381,6 +387,7 @@ def drawn(augment: ConsumerPhotoAugment, photo: Image.Image, seed: int):
     return augment(photo)
 
 
+@pytest.mark.requires_shared
 def test_clean_twin_shares_the_framing_and_nothing_else():
     """`twin`: the studio photo goes through the spoilt photo's crop, flip and tilt only, so the twin's garment
     lies where the spoilt photo's mask says and its background stays studio white, while the spoilt photo has a
@@ -400,6 +407,7 @@ def test_clean_twin_shares_the_framing_and_nothing_else():
         assert spoilt_white[~sample.figure].float().mean() < 0.5  # a new background behind the spoilt photo
 
 
+@pytest.mark.requires_shared
 def test_whole_twin_is_the_uncropped_studio_photo_and_changes_no_draw():
     """`twin="whole"`: however the spoilt photo was cropped and tilted, its twin is the studio photo letterboxed
     whole (mirrored with it), and the spoilt photo is the one a framed twin's sample has."""

@@ -21,6 +21,7 @@ def test_similarity_correlation_is_zero_for_the_teachers_ranking_at_any_scale_an
     assert 0.3 < similarity_correlation_loss(other @ other.T, teacher).item() < 1.7
 
 
+@pytest.mark.requires_shared
 def test_teacher_measures_how_far_the_default_drifted_on_real_photos(default_model):
     """The teacher is the pretrained backbone: the fine-tuned default has drifted from it (loss > 0), and the
     loss has a gradient for every trainable layer it reaches."""
@@ -36,6 +37,7 @@ def test_teacher_measures_how_far_the_default_drifted_on_real_photos(default_mod
     assert model.global_proj.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.requires_shared
 def test_pretrained_descriptor_is_the_teachers_and_tells_products_apart(default_model):
     """The benchmarks' baseline and the distillation teacher are one descriptor: the teacher's features of some
     real photos are the baseline's, and it ranks a flipped copy of each photo first among the others."""
@@ -50,6 +52,7 @@ def test_pretrained_descriptor_is_the_teachers_and_tells_products_apart(default_
     assert baseline.ranking(mirrored, gallery, top=1)[:, 0].tolist() == list(range(len(photos)))
 
 
+@pytest.mark.requires_shared
 def test_another_backbone_untrained_is_its_own_descriptor(default_model):
     """`backbone=` swaps in another pretrained backbone at the model's input side: DINOv2's CLS token (384 wide),
     not the default's GeM, and still a descriptor that finds a mirrored photo's original."""

@@ -43,6 +43,7 @@ def test_real_photo_loads_as_rgb_with_its_size(photo):
     assert np.array_equal(np.asarray(img), ref_rgb)
 
 
+@pytest.mark.requires_shared
 def test_photos_for_benchmarks_are_thumbnailed_keeping_their_shape_and_never_enlarged():
     big = full_size_jpeg()
     img, ref = load_photo(big, side=300), load_image(big)
@@ -87,6 +88,7 @@ def test_png_with_broken_pixel_data(tmp_path):
         load_image(bytes(data), name="broken.png")
 
 
+@pytest.mark.requires_shared
 def test_truncated_jpeg(tmp_path):
     data = full_size_jpeg().read_bytes()
     half = tmp_path / "half.jpg"
@@ -395,6 +397,7 @@ def test_pil_image_source_is_converted():
 
 # --- reduced decoding ----------------------------------------------------------------------------------------
 
+@pytest.mark.requires_shared
 def test_max_side_reduces_and_remembers_the_original_size():
     path = full_size_jpeg()
     full = load_image(path)
@@ -412,6 +415,7 @@ def test_max_side_larger_than_the_image_changes_nothing():
     assert np.array_equal(np.asarray(load_image(path, max_side=4000)), np.asarray(load_image(path)))
 
 
+@pytest.mark.requires_shared
 def test_max_side_of_an_exif_rotated_jpeg(tmp_path):
     src = Image.open(full_size_jpeg()).convert("RGB")
     exif = Image.Exif()
@@ -433,6 +437,7 @@ def test_max_side_for_arrays_and_pil_images():
 
 # --- resampling ------------------------------------------------------------------------------------------------
 
+@pytest.mark.requires_shared
 @pytest.mark.parametrize("case", ["shrink a photo", "enlarge a close-up"])
 def test_bicubic_pixels_is_pillows_antialiased_bicubic(case):
     """torch's uint8 kernel stands in for Pillow's bicubic everywhere the model's input is made: it must give

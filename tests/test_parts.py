@@ -126,6 +126,7 @@ def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
         "no garment landmark names for a hat or shoes"
 
 
+@pytest.mark.requires_shared
 def test_part_geometry_on_real_photos(default_model):
     data = load_retrieval_data(LUMA)
     records = data.query[:6]
@@ -152,6 +153,7 @@ def _denormalize(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(px.round().byte().permute(1, 2, 0).numpy())
 
 
+@pytest.mark.requires_shared
 def test_augmented_figure_mask_follows_the_garment():
     """Crops, close-ups, mirroring and letterboxing move the mask with the garment (colours off: strength 0)."""
     photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
@@ -167,6 +169,7 @@ def test_augmented_figure_mask_follows_the_garment():
     assert 0 < close_ups < 8
 
 
+@pytest.mark.requires_shared
 def test_clutter_pastes_the_garment_on_real_photos(tmp_path):
     real = Backgrounds(sorted((DISTRACTORS / "validation").rglob("*.jpg"))[:4], 128)
     assert real.sample((50, 70)).size == (50, 70)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bench import robustness
@@ -71,6 +72,7 @@ def test_the_clean_twin_has_the_all_at_once_photos_framing_and_nothing_else(luma
         assert clean.size != photo.size
 
 
+@pytest.mark.requires_shared
 def test_the_validation_side_searches_training_photos_against_each_other(tmp_path, capsys):
     """--side validation: half of each training item's photos against the other half, on training backgrounds."""
     root = inshop_subset(tmp_path, lambda rows: list(dict.fromkeys(r[1] for r in rows if r[2] == "train"))[:3],

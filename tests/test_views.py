@@ -65,6 +65,7 @@ def test_heatmap_of_a_window_lies_inside_it():
     assert frame[~inside].max() == 0.0 and frame[inside].min() == 0.0  # the coldest value, also outside
 
 
+@pytest.mark.requires_shared
 def test_close_up_query_is_found_through_its_window(tmp_path, default_model):
     gallery = tmp_path / "gallery"
     photos = sorted(LUMA.glob("img/WOMEN/*/*/*.jpg"))[::40][:6]
