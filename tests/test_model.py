@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2 as T
 
-from conftest import LUMA, LUMA_TINY
+from conftest import PHOTOS_448, SHOP_MINI
 from mga.ata import align
 from mga.backbones import IMAGENET_MEAN, IMAGENET_STD, TokenBackbone, _efficientnet_lite
 from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
@@ -23,13 +23,13 @@ from mga.hub import WeightsError, load_model, split_revision
 from mga.imageio import load_image
 from mga.model import Encoding, MGAModel, coarse_embedding
 
-HOODIE = LUMA / "img/MEN/Hoodies_Sweatshirts/id_00000001/01_1_front.jpg"
-BRA = LUMA / "img/WOMEN/Bras_Tanks/id_00000074/01_3_front.jpg"
+HOODIE = PHOTOS_448 / "img/MEN/Hoodies_Sweatshirts/id_00000001/01_1_front.jpg"
+BRA = PHOTOS_448 / "img/WOMEN/Bras_Tanks/id_00000074/01_3_front.jpg"
 SWEATSHIRT, BRASSIERE = 841, 459
 
 
 def tiny_photo():
-    return load_image(sorted(LUMA_TINY.glob("img/*/*/*/*.jpg"))[0])
+    return load_image(sorted(SHOP_MINI.glob("img/*/*/*/*.jpg"))[0])
 
 
 # --- backbone weights --------------------------------------------------------------------------------------
@@ -159,10 +159,23 @@ def test_diversity_loss():
     assert 0 < diversity_loss(partial).item() < 1
 
 
-def test_diversity_loss_has_a_gradient():
-    attn = torch.softmax(torch.randn(2, 3, 8), -1).requires_grad_(True)
-    diversity_loss(attn).backward()
-    assert attn.grad is not None and attn.grad.abs().sum() > 0
+def test_diversity_loss_gradient_hand_computed():
+    """Two maps over two cells, a = (3, 4) and b = (1, 0): cos = 0.6, so the loss is (0.6^2 + 0.6^2) / (K (K-1))
+    = 0.36. Its gradient: d/d(unit a) = 4 / (B K (K-1)) * cos * (unit b) = 1.2 (1, 0), then through the
+    normalisation (I - u u^T) / |a|: (0.768, -0.576) / 5 for a; for b, 1.2 (0.6, 0.8) less its part along b."""
+    attn = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]], requires_grad=True)
+    loss = diversity_loss(attn)
+    assert loss.item() == pytest.approx(0.36, abs=1e-6)
+    loss.backward()
+    assert attn.grad.tolist() == [[pytest.approx([0.1536, -0.1152], abs=1e-6), pytest.approx([0.0, 0.96], abs=1e-6)]]
+
+
+def test_diversity_loss_gradient_matches_finite_differences():
+    """torch.autograd.gradcheck on a small float64 input: the loss computes in float32 (as under autocast), so
+    the differences take a step of 1e-3 and a tolerance that float32 rounding stays well inside, while the gradients
+    are about 0.1: a wrong factor or a term left out would be far outside it."""
+    attn = (torch.rand(2, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.1)
+    assert torch.autograd.gradcheck(diversity_loss, (attn.requires_grad_(),), eps=1e-3, atol=1e-4, rtol=1e-3)
 
 
 # --- ATA ---------------------------------------------------------------------------------------------------
