@@ -1,12 +1,14 @@
 """recall_at_k by hand, the multi-similarity loss, and coarse-to-fine ranking (mga.retrieval.rank)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DISTRACTORS, LUMA_TINY
+from conftest import PHONES_MINI, SHOP_MINI
 from mga.losses import multi_similarity_loss
 from mga.metrics import recall_at_k
 from mga.model import Encoding, coarse_embedding
@@ -52,14 +54,54 @@ def test_multi_similarity_loss_prefers_separating_similarities():
     assert l_good.item() == pytest.approx(0.0, abs=1e-9), "nothing to mine once the margin is met"
 
 
-def test_multi_similarity_loss_has_a_gradient():
-    torch.manual_seed(0)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    x = F.normalize(torch.randn(8, 16), dim=1).requires_grad_(True)
-    loss = multi_similarity_loss(x @ x.T, labels)
-    assert loss.item() > 0
+def sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v))
+
+
+def test_multi_similarity_loss_and_gradient_hand_computed_on_embeddings():
+    """Three unit embeddings, 0 and 1 one item, 2 another: cos(0,1) = 0.6, cos(0,2) = 0.8, cos(1,2) = 0.96.
+    Anchors 0 and 1 each keep their positive (0.6 - 0.1 < their negative) and their negative (> 0.6 - 0.1);
+    anchor 2 has no positive. The loss is the mean over the two anchors of
+    log(1 + e^(-a (s+ - b))) / a + log(1 + e^(B (s- - b))) / B, and its derivative along a kept similarity is
+    -sigmoid(-a (s+ - b)) for a positive, sigmoid(B (s- - b)) for a negative (halved by the mean); through
+    sim = x x^T each embedding gets the others weighted by the derivatives of both its row and its column."""
+    a, b, base = 2.0, 50.0, 0.5
+    x0, x1, x2 = [1.0, 0.0], [0.6, 0.8], [0.8, 0.6]
+    x = torch.tensor([x0, x1, x2], requires_grad=True)
+    loss = multi_similarity_loss(x @ x.T, torch.tensor([0, 0, 1]))
+    pos = math.log1p(math.exp(-a * (0.6 - base))) / a
+    l0 = pos + math.log1p(math.exp(b * (0.8 - base))) / b
+    l1 = pos + math.log1p(math.exp(b * (0.96 - base))) / b
+    assert loss.item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+
     loss.backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    d01 = d10 = -sigmoid(-a * (0.6 - base)) / 2  # anchor 0's positive 1, anchor 1's positive 0
+    d02, d12 = sigmoid(b * (0.8 - base)) / 2, sigmoid(b * (0.96 - base)) / 2  # the anchors' negative 2
+    expected = [[(d01 + d10) * u + d02 * w for u, w in zip(x1, x2)],
+                [(d01 + d10) * u + d12 * w for u, w in zip(x0, x2)],
+                [d02 * u + d12 * w for u, w in zip(x0, x1)]]
+    assert x.grad.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+
+
+def test_multi_similarity_gradient_matches_finite_differences():
+    """torch.autograd.gradcheck on float64 embeddings of four items of two images each. The mining keeps some pairs
+    and drops others, every similarity at least 0.02 from its mining threshold: a step of 1e-3 moves a similarity
+    by at most 2e-3, so the differences see the same pairs. The loss computes in float32, hence the tolerance
+    (the gradients are of order 0.1 to 1)."""
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    x = F.normalize(torch.randn(8, 6, generator=gen, dtype=torch.float64), dim=1)
+    sim = x @ x.T
+    same, eye = labels[:, None] == labels[None, :], torch.eye(8, dtype=torch.bool)
+    hardest_pos = torch.where(same & ~eye, sim, torch.inf).min(1, keepdim=True).values
+    hardest_neg = torch.where(~same, sim, -torch.inf).max(1, keepdim=True).values
+    neg_over = (sim + 0.1 - hardest_pos)[~same]  # > 0: a negative kept
+    pos_under = (hardest_neg - sim + 0.1)[same & ~eye]  # > 0: a positive kept
+    over = torch.cat([neg_over, pos_under])
+    assert 0 < (over > 0).sum() < len(over), "some pairs are mined, some are not"
+    assert over.abs().min() > 0.02, "a pair on the edge of the mining would make the differences jump"
+    loss = lambda e: multi_similarity_loss(e @ e.T, labels)  # noqa: E731
+    assert torch.autograd.gradcheck(loss, (x.requires_grad_(),), eps=1e-3, atol=2e-4, rtol=1e-3)
 
 
 def test_multi_similarity_loss_without_positives_is_zero_with_graph():
@@ -146,10 +188,10 @@ def test_phone_photos_validation_side_searches_the_training_photos(tmp_path, cap
 
     for kind in ("pants", "t-shirt"):
         (tmp_path / kind).mkdir()
-        for photo in sorted((DISTRACTORS / "validation" / kind).glob("*.jpg"))[:2]:
+        for photo in sorted((PHONES_MINI / "validation" / kind).glob("*.jpg"))[:2]:
             shutil.copy(photo, tmp_path / kind / photo.name)
-    results = main(["--data", str(LUMA_TINY), "--side", "validation", "--photos", str(tmp_path), "--zoom-grid", "0"])
-    train = load_retrieval_data(LUMA_TINY).train
+    results = main(["--data", str(SHOP_MINI), "--side", "validation", "--photos", str(tmp_path), "--zoom-grid", "0"])
+    train = load_retrieval_data(SHOP_MINI).train
     chance = chance_scores(["pants"] * 2 + ["t-shirt"] * 2, [category_of(r.path) for r in train])
     assert {k: pytest.approx(v) for k, v in results["chance (a random ranking)"].items()} == chance
     assert all(rows["all"]["photos"] == 4 for rows in results.values())
