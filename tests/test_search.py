@@ -222,6 +222,7 @@ def test_product_results_list_each_product_once_at_its_best_photo(engine, luma_p
         assert m.lead == pytest.approx(m.score - max(s for o, s in zip(products.matches, scores) if o is not m))
 
 
+@pytest.mark.slow  # encodes every match's view once more
 def test_every_term_of_a_match_spreads_over_both_photos_summing_to_its_score(engine, luma_photos):
     """The whole-score map: on the query and on the view that matched (a close-up window too), the cells of all
     terms sum to the score, and each term's cells to that term (the pretrained look, the global token, each part)."""
