@@ -134,11 +134,12 @@ class Callbacks:
         return (d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"],
                 gr.update(choices=term_choices(match), value=WHOLE))
 
-    def match_heat(self, ui, i, term):
-        """The match's side of the open match's heatmap, right after a search showed its query side."""
+    def match_heat(self, ui, i):
+        """The match's side of the open match's heatmap (the whole match, as a search shows it first), right after
+        the search showed its query side."""
         if ui is None or i is None:
             return gr.skip()
-        return match_overlay(self.loaded, ui, ui.result.matches[i], term or WHOLE)
+        return match_overlay(self.loaded, ui, ui.result.matches[i], WHOLE)
 
     def show_term(self, ui, i, term):
         """The overlays and chart of one term of the open match (the markdown stays)."""
@@ -253,7 +254,7 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     # no progress over the photo or the error line: the photo box emptied after a bad file searches once more,
     # and its timer must not cover the message that stays
     progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query)])
-    match_heat = dict(fn=cb.match_heat, inputs=[c.last, c.selected, c.term], outputs=c.m_heat, **private)
+    match_heat = dict(fn=cb.match_heat, inputs=[c.last, c.selected], outputs=c.m_heat, **private)
     gr.on([c.query.change, c.search_btn.click, c.category.input, c.k.release], cb.search_photo,
           [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **progress, **private).then(
         None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
