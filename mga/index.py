@@ -21,7 +21,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import torch
@@ -30,25 +30,39 @@ from .coarse import CoarseSearch, rows_float
 from .config import MAX_IMAGE_BYTES
 from .data import category_key
 from .files import temp_folders
-from .model import Encoding
+from .model import Encoding, coarse_embedding
 from .views import FULL_BOX, ZoomViews
 
 MANIFEST = "manifest.json"
 ITEMS = "items.jsonl"
-FAISS_FILE = "index.faiss"  # HNSW or IVF-PQ; a flat (exact) index is rebuilt from the embeddings at load
-EMBEDDINGS = "embeddings.npy"  # float32 (N, E) coarse embeddings: exact re-scoring and FAISS rebuilds
-GLOBAL = "global.npy"  # float16 (N, D)
-PARTS = "parts.npy"  # float16 (N, K, D)
-ATTN = "attn.npy"  # float16 (N, K, h, w)
-OWNER = "owner.npy"  # int64 (N,): the image (line of items.jsonl) of each row; rows of one image are adjacent
+FAISS_FILE = "index.faiss"  # HNSW or IVF-PQ; a flat (exact) index is rebuilt from the tokens at load
+EMBEDDINGS = "embeddings.npy"  # formats 1-2 only: float32 (N, E) coarse embeddings (format 3 rebuilds them)
+GLOBAL = "global.npy"  # (N, G) float16, or format 3's coded form: uint8 (N, bytes) codes (CODECS) of its groups
+PARTS = "parts.npy"  # (N, K, D) float16, or format 3's coded form: uint8 (N, K, bytes) codes of each part token
+ATTN = "attn.npy"  # formats 1-2: float16 (N, K, h, w) part attention maps (format 3 keeps none: see EvenMaps)
+GLOBAL_SCALE = "global_scale.npy"  # float16 (N, S): the coded global tokens' scales, one per row and group
+PARTS_SCALE = "parts_scale.npy"  # float16 (N, K): the coded part tokens' scales, one per row and part
+OWNER = "owner.npy"  # whole numbers (N,): the image (line of items.jsonl) of each row; rows of one image adjacent
 BOXES = "boxes.npy"  # float32 (N, 4): where each row's view lies in its image, (x0, y0, x1, y1) as fractions
 SKIPPED = "skipped.txt"
-FORMAT_VERSION = 2  # 2: rows are views (mga.views: full photo + zoom windows), owner.npy and boxes.npy
+# 2: rows are views (mga.views: full photo + zoom windows), owner.npy and boxes.npy. 3: what search needs once:
+# no coarse embeddings (rebuilt from the tokens, mga.model.coarse_embedding), tokens float16 or coded (int8 /
+# 4-bit with a float16 scale per vector), no attention maps
+FORMAT_VERSION = 3
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
-ARRAY_DIMS = {EMBEDDINGS: 2, GLOBAL: 2, PARTS: 3, ATTN: 4, OWNER: 1, BOXES: 2}
-# what each array may hold: float16/32/64 vectors and boxes, whole numbers for owner.npy (native byte order only:
-# torch reads the memory maps as they are)
-ARRAY_KINDS = {EMBEDDINGS: "f", GLOBAL: "f", PARTS: "f", ATTN: "f", OWNER: "iu", BOXES: "f"}
+# how format 3 stores the tokens (index_builder --tokens): exactly as format 2 did, or coded (CODECS)
+TOKEN_DTYPES = ("float16", "int8", "int4")
+DEFAULT_TOKENS = "int4"  # a new index's (float16: format 2's scores exactly, for indexes whose scores are recorded)
+# bits per number of each code: int8 and int4 are signed (c * scale, |c| <= 127 or 7), sqrt4 is for groups that
+# are never negative (the pretrained anchor's GeM: its values are (c * scale)^2, c in 0..15, finer near 0)
+CODECS = {"int8": 8, "int4": 4, "sqrt4": 4}
+SCALES = {GLOBAL: GLOBAL_SCALE, PARTS: PARTS_SCALE}
+ARRAY_DIMS = {EMBEDDINGS: 2, GLOBAL: 2, PARTS: 3, ATTN: 4, OWNER: 1, BOXES: 2, GLOBAL_SCALE: 2, PARTS_SCALE: 2}
+# what each array may hold: float16/32/64 vectors and boxes, uint8 token codes, whole numbers for owner.npy
+# (native byte order only: torch reads the memory maps as they are)
+ARRAY_KINDS = {EMBEDDINGS: "f", GLOBAL: "fu", PARTS: "fu", ATTN: "f", OWNER: "iu", BOXES: "f", GLOBAL_SCALE: "f",
+               PARTS_SCALE: "f"}
+CODE_SIZES = {GLOBAL: 1, PARTS: 1}  # token codes are bytes
 FLOAT_SIZES = (2, 4, 8)
 FINITE_CHECK_ROWS = 65_536  # rows checked for NaN / inf per step (bounded memory on any index size)
 # The manifest is read whole at start-up: a few kB, plus its skip report (about 200 bytes per file that could not
@@ -92,6 +106,9 @@ def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | Path |
         cmd += ["--csv", str(src["csv"])]
     if weights:
         cmd += ["--weights", str(weights)]
+    tokens = (manifest.get("tokens") or {}).get("dtype") if isinstance(manifest.get("tokens"), dict) else None
+    if tokens in TOKEN_DTYPES and tokens != DEFAULT_TOKENS:
+        cmd += ["--tokens", tokens]
     return shlex.join(cmd)
 
 
@@ -216,6 +233,23 @@ def _check_manifest(man: str, manifest: dict) -> None:
     _check(_is_int(zoom.get("grid", 0)) and zoom.get("grid", 0) >= 0, man, "zoom.grid must be a whole number >= 0")
     for key in ("scale", "min_cover"):
         _check(_is_number(zoom.get(key, 0)), man, f"zoom.{key} must be a number")
+    for key in ("tokens", "coarse", "maps"):
+        _check(isinstance(manifest.get(key, {}), dict), man, f"{key} must be an object")
+    for key in ("global", "parts"):
+        groups = manifest.get("tokens", {}).get(key)
+        _check(groups is None or isinstance(groups, list) and 1 <= len(groups) <= 64 and all(
+            isinstance(g, list) and len(g) == 2 and g[0] in CODECS and _is_int(g[1]) and g[1] >= 1
+            and g[1] * CODECS[g[0]] % 8 == 0 for g in groups), man,
+            f"tokens.{key} must list 1 to 64 [codec, width] groups, codecs of {sorted(CODECS)}, whole bytes each")
+    if manifest.get("format_version", 1) >= 3:  # its coarse embeddings are rebuilt from the tokens with this
+        weight = manifest.get("coarse", {}).get("global_weight")
+        _check(_is_number(weight) and 0 < weight <= 1, man, f"coarse.global_weight {weight!r:.50} must be a "
+               f"number in (0, 1] (the global token's share of the coarse embedding)")
+        maps = manifest.get("maps", {})
+        _check(isinstance(maps, dict) and (maps.get("shape") is None or isinstance(maps["shape"], list)
+                                           and len(maps["shape"]) == 3
+                                           and all(_is_int(x) and 1 <= x <= 4096 for x in maps["shape"])),
+               man, "maps.shape must list 3 whole numbers (parts, height, width)")
     counts = manifest.get("counts", {})
     _check(all(_is_int(v) for v in counts.values()), man, "counts must hold whole numbers")
     _check(all(isinstance(s, dict) for s in manifest.get("skipped", [])), man, "skipped must list objects")
@@ -350,10 +384,10 @@ def _open_array(path: Path, folder: Path, name: str) -> _Npy | None:
         npy = _Npy(f, where, tuple(shape), dtype, fortran, f.tell())
         kinds = ARRAY_KINDS[name]
         if len(shape) != ARRAY_DIMS[name] or dtype.kind not in kinds or not dtype.isnative or dtype.hasobject \
-                or (kinds == "f" and dtype.itemsize not in FLOAT_SIZES):
-            raise IndexFormatError(f"{where}: expected a {ARRAY_DIMS[name]}-d array of "
-                                   f"{'floats' if kinds == 'f' else 'whole numbers'} (native byte order), found "
-                                   f"{len(shape)}-d {dtype}")
+                or (dtype.kind == "f" and dtype.itemsize not in FLOAT_SIZES) \
+                or (dtype.kind in "iu" and name in CODE_SIZES and dtype.itemsize != CODE_SIZES[name]):
+            raise IndexFormatError(f"{where}: expected a {ARRAY_DIMS[name]}-d array of {_KIND_WORDS[kinds]} "
+                                   f"(native byte order), found {len(shape)}-d {dtype}")
         if any(d < 1 for d in shape[1:]):
             raise IndexFormatError(f"{where}: shape {shape} has an empty dimension")
         if st.st_size != npy.offset + npy.nbytes:
@@ -365,13 +399,147 @@ def _open_array(path: Path, folder: Path, name: str) -> _Npy | None:
         raise
 
 
-def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
+_KIND_WORDS = {"f": "floats", "iu": "whole numbers", "fu": "floats or uint8 codes"}
+
+
+def _check_finite(path: Path, name: str, array: np.ndarray, nonnegative: bool = False) -> None:
     for start in range(0, len(array), FINITE_CHECK_ROWS):
-        chunk = array[start:start + FINITE_CHECK_ROWS]
-        bad = ~np.isfinite(chunk).reshape(len(chunk), -1).all(1)
+        chunk = np.asarray(array[start:start + FINITE_CHECK_ROWS])
+        ok = np.isfinite(chunk) & (chunk >= 0) if nonnegative else np.isfinite(chunk)
+        bad = ~ok.reshape(len(chunk), -1).all(1)
         if bad.any():
-            raise IndexFormatError(f"{path / name}: row {start + int(np.argmax(bad))} is not finite (NaN or inf); "
-                                   f"rebuild the index with working weights")
+            raise IndexFormatError(f"{path / name}: row {start + int(np.argmax(bad))} is not finite (NaN or inf)"
+                                   + (" or negative" if nonnegative else "") + "; rebuild the index with working "
+                                   "weights")
+
+
+class StoredRows:
+    """Rows of format 3 that are not stored as float numbers (coded tokens, coarse embeddings rebuilt from the
+    tokens, maps not stored at all), read like an array: `rows(rows)` gives some rows as a float32 tensor (what
+    mga.coarse.rows_float gathers), indexing gives float32 numpy arrays, np.asarray the whole (block by block;
+    a big index's whole would not fit in memory, as its memory maps do)."""
+
+    dtype = np.dtype(np.float32)
+    shape: tuple[int, ...]
+
+    def rows(self, rows: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _take(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64, copy=False)
+        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"row out of range for {len(self)} rows")
+        return self.rows(np.where(rows < 0, rows + len(self), rows).reshape(-1)).numpy().reshape(
+            rows.shape + self.shape[1:])
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        if isinstance(key, (int, np.integer)):
+            out = self._take(np.array([int(key)]))[0]
+        elif isinstance(key, slice):
+            out = self._take(np.arange(len(self))[key])
+            rest = (slice(None),) + rest if rest else ()
+        else:
+            out = self._take(key)
+            rest = (slice(None),) * np.ndim(key) + rest if rest else ()
+        return out[rest] if rest else out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, np.float32)
+        for s in range(0, len(self), FINITE_CHECK_ROWS):
+            out[s:s + FINITE_CHECK_ROWS] = self.rows(np.arange(s, min(len(self), s + FINITE_CHECK_ROWS))).numpy()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _gather(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).index_select(0, torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)))
+
+
+def decode(codes: torch.Tensor, scales: torch.Tensor, groups: Sequence[tuple[str, int]]) -> torch.Tensor:
+    """Coded vectors (..., bytes) uint8 and their scales (..., S), one per group of `groups` ((codec, width), in
+    order) -> the vectors (..., sum of widths) float32. int8 codes are signed bytes; 4-bit ones two to a byte, the
+    low nibble first, int4's offset by 8. Written group by group into one tensor, in place."""
+    out = torch.empty(codes.shape[:-1] + (sum(w for _, w in groups),))
+    at = col = 0
+    for g, (codec, width) in enumerate(groups):
+        size = width * CODECS[codec] // 8
+        src, dst = codes[..., at:at + size], out[..., col:col + width]
+        if CODECS[codec] == 8:
+            dst.copy_(src.view(torch.int8))
+        else:
+            pairs = dst.unflatten(-1, (size, 2))
+            pairs[..., 0].copy_(src & 15)
+            pairs[..., 1].copy_(src >> 4)
+            if codec == "int4":
+                dst.sub_(8)
+        dst.mul_(scales[..., g:g + 1])
+        if codec == "sqrt4":
+            dst.square_()
+        at, col = at + size, col + width
+    return out
+
+
+def coded_bytes(groups: Sequence[tuple[str, int]]) -> int:
+    """Bytes of one vector coded in these groups."""
+    return sum(width * CODECS[codec] // 8 for codec, width in groups)
+
+
+class CodedRows(StoredRows):
+    """Format 3's coded tokens: codes (N, ..., bytes) uint8 and a scale per row and group (N, ..., S), read as
+    float32 vectors (N, ..., sum of the groups' widths)."""
+
+    def __init__(self, codes: np.ndarray, scales: np.ndarray, groups: Sequence[tuple[str, int]]):
+        self.codes, self.scales, self.groups = codes, scales, tuple((str(c), int(w)) for c, w in groups)
+        self.shape = codes.shape[:-1] + (sum(w for _, w in self.groups),)
+
+    def rows(self, rows: np.ndarray) -> torch.Tensor:
+        scales = _gather(self.scales, rows)
+        return decode(_gather(self.codes, rows), scales if scales.ndim == self.codes.ndim else scales[..., None],
+                      self.groups)
+
+
+class EvenMaps(StoredRows):
+    """Part attention maps of format 3, which stores none: their one use for a gallery view (its heatmap,
+    SearchEngine.match_maps) encodes that view again and takes its own. Read as even maps (every cell alike, each
+    map summing to 1), so that code written for formats 1-2 still runs."""
+
+    def __init__(self, views: int, shape: Sequence[int]):
+        self.shape = (views,) + tuple(int(x) for x in shape)
+
+    def rows(self, rows: np.ndarray) -> torch.Tensor:
+        k, h, w = self.shape[1:]
+        return torch.full((len(rows), k, h, w), 1.0 / (h * w))
+
+
+class CoarseRows(StoredRows):
+    """The coarse embeddings of format 3, rebuilt from the stored tokens (mga.model.coarse_embedding) when read."""
+
+    def __init__(self, global_, parts, global_weight: float):
+        self.global_, self.parts, self.global_weight = global_, parts, global_weight
+        self.shape = (len(global_), global_.shape[1] + parts.shape[1] * parts.shape[2])
+
+    def rows(self, rows: np.ndarray) -> torch.Tensor:
+        return coarse_embedding(rows_float(self.global_, rows), rows_float(self.parts, rows), self.global_weight)
+
+
+def token_groups(manifest: dict) -> dict[str, tuple[tuple[str, int], ...]]:
+    """Format 3's coded tokens: the groups of columns (codec, width) of a global token and of a part token, from
+    the manifest's `tokens` (empty for float16 tokens)."""
+    tokens = manifest.get("tokens", {})
+    return {name: tuple((str(c), int(w)) for c, w in tokens.get(key) or ()) for name, key in ((GLOBAL, "global"),
+                                                                                          (PARTS, "parts"))}
 
 
 def check_fits(index: "GalleryIndex", model, weights: str | Path | None = None) -> None:
@@ -394,23 +562,36 @@ class GalleryIndex(CoarseSearch):
         self.manifest: dict = _read_manifest(self.path, self._folder)
         self.roots = [self._resolve_root(i, r) for i, r in enumerate(self.manifest.get("roots", []))]
         self.zoom = ZoomViews.from_dict(self.manifest.get("zoom"))
+        self.format_version: int = self.manifest.get("format_version", 1)
+        compact = self.format_version >= 3  # no coarse embeddings or maps: rebuilt from the tokens, or not needed
+        names = (GLOBAL, PARTS, OWNER, BOXES, GLOBAL_SCALE, PARTS_SCALE) if compact \
+            else (EMBEDDINGS, GLOBAL, PARTS, ATTN, OWNER, BOXES)
+        required = {GLOBAL, PARTS} | ({OWNER, BOXES} if compact else {EMBEDDINGS, ATTN})
+        groups = token_groups(self.manifest)
         # every array's header first: shapes, types and sizes agree before anything is loaded
         files: dict[str, _Npy] = {}
         try:
-            for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN, OWNER, BOXES):
+            for name in names:
                 npy = _open_array(self.path, self._folder, name)
-                if npy is None and name not in (OWNER, BOXES):
+                if npy is None and name in required:
                     raise IndexFormatError(f"{self.path / name}: missing; rebuild the index")
                 if npy is not None:
                     files[name] = npy
             if (OWNER in files) != (BOXES in files):
                 missing = BOXES if OWNER in files else OWNER
                 raise IndexFormatError(f"{self.path / missing}: missing; rebuild the index")
-            v = files[EMBEDDINGS].shape[0]
+            v = files[GLOBAL].shape[0]
             self.items: list[dict] = _read_items(self.path, self._folder, len(self.roots), items_max_bytes(v))
-            self._check_headers(files)
-            self.embeddings, self.global_, self.parts, self.attn = (
-                files.pop(name).load(mmap) for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN))
+            self._check_headers(files, groups)
+            self.global_, self.parts = (
+                CodedRows(files.pop(name).load(mmap), files.pop(SCALES[name]).load(mmap), groups[name])
+                if files[name].dtype.kind == "u" else files.pop(name).load(mmap) for name in (GLOBAL, PARTS))
+            if compact:
+                self.embeddings = CoarseRows(self.global_, self.parts, self.manifest["coarse"]["global_weight"])
+                self.attn = EvenMaps(v, (self.parts.shape[1],) + tuple(
+                    (self.manifest.get("maps", {}).get("shape") or (0, 1, 1))[1:]))
+            else:
+                self.embeddings, self.attn = files.pop(EMBEDDINGS).load(mmap), files.pop(ATTN).load(mmap)
             n = len(self.items)
             if OWNER in files:
                 self.owner = files.pop(OWNER).load(mmap=False).astype(np.int64, copy=False)
@@ -426,8 +607,13 @@ class GalleryIndex(CoarseSearch):
         if v and (np.any(np.diff(self.owner) < 0) or self.owner[0] != 0 or self.owner[-1] != n - 1) \
                 or np.any(np.diff(self.first_row) < 1):
             raise IndexFormatError(f"{self.path / OWNER}: must map views to the {n} images of {ITEMS} in order")
-        for name, arr in ((EMBEDDINGS, self.embeddings), (GLOBAL, self.global_)):
-            _check_finite(self.path, name, arr)
+        checked = ((GLOBAL, self.global_), (PARTS, self.parts)) if compact \
+            else ((EMBEDDINGS, self.embeddings), (GLOBAL, self.global_))
+        for name, arr in checked:  # codes cannot be NaN: their scales are checked
+            if isinstance(arr, CodedRows):
+                _check_finite(self.path, SCALES[name], arr.scales, nonnegative=True)
+            else:
+                _check_finite(self.path, name, arr)
         params = self.manifest.get("faiss", {})  # types checked with the manifest
         self.index_type: str = params.get("type", "flat")
         self.faiss = self._open_faiss(mmap)
@@ -445,10 +631,11 @@ class GalleryIndex(CoarseSearch):
         self.category_keys = keys  # per image: what the category vote counts (mga.category_vote)
         self.item_photos = Counter(str(it.get("item_id", "")) for it in self.items)  # photos per product
 
-    def _check_headers(self, files: dict[str, "_Npy"]) -> None:
+    def _check_headers(self, files: dict[str, "_Npy"], groups: dict[str, tuple[tuple[str, int], ...]]) -> None:
         """The arrays' headers against each other: one row per view in every array (one per image of the items
         without owner.npy), and widths that fit together (the coarse embedding is the global token followed by
-        the parts, an attention map per part, four numbers per box)."""
+        the parts, an attention map per part, four numbers per box; coded tokens hold the bytes of the manifest's
+        groups, with a scale per row and group of a global token, per row and part)."""
         n, shapes = len(self.items), {name: npy.shape for name, npy in files.items()}
         views = shapes[OWNER][0] if OWNER in shapes else n
         for name, shape in shapes.items():
@@ -456,11 +643,34 @@ class GalleryIndex(CoarseSearch):
                 raise IndexFormatError(f"{self.path / name}: {shape[0]} rows, but "
                                        f"{OWNER + ' lists' if OWNER in shapes else ITEMS + ' lists'} {views} "
                                        f"{'views' if OWNER in shapes else 'images'}")
-        (k, d), g = shapes[PARTS][1:], shapes[GLOBAL][1]
-        if shapes[EMBEDDINGS][1] != g + k * d or shapes[ATTN][1] != k or (BOXES in shapes and shapes[BOXES][1] != 4):
+        widths = {}
+        for name in (GLOBAL, PARTS):
+            coded, scale, want = files[name].dtype.kind == "u", SCALES[name], groups[name]
+            if coded != (scale in files) or coded != bool(want):
+                raise IndexFormatError(
+                    f"{self.path / name}: " + ("uint8 codes" if coded else "floats") + (
+                        f", with{'' if scale in files else 'out'} {scale}" + f" and {'' if want else 'no '}groups in "
+                        f"{MANIFEST} (tokens)") + ": codes need both, floats neither; rebuild the index")
+            width = shapes[name][-1]
+            if coded:
+                if coded_bytes(want) != width or name == PARTS and len(want) != 1:
+                    raise IndexFormatError(f"{self.path / name}: {width} bytes per vector, but {MANIFEST} codes "
+                                           f"it as {[list(g) for g in want]} ({coded_bytes(want)} bytes"
+                                           + (", one group per part" if name == PARTS else "") + "); rebuild the index")
+                if shapes[scale][1:] != shapes[name][1:-1] + ((len(want),) if name == GLOBAL else ()):
+                    raise IndexFormatError(f"{self.path / scale}: shape {shapes[scale]} where the codes of {name} "
+                                           f"need {shapes[name][:-1] + ((len(want),) if name == GLOBAL else ())}; "
+                                           f"rebuild the index")
+                width = sum(w for _, w in want)
+            widths[name] = width
+        (k, d), g = (shapes[PARTS][1], widths[PARTS]), widths[GLOBAL]
+        if EMBEDDINGS in shapes and shapes[EMBEDDINGS][1] != g + k * d or ATTN in shapes and shapes[ATTN][1] != k \
+                or (BOXES in shapes and shapes[BOXES][1] != 4):
             raise IndexFormatError(
-                f"{self.path}: array widths do not fit together ({EMBEDDINGS} {shapes[EMBEDDINGS][1:]}, {GLOBAL} "
-                f"{shapes[GLOBAL][1:]}, {PARTS} {shapes[PARTS][1:]}, {ATTN} {shapes[ATTN][1:]}"
+                f"{self.path}: array widths do not fit together ("
+                + (f"{EMBEDDINGS} {shapes[EMBEDDINGS][1:]}, " if EMBEDDINGS in shapes else "") + f"{GLOBAL} "
+                f"{shapes[GLOBAL][1:]}, {PARTS} {shapes[PARTS][1:]}"
+                + (f", {ATTN} {shapes[ATTN][1:]}" if ATTN in shapes else "")
                 + (f", {BOXES} {shapes[BOXES][1:]}" if BOXES in shapes else "") + "); rebuild the index")
 
     def check_widths(self, embed_dim: int, global_dim: int, parts: int, weights: str | Path | None = None) -> None:
@@ -481,9 +691,11 @@ class GalleryIndex(CoarseSearch):
     def _open_faiss(self, mmap: bool):
         import faiss
 
-        if self.index_type == "flat":  # exact search over the stored embeddings: no second copy on disk
+        if self.index_type == "flat":  # exact search over the embeddings (format 3: rebuilt), block by block
             index = faiss.IndexFlatIP(self.embeddings.shape[1])
-            index.add(np.ascontiguousarray(self.embeddings, dtype=np.float32))
+            for s in range(0, self.views, FINITE_CHECK_ROWS):
+                rows = np.arange(s, min(self.views, s + FINITE_CHECK_ROWS))
+                index.add(np.ascontiguousarray(rows_float(self.embeddings, rows).numpy()))
             return index
         file = self.path / FAISS_FILE
         try:
