@@ -218,9 +218,9 @@ class SearchEngine:
             # decoded as the index builder decoded it (index_builder.decode), then the view cut out
             side = working_side(self.model.config.image_size)
             view = crop(self.gallery_image(m.index, original=True, max_side=side), m.box)
-            _, cells = self.encode(view, cells=True)
+            enc, cells = self.encode(view, cells=True)
             stored = self.index.global_[m.row].astype(np.float32)
-            attn = moved_attention(m.assignment, self.index.attn[m.row])
+            attn = moved_attention(m.assignment, enc.attn[0])  # the view's own maps (an index stores none)
             cfg = self.model.config
             m.match_maps = score_maps(pinned(cells[0], stored), query_global, cfg.embed_dim, cfg.global_weight,
                                       m.contributions, attn)
