@@ -7,12 +7,19 @@
   python -m index_builder add --index DIR --gallery SRC [--csv META.csv] [--weights W]
   python -m index_builder remove --index DIR (--paths P [P ...] | --item-ids ID [ID ...])
   python -m index_builder info --index DIR
+  python -m index_builder convert --index DIR [--out DIR2] [--tokens int4|int8|float16]
 
 SRC is a folder of images (any depth; metadata from --csv or a metadata.csv / items.csv at its root, keyed by
 the relative path in a `path` or `image_name` column), or a DeepFashion In-shop / Consumer-to-shop data set
 (recognised by Eval/list_eval_partition.txt; its gallery split / test shop photos are indexed).
 Each image is indexed as its full photo plus zoom windows over the garment (mga.views), so that a close-up
 query finds it; an image scores as its best view.
+
+An index stores per view its global and part tokens, coded in 4 bits with a scale per vector by default
+(--tokens int8, or float16: the scores exactly as format 2 gave them), and where the view lies; the coarse
+embedding that FAISS searches is rebuilt from the tokens, and the part maps of a heatmap come from encoding the
+view that matched again (docs/index-format.md). `info` prints the bytes per photo; `convert` rewrites an index of
+an older format (or with other tokens) in the current one, without encoding anything again.
 """
 from __future__ import annotations
 
@@ -21,13 +28,14 @@ import json
 import sys
 from typing import Sequence
 
+from mga.index import DEFAULT_TOKENS, TOKEN_DTYPES
 from mga.views import ZoomViews
 
 from .build import DEFAULT_CHUNK, DEFAULT_THUMB
 from .distributed import DEFAULT_RAY_WORKERS
 from .faiss_index import INDEX_TYPES
 
-SUBCOMMANDS = ("build", "merge", "add", "remove", "info")
+SUBCOMMANDS = ("build", "merge", "add", "remove", "info", "convert")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -69,6 +77,9 @@ def build_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--ray-workers", type=int, default=DEFAULT_RAY_WORKERS, help="Ray workers (one model each)")
         p.add_argument("--ray-cpus-per-worker", type=float, default=1.0)
         p.add_argument("--ray-gpus-per-worker", type=float, default=0.0)
+        p.add_argument("--tokens", choices=TOKEN_DTYPES, default=DEFAULT_TOKENS,
+                       help="how the global and part tokens are stored: int4 (default: 4 bits and a float16 scale "
+                            "per vector), int8, or float16 (the scores exactly as format 2 gave them)")
         _common(p)
     elif cmd == "merge":
         p.add_argument("--out", required=True)
@@ -87,6 +98,12 @@ def build_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true")
     elif cmd == "info":
         p.add_argument("--index", required=True)
+    elif cmd == "convert":
+        p.add_argument("--index", required=True, help="index folder of any format this code reads")
+        p.add_argument("--out", help="write the converted index here (default: replace --index, atomically)")
+        p.add_argument("--tokens", choices=TOKEN_DTYPES, default=DEFAULT_TOKENS)
+        p.add_argument("--index-type", choices=INDEX_TYPES, default="auto")
+        p.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -129,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "build":
             build_index(args.gallery, args.out, model=_model(args), weights=args.weights, csv=args.csv,
                         index_type=args.index_type, resume=args.resume, shard=args.shard, runner=_ray_runner(args),
-                        zoom=ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover), **_build_kwargs(args))
+                        zoom=ZoomViews(args.zoom_grid, args.zoom_scale, args.zoom_min_cover), tokens=args.tokens,
+                        **_build_kwargs(args))
         elif cmd == "merge":
             merge_indexes(args.out, args.shards, index_type=args.index_type, progress=not args.quiet)
         elif cmd == "add":
@@ -144,9 +162,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif cmd == "info":
             from mga.index import GalleryIndex
 
-            m = GalleryIndex(args.index).manifest
-            m = {k: v for k, v in m.items() if k != "skipped"} | {"skipped": len(m.get("skipped", []))}
+            from .writer import disk_bytes
+
+            ix = GalleryIndex(args.index)
+            m = ix.manifest
+            m = {k: v for k, v in m.items() if k != "skipped"} | {"skipped": len(m.get("skipped", [])),
+                                                                  "disk": disk_bytes(ix)}
             print(json.dumps(m, indent=2, ensure_ascii=False))
+            d = m["disk"]
+            print(f"{args.index}: format {ix.format_version}, {len(ix)} photos, {ix.views} views; "
+                  f"{d['bytes'] / 2**20:,.1f} MB on disk, {d['per_photo'] / 1000:,.1f} kB per photo, "
+                  f"{d['per_view']:,.0f} B per view", file=sys.stderr)
+        elif cmd == "convert":
+            from .edit import convert_index
+
+            convert_index(args.index, args.out, args.tokens, args.index_type, progress=not args.quiet)
     except (BuildError, WeightsError, IndexFormatError, FileNotFoundError, ValueError) as exc:
         if _caused_by_ctrl_c(exc):  # Ctrl-C inside a writer (np.savez) that then failed to close its file
             return _interrupted(cmd)

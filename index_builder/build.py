@@ -1,4 +1,5 @@
-"""Gallery folder -> index folder: FAISS over coarse embeddings, items, part/global tokens, attention maps.
+"""Gallery folder -> index folder: items, global and part tokens (the coarse embeddings are rebuilt from them),
+attention maps, and FAISS over the coarse embeddings where the gallery is too large for an exact scan.
 
 Atomic: everything is written into `<out>.tmp-<pid>` and swapped in at the end (old index renamed away, new
 renamed in, old deleted), so an interrupted build never loses the index it replaces. Resumable: images are
@@ -18,7 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from mga.files import owner_alive, recover_folder, swap_in, temp_folders
-from mga.index import MANIFEST
+from mga.index import DEFAULT_TOKENS, MANIFEST
 from mga.model import MGAModel
 from mga.views import ZoomViews
 
@@ -40,7 +41,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                 shard: str | None = None, batch_size: int | None = None, workers: int | None = None,
                 overlap: bool | None = None, runner: ChunkRunner | None = None,
                 chunk_size: int = DEFAULT_CHUNK, thumb_size: int = DEFAULT_THUMB, fast_decode: bool = True,
-                zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (),
+                zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (), tokens: str = DEFAULT_TOKENS,
                 on_chunk: Callable[[int, int], None] | None = None,
                 progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Encode every image of `gallery` (its full photo and `zoom` windows) and write the index folder `out`;
@@ -49,7 +50,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     `runner` encodes the chunks: by default this process (`LocalRunner(batch_size, workers, overlap)`: views
     per forward, decoding processes, decoding beside encoding or in turns; None: the device's way), or a Ray
     cluster (`index_builder.distributed.RayRunner`). `on_chunk(done_chunks, total_chunks)` is called after
-    each persisted chunk (tests interrupt a build there). `exclude`: absolute paths not to index (`add`)."""
+    each persisted chunk (tests interrupt a build there). `exclude`: absolute paths not to index (`add`).
+    `tokens`: how the index stores the tokens (int8 with scales, or float16: mga.index.TOKEN_DTYPES)."""
     t_start = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
@@ -86,7 +88,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
         "build": {**run.report(), "resumed": resumed is not None, "device": str(model.device),
                   "fast_decode": fast_decode},
     }
-    write_index(tmp, out, pieces, items, manifest, index_type, progress)
+    write_index(tmp, out, pieces, items, manifest, index_type, progress, tokens)
     manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
     _finish(tmp, out, manifest)
     log(f"indexed {len(items)} images ({len(skipped)} skipped) into {out} [{manifest['faiss']['type']}] in "

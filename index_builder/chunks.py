@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .gallery import GalleryEntry
-from .writer import ARRAY_DTYPES, ARRAY_FILES, ENCODED, Piece
+from .writer import ARRAY_DTYPES, CHUNK_ARRAYS, ENCODED, Piece
 
 CHUNKS = "chunks"
 Chunk = tuple[int, int]  # entries [start, end)
@@ -55,7 +55,7 @@ def assemble(tmp: Path, chunks: list[Chunk], entries: list[GalleryEntry], refuse
         z = np.load(chunk_file(tmp, c), allow_pickle=False)
         ok = z["ok"]
         if ok.any():
-            pieces.append(Piece({name: z[name] for name in ARRAY_FILES}, np.arange(len(z["boxes"])), z["views"][ok]))
+            pieces.append(Piece({name: z[name] for name in CHUNK_ARRAYS}, np.arange(len(z["boxes"])), z["views"][ok]))
         for i, good, err, m in zip(z["i"].tolist(), ok.tolist(), json.loads(str(z["errors"])),
                                    json.loads(str(z["meta"]))):
             e = entries[i]

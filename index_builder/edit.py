@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mga.files import recover_folder, swap_in, temp_folders
-from mga.index import MANIFEST, GalleryFileError, GalleryIndex
+from mga.index import DEFAULT_TOKENS, MANIFEST, TOKEN_DTYPES, CodedRows, GalleryFileError, GalleryIndex
 from mga.model import MGAModel
 
 from .build import build_index
-from .writer import BuildError, Piece, rel_root, write_index, write_json
+from .writer import BuildError, Piece, coarse_weight, rel_root, write_index, write_json
 
 
 def _copy_thumb(ix: GalleryIndex, row: int, dst_dir: Path) -> str | None:
@@ -85,18 +85,27 @@ def _gather(idxs: list[GalleryIndex], out: Path, tmp: Path, keep: Callable[[Gall
             items.append(it)
         if rows:
             images = np.asarray(rows, dtype=np.int64)
-            pieces.append(Piece({"embeddings": ix.embeddings, "global": ix.global_, "parts": ix.parts,
-                                 "attn": ix.attn, "boxes": ix.boxes}, ix.view_rows(images),
+            pieces.append(Piece({"global": ix.global_, "parts": ix.parts, "attn": ix.attn, "boxes": ix.boxes},
+                                ix.view_rows(images),
                                 ix.view_count(images)))
         skipped += ix.manifest.get("skipped", [])
     return roots, pieces, items, skipped
 
 
+def tokens_of(ix: GalleryIndex) -> str:
+    """How an index stores its tokens (mga.index.TOKEN_DTYPES): formats 1 and 2 in float16."""
+    dtype = ix.manifest.get("tokens", {}).get("dtype")
+    return dtype if isinstance(ix.global_, CodedRows) and dtype in TOKEN_DTYPES else "float16"
+
+
 def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: str = "auto",
                   keep: Callable[[GalleryIndex, int], bool] | None = None, progress: bool = True,
-                  log: Callable[[str], None] | None = None) -> dict:
-    """Concatenate index folders (shards) built with the same model into `out` (atomically). `keep(index, row)`
-    filters rows (used by `remove`). An image present in several sources is kept once."""
+                  log: Callable[[str], None] | None = None, tokens: str | None = None,
+                  converting: bool = False) -> dict:
+    """Concatenate index folders (shards) built with the same model into `out` (atomically), in the current
+    format. `keep(index, row)` filters rows (used by `remove`). An image present in several sources is kept
+    once. `tokens`: how the new index stores its tokens (None: as the first source does, so that an edit never
+    loses precision; `convert` asks for int8)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -108,17 +117,21 @@ def merge_indexes(out: str | Path, sources: Sequence[str | Path], index_type: st
     tmp.mkdir()
     roots, pieces, items, skipped = _gather(idxs, out, tmp, keep)
     base = idxs[0].manifest
+    tokens = tokens or tokens_of(idxs[0])
     manifest = {
-        "created_by": "index_builder merge",
+        "created_by": "index_builder " + ("convert" if converting else "merge"),
         "model": base["model"],
-        "source": dict(base.get("source", {}), merged_from=[str(s) for s in sources]),
+        "coarse": {"global_weight": coarse_weight(base)},
+        "source": dict(base.get("source", {})) if converting
+        else dict(base.get("source", {}), merged_from=[str(s) for s in sources]),
         "roots": roots,
         "zoom": idxs[0].zoom.to_dict(),
         "skipped": skipped,
-        "build": {"merged": len(idxs)},
+        "build": {"converted_from": {"format_version": idxs[0].format_version, "tokens": tokens_of(idxs[0]),
+                                     "build": base.get("build", {})}} if converting else {"merged": len(idxs)},
     }
     t = time.perf_counter()
-    write_index(tmp, out, pieces, items, manifest, index_type, progress)
+    write_index(tmp, out, pieces, items, manifest, index_type, progress, tokens)
     manifest["build"]["seconds"] = round(time.perf_counter() - t, 2)
     write_json(tmp / MANIFEST, manifest)
     del idxs, pieces
@@ -144,7 +157,7 @@ def add_to_index(index: str | Path, gallery: str | Path, csv: str | Path | None 
     part = index.with_name(f"{index.name}.add-{os.getpid()}")
     try:
         build_index(gallery, part, model=model, weights=weights, csv=csv, exclude=present, index_type="flat",
-                    zoom=ix.zoom, **build_kwargs)
+                    zoom=ix.zoom, tokens=tokens_of(ix), **build_kwargs)
         return merge_indexes(index, [index, part], index_type=index_type, progress=build_kwargs.get("progress", True))
     except BuildError as exc:
         if "no image could be indexed" in str(exc):
@@ -176,3 +189,12 @@ def remove_from_index(index: str | Path, paths: Sequence[str] = (), item_ids: Se
     manifest = merge_indexes(index, [index], index_type=index_type, keep=lambda _ix, r: r not in drop,
                              progress=progress)
     return manifest, len(drop)
+
+
+def convert_index(index: str | Path, out: str | Path | None = None, tokens: str = DEFAULT_TOKENS,
+                  index_type: str = "auto", progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Rewrite an index of any format this code reads (format 2: float32 coarse embeddings, float16 tokens and
+    maps) in the current format with `tokens` (int8 or float16): into `out`, or in place (atomically, as every
+    edit). Nothing is encoded again: the stored tokens are converted, the coarse embeddings rebuilt from them."""
+    return merge_indexes(out or index, [index], index_type=index_type, progress=progress, log=log, tokens=tokens,
+                         converting=True)

@@ -8,7 +8,9 @@ import numpy as np
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
 FLAT_MAX = 50_000  # below this, exact search is fast enough (a few ms per query)
-HNSW_MAX = 5_000_000  # above this, HNSW's memory (full vectors + graph) gets heavy: IVF-PQ
+# Above FLAT_MAX `auto` is IVF-PQ: 64-byte codes (memory-mapped lists), its candidates re-scored exactly from the
+# stored tokens. HNSW (on request) keeps every coarse embedding again in float32 (8.7 kB a view with the anchor,
+# seven times what the tokens take in 4 bits) and its graph in memory: faster and of higher recall, not smaller.
 IVFPQ_MIN = 10_000  # PQ training needs data
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 32
@@ -19,7 +21,7 @@ def choose_index_type(n: int, requested: str = "auto") -> str:
     if requested not in INDEX_TYPES:
         raise ValueError(f"index type {requested!r}: use one of {INDEX_TYPES}")
     if requested == "auto":
-        return "flat" if n < FLAT_MAX else ("hnsw" if n <= HNSW_MAX else "ivfpq")
+        requested = "flat" if n < FLAT_MAX else "ivfpq"
     if requested == "ivfpq" and n < IVFPQ_MIN:
         print(f"note: {n} vectors are too few to train IVF-PQ; using an exact flat index", file=sys.stderr)
         return "flat"
@@ -37,7 +39,7 @@ def build_faiss(emb: np.ndarray, index_type: str, progress: bool = False, block:
                 nlist: int | None = None):
     """An approximate inner-product FAISS index (hnsw or ivfpq) over `emb` (N, E) float32 (may be a memory map);
     returns (index, params) where params (type, ef_search, nprobe ...) go into the manifest and are applied at
-    search time. An exact flat index is not stored: mga.index.GalleryIndex builds it from the embeddings.
+    search time. An exact flat index is not stored: mga.index.GalleryIndex builds it from the stored tokens.
     `nlist`: IVF lists (default 4 sqrt(N); fewer train faster, bench.scaling)."""
     import faiss
 

@@ -18,7 +18,8 @@ from mga.model import Encoding, MGAModel
 class PackedEncoder:
     """Decoded records in (`index_builder.decode.EncodeDataset` items: views in "x", one box per view in "boxes",
     "x" None for a file that failed), records out, in the same order, each with its views' encodings in "enc"
-    (embedding float32, global, parts, attn float16, as numpy) once all of its views are encoded."""
+    (global, parts, attn float16, as numpy: the index rebuilds the coarse embedding from the tokens) once all of
+    its views are encoded."""
 
     def __init__(self, model: MGAModel, batch_size: int):
         self.model, self.batch_size = model, batch_size
@@ -61,7 +62,6 @@ class PackedEncoder:
                 if self._encoded is None or len(self._encoded) < n:
                     break
                 e, self._encoded = self._encoded[:n], self._encoded[n:]
-                self._waiting[0]["enc"] = (e.embedding.float().numpy(), e.global_.half().numpy(),
-                                           e.parts.half().numpy(), e.attn.half().numpy())
+                self._waiting[0]["enc"] = (e.global_.half().numpy(), e.parts.half().numpy(), e.attn.half().numpy())
             done.append(self._waiting.popleft())
         return done
