@@ -19,7 +19,7 @@ from index_builder import BuildError
 from index_builder.decode import EncodeDataset, decoded_batches
 from index_builder.gallery import discover_gallery, shard_of
 from index_builder.packing import PackedEncoder
-from mga.index import GalleryIndex
+from mga.index import CoarseRows, CodedRows, GalleryIndex
 from mga.search import SearchEngine
 from mga.views import ZoomViews
 
@@ -55,9 +55,13 @@ def test_plain_folder_with_bad_files(tmp_path, default_model):
     assert man["model"]["fingerprint"] == default_model.fingerprint()
     assert default_model.config.closeup and "closeup" not in man["model"]["config"]
     assert 0 < man["build"]["decode_wait_seconds"] < man["build"]["encode_seconds"]
-    assert ix.parts.dtype == np.float16 and ix.attn.dtype == np.float16 and ix.global_.dtype == np.float16
-    assert ix.parts.shape[1:] == (default_model.config.num_parts, default_model.config.embed_dim)
-    assert isinstance(ix.embeddings, np.memmap)
+    # format 3, the default: 4-bit tokens (the anchor by its square root), no coarse embeddings or maps stored
+    cfg = default_model.config
+    assert ix.format_version == 3 and man["tokens"]["dtype"] == "int4" and isinstance(ix.global_, CodedRows)
+    assert man["tokens"]["global"] == [["int4", cfg.embed_dim], ["sqrt4", ix.global_.shape[1] - cfg.embed_dim]]
+    assert ix.parts.shape[1:] == (cfg.num_parts, cfg.embed_dim) and ix.parts.codes.shape[1:] == (cfg.num_parts, 64)
+    assert isinstance(ix.embeddings, CoarseRows) and ix.embeddings.shape[1] == default_model.embedding_width
+    assert not (out / "embeddings.npy").exists() and not (out / "attn.npy").exists()
     assert not list(tmp_path.glob("index.tmp-*")) and not list(tmp_path.glob("index.old-*"))
 
 
@@ -112,10 +116,11 @@ def test_packed_forwards_hold_batch_size_views_across_images(tmp_path, default_m
         if r["error"]:
             assert "enc" not in r
             continue
-        emb, g, parts, attn = r["enc"]
-        assert emb.shape[0] == len(r["boxes"]) == len(alone[r["i"]])
-        np.testing.assert_allclose(emb, alone[r["i"]].embedding.numpy(), atol=1e-4)
+        g, parts, attn = r["enc"]  # float16, as chunks keep them (the index rebuilds the coarse embedding)
+        assert g.shape[0] == len(r["boxes"]) == len(alone[r["i"]])
+        np.testing.assert_allclose(g, alone[r["i"]].global_.numpy(), atol=2e-3)
         np.testing.assert_allclose(parts, alone[r["i"]].parts.numpy(), atol=2e-3)
+        np.testing.assert_allclose(attn, alone[r["i"]].attn.numpy(), atol=2e-3)
 
 
 @pytest.mark.slow
@@ -125,7 +130,7 @@ def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
     from mga.retrieval import rank
 
     out = tmp_path / "tiny-index"
-    build_index(LUMA_TINY, out, model=default_model, workers=0, **FAST)
+    build_index(LUMA_TINY, out, model=default_model, workers=0, tokens="float16", **FAST)  # format 2's tokens
     data = load_retrieval_data(LUMA_TINY)
     engine = SearchEngine.load(out, model=default_model)
     ix = engine.index
@@ -134,13 +139,13 @@ def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
     assert [it["item_id"] for it in ix.items] == [r.item_id for r in data.gallery]
     g, owner = encode_gallery(default_model, LUMA_TINY, data.gallery, FAST["zoom"])
     assert ix.views == len(g) == 2 * len(data.gallery) and ix.owner.tolist() == owner.tolist()
-    np.testing.assert_allclose(ix.embeddings, g.embedding.numpy(), atol=1e-4)
+    np.testing.assert_allclose(ix.embeddings, g.embedding.numpy(), atol=1e-3)  # rebuilt from the fp16 tokens
     full = encode_records(default_model, LUMA_TINY, data.gallery)  # the full photos are each image's first view
-    np.testing.assert_allclose(ix.embeddings[ix.first_row[:-1]], full.embedding.numpy(), atol=1e-4)
+    np.testing.assert_allclose(ix.embeddings[ix.first_row[:-1]], full.embedding.numpy(), atol=1e-3)
     q = encode_records(default_model, LUMA_TINY, data.query[:12])
     k = 10
-    coarse = rank(default_model, q, g, "coarse", 0, owner)[:, :k].numpy()
-    stored = ix.encoding(np.arange(ix.views))  # fp16 tokens as stored, for the ATA comparison
+    stored = ix.encoding(np.arange(ix.views))  # fp16 tokens as stored, the coarse embeddings rebuilt from them
+    coarse = rank(default_model, q, stored, "coarse", 0, owner)[:, :k].numpy()
     categories = [category_of(r.path) for r in data.gallery]  # the engine votes on the index's categories
     fine = rank(default_model, q, stored, "coarse", 100, owner, None, categories, 0.1)[:, :k].numpy()
     for i in range(len(q)):
@@ -184,7 +189,10 @@ def test_interrupted_build_keeps_old_index_and_resumes(tmp_path, default_model):
     assert len(ix) == 24 and not list(tmp_path.glob("ix.tmp-*"))
     fresh = tmp_path / "fresh"
     build_index(gal, fresh, model=default_model, workers=0, **FAST)
-    np.testing.assert_allclose(GalleryIndex(fresh).embeddings, ix.embeddings, atol=1e-4)
+    a, b = GalleryIndex(fresh), ix  # the same 4-bit codes but where a float16 token fell on a rounding edge
+    assert [it["path"] for it in a.items] == [it["path"] for it in b.items]
+    assert np.mean(a.global_.codes == b.global_.codes) > 0.999 and np.mean(a.parts.codes == b.parts.codes) > 0.999
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=2e-2)
 
 
 @pytest.mark.slow
@@ -231,8 +239,10 @@ def test_shards_merge_to_the_full_index(tmp_path, default_model):
     a, b = GalleryIndex(full), GalleryIndex(merged)
     emb_a = {it["path"]: a.embeddings[a.view_rows([r])] for r, it in enumerate(a.items)}
     assert sorted(emb_a) == sorted(it["path"] for it in b.items)
-    for r, it in enumerate(b.items):
-        np.testing.assert_allclose(b.embeddings[b.view_rows([r])], emb_a[it["path"]], atol=1e-4)
+    for r, it in enumerate(b.items):  # 4-bit codes: one step apart where a token fell on a rounding edge
+        np.testing.assert_allclose(b.embeddings[b.view_rows([r])], emb_a[it["path"]], atol=2e-2)
+    assert np.mean(np.abs(np.asarray(b.embeddings) - np.concatenate([emb_a[it["path"]] for it in b.items])) < 1e-6) \
+        > 0.999
     assert man["source"]["shard"] == "2/3"
 
 
@@ -345,9 +355,10 @@ def test_discover_consumer_layout_and_csv_keys(tmp_path):
 
 @pytest.mark.slow
 def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path, monkeypatch):
-    """IVF-PQ over 12k clustered unit vectors (real FAISS): PQ candidates re-scored with the stored float32
-    embeddings give nearly the exact top 10, every returned score is the exact inner product, and a category
-    filter (scanned exactly, or IVF-PQ over-fetched) returns only its members, nearly the exact ones."""
+    """IVF-PQ over 12k clustered unit vectors (real FAISS): PQ candidates re-scored with the coarse embeddings
+    rebuilt from the stored tokens give nearly the exact top 10, every returned score is the exact inner product,
+    and a category filter (scanned exactly, or IVF-PQ over-fetched) returns only its members, nearly the exact
+    ones."""
     import mga.coarse
     from index_builder.writer import Piece, write_index
     from index_builder.faiss_index import IVFPQ_MIN
@@ -357,17 +368,19 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path, monk
     centres = rng.standard_normal((clusters, 3, d)).astype(np.float32)
     tokens = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, 3, d)).astype(np.float32)
     tokens /= np.linalg.norm(tokens, axis=-1, keepdims=True)
-    emb = (tokens.reshape(n, -1) / np.sqrt(3)).astype(np.float32)  # unit norm, like the coarse embedding
-    arrays = {"embeddings": emb, "global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
+    arrays = {"global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
               "attn": np.zeros((n, 2, 1, 1), np.float16)}
     items = [{"path": f"v{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "tees" if i % 5 else "pants",
               "width": 1, "height": 1, "thumb": None, "meta": {}} for i in range(n)]
-    manifest = {"model": {}, "source": {"gallery": "synthetic"}, "roots": [{"relative": ".", "absolute": "."}],
-                "skipped": []}
+    manifest = {"model": {}, "coarse": {"global_weight": 1 / 3}, "source": {"gallery": "synthetic"},
+                "roots": [{"relative": ".", "absolute": "."}], "skipped": []}
     out = tmp_path / "ivfpq"
     out.mkdir()
     write_index(out, out, [Piece(arrays, np.arange(n))], items, manifest, "ivfpq", progress=False)
     ix = GalleryIndex(out)
+    emb = np.asarray(ix.embeddings)  # rebuilt from the stored (4-bit) tokens: what FAISS indexed and re-scores
+    np.testing.assert_allclose(emb, tokens.reshape(n, -1) / np.sqrt(3), atol=0.05)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=0.05)
     assert ix.index_type == "ivfpq" and type(ix.faiss).__name__ == "IndexIVFPQ" and ix.refine > 1
     hits = 0
     for qi in rng.integers(0, n, 50):
@@ -395,18 +408,18 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path, monk
 
 def test_auto_index_type_counts_vectors_not_images(tmp_path, monkeypatch):
     """`auto` picks the FAISS type by the vectors it will hold: with zoom views, 100 images of 6 views are 600
-    vectors, above a flat limit of 500, so they get HNSW (and the index still maps views to images)."""
+    vectors, above a flat limit of 500, so they get IVF-PQ (and the index still maps views to images)."""
     from index_builder import faiss_index
     from index_builder.writer import Piece, write_index
 
     monkeypatch.setattr(faiss_index, "FLAT_MAX", 500)
+    monkeypatch.setattr(faiss_index, "IVFPQ_MIN", 500)
     rng = np.random.default_rng(0)
     images, per_image, d = 100, 6, 8
     n = images * per_image
     tokens = rng.standard_normal((n, 3, d)).astype(np.float32)
     tokens /= np.linalg.norm(tokens, axis=-1, keepdims=True)
-    arrays = {"embeddings": (tokens.reshape(n, -1) / np.sqrt(3)).astype(np.float32),
-              "global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
+    arrays = {"global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
               "attn": np.zeros((n, 2, 1, 1), np.float16)}
     items = [{"path": f"v{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "", "width": 1, "height": 1,
               "thumb": None, "meta": {}} for i in range(images)]
@@ -417,7 +430,7 @@ def test_auto_index_type_counts_vectors_not_images(tmp_path, monkeypatch):
     write_index(out, out, [Piece(arrays, np.arange(n), np.full(images, per_image))], items, manifest, "auto",
                 progress=False)
     ix = GalleryIndex(out)
-    assert manifest["faiss"]["type"] == ix.index_type == "hnsw"
+    assert manifest["faiss"]["type"] == ix.index_type == "ivfpq"
     assert len(ix) == images and ix.views == n and ix.view_count(np.arange(images)).tolist() == [per_image] * images
 
 
@@ -525,8 +538,7 @@ def synthetic_index(out, images: int, thumbs: dict[int, str] | None = None, meta
     rng = np.random.default_rng(0)
     tokens = rng.standard_normal((images, 3, 8)).astype(np.float32)
     tokens /= np.linalg.norm(tokens, axis=-1, keepdims=True)
-    arrays = {"embeddings": (tokens.reshape(images, -1) / np.sqrt(3)).astype(np.float32),
-              "global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
+    arrays = {"global": tokens[:, 0].astype(np.float16), "parts": tokens[:, 1:].astype(np.float16),
               "attn": np.zeros((images, 2, 1, 1), np.float16)}
     items = [{"path": f"v{i}.jpg", "root": 0, "item_id": f"v{i}", "category": "", "width": 1, "height": 1,
               "thumb": (thumbs or {}).get(i), "meta": meta or {}} for i in range(images)]

@@ -1,6 +1,6 @@
 """mga.index: a damaged or hand-crafted index folder gives an IndexFormatError that names the file and the fault,
 and nothing in a manifest or an item can point a reader outside its gallery. Each case corrupts a copy of the
-real demo index."""
+real demo index (format 3), or of that copy written back as format 2 (`as_format_2`), which still opens."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mga.config import ASSETS_DIR
-from mga.index import (EMBEDDINGS, FAISS_FILE, ITEMS, MANIFEST, OWNER, PARTS, GalleryFileError, GalleryIndex,
-                       IndexFormatError, check_fits)
+from mga.index import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS, GalleryFileError,
+                       GalleryIndex, IndexFormatError, check_fits)
 
 DEMO_INDEX = ASSETS_DIR / "demo-index"
 DEMO_GALLERY = ASSETS_DIR / "demo-gallery"
@@ -28,6 +28,24 @@ def index_copy(tmp_path) -> Path:
     man = json.loads((tmp_path / "index" / MANIFEST).read_text())
     assert man["roots"] == [{"relative": "../demo-gallery"}]
     return tmp_path / "index"
+
+
+def as_format_2(index: Path) -> Path:
+    """A format-3 index with float16 tokens (the demo's) written as format 2 wrote indexes: float32 coarse
+    embeddings, float16 attention maps (even ones here: format 3 keeps none), an int64 owner.npy."""
+    ix = GalleryIndex(index)
+    assert ix.format_version == 3 and isinstance(ix.global_, np.ndarray)  # float16 tokens
+    np.save(index / EMBEDDINGS, np.asarray(ix.embeddings, dtype=np.float32))
+    np.save(index / ATTN, np.asarray(ix.attn, dtype=np.float16))
+    np.save(index / OWNER, ix.owner.astype(np.int64))
+    del ix
+    edit_manifest(index, lambda m: (m.update(format_version=2), [m.pop(k) for k in ("tokens", "coarse", "maps")]))
+    return index
+
+
+@pytest.fixture
+def format_2_copy(index_copy) -> Path:
+    return as_format_2(index_copy)
 
 
 def edit_manifest(index: Path, change: Callable[[dict], None]) -> None:
@@ -93,18 +111,14 @@ def sparse(path: Path, size: int) -> None:
 
 def drop_a_part(ix: Path) -> None:
     """Arrays of one part fewer, consistent with each other (an index of another model)."""
-    from mga.index import ATTN, GLOBAL
-
-    width = np.load(ix / GLOBAL, mmap_mode="r").shape[1]
     resave(ix / PARTS, lambda a: a[:, :-1])
-    resave(ix / ATTN, lambda a: a[:, :-1])
-    resave(ix / EMBEDDINGS, lambda a: a[:, :width + np.load(ix / PARTS, mmap_mode="r")[0].size])
 
 
 CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     # name: (what is done to the copy, the file the message must name, what it must say)
     "missing array": (lambda ix: (ix / PARTS).unlink(), PARTS, "missing"),
-    "truncated array": (lambda ix: truncate(ix / EMBEDDINGS), EMBEDDINGS, "truncated"),
+    "missing owner.npy": (lambda ix: (ix / OWNER).unlink(), OWNER, "missing"),
+    "truncated array": (lambda ix: truncate(ix / GLOBAL), GLOBAL, "truncated"),
     "manifest not JSON": (lambda ix: (ix / MANIFEST).write_text("{oops"), MANIFEST, "unreadable"),
     "format_version a string": (lambda ix: edit_manifest(ix, lambda m: m.update(format_version="2")), MANIFEST,
                                 "format_version '2'"),
@@ -113,7 +127,10 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
                        "listed twice"),
     "declared HNSW, no file": (lambda ix: edit_manifest(ix, lambda m: m.update(faiss={"type": "hnsw"})),
                                FAISS_FILE, "missing"),
-    "NaN rows": (lambda ix: nan_row(ix / EMBEDDINGS), EMBEDDINGS, "row 3 is not finite"),
+    "NaN rows": (lambda ix: nan_row(ix / GLOBAL), GLOBAL, "row 3 is not finite"),
+    "NaN in a part token": (lambda ix: nan_row(ix / PARTS), PARTS, "row 3 is not finite"),
+    "format 3 without its coarse weight": (lambda ix: edit_manifest(ix, lambda m: m.pop("coarse")), MANIFEST,
+                                           "coarse.global_weight"),
     "root is /": (lambda ix: edit_manifest(ix, lambda m: m.update(roots=[{"relative": "/"}])), MANIFEST,
                   "file system's root"),
     "root names nothing": (lambda ix: edit_manifest(ix, lambda m: m.update(roots=[{}])), MANIFEST,
@@ -157,25 +174,43 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
                            "not a regular file"),
     "manifest.json a link to /dev/zero": (lambda ix: relink(ix / MANIFEST, Path("/dev/zero")), MANIFEST,
                                           "leads outside"),
-    "embeddings.npy a link out of the index": (lambda ix: (shutil.copy(ix / EMBEDDINGS, ix.parent / "e.npy"),
-                                                           relink(ix / EMBEDDINGS, ix.parent / "e.npy")),
-                                               EMBEDDINGS, "leads outside"),
+    "global.npy a link out of the index": (lambda ix: (shutil.copy(ix / GLOBAL, ix.parent / "e.npy"),
+                                                       relink(ix / GLOBAL, ix.parent / "e.npy")),
+                                           GLOBAL, "leads outside"),
     "manifest.json of 65 MB": (lambda ix: sparse(ix / MANIFEST, 65 * 2**20), MANIFEST, "more than the 64 MB"),
     "items.jsonl of 1 GB": (lambda ix: sparse(ix / ITEMS, 2**30), ITEMS, "more than the"),
     # arrays: their headers are checked against their files, each other and the items before anything is loaded
     "owner.npy header of 1e11 rows": (lambda ix: header_only(ix / OWNER, (10**11,), "<i8"), OWNER,
                                       "its header declares (100000000000,)"),
-    "embeddings.npy header of 1e11 rows": (lambda ix: header_only(ix / EMBEDDINGS, (10**11, 2176), "<f4"),
-                                           EMBEDDINGS, "truncated or damaged"),
+    "global.npy header of 1e11 rows": (lambda ix: header_only(ix / GLOBAL, (10**11, 1408), "<f2"),
+                                       GLOBAL, "truncated or damaged"),
     "owner.npy a sparse file of 1e9 rows": (lambda ix: header_only(ix / OWNER, (10**9,), "<i8",
                                                                    npy_size((10**9,), "<i8")),
                                             OWNER, "lists 1000000000 views"),
     "owner.npy of floats": (lambda ix: resave(ix / OWNER, lambda a: a.astype(np.float64)), OWNER,
                             "whole numbers"),
-    "embeddings.npy big-endian": (lambda ix: resave(ix / EMBEDDINGS, lambda a: a.astype(">f4")), EMBEDDINGS,
-                                  "native byte order"),
+    "global.npy big-endian": (lambda ix: resave(ix / GLOBAL, lambda a: a.astype(">f2")), GLOBAL,
+                              "native byte order"),
     "parts.npy of complex numbers": (lambda ix: resave(ix / PARTS, lambda a: a.astype(np.complex64)), PARTS,
                                      "floats"),
+}
+
+
+# format 2's own arrays: float32 coarse embeddings and float16 maps, on a copy written back as format 2
+FORMAT_2_CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
+    "missing maps": (lambda ix: (ix / ATTN).unlink(), ATTN, "missing"),
+    "truncated embeddings": (lambda ix: truncate(ix / EMBEDDINGS), EMBEDDINGS, "truncated"),
+    "NaN embeddings": (lambda ix: nan_row(ix / EMBEDDINGS), EMBEDDINGS, "row 3 is not finite"),
+    "embeddings.npy a link out of the index": (lambda ix: (shutil.copy(ix / EMBEDDINGS, ix.parent / "e.npy"),
+                                                           relink(ix / EMBEDDINGS, ix.parent / "e.npy")),
+                                               EMBEDDINGS, "leads outside"),
+    "embeddings.npy header of 1e11 rows": (lambda ix: header_only(ix / EMBEDDINGS, (10**11, 2176), "<f4"),
+                                           EMBEDDINGS, "truncated or damaged"),
+    "embeddings.npy big-endian": (lambda ix: resave(ix / EMBEDDINGS, lambda a: a.astype(">f4")), EMBEDDINGS,
+                                  "native byte order"),
+    "embeddings one part short": (lambda ix: resave(ix / EMBEDDINGS, lambda a: a[:, :-128]), EMBEDDINGS,
+                                  "do not fit together"),
+    "maps one part short": (lambda ix: resave(ix / ATTN, lambda a: a[:, :-1]), ATTN, "do not fit together"),
     "parts.npy one part short": (lambda ix: resave(ix / PARTS, lambda a: a[:, :-1]), PARTS,
                                  "do not fit together"),
 }
@@ -191,6 +226,16 @@ def test_a_damaged_index_names_the_file_and_the_fault(index_copy, name):
     assert file in str(err.value) and fault in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("name", list(FORMAT_2_CORRUPTIONS))
+def test_a_damaged_format_2_index_names_the_file_and_the_fault(format_2_copy, name):
+    corrupt, file, fault = FORMAT_2_CORRUPTIONS[name]
+    assert GalleryIndex(format_2_copy).format_version == 2  # intact copy opens
+    corrupt(format_2_copy)
+    with pytest.raises(IndexFormatError) as err:
+        GalleryIndex(format_2_copy)
+    assert file in str(err.value) and fault in str(err.value), str(err.value)
+
+
 def test_arrays_that_do_not_fit_the_model_are_refused_by_name(index_copy, default_model):
     """Arrays of consistent widths that are not the model's (one part fewer here), under its fingerprint: a
     damaged or crafted index, on which every search would fail. check_fits says so, naming the array, before
@@ -202,6 +247,7 @@ def test_arrays_that_do_not_fit_the_model_are_refused_by_name(index_copy, defaul
         check_fits(ix, default_model)
     msg = str(err.value)
     assert "parts.npy (5, 128) where the model needs (6, 128)" in msg and "python -m index_builder" in msg, msg
+    assert "--tokens float16" in msg  # the rebuild command keeps the tokens' form (the demo's is not the default)
 
 
 def test_a_link_to_outside_the_gallery_is_never_opened(tmp_path):
@@ -237,12 +283,12 @@ def test_one_category_per_spelling(index_copy):
     assert ix.category_label("no such thing") is None and len(ix.category_images("no such thing")) == 0
 
 
-def test_format_1_one_full_view_per_image_still_opens_and_searches(index_copy, default_model):
+def test_format_1_one_full_view_per_image_still_opens_and_searches(format_2_copy, default_model):
     """An index of format 1 (before zoom views: no owner.npy or boxes.npy, one row per image) is read as one full
     view per image."""
-    from mga.index import ATTN, BOXES, GLOBAL
     from mga.search import SearchEngine
 
+    index_copy = format_2_copy
     ix = GalleryIndex(index_copy)
     first = ix.first_row[:-1]
     for name in (EMBEDDINGS, GLOBAL, PARTS, ATTN):
