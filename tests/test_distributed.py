@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from galleries import copy_some, make_bad_gallery
+from galleries import assert_same_encodings, copy_some, make_bad_gallery
 from index_builder import build_index
 from mga.index import GalleryIndex
 from mga.views import ZoomViews
@@ -45,10 +45,7 @@ def assert_same_index(a: GalleryIndex, b: GalleryIndex) -> None:
     assert a.fingerprint == b.fingerprint
     np.testing.assert_array_equal(a.boxes, b.boxes)
     np.testing.assert_array_equal(a.owner, b.owner)
-    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
-    for name in ("global_", "parts", "attn"):  # float16: one step of its rounding at most
-        np.testing.assert_allclose(np.asarray(getattr(a, name), np.float32), np.asarray(getattr(b, name), np.float32),
-                                   atol=2e-3)
+    assert_same_encodings(a, b)
 
 
 def test_a_ray_build_from_the_cli_equals_the_single_process_build(gallery, tmp_path):
