@@ -35,11 +35,18 @@ class Match:
     lead: float | None = None  # score minus the best other product's (negative below it): what the confidence reads
     confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
     category_vote: float = 0.0  # what its category gained in the vote on the query's kind (mga.category_vote)
+    close_to_next: bool = False  # the next other product listed is about as likely (mga.confidence.CLOSE)
+    # The product's photo its card shows: the one in the colour nearest the query's garment, or in the colour asked
+    # for (mga.colour); None: the photo that matched (`index`)
+    shown_index: int | None = None
+    shown_image: str | None = None  # that photo, relative to its gallery root
+    shown_colour: str | None = None  # its colour name (None: the matched photo's, metadata["color"])
+    other_colours: list[str] = field(default_factory=list)  # the product's other colours, nearest the query's first
+    in_query_colour: bool | None = None  # whether the product comes in the query's colour (None: not compared)
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 6), "coarse_score": round(self.coarse_score, 6),
                 "item_id": self.item_id, "category": self.category, "image": self.image,
-                "contributions": [round(c, 6) for c in self.contributions],
                 "parts": [{"name": n, "contribution": round(c, 6)}
                           for n, c in zip(self.part_names, self.contributions)],
                 "global_contribution": round(self.global_contribution, 6),
@@ -47,7 +54,9 @@ class Match:
                 "matched_view": [round(b, 4) for b in self.box], "photos": self.photos,
                 "lead": None if self.lead is None else round(self.lead, 6),
                 "confidence": None if self.confidence is None else round(self.confidence, 4),
-                "category_vote": round(self.category_vote, 6)}
+                "category_vote": round(self.category_vote, 6), "close_to_next": self.close_to_next,
+                "shown_image": self.shown_image or self.image, "other_colors": list(self.other_colours),
+                "in_query_color": self.in_query_colour}
 
 
 @dataclass

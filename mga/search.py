@@ -31,6 +31,7 @@ from .matches import Match, SearchResult
 from .index import GalleryIndex, IndexFormatError, IndexMismatchError, check_fits, rebuild_command
 from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
+from .colour import GalleryColours, choose, garment_colour
 from .confidence import set_confidence
 from .parts import names_for
 from .transforms import working_side
@@ -82,6 +83,8 @@ class SearchEngine:
         check_fits(index, model, weights)  # arrays of other widths than the model's would fail every search
         self.closeup = detector(model, fp)  # once here, not per query
         self.categories: list[str] = index.categories
+        # each gallery photo's garment colour, read from its thumbnail (at most 256 px) when a search first needs it
+        self.colours = GalleryColours(index.items, lambda i: self.gallery_image(i, max_side=256))
         cfg = model.config
         self.info: dict[str, Any] = {
             "weights": describe_weights(weights), "fingerprint": fp, "index": str(index.path),
@@ -111,14 +114,19 @@ class SearchEngine:
 
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True, products: bool = False,
-               views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE) -> SearchResult:
-        """Ranked matches for one query image (anything `load_image` takes; ImageError propagates)."""
+               views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
+               colour: str | None = None) -> SearchResult:
+        """Ranked matches for one query image (anything `load_image` takes; ImageError propagates). Each product's
+        card shows its photo in the colour nearest the query's garment (mga.colour); `colour` (a colour name of the
+        shop's) lists only products that come in it, shown in it."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
         q, cells = self.encode(img, cells=True) if explain else (self.encode(img), None)
+        query_colour = garment_colour(img, q.attn[0].float().numpy())
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, query_size=img.size, products=products, views=views,
-                                   category_vote=category_vote, cells=cells)
+                                   category_vote=category_vote, cells=cells, colour=colour,
+                                   query_colour=query_colour)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -126,19 +134,25 @@ class SearchEngine:
     def search_encoding(self, q: Encoding, k: int = 10, category: str | None = None,
                         rerank_top: int = DEFAULT_RERANK_TOP, query_size: tuple[int, int] | None = None,
                         products: bool = False, views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
-                        cells: torch.Tensor | None = None) -> SearchResult:
+                        cells: torch.Tensor | None = None, colour: str | None = None,
+                        query_colour: np.ndarray | None = None) -> SearchResult:
         """Ranked matches for an already encoded query (one image; `query_size` its (w, h)).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
         `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
         among the gallery's zoom windows too, a whole garment among full photos only. `category_vote`: the weight of
         the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off). `cells`: the query's
         cells' shares of its global token (MGAModel.encode_cells): with them each match is explained, its score
-        spread over the query's cells term by term (Match.query_maps; the match's side: `match_maps`)."""
+        spread over the query's cells term by term (Match.query_maps; the match's side: `match_maps`). `colour`: only
+        products that come in this colour (a name of the shop's, any case), each shown in it; `query_colour`: the
+        query's garment colour (mga.colour.garment_colour), each product then shown in its nearest photo."""
         t0 = time.perf_counter()
         if category == "":
             category = None
         if category is not None and self.index.category_label(category) is None:
             raise ValueError(f"unknown category {category!r}; the index has {self.categories}")
+        if colour and colour.lower() not in (c.lower() for c in self.colours.names()):
+            shown = colour if len(colour) <= 40 else colour[:40] + "..."  # a huge string is not echoed back
+            raise ValueError(f"unknown colour {shown!r}; the shop's photos come in {self.colours.names()}")
         whole = bool(whole_garment(self.closeup, q.embedding[:1], views)[0])
         images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), max(rerank_top, k),
                                                              category, full_only=whole)
@@ -149,20 +163,25 @@ class SearchEngine:
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole, query_global)
         ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
-        by_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
-        order = by_product if products else ranked.order
+        in_colour = ranked.order
+        if colour:  # a colour facet: the candidates of products that come in it
+            in_colour = np.array([j for j in ranked.order if colour.lower() in self.colours.colours(item_ids[j])],
+                                 dtype=np.int64)
+        by_product = distinct([item_ids[j] for j in in_colour], in_colour)
+        order = by_product if products else in_colour
         t2 = time.perf_counter()
         matches = [self._match(r + 1, ranked, images, int(j), coarse) for r, j in enumerate(order[:k])]
-        # the confidence weighs the re-ranked products by their ATA scores, whatever order the vote gave them
-        head = sorted((j for j in by_product if j < ranked.n_rerank), key=lambda j: -ranked.best_ata[j])
-        best_two = [(item_ids[j], ranked.score(int(j), coarse))
-                    for j in (head + [j for j in by_product if j >= ranked.n_rerank])[:2]]
-        set_confidence(matches, best_two, self.model.config.confidence)
+        # one belief over every candidate product, read from what the ranking reads: its ATA score and its vote
+        set_confidence(matches, [(item_ids[j], ranked.score(int(j), coarse),
+                                  ranked.score(int(j), coarse) + (ranked.bonus[j] if j < ranked.n_rerank else 0.0))
+                                 for j in by_product], self.model.config.confidence)
         if cells is not None:
             self._explain(matches, q, cells[0])
         t3 = time.perf_counter()
+        self._show_colours(matches, query_colour, colour)
+        t4 = time.perf_counter()
         timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
-                   "total_ms": (t3 - t0) * 1e3}
+                   "colour_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
         return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole, query_global)
 
     def _rerank(self, q: Encoding, images: np.ndarray, coarse: np.ndarray, best_rows: np.ndarray,
@@ -201,6 +220,16 @@ class SearchEngine:
             box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
             photos=self.index.item_photos.get(it.get("item_id"), 1),
             category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0)
+
+    def _show_colours(self, matches: list[Match], query_colour: np.ndarray | None, colour: str | None) -> None:
+        """Each match's card photo: its product's photo in the `colour` asked for, else the one nearest the query's
+        garment colour, with the product's other colours (mga.colour.choose)."""
+        if query_colour is None and not colour:
+            return
+        for m in matches:
+            shown = choose(self.colours.photos(m.item_id), query_colour, self.colours, m.index, colour)
+            m.shown_index, m.shown_image = shown.image, self.index.relative_path(shown.image)
+            m.shown_colour, m.other_colours, m.in_query_colour = shown.colour, shown.others, shown.in_query_colour
 
     def _explain(self, matches: list[Match], q: Encoding, cells: torch.Tensor) -> None:
         """Each match's score spread over the query's cells, term by term (Match.query_maps)."""
@@ -270,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "model's close-up detector), full photos only")
     p.add_argument("--category-vote", type=float, default=CATEGORY_VOTE,
                    help="weight of the re-ranked images' vote on the query's kind of garment (0: off)")
+    p.add_argument("--colour", help="only products that come in this colour (a colour name of the shop's)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     from .hub import WeightsError
@@ -278,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout JSON-clean whatever loading prints
             engine = SearchEngine.load(args.index, weights=args.weights)
         res = engine.search(args.image, k=args.k, category=args.category, rerank_top=args.rerank_top,
-                            explain=False, views=args.views, category_vote=args.category_vote)
+                            explain=False, views=args.views, category_vote=args.category_vote, colour=args.colour)
     except (WeightsError, ImageError, IndexMismatchError, IndexFormatError, ValueError) as exc:
         # weights that cannot be loaded (offline, a bad checkpoint), an index or photo that cannot be read: one
         # line, not a traceback
