@@ -51,13 +51,15 @@ from ui.settings import (  # noqa: E402
     parse_settings,
 )
 
-TITLE = "MGA · fashion visual search"
-INTRO = (
-    "Upload, snap or paste a photo of a garment and find the same item in the shop gallery. "
-    "Results are ranked coarse-to-fine (global + part tokens, then Attention-based Token Alignment); "
-    "pick a result to see **what matched**: the heatmaps spread the whole score over your photo and the match, "
-    "and you can show the overall look or one detail alone."
-)
+TITLE = "Find it in the shop"
+INTRO = ("Take, upload or paste a photo of a garment, or try an example: the shop's closest products appear beside "
+         "it. Open one to see which details matched.")
+ABOUT = (
+    "Visual search with Multi-Granular Alignment: a photo is encoded as its overall look and a few fine parts "
+    "(neckband, cuffs, hem...); the shop's photos are found by the whole, then re-ranked by matching part to part "
+    "(Attention-based Token Alignment). The heatmaps spread a match's whole score over both photos; the "
+    "probability beside each product is calibrated on photos the app never shows, and the products listed share "
+    "one belief. The API: the \"Use via API\" link below.")
 CSS = """
 #mga-status {font-size: 0.85em; opacity: 0.85}
 #mga-error {color: var(--error-text-color, #b91c1c)}
@@ -67,7 +69,7 @@ CSS = """
                               grid-template-rows: none !important}
 """
 # After a search on a narrow screen (a phone), bring what it produced into view: the results, which sit below the
-# photo and the examples, or the line saying what is wrong with the file, which sits under the photo.
+# photo, the examples and the settings, or the line saying what is wrong with the file, which sits under the photo.
 # It gets the error line's value: the page may not show the new text yet when it runs.
 SHOW_RESULTS = """(error) => { if (window.innerWidth < 900) {
   document.getElementById(error ? 'mga-error' : 'mga-results')?.scrollIntoView({behavior: 'smooth',
@@ -148,18 +150,20 @@ class Callbacks:
         d = match_details(self.loaded, ui, ui.result.matches[i], term)
         return d["query_overlay"], d["match_overlay"], d["chart"]
 
-    def search_photo(self, image, k, category, crop):
+    def search_photo(self, image, k, category, crop, colour=ALL_CATEGORIES):
         """Search, or show what is wrong with the input in one line and clear the previous results; a file that
         is not a usable photo leaves the photo box too (the browser would show it as a broken image)."""
         if image is None:  # the input was cleared, by hand or after a bad file: a message about that file stays
             return [], None, None, "", *EMPTY_DETAILS, gr.skip(), None, [], gr.skip()
         try:
-            ui = run_search(self.loaded, image, k, category, crop)
+            ui = run_search(self.loaded, image, k, category, crop, colour=colour)
         except (ImageError, ValueError) as exc:
             unusable = None if isinstance(exc, ImageError) else gr.skip()
             return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], unusable
-        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
-            ([], ui, None, ui.summary, *EMPTY_DETAILS)
+        # the large view of a product opened before closes: it would show the last search's product
+        results = gr.update(value=ui.gallery, selected_index=None)
+        shown = (results, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
+            (results, ui, None, ui.summary, *EMPTY_DETAILS)
         return *shown, "", crop_view(ui.query, []), [], gr.skip()
 
     def pick_corner(self, ui, points, evt: gr.SelectData):
@@ -168,12 +172,12 @@ class Callbacks:
         points = add_corner(points, evt.index, ui.query)
         return crop_view(ui.query, points), points
 
-    def search_cropped(self, ui, points, k, category):
+    def search_cropped(self, ui, points, k, category, colour):
         try:
             part = crop_to_corners(ui.query, points) if ui is not None else None
         except ImageError as exc:
             return gr.skip(), *(gr.skip(),) * 8, f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
-        return *self.search_photo(part, k, category, False)[:-1], gr.skip()  # the photo itself stays
+        return *self.search_photo(part, k, category, False, colour)[:-1], gr.skip()  # the photo itself stays
 
     def select(self, ui, evt: gr.SelectData):
         if ui is None or not isinstance(evt.index, int) or evt.index >= len(ui.result.matches):
@@ -187,44 +191,51 @@ class Callbacks:
             raise gr.Error("Pick a result first.")
         return self.loaded.files.original(ui.result.matches[i].index)
 
-    def api_search(self, image, k, category):
+    def api_search(self, image, k, category, colour=ALL_CATEGORIES):
         """Search the shop with one photo of a garment.
 
         Args:
             image: the photo (JPEG, PNG, WebP, ...; at least 16 px a side, at most 60 MP)
             k: how many products to return, a whole number from 1 to 50
             category: "All", or one of the shop's categories, to search only that category
+            colour: "All", or one of the shop's colours, to list only products that come in it (each shown in it)
         """
         with api_errors():
-            ui = run_search(self.loaded, image, k, category, crop=False, explain=False)  # JSON has no heatmaps
-            return api_payload(ui, category, self.loaded.weights_label)
+            # JSON has no heatmaps
+            ui = run_search(self.loaded, image, k, category, crop=False, explain=False, colour=colour)
+            return api_payload(ui, category, self.loaded.weights_label, colour)
 
 
-def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
+def layout(categories: list[str], colours: list[str], examples: list[str]) -> SimpleNamespace:
     """The page: the photo and its settings on the left, the products and why they matched on the right."""
     kept = dict(time_to_live=SESSION_MINUTES * 60)  # a visitor's results, until they go quiet (ui.settings)
     c = SimpleNamespace(last=gr.State(None, **kept), selected=gr.State(None, **kept), corners=gr.State([], **kept))
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
             c.query = QueryPhoto(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
-                                 height=340, elem_id="mga-query")
-            c.error = gr.Markdown(elem_id="mga-error")
-            c.crop = gr.Checkbox(label="Auto-crop to the garment (trim a plain background)", value=False)
+                                 height=300, elem_id="mga-query")
+            c.error = gr.Markdown(elem_id="mga-error")  # under the photo: what is wrong with it stays in view
+            if examples:
+                with gr.Column(elem_id="mga-examples"):
+                    gr.Examples(examples, inputs=c.query, label="Try one", cache_examples=False,
+                                examples_per_page=12)
             with gr.Row():
-                c.k = gr.Slider(1, MAX_K, value=DEFAULT_K, step=1, label="Results")
-                c.category = gr.Dropdown(categories, value=ALL_CATEGORIES, label="Category")
+                c.category = gr.Dropdown(categories, value=ALL_CATEGORIES, label="Kind of garment")
+                c.colour = gr.Dropdown(colours, value=ALL_CATEGORIES, label="Colour", elem_id="mga-colour")
+            with gr.Row():
+                c.k = gr.Slider(1, MAX_K, value=DEFAULT_K, step=1, label="Products")
+                c.crop = gr.Checkbox(label="Auto-crop (trim a plain background)", value=False)
             c.search_btn = gr.Button("Search", variant="primary", elem_id="mga-search")
             with gr.Accordion("Crop by hand", open=False):
                 c.cropper = gr.Image(label="Click two opposite corners of the garment", type="pil",
                                      interactive=False, height=340, elem_id="mga-cropper")
                 c.crop_btn = gr.Button("Search the cropped photo", elem_id="mga-search-cropped")
-            if examples:
-                gr.Examples(examples, inputs=c.query, label="Example queries", cache_examples=False,
-                            examples_per_page=12)
         with gr.Column(scale=3):
-            c.gallery = gr.Gallery(label="Matching products", columns=5, height="auto", allow_preview=True,
-                                   object_fit="contain", interactive=False, elem_id="mga-results")
             c.summary = gr.Markdown(elem_id="mga-summary")
+            # no label over the photos: it would cover the first one
+            c.gallery = gr.Gallery(label="Matching products", show_label=False, columns=5, height="auto",
+                                   allow_preview=True, object_fit="contain", interactive=False,
+                                   elem_id="mga-results")
             c.detail_md = gr.Markdown(EMPTY_DETAILS[0], elem_id="mga-detail")
             with gr.Row(equal_height=True):
                 c.q_heat = gr.Image(label="Your photo", type="pil", interactive=False, height=300,
@@ -241,6 +252,8 @@ def layout(categories: list[str], examples: list[str]) -> SimpleNamespace:
                             minimum=1, maximum=MAX_K)  # not rounded: parse_k refuses 2.5
         c.api_category = gr.Dropdown(categories, value=ALL_CATEGORIES, allow_custom_value=True,
                                      label=f"'{ALL_CATEGORIES}' or one of the shop's categories")
+        c.api_colour = gr.Dropdown(colours, value=ALL_CATEGORIES, allow_custom_value=True,
+                                   label=f"'{ALL_CATEGORIES}' or one of the shop's colours")
         c.api_out = gr.JSON(label="results")
         c.api_btn = gr.Button("search")
     return c
@@ -255,16 +268,17 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     # and its timer must not cover the message that stays
     progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query)])
     match_heat = dict(fn=cb.match_heat, inputs=[c.last, c.selected], outputs=c.m_heat, **private)
-    gr.on([c.query.change, c.search_btn.click, c.category.input, c.k.release], cb.search_photo,
-          [c.query, c.k, c.category, c.crop], out, trigger_mode="always_last", **progress, **private).then(
+    gr.on([c.query.change, c.search_btn.click, c.category.input, c.colour.input, c.k.release], cb.search_photo,
+          [c.query, c.k, c.category, c.crop, c.colour], out, trigger_mode="always_last", **progress, **private).then(
         None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
     c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
-    c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category], out, **progress, **private).then(
+    c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category, c.colour], out, **progress,
+                     **private).then(
         None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
     c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart, c.term], **private)
     c.term.input(cb.show_term, [c.last, c.selected, c.term], [c.q_heat, c.m_heat, c.chart], **private)
     c.more_btn.click(cb.more_like_this, [c.last, c.selected], c.query, **private)
-    c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category], c.api_out, api_name="search",
+    c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category, c.api_colour], c.api_out, api_name="search",
                     api_description="Search the shop with one photo: returns {results: [{rank, product_name, "
                                     "color, category, confidence, url, image, parts, ...}], confident, "
                                     "whole_garment, timings_ms, weights}.")
@@ -274,10 +288,17 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
     examples = example_paths() if examples is None else examples
     # uploads and the copies Gradio serves are deleted an hour after they were made (checked every 10 minutes)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(600, 3600)) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
-        gr.Markdown(loaded.status_markdown, elem_id="mga-status")
+        categories = list(loaded.engine.categories)
+        gr.Markdown(f"# {TITLE}\n{INTRO} **The shop sells** {', '.join(categories)}: nothing else.",
+                    elem_id="mga-intro")
+        if loaded.warning_markdown:
+            gr.Markdown(loaded.warning_markdown, elem_id="mga-warning")
         QueryPhoto.app_copies = str(loaded.files.folder)
-        wire(layout([ALL_CATEGORIES] + list(loaded.engine.categories), examples), Callbacks(loaded))
+        wire(layout([ALL_CATEGORIES] + categories, [ALL_CATEGORIES] + loaded.engine.colours.names(), examples),
+             Callbacks(loaded))
+        with gr.Accordion("About", open=False, elem_id="mga-about"):
+            gr.Markdown(ABOUT)
+            gr.Markdown(loaded.status_markdown, elem_id="mga-status")
     demo.state_session_capacity = SESSIONS  # launch()'s setting; the app is mounted, not launched (main)
     return demo
 

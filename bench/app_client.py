@@ -68,10 +68,11 @@ class AppClient:
             r = self.http.post(f"{API}/upload", files={"files": (Path(path).name, f)}).raise_for_status()
         return file_data(r.json()[0], Path(path).name)
 
-    def ui_search(self, photo: dict, k: int = 10, category: str = "All", session: str | None = None) -> Answer:
+    def ui_search(self, photo: dict, k: int = 10, category: str = "All", session: str | None = None,
+                  colour: str = "All") -> Answer:
         """The UI's search of an uploaded photo, from a session of its own (a new visitor unless `session`)."""
         session = session or uuid.uuid4().hex
-        body = {"data": [photo, k, category, False], "fn_index": self.ui_search_fn, "session_hash": session,
+        body = {"data": [photo, k, category, False, colour], "fn_index": self.ui_search_fn, "session_hash": session,
                 "event_data": None, "trigger_id": None}
         r = self.http.post(f"{API}/queue/join", json=body)
         if r.status_code != 200:
@@ -85,10 +86,11 @@ class AppClient:
                                                                                           or "failed")
         return Answer(error="the stream ended without an answer")
 
-    def api_search(self, image: Any, k: Any = 10, category: str = "All", timeout: float | None = None) -> Answer:
+    def api_search(self, image: Any, k: Any = 10, category: str = "All", timeout: float | None = None,
+                   colour: str = "All") -> Answer:
         """`POST /gradio_api/call/search` with `image` as given (a FileData dict: an upload or any path);
         httpx.TimeoutException when a step takes longer than `timeout` seconds."""
-        r = self.http.post(f"{API}/call/search", json={"data": [image, k, category]}, timeout=timeout)
+        r = self.http.post(f"{API}/call/search", json={"data": [image, k, category, colour]}, timeout=timeout)
         if r.status_code != 200:
             return Answer(error=r.text)
         event = r.json()["event_id"]

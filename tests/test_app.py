@@ -33,10 +33,10 @@ def client(server):
     return Client(server, verbose=False, download_files=False)
 
 
-def search(client, path, k=10, category="All"):
+def search(client, path, k=10, category="All", colour="All"):
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)), k, category, api_name="/search")
+    return client.predict(handle_file(str(path)), k, category, colour, api_name="/search")
 
 
 def check_ranked(res: dict, k: int) -> None:
@@ -49,7 +49,7 @@ def check_ranked(res: dict, k: int) -> None:
     for r in results:
         assert r["item_id"] and r["category"]
         assert not os.path.isabs(r["image"]) and (root / r["image"]).is_file(), r["image"]  # gallery-relative
-        assert len(r["contributions"]) > 0 and all(np.isfinite(r["contributions"]))
+        assert r["parts"] and all(np.isfinite(p["contribution"]) for p in r["parts"]) and "contributions" not in r
     assert len({r["image"] for r in results}) == len(results)
 
 
@@ -103,6 +103,21 @@ def test_api_category_filter(client):
     with pytest.raises(AppError) as err:  # a huge category string is not echoed back whole
         search(client, photo, k=5, category="x" * 100_000)
     assert "Unknown category" in str(err.value) and len(str(err.value)) < 2000
+
+
+def test_api_colour_facet(client):
+    """A colour lists only products that come in it, each shown in it; an unknown colour is refused in a line."""
+    from gradio_client.exceptions import AppError
+
+    photo = query_photos(1)[0]
+    res = search(client, photo, k=5, colour="Yellow")
+    assert res["color"] == "Yellow" and res["results"]
+    assert all(r["color"] == "Yellow" for r in res["results"])
+    assert all((gallery_root() / r["image"]).is_file() and r["url"].startswith("gallery/") for r in res["results"])
+    assert sum(r["confidence"] for r in res["results"]) <= 1 + 1e-6
+    with pytest.raises(AppError, match="unknown colour") as err:
+        search(client, photo, k=5, colour="x" * 100_000)
+    assert len(str(err.value)) < 2000
 
 
 def make_bad_inputs(tmp: Path) -> dict[str, tuple[Path, str | None]]:
@@ -221,14 +236,15 @@ def test_bogus_hub_id_falls_back_to_default_and_says_so(monkeypatch):
     assert loaded.weights_label.startswith("embedded default")
     assert loaded.fallback_reason and "Could not load no-such-org/no-such-model@v0" in loaded.fallback_reason
     assert "using embedded default" in loaded.fallback_reason
-    assert "Could not use the requested weights no-such-org/no-such-model@v0" in loaded.status_markdown
+    assert "Could not use the requested weights no-such-org/no-such-model@v0" in loaded.warning_markdown
 
-    import app  # the UI shows it in the status line
+    import app  # the UI shows it above the photo, and the weights in use in its About section
 
     demo = app.build_demo(loaded, examples=[])
     assert demo.delete_cache == (600, 3600)  # uploads and served copies are deleted after an hour
-    status = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "mga-status"]
-    assert status and "using the embedded default" in status[0].value
+    shown = {b.elem_id: b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) in ("mga-warning",
+                                                                                                 "mga-status")}
+    assert "using the embedded default" in shown["mga-warning"] and "embedded default" in shown["mga-status"]
 
 
 def test_bad_local_weights_folder_falls_back(tmp_path):

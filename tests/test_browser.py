@@ -81,8 +81,14 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(server)
-        page.wait_for_selector("#mga-status")
-        assert "embedded default" in page.locator("#mga-status").inner_text()
+        intro = page.locator("#mga-intro").inner_text()
+        assert "The shop sells" in intro and "Tees" in intro and "Attention" not in intro  # a shopper's words
+        assert not page.locator("#mga-status").is_visible()  # the technical status waits in "About"
+        first = page.locator("#mga-examples img").first  # the examples are above the fold
+        first.wait_for(timeout=30_000)
+        assert first.bounding_box()["y"] + first.bounding_box()["height"] <= 800
+        page.locator("#mga-about").get_by_text("About").click()
+        page.wait_for_function("() => document.querySelector('#mga-status').innerText.includes('embedded default')")
         page.locator("#mga-query input[type=file]").set_input_files(str(query_photos(1)[0]))
         n = wait_for_results(page)
         assert n == 10  # the slider's default
@@ -109,13 +115,14 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
         page.locator("#mga-results .thumbnail-item").nth(2).click()
         page.wait_for_function("() => document.querySelector('#mga-detail').innerText.startsWith('#3 · ')",
                                timeout=30_000)
-        page.keyboard.press("Escape")  # close the larger preview the click opened
+        assert page.locator("#mga-results caption.caption").inner_text().startswith(names[2])  # its large view
         page.locator("#mga-more").click()
         page.wait_for_function(  # a new search: details of its #1, nothing pending
             f"() => {{ const d = document.querySelector('#mga-detail').innerText;"
             f"        return d.startsWith('#1 · {names[2]}') && !document.body.innerText.includes('processing'); }}",
             timeout=60_000)
         wait_for_results(page)  # the product's own photo finds the product first
+        assert page.locator("#mga-results caption.caption").count() == 0  # no large view left of the last search
     finally:
         browser.close()
 
@@ -161,6 +168,8 @@ def test_phone_layout_shows_the_results_without_sideways_scrolling(server, playw
     try:
         page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
         page.goto(server)
+        photo_box = page.locator("#mga-query").bounding_box()  # the photo box is on the first screen, whole
+        assert photo_box["y"] >= 0 and photo_box["y"] + photo_box["height"] <= 844, photo_box
         page.locator("#mga-query input[type=file]").set_input_files(str(query_photos(1)[0]))
         assert wait_for_results(page) == 10
         page.wait_for_function(  # the search scrolled the results into view

@@ -229,5 +229,6 @@ def test_api_payload_says_when_no_match_is_confident():
     assert api_payload(uncalibrated, None, "w")["confident"] is True, "weights without a calibration: no doubt"
     empty = UIResult.of(Image.new("RGB", (20, 20)), SearchResult([], query_size=(20, 20)), [])
     assert api_payload(empty, None, "w") | {"timings_ms": {}} == {
-        "results": [], "confident": False, "k": 0, "category": ALL_CATEGORIES, "query_size": [20, 20],
+        "results": [], "confident": False, "k": 0, "category": ALL_CATEGORIES, "color": ALL_CATEGORIES,
+        "query_size": [20, 20],
         "whole_garment": False, "timings_ms": {}, "weights": "w"}

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from mga.colour import colour_name
 from mga.confidence import CONFIDENT
 from mga.explain import OVERALL, WHOLE, overlay
 from mga.heap import return_freed
@@ -75,6 +76,13 @@ class UIResult:
         timing = (f"{n} products for a {w}×{h} photo · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
                   f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
+        matches = self.result.matches
+        first, second = matches[0], matches[1] if n > 1 else None
+        if (first.close_to_next and second is not None and first.confidence is not None
+                and first.confidence + second.confidence >= CONFIDENT):
+            # two products share the belief: name both rather than call either likely
+            return (f"**{product_name(first)} or {product_name(second)}?** They look about as likely "
+                    f"({first.confidence:.0%} and {second.confidence:.0%}); compare them below.\n\n{timing}")
         if not self.confident:
             return ("**No confident match**: this shop may not sell this product (or the photo shows too little of "
                     f"it). The closest products are below.\n\n{timing}")
@@ -87,13 +95,30 @@ def product_name(m: Match) -> str:
 
 
 def colour(m: Match) -> str:
-    return str(m.metadata.get("color") or "")
+    """The colour of the photo the card shows: the product's photo nearest the query's colour (mga.colour), else
+    the photo that matched."""
+    return m.shown_colour if m.shown_colour is not None else colour_name(m.metadata)
+
+
+def shown_index(m: Match) -> int:
+    """The image the card shows (Match.shown_index), else the one that matched."""
+    return m.shown_index if m.shown_index is not None else m.index
+
+
+def colours_text(m: Match) -> str:
+    """The card's colour and the others the product comes in ("Blue · also Yellow, Red"); where the product does
+    not come in the query's colour, that is said first ("not in your colour: Yellow · also Red")."""
+    shown = colour(m)
+    if not shown:
+        return ""
+    text = f"not in your colour: {shown}" if m.in_query_colour is False else shown
+    return text + (f" · also {', '.join(m.other_colours)}" if m.other_colours else "")
 
 
 def caption(m: Match) -> str:
-    """Name, colour and confidence: no ids, paths or internal fields."""
+    """Name, colours and confidence: no ids, paths or internal fields."""
     sure = f"{m.confidence:.0%}" if m.confidence is not None else f"score {m.score:.2f}"
-    return " · ".join(x for x in (product_name(m), colour(m), sure) if x)
+    return " · ".join(x for x in (product_name(m), colours_text(m), sure) if x)
 
 
 def shown_details(metadata: dict) -> dict:
@@ -103,16 +128,18 @@ def shown_details(metadata: dict) -> dict:
 
 
 def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: str | None = None,
-               crop: bool = False, explain: bool = True) -> UIResult:
+               crop: bool = False, explain: bool = True, colour: str | None = None) -> UIResult:
     """Decode (ImageError on bad input), optionally auto-crop, search, and list the gallery items. With `explain`
-    each match's score is spread over the query's cells (its heatmaps are drawn when it is opened: match_details)."""
+    each match's score is spread over the query's cells (its heatmaps are drawn when it is opened: match_details).
+    `colour`: only products that come in it ("", None or ALL_CATEGORIES's "All": every colour)."""
     k_int = parse_k(k)
     cat = parse_category(category, loaded.engine.categories)
     img = decode_query(image)
     if crop:
         img = autocrop(img)
     try:
-        res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True)
+        wanted = None if colour in (None, "", ALL_CATEGORIES) else str(colour)
+        res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True, colour=wanted)
         return UIResult.of(img, res, gallery_items(loaded, res))
     finally:
         return_freed()  # what the search freed goes back to the system, not to this worker thread's arena
@@ -124,7 +151,9 @@ def gallery_items(loaded: LoadedEngine, res: SearchResult) -> list[tuple[str, st
     items, kept = [], []
     for m in res.matches:
         try:
-            items.append((loaded.files.display(m.index), caption(m)))
+            if shown_index(m) != m.index:  # opening the match shows the photo that matched: it must be there too
+                loaded.files.display(m.index)
+            items.append((loaded.files.display(shown_index(m)), caption(m)))
         except GalleryFileError as exc:
             log.warning("a result left out: %s", exc)
             continue
@@ -262,16 +291,24 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
             "chart": bar_chart(match, term)}
 
 
-def api_payload(ui: UIResult, category: str | None, weights_label: str) -> dict[str, Any]:
+def api_payload(ui: UIResult, category: str | None, weights_label: str, facet: str | None = None) -> dict[str, Any]:
     """The /search API's JSON: ranked products (each with a URL of its photo, relative to the app's address)
-    plus what produced them."""
-    results = [{**m.to_dict(), "product_name": product_name(m), "color": colour(m),
-                "url": gallery_url(m.index, m.image)} for m in ui.result.matches]
+    plus what produced them (`facet`: the colour asked for)."""
+    results = []
+    for m in ui.result.matches:
+        shown = m.shown_image or m.image
+        fields = {k: v for k, v in m.to_dict().items() if k != "shown_image"}
+        # the card's photo and colour (the product in the colour nearest the query's); score, parts and
+        # matched_view describe the photo that matched
+        results.append({**fields, "product_name": product_name(m), "color": colour(m), "image": shown,
+                        "url": gallery_url(shown_index(m), shown), "matched_image": m.image,
+                        "matched_url": gallery_url(m.index, m.image)})
     return {
         "results": results,
         "confident": ui.confident,
         "k": len(ui.result.matches),
         "category": category or ALL_CATEGORIES,
+        "color": facet or ALL_CATEGORIES,  # the colour the products were narrowed to
         "query_size": list(ui.result.query_size),
         "whole_garment": ui.result.whole_garment,  # searched among whole photos only (not a close-up)
         "timings_ms": {k: round(v, 2) for k, v in ui.result.timings.items()},

@@ -79,13 +79,17 @@ class LoadedEngine:
     def status_markdown(self) -> str:
         """The status line: what is loaded, in names a visitor may see (no folder of the server)."""
         info = self.engine.info
-        line = (f"**Weights:** {self.weights_label} (fingerprint `{info.get('fingerprint', '?')}`) · "
+        return (f"**Weights:** {self.weights_label} (fingerprint `{info.get('fingerprint', '?')}`) · "
                 f"**Index:** `{Path(info.get('index', '?')).name}` — {info.get('images', '?')} images, "
                 f"{info.get('items', '?')} items, {len(self.engine.categories)} categories")
-        if self.fallback_reason:
-            line = (f"⚠️ Could not use the requested weights {public_name(self.requested_weights)}; using the "
-                    f"embedded default (the server's log says why).\n\n{line}")
-        return line
+
+    @property
+    def warning_markdown(self) -> str:
+        """What a visitor must know about the set-up ("" when nothing): requested weights not in use."""
+        if not self.fallback_reason:
+            return ""
+        return (f"⚠️ Could not use the requested weights {public_name(self.requested_weights)}; using the "
+                "embedded default (the server's log says why).")
 
 
 def public_name(weights: str | None) -> str:
