@@ -68,12 +68,16 @@ CSS = """
 #mga-results .grid-container {grid-template-columns: repeat(auto-fill, minmax(min(150px, 45%), 1fr)) !important;
                               grid-template-rows: none !important}
 """
-# After a search on a narrow screen (a phone), bring what it produced into view: the results, which sit below the
-# photo, the examples and the settings, or the line saying what is wrong with the file, which sits under the photo.
-# It gets the error line's value: the page may not show the new text yet when it runs.
-SHOW_RESULTS = """(error) => { if (window.innerWidth < 900) {
-  document.getElementById(error ? 'mga-error' : 'mga-results')?.scrollIntoView({behavior: 'smooth',
-                                                                              block: 'start'}); } }"""
+# After a search: close the large view of a product opened before (it would show the last search's product; the
+# gallery's selected_index cannot do it, as the server never saw it change); on a narrow screen (a phone), bring
+# what the search produced into view: the results, which sit below the photo, the examples and the settings, or the
+# line saying what is wrong with the file, which sits under the photo. It gets the error line's value: the page may
+# not show the new text yet when it runs.
+SHOW_RESULTS = """(error) => {
+  document.querySelector('#mga-results button[aria-label="Close"]')?.click();
+  if (window.innerWidth < 900) {
+    document.getElementById(error ? 'mga-error' : 'mga-results')?.scrollIntoView({behavior: 'smooth',
+                                                                                block: 'start'}); } }"""
 
 
 FILE_NOT_SENT = ("query image: send the photo itself with the request (gradio_client: handle_file(path)); the "
@@ -160,10 +164,8 @@ class Callbacks:
         except (ImageError, ValueError) as exc:
             unusable = None if isinstance(exc, ImageError) else gr.skip()
             return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], unusable
-        # the large view of a product opened before closes: it would show the last search's product
-        results = gr.update(value=ui.gallery, selected_index=None)
-        shown = (results, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
-            (results, ui, None, ui.summary, *EMPTY_DETAILS)
+        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
+            ([], ui, None, ui.summary, *EMPTY_DETAILS)
         return *shown, "", crop_view(ui.query, []), [], gr.skip()
 
     def pick_corner(self, ui, points, evt: gr.SelectData):

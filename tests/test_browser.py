@@ -122,7 +122,8 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
             f"        return d.startsWith('#1 · {names[2]}') && !document.body.innerText.includes('processing'); }}",
             timeout=60_000)
         wait_for_results(page)  # the product's own photo finds the product first
-        assert page.locator("#mga-results caption.caption").count() == 0  # no large view left of the last search
+        page.wait_for_function("() => !document.querySelector('#mga-results caption.caption')",  # no large view
+                               timeout=30_000)                                        # left of the last search
     finally:
         browser.close()
 
