@@ -63,7 +63,14 @@ ABOUT = (
 CSS = """
 #mga-status {font-size: 0.85em; opacity: 0.85}
 #mga-error {color: var(--error-text-color, #b91c1c)}
-#mga-results .caption-label {font-size: 0.75em; white-space: normal; line-height: 1.25}  /* whole names */
+/* each card's caption under its photo, whole, not over the garment; every card shown, no box of its own to scroll */
+#mga-results .caption-label {font-size: 0.75em; white-space: normal; line-height: 1.25; position: static !important;
+                             max-width: 100% !important; border: none !important; border-radius: 0 !important}
+#mga-results .thumbnail-item {aspect-ratio: auto !important; height: auto !important; display: flex;
+                              flex-direction: column}
+#mga-results .thumbnail-item > img {aspect-ratio: 1; height: auto !important}
+#mga-results .fixed-height {max-height: none !important}
+#mga-results .grid-wrap {overflow-y: visible !important}
 /* results wrap to the screen: as many columns as fit, never a sideways scroll */
 #mga-results .grid-container {grid-template-columns: repeat(auto-fill, minmax(min(150px, 45%), 1fr)) !important;
                               grid-template-rows: none !important}

@@ -121,7 +121,7 @@ def test_the_caption_and_the_api_tell_the_shoppers_colour_and_the_others():
                 other_colours=["Yellow", "Red"], in_query_colour=True)
     assert caption(blue) == "Erica Sports Bra · Blue · also Yellow, Red · 97%"
     lacking = card(shown_colour="Red", other_colours=["Yellow"], in_query_colour=False)
-    assert colours_text(lacking) == "not in your colour: Red · also Yellow"
+    assert colours_text(lacking) == "Red, not your colour · also Yellow"
     ui = UIResult.of(Image.new("RGB", (20, 20)), SearchResult([blue], query_size=(20, 20)), [])
     r = api_payload(ui, None, "w")["results"][0]
     assert r["color"] == "Blue" and r["other_colors"] == ["Yellow", "Red"] and r["in_query_color"] is True

@@ -107,11 +107,11 @@ def shown_index(m: Match) -> int:
 
 def colours_text(m: Match) -> str:
     """The card's colour and the others the product comes in ("Blue · also Yellow, Red"); where the product does
-    not come in the query's colour, that is said first ("not in your colour: Yellow · also Red")."""
+    not come in the query's colour, that is said ("Yellow, not your colour · also Red")."""
     shown = colour(m)
     if not shown:
         return ""
-    text = f"not in your colour: {shown}" if m.in_query_colour is False else shown
+    text = f"{shown}, not your colour" if m.in_query_colour is False else shown
     return text + (f" · also {', '.join(m.other_colours)}" if m.other_colours else "")
 
 
