@@ -42,6 +42,7 @@ def main() -> None:
     images = [load_image(p) for p in paths]
     queries = [images[i % len(images)] for i in range(args.queries)]
 
+    engine.colours.warm()  # what the app reads in the background at start-up (ui.settings.LoadedEngine)
     for img in images[:2]:  # warm-up: first-call allocations, lazy imports (matplotlib)
         model.encode_images([img])
         ui = run_search(loaded, img, args.k)

@@ -104,6 +104,8 @@ def test_gallery_colours_reads_each_photo_once_and_skips_what_it_cannot_read():
     small(2)
     assert reads[-1] == 2 and len(reads) == 6, "the least recently used went first"
     assert colour_name({"color": " Green "}) == "Green" and colour_name(None) == ""
+    reads.clear()
+    assert GalleryColours(items, read, kept=3).warm() == 3 and reads == [0, 1, 2]  # as many as it keeps, in order
 
 
 def card(**fields) -> Match:

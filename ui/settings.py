@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,8 @@ class LoadedEngine:
 
     def __post_init__(self):
         self.files = GalleryFiles(self.engine.index)
+        # the gallery photos' colours, read in the background: a visitor's first searches would read them
+        threading.Thread(target=self.engine.colours.warm, name="gallery-colours", daemon=True).start()
 
     @property
     def status_markdown(self) -> str:
