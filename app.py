@@ -106,6 +106,12 @@ class QueryPhoto(gr.Image):
     def preprocess(self, payload):
         return None if payload is None else payload.path
 
+    def example_payload(self):  # the API page's sample sends a photo of the client's, not one from the web
+        return {"path": "photo.jpg", "orig_name": "photo.jpg", "meta": {"_type": "gradio.FileData"}}
+
+    def example_value(self):
+        return "photo.jpg"
+
     async def async_move_resource_to_block_cache(self, url_or_file_path):
         """The one door a photo comes in by: a file in Gradio's upload folder (an upload, an example) or among the
         app's own copies of gallery images (`app_copies`: "more like this"). A server path or an address named in a
@@ -117,6 +123,21 @@ class QueryPhoto(gr.Image):
         if is_http_url_like(path) or not any(is_in_or_equal(path, f) for f in folders):
             raise gr.Error(FILE_NOT_SENT, print_exception=False)
         return await super().async_move_resource_to_block_cache(url_or_file_path)
+
+
+class WholeNumber(gr.Number):
+    """gr.Number that hands the value on as sent, documented as an integer: ui.inputs.parse_k refuses 2.5 or 0 with
+    the app's own line (gr.Number would round the one, and log a traceback for the other)."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "number"
+
+    def preprocess(self, payload):
+        return payload
+
+    def api_info(self) -> dict[str, str]:
+        return {"type": "integer"}
 
 
 @contextmanager
@@ -212,7 +233,7 @@ class Callbacks:
         with api_errors():
             # JSON has no heatmaps
             ui = run_search(self.loaded, image, k, category, crop=False, explain=False, colour=colour)
-            return api_payload(ui, category, self.loaded.weights_label, colour)
+            return api_payload(ui, self.loaded.weights_label)
 
 
 def layout(categories: list[str], colours: list[str], examples: list[str]) -> SimpleNamespace:
@@ -257,8 +278,7 @@ def layout(categories: list[str], colours: list[str], examples: list[str]) -> Si
             c.more_btn = gr.Button("More like this", elem_id="mga-more")
     with gr.Column(visible=False):  # the API's one plain-JSON endpoint; its labels are what its docs show
         c.api_image = QueryPhoto(label="a photo of a garment (JPEG, PNG, WebP...; 16 px to 60 MP)", type="filepath")
-        c.api_k = gr.Number(value=DEFAULT_K, label=f"products to return: a whole number from 1 to {MAX_K}",
-                            minimum=1, maximum=MAX_K)  # not rounded: parse_k refuses 2.5
+        c.api_k = WholeNumber(value=DEFAULT_K, label=f"products to return: a whole number from 1 to {MAX_K}")
         c.api_category = gr.Dropdown(categories, value=ALL_CATEGORIES, allow_custom_value=True,
                                      label=f"'{ALL_CATEGORIES}' or one of the shop's categories")
         c.api_colour = gr.Dropdown(colours, value=ALL_CATEGORIES, allow_custom_value=True,

@@ -125,7 +125,7 @@ def test_the_caption_and_the_api_tell_the_shoppers_colour_and_the_others():
     lacking = card(shown_colour="Red", other_colours=["Yellow"], in_query_colour=False)
     assert colours_text(lacking) == "Red, not your colour · also Yellow"
     ui = UIResult.of(Image.new("RGB", (20, 20)), SearchResult([blue], query_size=(20, 20)), [])
-    r = api_payload(ui, None, "w")["results"][0]
+    r = api_payload(ui, "w")["results"][0]
     assert r["color"] == "Blue" and r["other_colors"] == ["Yellow", "Red"] and r["in_query_color"] is True
     assert r["url"] == "gallery/3/01_1_front.jpg" and r["image"].endswith("01_1_front.jpg")
     assert r["matched_url"] == "gallery/5/03_1_front.jpg" and r["matched_image"].endswith("03_1_front.jpg")

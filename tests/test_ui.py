@@ -202,7 +202,7 @@ def test_api_payload_lists_the_products_with_relative_urls_and_no_machine_path(t
                           whole_garment=True)
     copies = [(str(tmp_path / "mga-gallery-x" / f"{m.index}.jpg"), "caption") for m in result.matches]
     ui = UIResult.of(Image.new("RGB", (64, 48), "white"), result, copies)
-    payload = api_payload(ui, None, "embedded default")
+    payload = api_payload(ui, "embedded default")
     text = json.dumps(payload)  # all of it is JSON
     assert str(tmp_path) not in text and "mga-gallery-x" not in text, "the app's copies are its own business"
     assert payload["k"] == 2 and payload["category"] == ALL_CATEGORIES and payload["confident"] is True
@@ -222,13 +222,13 @@ def test_api_payload_lists_the_products_with_relative_urls_and_no_machine_path(t
 
 def test_api_payload_says_when_no_match_is_confident():
     weak = match([0.05], index=1, confidence=0.2)
-    ui = UIResult.of(Image.new("RGB", (20, 20)), SearchResult([weak], query_size=(20, 20)), [])
-    payload = api_payload(ui, "Pants", "org/name@abc")
+    ui = UIResult.of(Image.new("RGB", (20, 20)), SearchResult([weak], query_size=(20, 20)), [], "Pants")
+    payload = api_payload(ui, "org/name@abc")
     assert payload["confident"] is False and payload["category"] == "Pants" and payload["k"] == 1
     uncalibrated = UIResult.of(Image.new("RGB", (20, 20)), SearchResult([match([0.05])], query_size=(20, 20)), [])
-    assert api_payload(uncalibrated, None, "w")["confident"] is True, "weights without a calibration: no doubt"
+    assert api_payload(uncalibrated, "w")["confident"] is True, "weights without a calibration: no doubt"
     empty = UIResult.of(Image.new("RGB", (20, 20)), SearchResult([], query_size=(20, 20)), [])
-    assert api_payload(empty, None, "w") | {"timings_ms": {}} == {
+    assert api_payload(empty, "w") | {"timings_ms": {}} == {
         "results": [], "confident": False, "k": 0, "category": ALL_CATEGORIES, "color": ALL_CATEGORIES,
         "query_size": [20, 20],
         "whole_garment": False, "timings_ms": {}, "weights": "w"}

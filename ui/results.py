@@ -48,12 +48,15 @@ class UIResult:
     photo: bytes  # the query as searched, as a JPEG (`query` decodes it)
     result: SearchResult
     gallery: list[tuple[str, str]] = field(default_factory=list)
+    category: str | None = None  # the category searched, in the shop's spelling (None: all)
+    colour: str | None = None  # the colour the products were narrowed to, in the shop's spelling (None: all)
 
     @classmethod
-    def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]]) -> "UIResult":
+    def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]],
+           category: str | None = None, colour: str | None = None) -> "UIResult":
         buf = io.BytesIO()
         query.save(buf, "JPEG", quality=KEPT_QUALITY)
-        return cls(buf.getvalue(), result, gallery)
+        return cls(buf.getvalue(), result, gallery, category, colour)
 
     @property
     def query(self) -> Image.Image:
@@ -140,7 +143,9 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
     try:
         wanted = None if colour in (None, "", ALL_CATEGORIES) else str(colour)
         res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True, colour=wanted)
-        return UIResult.of(img, res, gallery_items(loaded, res))
+        if wanted:  # the engine knew it, in some spelling: the shop's
+            wanted = next(c for c in loaded.engine.colours.names() if c.lower() == wanted.lower())
+        return UIResult.of(img, res, gallery_items(loaded, res), cat, wanted)
     finally:
         return_freed()  # what the search freed goes back to the system, not to this worker thread's arena
 
@@ -291,9 +296,9 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
             "chart": bar_chart(match, term)}
 
 
-def api_payload(ui: UIResult, category: str | None, weights_label: str, facet: str | None = None) -> dict[str, Any]:
+def api_payload(ui: UIResult, weights_label: str) -> dict[str, Any]:
     """The /search API's JSON: ranked products (each with a URL of its photo, relative to the app's address)
-    plus what produced them (`facet`: the colour asked for)."""
+    plus what produced them (the category and colour searched, in the shop's spelling)."""
     results = []
     for m in ui.result.matches:
         shown = m.shown_image or m.image
@@ -307,8 +312,8 @@ def api_payload(ui: UIResult, category: str | None, weights_label: str, facet: s
         "results": results,
         "confident": ui.confident,
         "k": len(ui.result.matches),
-        "category": category or ALL_CATEGORIES,
-        "color": facet or ALL_CATEGORIES,  # the colour the products were narrowed to
+        "category": ui.category or ALL_CATEGORIES,
+        "color": ui.colour or ALL_CATEGORIES,  # the colour the products were narrowed to
         "query_size": list(ui.result.query_size),
         "whole_garment": ui.result.whole_garment,  # searched among whole photos only (not a close-up)
         "timings_ms": {k: round(v, 2) for k, v in ui.result.timings.items()},
