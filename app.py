@@ -196,6 +196,13 @@ class Callbacks:
             ([], ui, None, ui.summary, *EMPTY_DETAILS)
         return *shown, "", crop_view(ui.query, []), [], gr.skip()
 
+    def refine(self, image, last, k, category, crop, colour):
+        """A setting changed (category, colour, number of products): search again what was searched last (a crop
+        of the photo stays cropped), or the photo when nothing was searched yet."""
+        if last is None:
+            return self.search_photo(image, k, category, crop, colour)
+        return *self.search_photo(last.photo, k, category, False, colour)[:-1], gr.skip()  # the photo box stays
+
     def pick_corner(self, ui, points, evt: gr.SelectData):
         if ui is None:
             return None, []
@@ -297,9 +304,12 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     # and its timer must not cover the message that stays
     progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query)])
     match_heat = dict(fn=cb.match_heat, inputs=[c.last, c.selected], outputs=c.m_heat, **private)
-    gr.on([c.query.change, c.search_btn.click, c.category.input, c.colour.input, c.k.release], cb.search_photo,
-          [c.query, c.k, c.category, c.crop, c.colour], out, trigger_mode="always_last", **progress, **private).then(
+    gr.on([c.query.change, c.search_btn.click], cb.search_photo, [c.query, c.k, c.category, c.crop, c.colour], out,
+          trigger_mode="always_last", **progress, **private).then(
         None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
+    gr.on([c.category.input, c.colour.input, c.k.release], cb.refine,
+          [c.query, c.last, c.k, c.category, c.crop, c.colour], out, trigger_mode="always_last", **progress,
+          **private).then(None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
     c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
     c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category, c.colour], out, **progress,
                      **private).then(

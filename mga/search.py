@@ -163,18 +163,20 @@ class SearchEngine:
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole, query_global)
         ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
-        in_colour = ranked.order
+        every_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
+        in_colour, by_product = ranked.order, every_product
         if colour:  # a colour facet: the candidates of products that come in it
             in_colour = np.array([j for j in ranked.order if colour.lower() in self.colours.colours(item_ids[j])],
                                  dtype=np.int64)
-        by_product = distinct([item_ids[j] for j in in_colour], in_colour)
+            by_product = distinct([item_ids[j] for j in in_colour], in_colour)
         order = by_product if products else in_colour
         t2 = time.perf_counter()
         matches = [self._match(r + 1, ranked, images, int(j), coarse) for r, j in enumerate(order[:k])]
-        # one belief over every candidate product, read from what the ranking reads: its ATA score and its vote
+        # one belief over every candidate product, read from what the ranking reads: its ATA score and its vote; a
+        # colour facet hides products, it does not make the shown ones likelier
         set_confidence(matches, [(item_ids[j], ranked.score(int(j), coarse),
                                   ranked.score(int(j), coarse) + (ranked.bonus[j] if j < ranked.n_rerank else 0.0))
-                                 for j in by_product], self.model.config.confidence)
+                                 for j in every_product], self.model.config.confidence)
         if cells is not None:
             self._explain(matches, q, cells[0])
         t3 = time.perf_counter()

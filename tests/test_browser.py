@@ -222,6 +222,13 @@ def test_crop_by_hand_searches_the_box_between_two_clicks(server, playwright, tm
         size = page.locator("#mga-summary").inner_text().split(" for a ")[1].split(" photo")[0]
         cw, ch = (int(v) for v in size.split("×"))
         assert abs(cw - 0.5 * w) <= 0.03 * w and abs(ch - 0.5 * h) <= 0.03 * h, ((cw, ch), (w, h))
+        # a colour chosen after the crop searches the crop again, in that colour, not the whole photo
+        page.locator("#mga-colour input").fill("Black")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => [...document.querySelectorAll('#mga-results .caption-label')].every("
+                               "c => c.innerText.includes('Black')) && !document.body.innerText.includes('processing')",
+                               timeout=60_000)
+        assert f"for a {size} photo" in page.locator("#mga-summary").inner_text()
     finally:
         browser.close()
 

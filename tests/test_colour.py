@@ -162,7 +162,10 @@ def test_a_search_shows_each_product_in_the_colour_of_the_query(demo):
 
 def test_the_colour_facet_lists_only_products_that_come_in_it(demo):
     img = demo.gallery_image(0)
+    every = {m.item_id: m.confidence for m in demo.search(img, k=50, explain=False, products=True).matches}
     res = demo.search(img, k=10, explain=False, products=True, colour="yellow")
+    for m in res.matches:  # hiding products makes none of the others likelier
+        assert m.confidence == pytest.approx(every.get(m.item_id, 0.0), abs=1e-9), m.item_id
     assert res.matches and all("yellow" in demo.colours.colours(m.item_id) for m in res.matches)
     assert all(m.shown_colour == "Yellow" for m in res.matches)
     assert sum(m.confidence for m in res.matches) <= 1 + 1e-9

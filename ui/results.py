@@ -50,13 +50,18 @@ class UIResult:
     gallery: list[tuple[str, str]] = field(default_factory=list)
     category: str | None = None  # the category searched, in the shop's spelling (None: all)
     colour: str | None = None  # the colour the products were narrowed to, in the shop's spelling (None: all)
+    autocropped: bool | None = None  # auto-crop asked for: whether it trimmed anything (None: not asked)
 
     @classmethod
     def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]],
-           category: str | None = None, colour: str | None = None) -> "UIResult":
-        buf = io.BytesIO()
-        query.save(buf, "JPEG", quality=KEPT_QUALITY)
-        return cls(buf.getvalue(), result, gallery, category, colour)
+           category: str | None = None, colour: str | None = None, autocropped: bool | None = None,
+           photo: bytes | None = None) -> "UIResult":
+        """`photo`: the query's JPEG when it was decoded from one kept before (a search refined), kept as it is."""
+        if photo is None:
+            buf = io.BytesIO()
+            query.save(buf, "JPEG", quality=KEPT_QUALITY)
+            photo = buf.getvalue()
+        return cls(photo, result, gallery, category, colour, autocropped)
 
     @property
     def query(self) -> Image.Image:
@@ -76,7 +81,8 @@ class UIResult:
         if n == 0:
             return "No matches (is the category empty?)."
         w, h = self.result.query_size
-        timing = (f"{n} products for a {w}×{h} photo · search "
+        cropped = {None: "", True: " (auto-cropped)", False: " (auto-crop found no plain background to trim)"}
+        timing = (f"{n} products for a {w}×{h} photo{cropped[self.autocropped]} · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
                   f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
         matches = self.result.matches
@@ -138,14 +144,17 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
     k_int = parse_k(k)
     cat = parse_category(category, loaded.engine.categories)
     img = decode_query(image)
+    autocropped = None
     if crop:
-        img = autocrop(img)
+        trimmed = autocrop(img)
+        autocropped, img = trimmed.size != img.size, trimmed
     try:
         wanted = None if colour in (None, "", ALL_CATEGORIES) else str(colour)
         res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True, colour=wanted)
         if wanted:  # the engine knew it, in some spelling: the shop's
             wanted = next(c for c in loaded.engine.colours.names() if c.lower() == wanted.lower())
-        return UIResult.of(img, res, gallery_items(loaded, res), cat, wanted)
+        kept = image if isinstance(image, bytes) and not autocropped else None  # a refined search's JPEG as it was
+        return UIResult.of(img, res, gallery_items(loaded, res), cat, wanted, autocropped, kept)
     finally:
         return_freed()  # what the search freed goes back to the system, not to this worker thread's arena
 
