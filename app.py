@@ -8,10 +8,18 @@ JSON; bad input raises an error whose message says what is wrong (gradio_client.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if __name__ == "__main__":
+    # what visitors send and what the app shows them (Gradio's cache) in a folder of this server's own, removed when
+    # it stops however the stop goes (Gradio's own clean-up misses files a visitor's session wrote late)
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="mga-cache-", dir=os.environ.get("GRADIO_TEMP_DIR"))
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 import signal  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -76,15 +84,16 @@ CSS = """
                               grid-template-rows: none !important}
 """
 # After a search: close the large view of a product opened before (it would show the last search's product; the
-# gallery's selected_index cannot do it, as the server never saw it change); on a narrow screen (a phone), bring
-# what the search produced into view: the results, which sit below the photo, the examples and the settings, or the
-# line saying what is wrong with the file, which sits under the photo. It gets the error line's value: the page may
-# not show the new text yet when it runs.
+# gallery's selected_index cannot do it, as the server never saw it change); bring the line saying what is wrong
+# into view at any width (it sits under the photo, far above the cropper that may have caused it), and on a narrow
+# screen (a phone) the results, which sit below the photo, the examples and the settings. It gets the error line's
+# value: the page may not show the new text yet when it runs.
 SHOW_RESULTS = """(error) => {
   document.querySelector('#mga-results button[aria-label="Close"]')?.click();
-  if (window.innerWidth < 900) {
-    document.getElementById(error ? 'mga-error' : 'mga-results')?.scrollIntoView({behavior: 'smooth',
-                                                                                block: 'start'}); } }"""
+  if (error) {
+    document.getElementById('mga-error')?.scrollIntoView({behavior: 'smooth', block: 'center'});
+  } else if (window.innerWidth < 900) {
+    document.getElementById('mga-results')?.scrollIntoView({behavior: 'smooth', block: 'start'}); } }"""
 
 
 FILE_NOT_SENT = ("query image: send the photo itself with the request (gradio_client: handle_file(path)); the "

@@ -204,6 +204,11 @@ def test_crop_by_hand_searches_the_box_between_two_clicks(server, playwright, tm
         view = page.locator("#mga-cropper img")
         view.wait_for()
         view.scroll_into_view_if_needed()
+        page.locator("#mga-search-cropped").click()  # no corners yet: the line saying so comes into view
+        page.locator("#mga-error").get_by_text("click two opposite corners").wait_for(timeout=60_000)
+        page.wait_for_function("() => { const r = document.querySelector('#mga-error').getBoundingClientRect();"
+                               "        return r.top >= 0 && r.bottom <= window.innerHeight; }", timeout=30_000)
+        view.scroll_into_view_if_needed()
         box = view.bounding_box()
         # two opposite corners at 20 % and 70 % of the shown photo (object-fit keeps it whole in the box)
         shown = page.evaluate("img => [img.naturalWidth, img.naturalHeight]", view.element_handle())
