@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 1 << 20  # blocks this large (an image, a batch of tokens) are mapped and unmapped on their own
@@ -39,3 +40,28 @@ def return_freed() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+_state = threading.Lock()
+_asked = {"running": False, "again": False}
+
+
+def return_freed_soon() -> None:
+    """`return_freed` on a thread of its own, so that a search's answer does not wait for it (malloc_trim walks
+    every arena: a few ms). One trim runs at a time; asked while it runs, it runs once more after."""
+    with _state:
+        if _asked["running"]:
+            _asked["again"] = True
+            return
+        _asked["running"] = True
+
+    def trim() -> None:
+        while True:
+            return_freed()
+            with _state:
+                if not _asked["again"]:
+                    _asked["running"] = False
+                    return
+                _asked["again"] = False
+
+    threading.Thread(target=trim, name="malloc-trim", daemon=True).start()

@@ -14,7 +14,7 @@ from PIL import Image
 from mga.colour import colour_name
 from mga.confidence import CONFIDENT
 from mga.explain import OVERALL, WHOLE, overlay
-from mga.heap import return_freed
+from mga.heap import return_freed_soon
 from mga.imageio import ImageError
 from mga.index import GalleryFileError
 from mga.matches import Match, SearchResult
@@ -156,7 +156,7 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
         kept = image if isinstance(image, bytes) and not autocropped else None  # a refined search's JPEG as it was
         return UIResult.of(img, res, gallery_items(loaded, res), cat, wanted, autocropped, kept)
     finally:
-        return_freed()  # what the search freed goes back to the system, not to this worker thread's arena
+        return_freed_soon()  # what the search freed goes back to the system, not to this worker thread's arena
 
 
 def gallery_items(loaded: LoadedEngine, res: SearchResult) -> list[tuple[str, str]]:
