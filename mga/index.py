@@ -165,7 +165,9 @@ def _read_capped(f: BinaryIO, size: int, cap: int) -> bytes | None:
     a file may grow)."""
     if size > cap:
         return None
-    data = f.read(cap + 1)
+    data = f.read(size + 1)  # not read(cap + 1): that allocates the whole cap up front
+    if len(data) > size:  # grew since its size was taken
+        data += f.read(cap + 1 - len(data))
     return None if len(data) > cap else data
 
 

@@ -301,3 +301,13 @@ def test_format_1_one_full_view_per_image_still_opens_and_searches(format_2_copy
     assert old.views == len(old) == len(ix) and (old.boxes == np.array([0, 0, 1, 1], np.float32)).all()
     res = SearchEngine(default_model, old).search(DEMO_GALLERY / old.relative_path(5), k=3, explain=False)
     assert res.matches[0].image == old.relative_path(5)  # a gallery photo finds itself
+
+
+def test_a_large_index_s_items_cap_is_not_allocated_up_front(index_copy, monkeypatch):
+    """items.jsonl's cap grows with the views (64 kB each: about 750 GB at 11.7 million views); reading it must
+    cost the file's size, not the cap's."""
+    import mga.index
+
+    monkeypatch.setattr(mga.index, "ITEMS_BYTES_PER_VIEW", 2**40)
+    ix = GalleryIndex(index_copy)
+    assert len(ix.items) == len(GalleryIndex(DEMO_INDEX).items) > 0
