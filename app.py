@@ -191,13 +191,20 @@ class Callbacks:
         d = match_details(self.loaded, ui, ui.result.matches[i], term)
         return d["query_overlay"], d["match_overlay"], d["chart"]
 
-    def search_photo(self, image, k, category, crop, colour=ALL_CATEGORIES):
+    def search_new_photo(self, image, k, category, crop, colour, like):
+        """The photo box's photo searched; `like` (the gallery image "more like this" put there) only while the box
+        still holds that very photo."""
+        if like is not None and not (isinstance(image, str) and self.loaded.files.is_original(like, image)):
+            like = None
+        return self.search_photo(image, k, category, crop, colour, like)
+
+    def search_photo(self, image, k, category, crop, colour=ALL_CATEGORIES, like=None):
         """Search, or show what is wrong with the input in one line and clear the previous results; a file that
         is not a usable photo leaves the photo box too (the browser would show it as a broken image)."""
         if image is None:  # the input was cleared, by hand or after a bad file: a message about that file stays
             return [], None, None, "", *EMPTY_DETAILS, gr.skip(), None, [], gr.skip()
         try:
-            ui = run_search(self.loaded, image, k, category, crop, colour=colour)
+            ui = run_search(self.loaded, image, k, category, crop, colour=colour, like=like)
         except (ImageError, ValueError) as exc:
             unusable = None if isinstance(exc, ImageError) else gr.skip()
             return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], unusable
@@ -210,7 +217,8 @@ class Callbacks:
         of the photo stays cropped), or the photo when nothing was searched yet."""
         if last is None:
             return self.search_photo(image, k, category, crop, colour)
-        return *self.search_photo(last.photo, k, category, False, colour)[:-1], gr.skip()  # the photo box stays
+        # the photo box stays; a "more like this" search stays one
+        return *self.search_photo(last.photo, k, category, False, colour, last.like)[:-1], gr.skip()
 
     def pick_corner(self, ui, points, evt: gr.SelectData):
         if ui is None:
@@ -232,10 +240,11 @@ class Callbacks:
 
     def more_like_this(self, ui, i):
         """The picked product's photo (the app's copy of it, which the photo box takes: QueryPhoto) as the new
-        query."""
+        query, and which gallery image it is: its search lists the other products."""
         if ui is None or i is None:
             raise gr.Error("Pick a result first.")
-        return self.loaded.files.original(ui.result.matches[i].index)
+        image = ui.result.matches[i].index
+        return self.loaded.files.original(image), image
 
     def api_search(self, image, k, category, colour=ALL_CATEGORIES):
         """Search the shop with one photo of a garment.
@@ -255,7 +264,8 @@ class Callbacks:
 def layout(categories: list[str], colours: list[str], examples: list[str]) -> SimpleNamespace:
     """The page: the photo and its settings on the left, the products and why they matched on the right."""
     kept = dict(time_to_live=SESSION_MINUTES * 60)  # a visitor's results, until they go quiet (ui.settings)
-    c = SimpleNamespace(last=gr.State(None, **kept), selected=gr.State(None, **kept), corners=gr.State([], **kept))
+    c = SimpleNamespace(last=gr.State(None, **kept), selected=gr.State(None, **kept), corners=gr.State([], **kept),
+                        like=gr.State(None, **kept))
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
             c.query = QueryPhoto(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
@@ -313,7 +323,8 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     # and its timer must not cover the message that stays
     progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query)])
     match_heat = dict(fn=cb.match_heat, inputs=[c.last, c.selected], outputs=c.m_heat, **private)
-    gr.on([c.query.change, c.search_btn.click], cb.search_photo, [c.query, c.k, c.category, c.crop, c.colour], out,
+    gr.on([c.query.change, c.search_btn.click], cb.search_new_photo,
+          [c.query, c.k, c.category, c.crop, c.colour, c.like], out,
           trigger_mode="always_last", **progress, **private).then(
         None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
     gr.on([c.category.input, c.colour.input, c.k.release], cb.refine,
@@ -325,7 +336,7 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
         None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
     c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart, c.term], **private)
     c.term.input(cb.show_term, [c.last, c.selected, c.term], [c.q_heat, c.m_heat, c.chart], **private)
-    c.more_btn.click(cb.more_like_this, [c.last, c.selected], c.query, **private)
+    c.more_btn.click(cb.more_like_this, [c.last, c.selected], [c.query, c.like], **private)
     c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category, c.api_colour], c.api_out, api_name="search",
                     api_description="Search the shop with one photo: returns {results: [{rank, product_name, "
                                     "color, category, confidence, url, image, parts, ...}], confident, "

@@ -115,10 +115,11 @@ class SearchEngine:
     def search(self, image: ImageSource, k: int = 10, category: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True, products: bool = False,
                views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
-               colour: str | None = None) -> SearchResult:
+               colour: str | None = None, exclude: str | None = None) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates). Each product's
         card shows its photo in the colour nearest the query's garment (mga.colour); `colour` (a colour name of the
-        shop's) lists only products that come in it, shown in it."""
+        shop's) lists only products that come in it, shown in it. `exclude`: a product (item id) left out of the
+        results and of their belief ("more like this" product: the others)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
         q, cells = self.encode(img, cells=True) if explain else (self.encode(img), None)
@@ -126,7 +127,7 @@ class SearchEngine:
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, query_size=img.size, products=products, views=views,
                                    category_vote=category_vote, cells=cells, colour=colour,
-                                   query_colour=query_colour)
+                                   query_colour=query_colour, exclude=exclude)
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
@@ -135,7 +136,7 @@ class SearchEngine:
                         rerank_top: int = DEFAULT_RERANK_TOP, query_size: tuple[int, int] | None = None,
                         products: bool = False, views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
                         cells: torch.Tensor | None = None, colour: str | None = None,
-                        query_colour: np.ndarray | None = None) -> SearchResult:
+                        query_colour: np.ndarray | None = None, exclude: str | None = None) -> SearchResult:
         """Ranked matches for an already encoded query (one image; `query_size` its (w, h)).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
         `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
@@ -144,7 +145,8 @@ class SearchEngine:
         cells' shares of its global token (MGAModel.encode_cells): with them each match is explained, its score
         spread over the query's cells term by term (Match.query_maps; the match's side: `match_maps`). `colour`: only
         products that come in this colour (a name of the shop's, any case), each shown in it; `query_colour`: the
-        query's garment colour (mga.colour.garment_colour), each product then shown in its nearest photo."""
+        query's garment colour (mga.colour.garment_colour), each product then shown in its nearest photo. `exclude`: a
+        product (item id) left out."""
         t0 = time.perf_counter()
         if category == "":
             category = None
@@ -163,10 +165,11 @@ class SearchEngine:
                                      "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole, query_global)
         ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
-        every_product = distinct([item_ids[j] for j in ranked.order], ranked.order)
-        in_colour, by_product = ranked.order, every_product
+        kept = np.array([j for j in ranked.order if item_ids[j] != exclude], dtype=np.int64)
+        every_product = distinct([item_ids[j] for j in kept], kept)
+        in_colour, by_product = kept, every_product
         if colour:  # a colour facet: the candidates of products that come in it
-            in_colour = np.array([j for j in ranked.order if colour.lower() in self.colours.colours(item_ids[j])],
+            in_colour = np.array([j for j in kept if colour.lower() in self.colours.colours(item_ids[j])],
                                  dtype=np.int64)
             by_product = distinct([item_ids[j] for j in in_colour], in_colour)
         order = by_product if products else in_colour

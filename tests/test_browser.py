@@ -117,11 +117,12 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
                                timeout=30_000)
         assert page.locator("#mga-results caption.caption").inner_text().startswith(names[2])  # its large view
         page.locator("#mga-more").click()
-        page.wait_for_function(  # a new search: details of its #1, nothing pending
-            f"() => {{ const d = document.querySelector('#mga-detail').innerText;"
-            f"        return d.startsWith('#1 · {names[2]}') && !document.body.innerText.includes('processing'); }}",
-            timeout=60_000)
-        wait_for_results(page)  # the product's own photo finds the product first
+        page.wait_for_function(  # a new search: the other products like it, nothing pending
+            f"() => document.querySelector('#mga-summary').innerText.includes({json.dumps('More like ' + names[2])})"
+            f"      && !document.body.innerText.includes('processing')", timeout=60_000)
+        wait_for_results(page)
+        assert page.locator("#mga-detail").inner_text().startswith("#1 · ")
+        assert names[2] not in page.locator("#mga-results").inner_text()  # not the product itself again
         page.wait_for_function("() => !document.querySelector('#mga-results caption.caption')",  # no large view
                                timeout=30_000)                                        # left of the last search
     finally:

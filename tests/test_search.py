@@ -92,9 +92,13 @@ def test_concurrent_searches_match_sequential(engine, luma_photos):
     assert par == seq
 
 
-def test_more_like_this_finds_itself(engine):
+def test_more_like_this_finds_itself_and_lists_the_others_without_it(engine):
     res = engine.search_encoding(engine.gallery_encoding(7), k=3)
     assert res.matches[0].index == 7
+    own = res.matches[0].item_id
+    others = engine.search_encoding(engine.gallery_encoding(7), k=3, products=True, exclude=own)
+    assert len(others.matches) == 3 and own not in {m.item_id for m in others.matches}
+    assert sum(m.confidence for m in others.matches) <= 1.0 + 1e-6  # one belief over the others
 
 
 def test_explain_maths():

@@ -9,6 +9,7 @@ the network, and the file names a visitor sees are the gallery's own.
 """
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import tempfile
@@ -41,6 +42,15 @@ class GalleryFiles:
     def original(self, i: int) -> str:
         """Image i itself (for "more like this")."""
         return self._copy(i, False, "original")
+
+    def is_original(self, i: int, path: str | Path) -> bool:
+        """Whether the file at `path` holds image i's bytes as `original` copied them (the photo box's copy of it:
+        "more like this" searches that photo, not one the shopper sent since)."""
+        copy = self.folder / "original" / str(i) / Path(self.index.relative_path(i)).name
+        try:
+            return copy.exists() and filecmp.cmp(copy, path, shallow=False)
+        except OSError:
+            return False
 
     def _copy(self, i: int, display: bool, kind: str) -> str:
         dst = self.folder / kind / str(i) / Path(self.index.relative_path(i)).name

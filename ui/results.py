@@ -51,17 +51,19 @@ class UIResult:
     category: str | None = None  # the category searched, in the shop's spelling (None: all)
     colour: str | None = None  # the colour the products were narrowed to, in the shop's spelling (None: all)
     autocropped: bool | None = None  # auto-crop asked for: whether it trimmed anything (None: not asked)
+    like: int | None = None  # "more like this": the gallery image searched, its product left out of the results
+    like_name: str = ""
 
     @classmethod
     def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]],
            category: str | None = None, colour: str | None = None, autocropped: bool | None = None,
-           photo: bytes | None = None) -> "UIResult":
+           photo: bytes | None = None, like: int | None = None, like_name: str = "") -> "UIResult":
         """`photo`: the query's JPEG when it was decoded from one kept before (a search refined), kept as it is."""
         if photo is None:
             buf = io.BytesIO()
             query.save(buf, "JPEG", quality=KEPT_QUALITY)
             photo = buf.getvalue()
-        return cls(photo, result, gallery, category, colour, autocropped)
+        return cls(photo, result, gallery, category, colour, autocropped, like, like_name)
 
     @property
     def query(self) -> Image.Image:
@@ -85,6 +87,8 @@ class UIResult:
         timing = (f"{n} products for a {w}×{h} photo{cropped[self.autocropped]} · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
                   f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
+        if self.like is not None:  # not the same product by design: "no confident match" would mislead
+            return f"**More like {self.like_name}**: the shop's closest other products.\n\n{timing}"
         matches = self.result.matches
         first, second = matches[0], matches[1] if n > 1 else None
         if (first.close_to_next and second is not None and first.confidence is not None
@@ -100,7 +104,12 @@ class UIResult:
 
 def product_name(m: Match) -> str:
     """What a shopper calls the match: its product name, else its category."""
-    return html.unescape(str(m.metadata.get("product_name") or m.category or "product"))
+    return item_name({"meta": m.metadata, "category": m.category})
+
+
+def item_name(item: dict) -> str:
+    """A gallery item's product name as a shopper reads it, else its category."""
+    return html.unescape(str(item.get("meta", {}).get("product_name") or item.get("category") or "product"))
 
 
 def colour(m: Match) -> str:
@@ -137,10 +146,12 @@ def shown_details(metadata: dict) -> dict:
 
 
 def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: str | None = None,
-               crop: bool = False, explain: bool = True, colour: str | None = None) -> UIResult:
+               crop: bool = False, explain: bool = True, colour: str | None = None,
+               like: int | None = None) -> UIResult:
     """Decode (ImageError on bad input), optionally auto-crop, search, and list the gallery items. With `explain`
     each match's score is spread over the query's cells (its heatmaps are drawn when it is opened: match_details).
-    `colour`: only products that come in it ("", None or ALL_CATEGORIES's "All": every colour)."""
+    `colour`: only products that come in it ("", None or ALL_CATEGORIES's "All": every colour). `like`: the
+    gallery image the photo is ("more like this"), whose product the results leave out."""
     k_int = parse_k(k)
     cat = parse_category(category, loaded.engine.categories)
     img = decode_query(image)
@@ -150,11 +161,14 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
         autocropped, img = trimmed.size != img.size, trimmed
     try:
         wanted = None if colour in (None, "", ALL_CATEGORIES) else str(colour)
-        res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True, colour=wanted)
+        item = loaded.engine.index.items[like] if like is not None else {}
+        res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True, colour=wanted,
+                                   exclude=None if like is None else str(item.get("item_id", "")))
         if wanted:  # the engine knew it, in some spelling: the shop's
             wanted = next(c for c in loaded.engine.colours.names() if c.lower() == wanted.lower())
         kept = image if isinstance(image, bytes) and not autocropped else None  # a refined search's JPEG as it was
-        return UIResult.of(img, res, gallery_items(loaded, res), cat, wanted, autocropped, kept)
+        return UIResult.of(img, res, gallery_items(loaded, res), cat, wanted, autocropped, kept, like,
+                           item_name(item))
     finally:
         return_freed_soon()  # what the search freed goes back to the system, not to this worker thread's arena
 
