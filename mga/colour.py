@@ -202,11 +202,14 @@ class GalleryColours:
             self._names = sorted(seen.values(), key=str.lower)
         return self._names
 
-    def warm(self) -> int:
+    def warm(self, stop: Callable[[], bool] = lambda: False) -> int:
         """Read the colours of every photo that fits in the cache, in index order (a server calls it in the
-        background at start-up, so that a first search reads none); returns how many were read."""
+        background at start-up, so that a first search reads none), until `stop()` says so; returns how many
+        were read."""
         n = min(len(self._items), self._kept)
         for i in range(n):
+            if stop():
+                return i
             self(i)
         return n
 

@@ -106,6 +106,8 @@ def test_gallery_colours_reads_each_photo_once_and_skips_what_it_cannot_read():
     assert colour_name({"color": " Green "}) == "Green" and colour_name(None) == ""
     reads.clear()
     assert GalleryColours(items, read, kept=3).warm() == 3 and reads == [0, 1, 2]  # as many as it keeps, in order
+    reads.clear()
+    assert GalleryColours(items, read).warm(stop=lambda: len(reads) == 2) == 2 and reads == [0, 1]  # told to stop
 
 
 def card(**fields) -> Match:

@@ -215,6 +215,24 @@ def _chart_font():
         return ImageFont.load_default()
 
 
+@functools.lru_cache(maxsize=512)
+def _text(text: str, fill: str) -> Image.Image:
+    """A chart's text drawn once (labels and percentages repeat from chart to chart; drawing text was most of a
+    chart's time), RGBA, to paste at its place."""
+    from PIL import ImageDraw
+
+    font = _chart_font()
+    left, top, right, bottom = font.getbbox(text)
+    tile = Image.new("RGBA", (max(1, right), max(1, bottom)), (255, 255, 255, 0))
+    ImageDraw.Draw(tile).text((0, 0), text, fill=fill, font=font)
+    return tile
+
+
+def _paste_text(img: Image.Image, xy: tuple[float, float], text: str, fill: str) -> None:
+    tile = _text(text, fill)
+    img.paste(tile, (int(xy[0]), int(xy[1])), tile)
+
+
 OVERALL_LOOK = "overall look"  # the global token's terms (mga.explain.OVERALL), as a shopper reads them
 WHOLE_MATCH = "whole match"
 # A part is named as what decided a match only when its term is this much larger than the next part's and this
@@ -250,10 +268,10 @@ def bar_chart(match: Match, shown: str = WHOLE, width: int = 420, row: int = 26)
         color = "#d62728" if v < 0 else "#1f77b4"
         d.rectangle([min(x(0), x(v)), y + 4, max(x(0), x(v)), y + row - 4],
                     fill=color if shown in (WHOLE, key) else "#c8c8c8")
-        d.text((6, y + 5), lab, fill="black", font=font)
-        d.text((max(x(0), x(v)) + 4, y + 5), f"{v / (match.score or 1):.0%}", fill="#333333", font=font)
+        _paste_text(img, (6, y + 5), lab, "black")
+        _paste_text(img, (max(x(0), x(v)) + 4, y + 5), f"{v / (match.score or 1):.0%}", "#333333")
     d.line([x(0), top, x(0), top + row * len(vals)], fill="black", width=1)
-    d.text((left, img.height - 20), "share of the match's score", fill="#555555", font=font)
+    _paste_text(img, (left, img.height - 20), "share of the match's score", "#555555")
     return img
 
 

@@ -75,8 +75,10 @@ class LoadedEngine:
 
     def __post_init__(self):
         self.files = GalleryFiles(self.engine.index)
-        # the gallery photos' colours, read in the background: a visitor's first searches would read them
-        threading.Thread(target=self.engine.colours.warm, name="gallery-colours", daemon=True).start()
+        # the gallery photos' colours, read in the background: a visitor's first searches would read them. Not a
+        # daemon (one killed inside a decoder at exit aborts the process); it stops once the main thread has ended.
+        ended = lambda: not threading.main_thread().is_alive()  # noqa: E731
+        threading.Thread(target=self.engine.colours.warm, args=(ended,), name="gallery-colours").start()
 
     @property
     def status_markdown(self) -> str:
