@@ -60,6 +60,12 @@ def edit_items(index: Path, change: Callable[[list[dict]], None]) -> None:
     (index / ITEMS).write_text("".join(json.dumps(it) + "\n" for it in items))
 
 
+def edit_lines(index: Path, change: Callable[[list[str]], None]) -> None:
+    lines = (index / ITEMS).read_text().splitlines()
+    change(lines)
+    (index / ITEMS).write_text("".join(line + "\n" for line in lines))
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -125,6 +131,13 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "root out of range": (lambda ix: edit_items(ix, lambda its: its[0].update(root=5)), ITEMS, "root 5"),
     "duplicate path": (lambda ix: edit_items(ix, lambda its: its[1].update(path=its[0]["path"])), ITEMS,
                        "listed twice"),
+    # items are parsed as one array first: a line of two objects, or one object over two lines, must still be
+    # refused by its line
+    "two items on a line": (lambda ix: edit_lines(ix, lambda ls: ls.__setitem__(2, ls[2] + ", " + ls[3])), ITEMS,
+                            "line 3: not JSON"),
+    "an item over two lines": (lambda ix: edit_lines(ix, lambda ls: ls.__setitem__(slice(2, 3), [ls[2][:9],
+                                                                                              ls[2][9:]])),
+                               ITEMS, "line 3: not JSON"),
     "declared HNSW, no file": (lambda ix: edit_manifest(ix, lambda m: m.update(faiss={"type": "hnsw"})),
                                FAISS_FILE, "missing"),
     "NaN rows": (lambda ix: nan_row(ix / GLOBAL), GLOBAL, "row 3 is not finite"),
