@@ -2,6 +2,8 @@
 embeddings, re-scored exactly where FAISS's scores are approximate, and an image scores as its best view."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -68,12 +70,12 @@ class CoarseSearch:
         the median and ~10x at p95 (bench_search, 2 cores)."""
         return (rows_float(self.embeddings, rows) @ torch.from_numpy(q[0])).numpy()
 
-    def coarse_search(self, q: np.ndarray, m: int, category: str | None = None, full_only: bool = False
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def coarse_search(self, q: np.ndarray, m: int, category: str | Sequence[str] | None = None,
+                      full_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top m images by the coarse inner product of their best view, optionally within one category: FAISS
         finds candidate views (`_faiss_search`, exact scores), an image scores as the best of its views found
         (`full_only`: its full photo, the first of its views). Returns (images, scores, best view rows), best
-        first."""
+        first. `category` may be several (any of them)."""
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
         allowed = None
         if category:

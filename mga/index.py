@@ -870,9 +870,11 @@ class GalleryIndex(CoarseSearch):
         """The index's name for a category in any spelling ("pants" -> "Pants"), None if it has no such one."""
         return self._label.get(category_key(category))
 
-    def category_images(self, category: str) -> np.ndarray:
-        label = self.category_label(category)
-        return self._by_category[label] if label else np.zeros(0, dtype=np.int64)
+    def category_images(self, category: str | Sequence[str]) -> np.ndarray:
+        """The images of a category, or of several (a garment's kind: mga.garments), in index order."""
+        labels = [self.category_label(c) for c in ([category] if isinstance(category, str) else category)]
+        found = [self._by_category[label] for label in labels if label]
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
     def tokens(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Stored global and part tokens of some rows (float32): all ATA needs."""

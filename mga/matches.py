@@ -66,6 +66,7 @@ class SearchResult:
     query_size: tuple[int, int] = (0, 0)  # (width, height) of the query image
     whole_garment: bool = False  # searched among full photos only (not a close-up: mga.closeup)
     query_global: np.ndarray | None = None  # the query's global token: the match side of an explanation needs it
+    garments: list = field(default_factory=list)  # the garments the photo shows (mga.garments.Garment), found first
 
     def __post_init__(self):
         scores = [m.score + m.category_vote for m in self.matches]

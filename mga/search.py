@@ -32,6 +32,7 @@ from .index import GalleryIndex, IndexFormatError, IndexMismatchError, check_fit
 from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
 from .colour import GalleryColours, choose, garment_colour
+from .garments import find_garments
 from .confidence import set_confidence
 from .parts import names_for
 from .transforms import working_side
@@ -112,27 +113,32 @@ class SearchEngine:
         x = self.model.transform(image)[None]
         return self.model.encode_cells(x) if cells else self.model.encode(x)
 
-    def search(self, image: ImageSource, k: int = 10, category: str | None = None,
+    def search(self, image: ImageSource, k: int = 10, category: str | Sequence[str] | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, explain: bool = True, products: bool = False,
                views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
                colour: str | None = None, exclude: str | None = None) -> SearchResult:
         """Ranked matches for one query image (anything `load_image` takes; ImageError propagates). Each product's
         card shows its photo in the colour nearest the query's garment (mga.colour); `colour` (a colour name of the
         shop's) lists only products that come in it, shown in it. `exclude`: a product (item id) left out of the
-        results and of their belief ("more like this" product: the others)."""
+        results and of their belief ("more like this" product: the others). `category` may be several (a
+        garment's kind: mga.garments). The result names the garments the photo shows (`garments`)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
         q, cells = self.encode(img, cells=True) if explain else (self.encode(img), None)
-        query_colour = garment_colour(img, q.attn[0].float().numpy())
+        attn = q.attn[0].float().numpy()
+        query_colour = garment_colour(img, attn)
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, query_size=img.size, products=products, views=views,
                                    category_vote=category_vote, cells=cells, colour=colour,
                                    query_colour=query_colour, exclude=exclude)
+        t1 = time.perf_counter()
+        res.garments = find_garments(img, attn, res.matches[0].category) if res.matches else []
+        res.timings["garments_ms"] = (time.perf_counter() - t1) * 1e3
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return res
 
-    def search_encoding(self, q: Encoding, k: int = 10, category: str | None = None,
+    def search_encoding(self, q: Encoding, k: int = 10, category: str | Sequence[str] | None = None,
                         rerank_top: int = DEFAULT_RERANK_TOP, query_size: tuple[int, int] | None = None,
                         products: bool = False, views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
                         cells: torch.Tensor | None = None, colour: str | None = None,
@@ -150,8 +156,9 @@ class SearchEngine:
         t0 = time.perf_counter()
         if category == "":
             category = None
-        if category is not None and self.index.category_label(category) is None:
-            raise ValueError(f"unknown category {category!r}; the index has {self.categories}")
+        for one in [category] if isinstance(category, str) else category or []:
+            if self.index.category_label(one) is None:
+                raise ValueError(f"unknown category {one!r}; the index has {self.categories}")
         if colour and colour.lower() not in (c.lower() for c in self.colours.names()):
             shown = colour if len(colour) <= 40 else colour[:40] + "..."  # a huge string is not echoed back
             raise ValueError(f"unknown colour {shown!r}; the shop's photos come in {self.colours.names()}")
