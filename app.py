@@ -37,10 +37,12 @@ from mga.imageio import ImageError  # noqa: E402
 from mga.index import GalleryFileError, IndexFormatError, image_type  # noqa: E402
 from ui.inputs import add_corner, crop_to_corners, crop_view  # noqa: E402
 from mga import heap  # noqa: E402
+from mga.config import MAX_IMAGE_BYTES  # noqa: E402
 from mga.explain import WHOLE  # noqa: E402
 from ui.results import (  # noqa: E402
     GALLERY_ROUTE,
     api_payload,
+    garments_view,
     match_details,
     match_overlay,
     run_search,
@@ -159,12 +161,21 @@ def api_errors():
 
 
 EMPTY_DETAILS = ("Pick a result to see why it matched.", None, None, None, gr.update(choices=[], value=None))
+NO_GARMENTS = (gr.update(visible=False), gr.update(choices=[], value=None), None)  # row, choice, view
+
+
+def garment_outputs(ui) -> tuple:
+    """The garment choice: shown when the photo shows two, set to the one the results are of."""
+    if ui is None or len(ui.garments) < 2:
+        return NO_GARMENTS
+    return (gr.update(visible=True), gr.update(choices=[(g.name, g.kind) for g in ui.garments],
+                                               value=ui.shown_garment), garments_view(ui))
 
 
 class Callbacks:
     """What the UI's events run, on one loaded engine. A search's outputs, in order: results, last search,
     selected result, summary, the details (markdown, two overlays, chart, what the overlays show), error line,
-    crop view, corners, photo."""
+    crop view, corners, the garment choice (its row, the choice, the photo with the garments outlined), photo."""
 
     def __init__(self, loaded: LoadedEngine):
         self.loaded = loaded
@@ -198,27 +209,39 @@ class Callbacks:
             like = None
         return self.search_photo(image, k, category, crop, colour, like)
 
-    def search_photo(self, image, k, category, crop, colour=ALL_CATEGORIES, like=None):
+    def search_photo(self, image, k, category, crop, colour=ALL_CATEGORIES, like=None, garment=None, garments=()):
         """Search, or show what is wrong with the input in one line and clear the previous results; a file that
         is not a usable photo leaves the photo box too (the browser would show it as a broken image)."""
         if image is None:  # the input was cleared, by hand or after a bad file: a message about that file stays
-            return [], None, None, "", *EMPTY_DETAILS, gr.skip(), None, [], gr.skip()
+            return [], None, None, "", *EMPTY_DETAILS, gr.skip(), None, [], *NO_GARMENTS, gr.skip()
         try:
-            ui = run_search(self.loaded, image, k, category, crop, colour=colour, like=like)
+            ui = run_search(self.loaded, image, k, category, crop, colour=colour, like=like, garment=garment,
+                            garments=garments)
         except (ImageError, ValueError) as exc:
             unusable = None if isinstance(exc, ImageError) else gr.skip()
-            return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], unusable
+            return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], *NO_GARMENTS, unusable
         shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
             ([], ui, None, ui.summary, *EMPTY_DETAILS)
-        return *shown, "", crop_view(ui.query, []), [], gr.skip()
+        return *shown, "", crop_view(ui.query, []), [], *garment_outputs(ui), gr.skip()
 
     def refine(self, image, last, k, category, crop, colour):
         """A setting changed (category, colour, number of products): search again what was searched last (a crop
-        of the photo stays cropped), or the photo when nothing was searched yet."""
+        of the photo stays cropped, a garment searched alone stays so), or the photo when nothing was searched
+        yet."""
         if last is None:
             return self.search_photo(image, k, category, crop, colour)
+        if last.garment:
+            return self.pick_garment(last, last.garment, k, category, colour)
         # the photo box stays; a "more like this" search stays one
         return *self.search_photo(last.photo, k, category, False, colour, last.like)[:-1], gr.skip()
+
+    def pick_garment(self, last, kind, k, category, colour):
+        """One garment of the photo searched alone (its region, among the shop's categories of its kind), or the
+        whole photo again for the garment its search found."""
+        if last is None or kind is None:
+            return (gr.skip(),) * 16
+        return *self.search_photo(last.whole, k, category, False, colour, garment=kind,
+                                  garments=last.garments)[:-1], gr.skip()
 
     def pick_corner(self, ui, points, evt: gr.SelectData):
         if ui is None:
@@ -230,7 +253,7 @@ class Callbacks:
         try:
             part = crop_to_corners(ui.query, points) if ui is not None else None
         except ImageError as exc:
-            return gr.skip(), *(gr.skip(),) * 8, f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), *(gr.skip(),) * 8, f"⚠️ {exc}", *(gr.skip(),) * 6
         return *self.search_photo(part, k, category, False, colour)[:-1], gr.skip()  # the photo itself stays
 
     def select(self, ui, evt: gr.SelectData):
@@ -288,6 +311,10 @@ def layout(categories: list[str], colours: list[str], examples: list[str]) -> Si
                 c.crop_btn = gr.Button("Search the cropped photo", elem_id="mga-search-cropped")
         with gr.Column(scale=3):
             c.summary = gr.Markdown(elem_id="mga-summary")
+            with gr.Row(visible=False, elem_id="mga-garments") as c.garment_row:  # a photo of two garments
+                c.garment_view = gr.Image(type="pil", interactive=False, show_label=False, height=160,
+                                          elem_id="mga-garment-view")
+                c.garment = gr.Radio([], label="Which garment?", elem_id="mga-garment")
             # no label over the photos: it would cover the first one
             c.gallery = gr.Gallery(label="Matching products", show_label=False, columns=5, height="auto",
                                    allow_preview=True, object_fit="contain", interactive=False,
@@ -317,11 +344,11 @@ def layout(categories: list[str], colours: list[str], examples: list[str]) -> Si
 def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     """The events: the UI's are private; `/search` is the API."""
     out = [c.gallery, c.last, c.selected, c.summary, c.detail_md, c.q_heat, c.m_heat, c.chart, c.term, c.error,
-           c.cropper, c.corners, c.query]
+           c.cropper, c.corners, c.garment_row, c.garment, c.garment_view, c.query]
     private = dict(api_visibility="private")
     # no progress over the photo or the error line: the photo box emptied after a bad file searches once more,
     # and its timer must not cover the message that stays
-    progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query)])
+    progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query, c.garment_row)])
     match_heat = dict(fn=cb.match_heat, inputs=[c.last, c.selected], outputs=c.m_heat, **private)
     gr.on([c.query.change, c.search_btn.click], cb.search_new_photo,
           [c.query, c.k, c.category, c.crop, c.colour, c.like], out,
@@ -330,6 +357,8 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     gr.on([c.category.input, c.colour.input, c.k.release], cb.refine,
           [c.query, c.last, c.k, c.category, c.crop, c.colour], out, trigger_mode="always_last", **progress,
           **private).then(None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
+    c.garment.input(cb.pick_garment, [c.last, c.garment, c.k, c.category, c.colour], out, **progress,
+                    **private).then(None, c.error, js=SHOW_RESULTS, **private).then(**match_heat)
     c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
     c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category, c.colour], out, **progress,
                      **private).then(
@@ -340,7 +369,7 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     c.api_btn.click(cb.api_search, [c.api_image, c.api_k, c.api_category, c.api_colour], c.api_out, api_name="search",
                     api_description="Search the shop with one photo: returns {results: [{rank, product_name, "
                                     "color, category, confidence, url, image, parts, ...}], confident, "
-                                    "whole_garment, timings_ms, weights}.")
+                                    "whole_garment, garments, timings_ms, weights}.")
 
 
 def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Blocks:
@@ -399,7 +428,8 @@ def main(argv: list[str] | None = None) -> None:
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)
     app = FastAPI()
     serve_gallery(app, loaded)
-    app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=allowed_paths(), max_file_size="30mb",
+    # the upload cap is the decoder's own, so that a big file gets the app's message (or is searched), not a pop-up
+    app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=allowed_paths(), max_file_size=MAX_IMAGE_BYTES,
                               show_error=True, ssr_mode=False, theme=gr.themes.Soft(), css=CSS,
                               footer_links=["api", "settings"])
     print(f"Running on http://{settings.host}:{settings.port}", flush=True)

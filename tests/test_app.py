@@ -68,6 +68,9 @@ def test_api_search_returns_ranked_json(client):
     assert res["weights"].startswith("embedded default")
     assert res["timings_ms"]["total_ms"] > 0
     assert res["whole_garment"] is False  # the default searches every view (config.DEFAULT_VIEWS)
+    garments = res["garments"]  # the photo's garments, the one the results are of first
+    assert garments and garments[0]["searched"] and not any(g["searched"] for g in garments[1:])
+    assert all(0 <= v <= 1 for g in garments for v in g["box"]) and {g["kind"] for g in garments} <= {"top", "bottom"}
 
 
 def test_things_the_shop_does_not_sell_get_no_confident_match(client):
@@ -164,6 +167,14 @@ def test_api_bad_input_gets_clear_message_and_server_keeps_answering(client, tmp
                 search(client, path, k=3)
             assert "query image" in str(info.value), (name, str(info.value))
     check_ranked(search(client, query_photos(1)[0], k=5), 5)  # still answering
+
+
+def test_a_photo_of_38_mb_is_searched_not_refused_by_the_upload(client, tmp_path):
+    """The upload takes what the decoder reads (mga.config.MAX_IMAGE_BYTES): a big file is searched, not refused
+    by the upload with a pop-up of Gradio's."""
+    big = tmp_path / "big.jpg"
+    big.write_bytes(query_photos(1)[0].read_bytes() + bytes(38_000_000))  # a JPEG ends at its end marker
+    check_ranked(search(client, big, k=3), 3)
 
 
 def test_a_request_naming_a_server_path_reads_nothing_and_is_answered_alike(server):

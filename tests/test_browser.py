@@ -259,3 +259,37 @@ def test_webcam_capture_searches(server, playwright, tmp_path):
         page.screenshot(path=str(tmp_path / "webcam.png"), full_page=True)
     finally:
         browser.close()
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_a_photo_of_a_top_and_bottoms_offers_each_garment(server, playwright, tmp_path, viewport):
+    """A shop photo of a tee over shorts: the search finds the tee, and offers the bottoms, outlined on the photo;
+    picking them searches their region among the shop's bottoms only, and picking the top searches it again."""
+    photo = Path(__file__).parents[1] / "assets" / "examples" / "tees-ryker-lumatech-tee-v-neck.jpg"
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    try:
+        page = browser.new_page(viewport=viewport, is_mobile=viewport["width"] < 500)
+        page.goto(server)
+        page.locator("#mga-query input[type=file]").set_input_files(str(photo))
+        wait_for_results(page)
+        page.locator("#mga-garments").wait_for(state="visible", timeout=60_000)
+        assert page.locator("#mga-garment-view img").evaluate("img => img.complete && img.naturalWidth > 0")
+        assert page.locator("#mga-garment input:checked").get_attribute("value") == "top"
+        assert "Tees" in page.locator("#mga-detail").inner_text()
+        page.locator("#mga-garment label", has_text="Bottoms").click()
+        page.wait_for_function(
+            "() => document.querySelector('#mga-summary').innerText.includes('the bottoms of your photo')"
+            "      && !document.body.innerText.includes('processing')", timeout=60_000)
+        wait_for_results(page)
+        detail = page.locator("#mga-detail").inner_text()
+        assert " · Shorts" in detail or " · Pants" in detail, detail
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        screenshot(page, tmp_path, f"garments-{viewport['width']}x{viewport['height']}.png")
+        page.locator("#mga-garment label", has_text="Top").click()  # back to the whole photo's garment
+        page.wait_for_function(
+            "() => !document.querySelector('#mga-summary').innerText.includes('the bottoms of your photo')"
+            "      && !document.body.innerText.includes('processing')", timeout=60_000)
+        assert "Tees" in page.locator("#mga-detail").inner_text()
+    finally:
+        browser.close()

@@ -231,4 +231,4 @@ def test_api_payload_says_when_no_match_is_confident():
     assert api_payload(empty, "w") | {"timings_ms": {}} == {
         "results": [], "confident": False, "k": 0, "category": ALL_CATEGORIES, "color": ALL_CATEGORIES,
         "query_size": [20, 20],
-        "whole_garment": False, "timings_ms": {}, "weights": "w"}
+        "whole_garment": False, "garments": [], "timings_ms": {}, "weights": "w"}

@@ -14,10 +14,12 @@ from PIL import Image
 from mga.colour import colour_name
 from mga.confidence import CONFIDENT
 from mga.explain import OVERALL, WHOLE, overlay
+from mga.garments import KIND_NAMES, Garment
 from mga.heap import return_freed_soon
 from mga.imageio import ImageError
 from mga.index import GalleryFileError
 from mga.matches import Match, SearchResult
+from mga.parts import garment_kind
 from mga.views import FULL_BOX
 
 from .inputs import autocrop, decode_query, parse_category, parse_k
@@ -53,17 +55,25 @@ class UIResult:
     autocropped: bool | None = None  # auto-crop asked for: whether it trimmed anything (None: not asked)
     like: int | None = None  # "more like this": the gallery image searched, its product left out of the results
     like_name: str = ""
+    garments: list[Garment] = field(default_factory=list)  # the garments of the photo (`whole`), found first
+    garment: str | None = None  # the kind of garment searched alone, on its region of `whole` (None: all of it)
+    source: bytes | None = None  # with `garment`: the whole photo's JPEG (else it is `photo`)
 
     @classmethod
     def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]],
-           category: str | None = None, colour: str | None = None, autocropped: bool | None = None,
-           photo: bytes | None = None, like: int | None = None, like_name: str = "") -> "UIResult":
+           category: str | None = None, photo: bytes | None = None, **fields: Any) -> "UIResult":
         """`photo`: the query's JPEG when it was decoded from one kept before (a search refined), kept as it is."""
-        if photo is None:
-            buf = io.BytesIO()
-            query.save(buf, "JPEG", quality=KEPT_QUALITY)
-            photo = buf.getvalue()
-        return cls(photo, result, gallery, category, colour, autocropped, like, like_name)
+        return cls(photo or jpeg(query), result, gallery, category, **fields)
+
+    @property
+    def whole(self) -> bytes:
+        """The photo the garments are regions of: the one searched, or the one a garment was cut from."""
+        return self.source or self.photo
+
+    @property
+    def shown_garment(self) -> str | None:
+        """The garment the results are of: the one searched alone, else the one the whole photo's search found."""
+        return self.garment or next((g.kind for g in self.garments if g.found), None)
 
     @property
     def query(self) -> Image.Image:
@@ -84,6 +94,8 @@ class UIResult:
             return "No matches (is the category empty?)."
         w, h = self.result.query_size
         cropped = {None: "", True: " (auto-cropped)", False: " (auto-crop found no plain background to trim)"}
+        if self.garment:
+            cropped[None] = f" (the {KIND_NAMES[self.garment].lower()} of your photo)"
         timing = (f"{n} products for a {w}×{h} photo{cropped[self.autocropped]} · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
                   f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
@@ -100,6 +112,32 @@ class UIResult:
             return ("**No confident match**: this shop may not sell this product (or the photo shows too little of "
                     f"it). The closest products are below.\n\n{timing}")
         return timing
+
+
+def jpeg(image: Image.Image) -> bytes:
+    """What a session keeps of a photo (KEPT_QUALITY)."""
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=KEPT_QUALITY)
+    return buf.getvalue()
+
+
+def garments_view(ui: UIResult, max_side: int = 240) -> Image.Image | None:
+    """The whole photo with its garments outlined, the one the results are of in red, the other in grey (None
+    when the photo shows one garment)."""
+    if len(ui.garments) < 2:
+        return None
+    from PIL import ImageDraw
+
+    img = _fit(Image.open(io.BytesIO(ui.whole)).convert("RGB"), max_side)
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for g in sorted(ui.garments, key=lambda g: g.kind == ui.shown_garment):  # the shown one drawn last, on top
+        x0, y0, x1, y1 = g.box
+        shown = g.kind == ui.shown_garment
+        draw.rectangle([x0 * w, y0 * h, x1 * w - 1, y1 * h - 1], outline="#d62728" if shown else "#9a9a9a",
+                       width=3 if shown else 2)
+        _paste_text(img, (x0 * w + 4, y0 * h + 3), g.name, "#d62728" if shown else "#555555")
+    return img
 
 
 def product_name(m: Match) -> str:
@@ -147,11 +185,13 @@ def shown_details(metadata: dict) -> dict:
 
 def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: str | None = None,
                crop: bool = False, explain: bool = True, colour: str | None = None,
-               like: int | None = None) -> UIResult:
+               like: int | None = None, garment: str | None = None, garments: Sequence[Garment] = ()) -> UIResult:
     """Decode (ImageError on bad input), optionally auto-crop, search, and list the gallery items. With `explain`
     each match's score is spread over the query's cells (its heatmaps are drawn when it is opened: match_details).
     `colour`: only products that come in it ("", None or ALL_CATEGORIES's "All": every colour). `like`: the
-    gallery image the photo is ("more like this"), whose product the results leave out."""
+    gallery image the photo is ("more like this"), whose product the results leave out. `garment`: a kind of
+    garment among `garments` (the photo's, as its search found them) searched alone: its region of the photo,
+    among the shop's categories of its kind (the one the whole photo's search found: the whole photo)."""
     k_int = parse_k(k)
     cat = parse_category(category, loaded.engine.categories)
     img = decode_query(image)
@@ -159,16 +199,26 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
     if crop:
         trimmed = autocrop(img)
         autocropped, img = trimmed.size != img.size, trimmed
+    picked = next((g for g in garments if g.kind == garment and not g.found), None)
+    searched, cats = img, cat
+    if picked is not None:  # a category of the garment's kind narrows it further; any other would empty it
+        searched = picked.crop(img)
+        cats = cat if cat and garment_kind(cat) == picked.kind else picked.categories(loaded.engine.categories)
     try:
         wanted = None if colour in (None, "", ALL_CATEGORIES) else str(colour)
         item = loaded.engine.index.items[like] if like is not None else {}
-        res = loaded.engine.search(img, k=k_int, category=cat, explain=explain, products=True, colour=wanted,
-                                   exclude=None if like is None else str(item.get("item_id", "")))
+        res = loaded.engine.search(searched, k=k_int, category=cats, explain=explain, products=True,
+                                   colour=wanted, exclude=None if like is None else str(item.get("item_id", "")))
         if wanted:  # the engine knew it, in some spelling: the shop's
             wanted = next(c for c in loaded.engine.colours.names() if c.lower() == wanted.lower())
-        kept = image if isinstance(image, bytes) and not autocropped else None  # a refined search's JPEG as it was
-        return UIResult.of(img, res, gallery_items(loaded, res), cat, wanted, autocropped, kept, like,
-                           item_name(item))
+        if picked is not None:
+            whole = image if isinstance(image, bytes) else jpeg(img)
+            found = dict(garments=list(garments), garment=picked.kind, source=whole)
+        else:
+            found = dict(garments=res.garments)
+        kept = image if isinstance(image, bytes) and not autocropped and picked is None else None  # as it was
+        return UIResult.of(searched, res, gallery_items(loaded, res), cat, kept, colour=wanted,
+                           autocropped=autocropped, like=like, like_name=item_name(item), **found)
     finally:
         return_freed_soon()  # what the search freed goes back to the system, not to this worker thread's arena
 
@@ -357,6 +407,10 @@ def api_payload(ui: UIResult, weights_label: str) -> dict[str, Any]:
         "color": ui.colour or ALL_CATEGORIES,  # the colour the products were narrowed to
         "query_size": list(ui.result.query_size),
         "whole_garment": ui.result.whole_garment,  # searched among whole photos only (not a close-up)
+        # the garments the photo shows (regions as fractions x0, y0, x1, y1), the one the results are of first
+        "garments": [{"kind": g.kind, "name": g.name, "box": [round(v, 4) for v in g.box],
+                      "searched": g.kind == ui.shown_garment}
+                     for g in sorted(ui.garments, key=lambda g: g.kind != ui.shown_garment)],
         "timings_ms": {k: round(v, 2) for k, v in ui.result.timings.items()},
         "weights": weights_label,
     }
