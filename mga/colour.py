@@ -108,11 +108,22 @@ def histogram(lab: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return hist / total if total > 0 else hist
 
 
-def garment_colour(image: Image.Image, attention: np.ndarray | None = None) -> np.ndarray:
-    """The colour of the garment in a photo: its `histogram` under `garment_weights` (`attention`: the model's
-    part attention on the photo's letterbox, for a query; none for a shop photo)."""
+def photo_pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The photo's letterbox in CIELAB and what each of its pixels weighs as garment (`garment_weights`, no
+    attention): what the query's colour and its garments (mga.garments) both read, computed once."""
     lab = to_lab(letterboxed(image))
-    return histogram(lab, garment_weights(lab, attention))
+    return lab, garment_weights(lab)
+
+
+def garment_colour(image: Image.Image, attention: np.ndarray | None = None,
+                   pixels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The colour of the garment in a photo: its `histogram` under `garment_weights` (`attention`: the model's
+    part attention on the photo's letterbox, for a query; none for a shop photo). `pixels`: its `photo_pixels`,
+    when already computed."""
+    lab, weights = pixels if pixels is not None else photo_pixels(image)
+    if attention is not None:
+        weights = weights * upsample(attention, lab.shape[0])
+    return histogram(lab, weights)
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:

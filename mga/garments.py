@@ -14,13 +14,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .colour import garment_weights, letterboxed, to_lab, upsample
+from .colour import upsample
 from .parts import garment_kind
 from .transforms import letterbox_box
 
 KIND_NAMES = {"top": "Top", "bottom": "Bottoms"}  # what the shopper picks between
 OTHER_KIND = {"top": "bottom", "bottom": "top"}
-SIDE = 96  # the photo's letterbox for finding the regions: rows and columns need no detail
 MASS = (0.05, 0.95)  # the found garment spans the rows that hold this share of the parts' attention
 OVERLAP = 0.04  # the other garment's region starts this far (of the photo's height) inside the found one's
 MIN_HEIGHT = 0.12  # the other garment's region: at least this share of the photo's height,
@@ -53,16 +52,19 @@ class Garment:
                            max(round(y1 * h), round(y0 * h) + 1)))
 
 
-def find_garments(image: Image.Image, attn: np.ndarray, found_category: str) -> list[Garment]:
-    """The garments of `image`: the one found (`found_category`: the #1 product's, `attn`: the query's part
-    attention (K, h, w) on its letterbox), then the other kind's when the photo shows it; [] when the #1 is no
-    garment of either kind (shoes, a hat)."""
+def find_garments(size: tuple[int, int], weights: np.ndarray, attn: np.ndarray, found_category: str
+                  ) -> list[Garment]:
+    """The garments of a photo of `size` (w, h): the one found (`found_category`: the #1 product's, `attn`: the
+    query's part attention (K, h, w) on its letterbox), then the other kind's when the photo shows it; [] when the
+    #1 is no garment of either kind (shoes, a hat). `weights`: its letterbox's garment weights (mga.colour
+    .photo_pixels: studio white 0, skin low)."""
     kind = garment_kind(found_category)
     if kind not in OTHER_KIND:
         return []
-    left, top, w, h = letterbox_box(image.width, image.height, SIDE)
-    weight = garment_weights(to_lab(letterboxed(image, SIDE)))[top:top + h, left:left + w]  # 0 white, skin low
-    parts = upsample(attn, SIDE)[top:top + h, left:left + w].sum(1)
+    side = len(weights)
+    left, top, w, h = letterbox_box(size[0], size[1], side)
+    weight = weights[top:top + h, left:left + w]
+    parts = upsample(attn, side)[top:top + h, left:left + w].sum(1)
     if parts.sum() <= 0:
         return []
     mass = np.cumsum(parts) / parts.sum()

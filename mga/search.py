@@ -31,7 +31,7 @@ from .matches import Match, SearchResult
 from .index import GalleryIndex, IndexFormatError, IndexMismatchError, check_fits, rebuild_command
 from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
-from .colour import GalleryColours, choose, garment_colour
+from .colour import GalleryColours, choose, garment_colour, photo_pixels
 from .garments import find_garments
 from .confidence import set_confidence
 from .parts import names_for
@@ -125,14 +125,14 @@ class SearchEngine:
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
         q, cells = self.encode(img, cells=True) if explain else (self.encode(img), None)
-        attn = q.attn[0].float().numpy()
-        query_colour = garment_colour(img, attn)
+        attn, pixels = q.attn[0].float().numpy(), photo_pixels(img)
+        query_colour = garment_colour(img, attn, pixels)
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, query_size=img.size, products=products, views=views,
                                    category_vote=category_vote, cells=cells, colour=colour,
                                    query_colour=query_colour, exclude=exclude)
         t1 = time.perf_counter()
-        res.garments = find_garments(img, attn, res.matches[0].category) if res.matches else []
+        res.garments = find_garments(img.size, pixels[1], attn, res.matches[0].category) if res.matches else []
         res.timings["garments_ms"] = (time.perf_counter() - t1) * 1e3
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mga.colour import photo_pixels
 from mga.config import DEFAULT_INDEX_DIR
 from mga.garments import Garment, find_garments
 from mga.parts import garment_kind
@@ -35,15 +36,19 @@ def attention_on_rows(y0: float, y1: float, grid: int = 20) -> np.ndarray:
     return attn / attn.sum(axis=(1, 2), keepdims=True)
 
 
+def garments(photo: Image.Image, attn: np.ndarray, category: str) -> list[Garment]:
+    return find_garments(photo.size, photo_pixels(photo)[1], attn, category)
+
+
 def test_the_bottoms_below_a_top_are_found_and_bare_legs_are_not():
-    dressed = find_garments(figure((40, 40, 160)), attention_on_rows(0.2, 0.6), "Tees")
+    dressed = garments(figure((40, 40, 160)), attention_on_rows(0.2, 0.6), "Tees")
     assert [(g.kind, g.found) for g in dressed] == [("top", True), ("bottom", False)]
     top, bottom = (g.box for g in dressed)
     assert top[1] == pytest.approx(0.2, abs=0.06) and top[3] == pytest.approx(0.6, abs=0.08)
     assert bottom[1] < top[3] and bottom[3] == 1.0  # from just inside the top's hem down
     assert 0.15 < bottom[0] < 0.3 and 0.7 < bottom[2] < 0.85  # the figure's columns, not the white around it
-    assert [g.kind for g in find_garments(figure(SKIN), attention_on_rows(0.2, 0.6), "Tees")] == ["top"]
-    assert find_garments(figure(SKIN), attention_on_rows(0.2, 0.6), "Shoes") == []  # no garment of either kind
+    assert [g.kind for g in garments(figure(SKIN), attention_on_rows(0.2, 0.6), "Tees")] == ["top"]
+    assert garments(figure(SKIN), attention_on_rows(0.2, 0.6), "Shoes") == []  # no garment of either kind
 
 
 def test_a_garment_crops_its_region_and_lists_its_kind_of_the_shop():
