@@ -61,13 +61,14 @@ def score_maps(cells: np.ndarray | torch.Tensor, other_global: np.ndarray | torc
     on this photo's grid (K, h, w): its own attention maps for the query, sum_j pi_kj A_j for the match. Each map of
     `attn` is rescaled to sum to 1, so that the parts' cells sum to their contributions."""
     u = np.asarray(cells, dtype=np.float64)
-    split = weight * u * np.asarray(other_global, dtype=np.float64)  # (N, D): every cell, every dimension
+    g = weight * np.asarray(other_global, dtype=np.float64)
     a = np.asarray(attn, dtype=np.float64)
     h, w = a.shape[-2:]
     a = a / np.where(a.sum((-2, -1), keepdims=True) > 0, a.sum((-2, -1), keepdims=True), 1)
     c = np.asarray(contributions, dtype=np.float64)
-    return ScoreMaps(split[:, trained_width:].sum(1).reshape(h, w).astype(np.float32),
-                     split[:, :trained_width].sum(1).reshape(h, w).astype(np.float32),
+    # each cell's dot product with the other token, over the pretrained look's dimensions and the trained token's
+    return ScoreMaps((u[:, trained_width:] @ g[trained_width:]).reshape(h, w).astype(np.float32),
+                     (u[:, :trained_width] @ g[:trained_width]).reshape(h, w).astype(np.float32),
                      (c[:, None, None] * a).astype(np.float32))
 
 
