@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 API = "gradio_api"
-UI_SEARCH = "search_photo"  # the UI's search event (private: the browser reaches it by its number)
+UI_SEARCH = "search_new_photo"  # the UI's search event (private: the browser reaches it by its number)
 
 
 def rss_mb(pid: int) -> float:
@@ -72,8 +72,9 @@ class AppClient:
                   colour: str = "All") -> Answer:
         """The UI's search of an uploaded photo, from a session of its own (a new visitor unless `session`)."""
         session = session or uuid.uuid4().hex
-        body = {"data": [photo, k, category, False, colour], "fn_index": self.ui_search_fn, "session_hash": session,
-                "event_data": None, "trigger_id": None}
+        data = [photo, k, category, False, colour, None]  # no auto-crop, not a "more like this" photo
+        body = {"data": data, "fn_index": self.ui_search_fn, "session_hash": session, "event_data": None,
+                "trigger_id": None}
         r = self.http.post(f"{API}/queue/join", json=body)
         if r.status_code != 200:
             return Answer(error=r.json().get("detail", r.text) if r.headers.get("content-type", "").startswith(

@@ -117,8 +117,9 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
                                timeout=30_000)
         assert page.locator("#mga-results caption.caption").inner_text().startswith(names[2])  # its large view
         page.locator("#mga-more").click()
+        more_like = json.dumps("More like " + names[2])
         page.wait_for_function(  # a new search: the other products like it, nothing pending
-            f"() => document.querySelector('#mga-summary').innerText.includes({json.dumps('More like ' + names[2])})"
+            f"() => (document.querySelector('#mga-summary')?.innerText || '').includes({more_like})"
             f"      && !document.body.innerText.includes('processing')", timeout=60_000)
         wait_for_results(page)
         assert page.locator("#mga-detail").inner_text().startswith("#1 · ")
@@ -224,7 +225,7 @@ def test_crop_by_hand_searches_the_box_between_two_clicks(server, playwright, tm
         page.locator("#mga-search-cropped").click()
         page.wait_for_function(
             "() => /for a \\d+×\\d+ photo/.test(document.querySelector('#mga-summary').innerText) &&"
-            f" !document.querySelector('#mga-summary').innerText.includes('{w}×{h} photo')", timeout=60_000)
+            f" !(document.querySelector('#mga-summary')?.innerText || '').includes('{w}×{h} photo')", timeout=60_000)
         size = page.locator("#mga-summary").inner_text().split(" for a ")[1].split(" photo")[0]
         cw, ch = (int(v) for v in size.split("×"))
         assert abs(cw - 0.5 * w) <= 0.03 * w and abs(ch - 0.5 * h) <= 0.03 * h, ((cw, ch), (w, h))
@@ -279,7 +280,7 @@ def test_a_photo_of_a_top_and_bottoms_offers_each_garment(server, playwright, tm
         assert "Tees" in page.locator("#mga-detail").inner_text()
         page.locator("#mga-garment label", has_text="Bottoms").click()
         page.wait_for_function(
-            "() => document.querySelector('#mga-summary').innerText.includes('the bottoms of your photo')"
+            "() => (document.querySelector('#mga-summary')?.innerText || '').includes('the bottoms of your photo')"
             "      && !document.body.innerText.includes('processing')", timeout=60_000)
         wait_for_results(page)
         detail = page.locator("#mga-detail").inner_text()
@@ -288,7 +289,7 @@ def test_a_photo_of_a_top_and_bottoms_offers_each_garment(server, playwright, tm
         screenshot(page, tmp_path, f"garments-{viewport['width']}x{viewport['height']}.png")
         page.locator("#mga-garment label", has_text="Top").click()  # back to the whole photo's garment
         page.wait_for_function(
-            "() => !document.querySelector('#mga-summary').innerText.includes('the bottoms of your photo')"
+            "() => !(document.querySelector('#mga-summary')?.innerText || '').includes('the bottoms of your photo')"
             "      && !document.body.innerText.includes('processing')", timeout=60_000)
         assert "Tees" in page.locator("#mga-detail").inner_text()
     finally:
