@@ -65,15 +65,20 @@ def letterboxed(image: Image.Image, side: int = SIDE) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def skin_mask(lab: np.ndarray) -> np.ndarray:
+    """The pixels of a Lab photo whose colour is skin's (mid lightness, warm hue, moderate chroma)."""
+    light, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
+    chroma, hue = np.hypot(a, b), np.degrees(np.arctan2(b, a))
+    return (light > 30) & (light < 90) & (hue > 25) & (hue < 75) & (chroma > 8) & (chroma < 40)
+
+
 def garment_weights(lab: np.ndarray, attention: np.ndarray | None = None) -> np.ndarray:
     """What each pixel of a (side, side, 3) Lab photo weighs in its garment's colour: studio white nothing, skin
     SKIN_WEIGHT, and with `attention` ((h, w) or (K, h, w) maps over the same square) each pixel its share."""
     light, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     chroma = np.hypot(a, b)
     w = 1 - np.clip((light - 90) / 5, 0, 1) * np.clip((8 - chroma) / 4, 0, 1)  # near-white and near-grey: out
-    hue = np.degrees(np.arctan2(b, a))
-    skin = (light > 30) & (light < 90) & (hue > 25) & (hue < 75) & (chroma > 8) & (chroma < 40)
-    w = w * np.where(skin, SKIN_WEIGHT, 1.0)
+    w = w * np.where(skin_mask(lab), SKIN_WEIGHT, 1.0)
     if attention is not None:
         w = w * upsample(attention, lab.shape[0])
     return w

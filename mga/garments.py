@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .colour import upsample
+from .colour import skin_mask, upsample
 from .parts import garment_kind
 from .transforms import letterbox_box
 
@@ -26,6 +26,7 @@ MIN_HEIGHT = 0.12  # the other garment's region: at least this share of the phot
 MIN_FIGURE = 0.08  # this share of its pixels not background,
 MIN_CLOTHED = 0.5  # and this share of those not skin (bare legs below a top are no garment)
 MARGIN = 0.03  # around a region's columns, of the photo's width
+ON_SKIN = 0.5  # a part with this share of its attention on skin is no garment detail (ui.results.what_decided)
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,11 @@ def _columns(weight: np.ndarray, y0: float, y1: float) -> tuple[float, float]:
     if len(cols) == 0:
         return 0.0, 1.0
     return max(0.0, float(cols[0] / w - MARGIN)), min(1.0, float((cols[-1] + 1) / w + MARGIN))
+
+
+def parts_on_skin(attn: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Each part's share of its attention (K, h, w) that lies on skin (mga.colour.skin_mask) in the photo's
+    letterbox (`lab`, mga.colour.photo_pixels): a part there is no garment detail, whatever its name says."""
+    skin = skin_mask(lab)
+    maps = np.stack([upsample(m, len(lab)) for m in np.asarray(attn, dtype=np.float32)])
+    return (maps * skin).sum((1, 2)) / np.maximum(maps.sum((1, 2)), 1e-12)

@@ -67,6 +67,7 @@ class SearchResult:
     whole_garment: bool = False  # searched among full photos only (not a close-up: mga.closeup)
     query_global: np.ndarray | None = None  # the query's global token: the match side of an explanation needs it
     garments: list = field(default_factory=list)  # the garments the photo shows (mga.garments.Garment), found first
+    parts_on_skin: np.ndarray | None = None  # (K,) each query part's share of its attention on skin (mga.garments)
 
     def __post_init__(self):
         scores = [m.score + m.category_vote for m in self.matches]

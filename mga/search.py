@@ -32,7 +32,7 @@ from .index import GalleryIndex, IndexFormatError, IndexMismatchError, check_fit
 from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
 from .colour import GalleryColours, choose, garment_colour, photo_pixels
-from .garments import find_garments
+from .garments import find_garments, parts_on_skin
 from .confidence import set_confidence
 from .parts import names_for
 from .transforms import working_side
@@ -133,6 +133,7 @@ class SearchEngine:
                                    query_colour=query_colour, exclude=exclude)
         t1 = time.perf_counter()
         res.garments = find_garments(img.size, pixels[1], attn, res.matches[0].category) if res.matches else []
+        res.parts_on_skin = parts_on_skin(attn, pixels[0])
         res.timings["garments_ms"] = (time.perf_counter() - t1) * 1e3
         res.timings["encode_ms"] = encode_ms
         res.timings["total_ms"] = (time.perf_counter() - t0) * 1e3

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from mga.colour import photo_pixels
 from mga.config import DEFAULT_INDEX_DIR
-from mga.garments import Garment, find_garments
+from mga.garments import Garment, find_garments, parts_on_skin
 from mga.parts import garment_kind
 from mga.search import SearchEngine
 
@@ -78,3 +78,11 @@ def test_a_shop_photo_of_pants_offers_no_top_over_a_bare_chest(engine):
     res = engine.search(EXAMPLES / "pants-viktor-lumatech-pant.jpg", k=5, products=True)
     assert [(g.kind, g.found) for g in res.garments] == [("bottom", True)]
     assert res.garments[0].box[3] > 0.8  # the legs, not only the hips the parts attend to
+
+
+def test_a_part_on_bare_legs_lies_on_skin_and_one_on_the_top_does_not():
+    photo = figure(SKIN)  # a red top over bare skin
+    attn = np.stack([attention_on_rows(0.25, 0.55)[0], attention_on_rows(0.65, 0.95)[0]])
+    attn[1][:, :9] = attn[1][:, 12:] = 0  # on the legs alone: the photo's middle 40% (the letterbox's middle 20%)
+    on_top, on_legs = parts_on_skin(attn, photo_pixels(photo)[0])
+    assert on_top < 0.1 and on_legs > 0.5

@@ -179,6 +179,9 @@ def test_what_decided_names_a_detail_only_on_a_confident_match():
     assert what_decided(m, confident=True) == ("The overall look carried 50% of the score; the detail that "
                                                "stood out: **collar** (33%).")
     assert what_decided(m, confident=False) == "Not sure this is a product the shop sells, so no detail is named."
+    on_skin = what_decided(m, True, on_skin=[0.6, 0.0, 0.0])  # the collar's part lies on bare skin
+    assert "**collar**" not in on_skin and on_skin.startswith("The part that stood out lies on skin")
+    assert "**collar** (33%)" in what_decided(m, True, on_skin=[0.4, 0.9, 0.9])  # the others' skin does not matter
 
 
 def test_what_decided_names_no_detail_that_does_not_stand_out():

@@ -14,7 +14,7 @@ from PIL import Image
 from mga.colour import colour_name
 from mga.confidence import CONFIDENT
 from mga.explain import OVERALL, WHOLE, overlay
-from mga.garments import KIND_NAMES, Garment
+from mga.garments import KIND_NAMES, ON_SKIN, Garment
 from mga.heap import return_freed_soon
 from mga.imageio import ImageError
 from mga.index import GalleryFileError
@@ -325,15 +325,20 @@ def bar_chart(match: Match, shown: str = WHOLE, width: int = 420, row: int = 26)
     return img
 
 
-def what_decided(match: Match, confident: bool) -> str:
+def what_decided(match: Match, confident: bool, on_skin: Sequence[float] | None = None) -> str:
     """One line on what drove the match, in words that hold: a part is named only when the shop sells what the
-    photo shows (a confident match) and one part's term stands out; else the overall look decided."""
+    photo shows (a confident match), one part's term stands out, and that part lies on the garment, not on skin
+    (`on_skin`: each query part's share of its attention on skin, SearchResult.parts_on_skin); else the overall
+    look decided."""
     if not confident:
         return "Not sure this is a product the shop sells, so no detail is named."
-    parts = sorted(zip(match.contributions, match.part_names), reverse=True)
+    parts = sorted(zip(match.contributions, match.part_names, range(len(match.contributions))), reverse=True)
     overall = (match.global_contribution + match.anchor_contribution) / (match.score or 1)
     if parts and parts[0][0] >= NAMED_SHARE * match.score and (
             len(parts) == 1 or parts[0][0] >= STANDS_OUT * max(parts[1][0], 0)):
+        if on_skin is not None and on_skin[parts[0][2]] >= ON_SKIN:
+            return (f"The part that stood out lies on skin, not on the garment, so no detail is named: the overall "
+                    f"look carried {overall:.0%} of the score.")
         return (f"The overall look carried {overall:.0%} of the score; the detail that stood out: "
                 f"**{parts[0][1]}** ({parts[0][0] / match.score:.0%}).")
     return f"No single detail stood out: the overall look decided ({overall:.0%} of the score)."
@@ -373,13 +378,14 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
     q = _fit(query)
     q_heat = loaded.engine.query_heatmap(match, query.size, term, HEATMAP_SIDE)
     meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
+    sure_enough = match.confidence is None or match.confidence >= CONFIDENT
     sure = (f"**{match.confidence:.0%}** likely the same product" if match.confidence is not None
             else f"**Score** {match.score:.3f}")
     md = (f"### #{match.rank} · {product_name(match)}\n"
           f"{sure} · {match.category or '—'}"
           + (f" · {colour(match)}" if colour(match) else "")
           + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
-          + f"\n\n{what_decided(match, match.confidence is None or match.confidence >= CONFIDENT)}"
+          + f"\n\n{what_decided(match, sure_enough, ui.result.parts_on_skin)}"
           + (" Matched through a close-up of the outlined region." if tuple(match.box) != FULL_BOX else "")
           + (f"\n\n{meta}" if meta else ""))
     return {"markdown": md, "query_overlay": overlay(q, q_heat) if q_heat is not None else q,
