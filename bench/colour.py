@@ -36,6 +36,22 @@ def photo_colours(data: Path) -> dict[str, tuple[str, str, str]]:
         return {r["image_name"]: (r["item_id"], r["color"], r["evaluation_status"]) for r in csv.DictReader(f)}
 
 
+def test_split_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of a bench over the test split's queries in an index of its gallery (this one, bench.garments,
+    bench.skin): --data, --index, --weights, --json."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(SHARED_DATA / "luma-inshop"))
+    p.add_argument("--index", default=str(DEFAULT_INDEX_DIR), help="an index of the test split's gallery photos")
+    p.add_argument("--weights", help="checkpoint folder or Hub id (default: the embedded default)")
+    p.add_argument("--json")
+    return p
+
+
+def query_paths(rows: dict[str, tuple[str, str, str]]) -> list[str]:
+    """The test split's query photos of `photo_colours`, in order."""
+    return sorted(path for path, (_, _, split) in rows.items() if split == "query")
+
+
 def measure(engine: SearchEngine, photos: Sequence, truth: Sequence[tuple[str, str]]) -> dict:
     """Search each photo; over those whose #1 is their own product (truth: item id, colour), how often the card's
     colour and the matched photo's are the query's, and how often a product that lacks it is said to."""
@@ -70,18 +86,13 @@ def measure(engine: SearchEngine, photos: Sequence, truth: Sequence[tuple[str, s
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.colour", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(SHARED_DATA / "luma-inshop"))
-    p.add_argument("--index", default=str(DEFAULT_INDEX_DIR), help="an index of the test split's gallery photos")
-    p.add_argument("--weights", help="checkpoint folder or Hub id (default: the embedded default)")
+    p = test_split_parser("python -m bench.colour", __doc__)
     p.add_argument("--clutter", action="store_true", help="also the queries pasted onto real phone photos")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json")
     args = p.parse_args(argv)
     data = Path(args.data)
     colours = photo_colours(data)
-    queries = sorted(path for path, (_, _, split) in colours.items() if split == "query")
+    queries = query_paths(colours)
     truth = [colours[q][:2] for q in queries]
     photos = [load_photo(data / q) for q in queries]
     engine = SearchEngine.load(args.index, weights=args.weights)

@@ -13,7 +13,6 @@ regions on some queries.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bench.colour import K, photo_colours
-from mga.config import DEFAULT_INDEX_DIR, SHARED_DATA
+from bench.colour import K, photo_colours, query_paths, test_split_parser
 from mga.imageio import load_photo
 from mga.parts import garment_kind
 from mga.search import SearchEngine
@@ -84,17 +82,12 @@ def sheet(engine: SearchEngine, photos: Sequence[Image.Image], out: Path, tile: 
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.garments", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(SHARED_DATA / "luma-inshop"))
-    p.add_argument("--index", default=str(DEFAULT_INDEX_DIR), help="an index of the test split's gallery photos")
-    p.add_argument("--weights", help="checkpoint folder or Hub id (default: the embedded default)")
-    p.add_argument("--json")
+    p = test_split_parser("python -m bench.garments", __doc__)
     p.add_argument("--sheet", help="an image (PNG, JPEG) of the regions on every 6th query")
     args = p.parse_args(argv)
     data = Path(args.data)
     rows = photo_colours(data)
-    queries = sorted(path for path, (_, _, split) in rows.items() if split == "query")
+    queries = query_paths(rows)
     engine = SearchEngine.load(args.index, weights=args.weights)
     by_item = {str(it.get("item_id", "")): str(it.get("category", "")) for it in engine.index.items}
     truth = [(rows[q][0], by_item.get(rows[q][0], "")) for q in queries]

@@ -10,16 +10,14 @@ detail is ui.results.what_decided's, without the skin rule (before) and with it 
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from bench.colour import photo_colours
+from bench.colour import photo_colours, query_paths, test_split_parser
 from mga.colour import photo_pixels, skin_mask, upsample
-from mga.config import DEFAULT_INDEX_DIR, SHARED_DATA
 from mga.confidence import CONFIDENT
 from mga.explain import WHOLE
 from mga.imageio import load_photo
@@ -55,15 +53,10 @@ def measure(engine: SearchEngine, photos: Sequence) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.skin", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(SHARED_DATA / "luma-inshop"))
-    p.add_argument("--index", default=str(DEFAULT_INDEX_DIR), help="an index of the test split's gallery photos")
-    p.add_argument("--weights", help="checkpoint folder or Hub id (default: the embedded default)")
-    p.add_argument("--json")
+    p = test_split_parser("python -m bench.skin", __doc__)
     args = p.parse_args(argv)
     data = Path(args.data)
-    queries = sorted(path for path, (_, _, split) in photo_colours(data).items() if split == "query")
+    queries = query_paths(photo_colours(data))
     engine = SearchEngine.load(args.index, weights=args.weights)
     r = measure(engine, [load_photo(data / q) for q in queries])
     print(f"{r['queries']} query photos and their #1: {r['heat_on_skin_mean']:.3f} of the whole-score heat on skin "

@@ -86,3 +86,19 @@ def test_a_part_on_bare_legs_lies_on_skin_and_one_on_the_top_does_not():
     attn[1][:, :9] = attn[1][:, 12:] = 0  # on the legs alone: the photo's middle 40% (the letterbox's middle 20%)
     on_top, on_legs = parts_on_skin(attn, photo_pixels(photo)[0])
     assert on_top < 0.1 and on_legs > 0.5
+
+
+def test_the_benches_measure_the_example_photos(engine):
+    """bench.garments and bench.skin end to end on three example shop photos whose products the demo shop sells."""
+    from bench.garments import measure as garments_measure
+    from bench.skin import measure as skin_measure
+
+    names = ["tanks-tristan-endurance-tank.jpg", "pants-viktor-lumatech-pant.jpg", "tees-ryker-lumatech-tee-v-neck.jpg"]
+    photos = [Image.open(EXAMPLES / n).convert("RGB") for n in names]
+    truth = [(engine.search(p, k=1, products=True).matches[0].item_id, c) for p, c in
+             zip(photos, ["Tanks", "Pants", "Tees"])]
+    g = garments_measure(engine, photos, truth)
+    assert g["whole_photo_r1"] == 1.0 and g["found_kind_is_the_products"] == 1.0
+    assert g["other_garment_offered"] == pytest.approx(2 / 3) and g["other_garment_results_all_of_its_kind"] == 1.0
+    s = skin_measure(engine, photos)
+    assert s["queries"] == 3 and 0 <= s["heat_on_skin_mean"] <= 1 and len(s["part_on_skin_mean"]) == 6
