@@ -72,6 +72,12 @@ def screenshot(page, tmp_path: Path, name: str) -> None:
         shutil.copy(shot, Path(os.environ["MGA_SCREENSHOT_DIR"]) / name)
 
 
+def box_is(selector: str, test: str) -> str:
+    """A page predicate on an element's box `r`, false while the element is not rendered yet."""
+    return (f"() => {{ const e = document.querySelector('{selector}'); if (!e) return false;"
+            f" const r = e.getBoundingClientRect(); return {test}; }}")
+
+
 def captions(page) -> list[str]:
     return page.locator("#mga-results .caption-label").all_inner_texts()
 
@@ -88,7 +94,8 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
         first.wait_for(timeout=30_000)
         assert first.bounding_box()["y"] + first.bounding_box()["height"] <= 800
         page.locator("#mga-about").get_by_text("About").click()
-        page.wait_for_function("() => document.querySelector('#mga-status').innerText.includes('embedded default')")
+        page.wait_for_function(  # the accordion renders its content when opened
+            "() => (document.querySelector('#mga-status')?.innerText || '').includes('embedded default')")
         page.locator("#mga-query input[type=file]").set_input_files(str(query_photos(1)[0]))
         n = wait_for_results(page)
         assert n == 10  # the slider's default
@@ -113,7 +120,7 @@ def test_upload_shows_ranked_products_with_heatmaps(server, playwright, tmp_path
 
         # pick the third result: its details; then "More like this" searches with that product's photo
         page.locator("#mga-results .thumbnail-item").nth(2).click()
-        page.wait_for_function("() => document.querySelector('#mga-detail').innerText.startsWith('#3 · ')",
+        page.wait_for_function("() => (document.querySelector('#mga-detail')?.innerText || '').startsWith('#3 · ')",
                                timeout=30_000)
         assert page.locator("#mga-results caption.caption").inner_text().startswith(names[2])  # its large view
         page.locator("#mga-more").click()
@@ -175,9 +182,8 @@ def test_phone_layout_shows_the_results_without_sideways_scrolling(server, playw
         assert photo_box["y"] >= 0 and photo_box["y"] + photo_box["height"] <= 844, photo_box
         page.locator("#mga-query input[type=file]").set_input_files(str(query_photos(1)[0]))
         assert wait_for_results(page) == 10
-        page.wait_for_function(  # the search scrolled the results into view
-            "() => { const r = document.querySelector('#mga-results').getBoundingClientRect();"
-            "        return r.top >= -1 && r.top < window.innerHeight / 2; }", timeout=30_000)
+        page.wait_for_function(box_is("#mga-results", "r.top >= -1 && r.top < window.innerHeight / 2"),
+                               timeout=30_000)  # the search scrolled the results into view
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         for i in range(10):  # every card within the screen's width
             box = page.locator("#mga-results .thumbnail-item").nth(i).bounding_box()
@@ -187,8 +193,7 @@ def test_phone_layout_shows_the_results_without_sideways_scrolling(server, playw
         bad.write_text("not a photo\n" * 5)
         page.locator("#mga-query input[type=file]").set_input_files(str(bad))
         page.locator("#mga-error").get_by_text("query image").wait_for(timeout=60_000)
-        page.wait_for_function("() => { const r = document.querySelector('#mga-error').getBoundingClientRect();"
-                               "        return r.top >= -1 && r.bottom <= window.innerHeight; }", timeout=30_000)
+        page.wait_for_function(box_is("#mga-error", "r.top >= -1 && r.bottom <= window.innerHeight"), timeout=30_000)
     finally:
         browser.close()
 
@@ -208,8 +213,7 @@ def test_crop_by_hand_searches_the_box_between_two_clicks(server, playwright, tm
         view.scroll_into_view_if_needed()
         page.locator("#mga-search-cropped").click()  # no corners yet: the line saying so comes into view
         page.locator("#mga-error").get_by_text("click two opposite corners").wait_for(timeout=60_000)
-        page.wait_for_function("() => { const r = document.querySelector('#mga-error').getBoundingClientRect();"
-                               "        return r.top >= 0 && r.bottom <= window.innerHeight; }", timeout=30_000)
+        page.wait_for_function(box_is("#mga-error", "r.top >= 0 && r.bottom <= window.innerHeight"), timeout=30_000)
         view.scroll_into_view_if_needed()
         box = view.bounding_box()
         # two opposite corners at 20 % and 70 % of the shown photo (object-fit keeps it whole in the box)
@@ -224,7 +228,7 @@ def test_crop_by_hand_searches_the_box_between_two_clicks(server, playwright, tm
                                    timeout=30_000)
         page.locator("#mga-search-cropped").click()
         page.wait_for_function(
-            "() => /for a \\d+×\\d+ photo/.test(document.querySelector('#mga-summary').innerText) &&"
+            "() => /for a \\d+×\\d+ photo/.test((document.querySelector('#mga-summary')?.innerText || '')) &&"
             f" !(document.querySelector('#mga-summary')?.innerText || '').includes('{w}×{h} photo')", timeout=60_000)
         size = page.locator("#mga-summary").inner_text().split(" for a ")[1].split(" photo")[0]
         cw, ch = (int(v) for v in size.split("×"))
