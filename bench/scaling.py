@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -414,7 +415,8 @@ def main() -> None:
     a.add_argument("--nprobe", type=int, nargs="*", default=[], help="also search IVF-PQ with these nprobe")
     m = sub.add_parser("million", help="build (synthetic rows), open and search a format-3 index of 1M photos")
     m.add_argument("--photos", type=int, default=1_000_000)
-    m.add_argument("--out", default="/tmp/mga-million", help="index folder (deleted afterwards unless --keep)")
+    m.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "mga-million"),
+                   help="index folder (deleted afterwards unless --keep)")
     m.add_argument("--data", help="queries: this data set's test queries (default: noisy demo rows)")
     m.add_argument("--queries", type=int, default=142)
     m.add_argument("--sigma", type=float, nargs=2, default=(0.3, 1.0), help="noise range, relative to a token's norm")
