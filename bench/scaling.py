@@ -84,7 +84,6 @@ def stored(g: Encoding, owner: torch.Tensor, tokens: str | None, manifest: dict,
 
 def rows(args: argparse.Namespace) -> dict:
     """Every form of every grid in one run: R@1 and bytes per photo, format 2 beside format 3."""
-
     model = load_model(args.weights)
     data = load_retrieval_data(args.data)
     q = encode_records(model, data.root, data.query, desc="queries")
