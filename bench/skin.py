@@ -18,11 +18,11 @@ import numpy as np
 
 from bench.colour import photo_colours, query_paths, test_split_parser
 from mga.colour import photo_pixels, skin_mask, upsample
-from mga.confidence import CONFIDENT
 from mga.explain import WHOLE
+from mga.garments import FIGURE
 from mga.imageio import load_photo
 from mga.search import SearchEngine
-from ui.results import what_decided
+from ui.results import likely, what_decided
 
 
 def measure(engine: SearchEngine, photos: Sequence) -> dict:
@@ -36,9 +36,10 @@ def measure(engine: SearchEngine, photos: Sequence) -> dict:
         skin = skin_mask(lab)
         hot = upsample(np.clip(m.query_maps.term(WHOLE), 0, None), len(lab))
         heat.append(float((hot * skin).sum() / max(hot.sum(), 1e-12)))
-        figure.append(float(skin[weights > 0.05].mean()) if (weights > 0.05).any() else 0.0)
+        not_background = weights > FIGURE
+        figure.append(float(skin[not_background].mean()) if not_background.any() else 0.0)
         parts.append(res.parts_on_skin)
-        sure = m.confidence is None or m.confidence >= CONFIDENT
+        sure = likely(m)
         before, now = what_decided(m, sure), what_decided(m, sure, res.parts_on_skin)
         named_before += "**" in before
         named_now += "**" in now

@@ -26,6 +26,8 @@ MIN_HEIGHT = 0.12  # the other garment's region: at least this share of the phot
 MIN_FIGURE = 0.08  # this share of its pixels not background,
 MIN_CLOTHED = 0.5  # and this share of those not skin (bare legs below a top are no garment)
 MARGIN = 0.03  # around a region's columns, of the photo's width
+FIGURE = 0.05  # a pixel whose garment weight (mga.colour.garment_weights) is above this is not background
+CLOTHED = 0.5  # and above this, not skin either (skin weighs SKIN_WEIGHT)
 ON_SKIN = 0.5  # a part with this share of its attention on skin is no garment detail (ui.results.what_decided)
 
 
@@ -76,8 +78,8 @@ def find_garments(size: tuple[int, int], weights: np.ndarray, attn: np.ndarray, 
     found = Garment(kind, (x0, y0, x1, y1), True)
     oy0, oy1 = (max(0.0, y1 - OVERLAP), 1.0) if kind == "top" else (0.0, min(1.0, y0 + OVERLAP))
     band = weight[int(oy0 * h):int(np.ceil(oy1 * h))]
-    figure = band > 0.05
-    if oy1 - oy0 < MIN_HEIGHT or figure.mean() < MIN_FIGURE or (band[figure] > 0.5).mean() < MIN_CLOTHED:
+    figure = band > FIGURE
+    if oy1 - oy0 < MIN_HEIGHT or figure.mean() < MIN_FIGURE or (band[figure] > CLOTHED).mean() < MIN_CLOTHED:
         return [found]
     x0, x1 = _columns(weight, oy0, oy1)
     return [found, Garment(OTHER_KIND[kind], (x0, float(oy0), x1, float(oy1)), False)]
@@ -88,8 +90,8 @@ def _clothed_down_to(weight: np.ndarray, y: float) -> float:
     h = len(weight)
     row = int(y * h)
     while row < h:
-        figure = weight[row] > 0.05
-        if figure.any() and (weight[row][figure] > 0.5).mean() < MIN_CLOTHED:
+        figure = weight[row] > FIGURE
+        if figure.any() and (weight[row][figure] > CLOTHED).mean() < MIN_CLOTHED:
             break
         row += 1
     return row / h
@@ -98,7 +100,7 @@ def _clothed_down_to(weight: np.ndarray, y: float) -> float:
 def _columns(weight: np.ndarray, y0: float, y1: float) -> tuple[float, float]:
     """The columns (fractions, with a margin) of what is not background between rows y0 and y1."""
     h, w = weight.shape
-    cols = np.flatnonzero((weight[int(y0 * h):max(int(np.ceil(y1 * h)), int(y0 * h) + 1)] > 0.05).any(0))
+    cols = np.flatnonzero((weight[int(y0 * h):max(int(np.ceil(y1 * h)), int(y0 * h) + 1)] > FIGURE).any(0))
     if len(cols) == 0:
         return 0.0, 1.0
     return max(0.0, float(cols[0] / w - MARGIN)), min(1.0, float((cols[-1] + 1) / w + MARGIN))

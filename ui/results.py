@@ -82,9 +82,8 @@ class UIResult:
 
     @property
     def confident(self) -> bool:
-        """Whether the best product is likely the query's (always, for weights without a calibration)."""
-        best = self.result.matches[0].confidence if self.result.matches else 0.0
-        return best is None or best >= CONFIDENT
+        """Whether the best product is likely the query's."""
+        return bool(self.result.matches) and likely(self.result.matches[0])
 
     @property
     def summary(self) -> str:
@@ -112,6 +111,11 @@ class UIResult:
             return ("**No confident match**: this shop may not sell this product (or the photo shows too little of "
                     f"it). The closest products are below.\n\n{timing}")
         return timing
+
+
+def likely(m: Match) -> bool:
+    """Whether a match is likely the query's product (always, for weights without a calibration)."""
+    return m.confidence is None or m.confidence >= CONFIDENT
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -218,7 +222,7 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
             found = dict(garments=res.garments)
         kept = image if isinstance(image, bytes) and not autocropped and picked is None else None  # as it was
         return UIResult.of(searched, res, gallery_items(loaded, res), cat, kept, colour=wanted,
-                           autocropped=autocropped, like=like, like_name=item_name(item), **found)
+                           autocropped=autocropped, like=like, like_name=item_name(item) if item else "", **found)
     finally:
         return_freed_soon()  # what the search freed goes back to the system, not to this worker thread's arena
 
@@ -378,14 +382,13 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
     q = _fit(query)
     q_heat = loaded.engine.query_heatmap(match, query.size, term, HEATMAP_SIDE)
     meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
-    sure_enough = match.confidence is None or match.confidence >= CONFIDENT
     sure = (f"**{match.confidence:.0%}** likely the same product" if match.confidence is not None
             else f"**Score** {match.score:.3f}")
     md = (f"### #{match.rank} · {product_name(match)}\n"
           f"{sure} · {match.category or '—'}"
           + (f" · {colour(match)}" if colour(match) else "")
           + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
-          + f"\n\n{what_decided(match, sure_enough, ui.result.parts_on_skin)}"
+          + f"\n\n{what_decided(match, likely(match), ui.result.parts_on_skin)}"
           + (" Matched through a close-up of the outlined region." if tuple(match.box) != FULL_BOX else "")
           + (f"\n\n{meta}" if meta else ""))
     return {"markdown": md, "query_overlay": overlay(q, q_heat) if q_heat is not None else q,
