@@ -18,11 +18,12 @@ import numpy as np
 
 from bench.colour import photo_colours, query_paths, test_split_parser
 from mga.colour import photo_pixels, skin_mask, upsample
+from mga.confidence import likely
 from mga.explain import WHOLE
 from mga.garments import FIGURE
 from mga.imageio import load_photo
 from mga.search import SearchEngine
-from ui.results import likely, what_decided
+from ui.results import what_decided
 
 
 def measure(engine: SearchEngine, photos: Sequence) -> dict:
@@ -39,7 +40,7 @@ def measure(engine: SearchEngine, photos: Sequence) -> dict:
         not_background = weights > FIGURE
         figure.append(float(skin[not_background].mean()) if not_background.any() else 0.0)
         parts.append(res.parts_on_skin)
-        sure = likely(m)
+        sure = likely(m.confidence)
         before, now = what_decided(m, sure), what_decided(m, sure, res.parts_on_skin)
         named_before += "**" in before
         named_now += "**" in now

@@ -36,6 +36,12 @@ MODEL = "products"  # MGAConfig.confidence["model"]: fitted as the softmax over 
 CLOSE = 0.5
 
 
+def likely(confidence: float | None) -> bool:
+    """Whether a result with this confidence counts as the query's product (always, for weights without a
+    calibration, whose results carry none)."""
+    return confidence is None or confidence >= CONFIDENT
+
+
 def lead(score: float, best_other: float | None) -> float:
     """How far a result's score stands above the best other product's (negative below it; the score itself when
     the ranking has no other product)."""

@@ -2,7 +2,8 @@
 search reads the one its parts attend to. The garment found takes its kind from the #1 product and its rows from
 the query's part attention; the other one (a top's bottoms, a bottom's top) is offered when the rows beyond it
 show enough of something that is neither background nor skin (mga.colour's garment weights). Both come as
-regions of the photo, to draw and to search on their own (`Garment.crop`, with `Garment.categories`).
+regions of the photo, to draw and to search on their own (`Garment.crop`, with `Garment.categories`). The
+engine names them only when the #1 is likely the shop's product: otherwise its kind says nothing of the photo.
 
 No detector: the model's own maps and the colours of the photo, a few ms per photo (bench.garments measures
 what it offers on the test queries)."""

@@ -33,7 +33,7 @@ from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
 from .colour import GalleryColours, choose, garment_colour, photo_pixels
 from .garments import find_garments, parts_on_skin
-from .confidence import set_confidence
+from .confidence import likely, set_confidence
 from .parts import names_for
 from .transforms import working_side
 from .views import crop
@@ -132,7 +132,9 @@ class SearchEngine:
                                    category_vote=category_vote, cells=cells, colour=colour,
                                    query_colour=query_colour, exclude=exclude)
         t1 = time.perf_counter()
-        res.garments = find_garments(img.size, pixels[1], attn, res.matches[0].category) if res.matches else []
+        # garments only on a photo of something the shop sells: there, the #1's kind of garment is the photo's
+        sells = bool(res.matches) and likely(res.matches[0].confidence)
+        res.garments = find_garments(img.size, pixels[1], attn, res.matches[0].category) if sells else []
         res.parts_on_skin = parts_on_skin(attn, pixels[0])
         res.timings["garments_ms"] = (time.perf_counter() - t1) * 1e3
         res.timings["encode_ms"] = encode_ms

@@ -98,7 +98,14 @@ def test_the_benches_measure_the_example_photos(engine):
     truth = [(engine.search(p, k=1, products=True).matches[0].item_id, c) for p, c in
              zip(photos, ["Tanks", "Pants", "Tees"])]
     g = garments_measure(engine, photos, truth)
-    assert g["whole_photo_r1"] == 1.0 and g["found_kind_is_the_products"] == 1.0
+    assert g["whole_photo_r1"] == 1.0 and g["garments_named"] == 1.0 and g["found_kind_is_the_products"] == 1.0
     assert g["other_garment_offered"] == pytest.approx(2 / 3) and g["other_garment_results_all_of_its_kind"] == 1.0
     s = skin_measure(engine, photos)
     assert s["queries"] == 3 and 0 <= s["heat_on_skin_mean"] <= 1 and len(s["part_on_skin_mean"]) == 6
+
+
+def test_a_photo_of_something_the_shop_does_not_sell_names_no_garments(engine):
+    """A phone photo of a dress (the shop sells none): its #1 is no likely match, so its kind says nothing of the
+    photo's garments, and none are offered."""
+    res = engine.search(EXAMPLES / "not-sold-dress-phone-photo.jpg", k=3, products=True)
+    assert res.matches and res.matches[0].confidence < 0.5 and res.garments == []

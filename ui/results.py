@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from mga.colour import colour_name
-from mga.confidence import CONFIDENT
+from mga.confidence import CONFIDENT, likely
 from mga.explain import OVERALL, WHOLE, overlay
 from mga.garments import KIND_NAMES, ON_SKIN, Garment
 from mga.heap import return_freed_soon
@@ -83,7 +83,7 @@ class UIResult:
     @property
     def confident(self) -> bool:
         """Whether the best product is likely the query's."""
-        return bool(self.result.matches) and likely(self.result.matches[0])
+        return bool(self.result.matches) and likely(self.result.matches[0].confidence)
 
     @property
     def summary(self) -> str:
@@ -111,11 +111,6 @@ class UIResult:
             return ("**No confident match**: this shop may not sell this product (or the photo shows too little of "
                     f"it). The closest products are below.\n\n{timing}")
         return timing
-
-
-def likely(m: Match) -> bool:
-    """Whether a match is likely the query's product (always, for weights without a calibration)."""
-    return m.confidence is None or m.confidence >= CONFIDENT
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -388,7 +383,7 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
           f"{sure} · {match.category or '—'}"
           + (f" · {colour(match)}" if colour(match) else "")
           + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
-          + f"\n\n{what_decided(match, likely(match), ui.result.parts_on_skin)}"
+          + f"\n\n{what_decided(match, likely(match.confidence), ui.result.parts_on_skin)}"
           + (" Matched through a close-up of the outlined region." if tuple(match.box) != FULL_BOX else "")
           + (f"\n\n{meta}" if meta else ""))
     return {"markdown": md, "query_overlay": overlay(q, q_heat) if q_heat is not None else q,
