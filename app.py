@@ -1,4 +1,4 @@
-"""MGA fashion visual search: the Gradio app (UI only; the logic lives in mga/).
+"""MGA fashion visual search: the Gradio app (UI only: its layout and events; the logic lives in ui/ and mga/).
 
     python app.py [--weights HUB_ID[@REV]|DIR] [--index DIR] [--host HOST] [--port PORT]
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -21,33 +20,13 @@ if __name__ == "__main__":
     os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="mga-cache-", dir=os.environ.get("GRADIO_TEMP_DIR"))
     atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
-import signal  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 import gradio as gr  # noqa: E402
-import uvicorn  # noqa: E402
-from fastapi import FastAPI, HTTPException  # noqa: E402
-from gradio.utils import is_in_or_equal  # noqa: E402
-from gradio_client.utils import is_http_url_like  # noqa: E402
-from fastapi.responses import Response  # noqa: E402
 
-from mga.imageio import ImageError  # noqa: E402
-from mga.index import GalleryFileError, IndexFormatError, image_type  # noqa: E402
-from ui.inputs import add_corner, crop_to_corners, crop_view  # noqa: E402
-from mga import heap  # noqa: E402
-from mga.config import MAX_IMAGE_BYTES  # noqa: E402
-from mga.explain import WHOLE  # noqa: E402
-from ui.results import (  # noqa: E402
-    GALLERY_ROUTE,
-    api_payload,
-    garments_view,
-    match_details,
-    match_overlay,
-    run_search,
-    term_choices,
-)
+from ui.callbacks import EMPTY_DETAILS, Callbacks  # noqa: E402
+from ui.components import QueryPhoto, WholeNumber  # noqa: E402
+from ui.server import serve, start  # noqa: E402
 from ui.settings import (  # noqa: E402
     ALL_CATEGORIES,
     DEFAULT_K,
@@ -55,10 +34,7 @@ from ui.settings import (  # noqa: E402
     SESSION_MINUTES,
     SESSIONS,
     LoadedEngine,
-    allowed_paths,
     example_paths,
-    load_engine,
-    parse_settings,
 )
 
 TITLE = "Find it in the shop"
@@ -96,192 +72,6 @@ SHOW_RESULTS = """(error) => {
     document.getElementById('mga-error')?.scrollIntoView({behavior: 'smooth', block: 'center'});
   } else if (window.innerWidth < 900) {
     document.getElementById('mga-results')?.scrollIntoView({behavior: 'smooth', block: 'start'}); } }"""
-
-
-FILE_NOT_SENT = ("query image: send the photo itself with the request (gradio_client: handle_file(path)); the "
-                 "app reads no file or address a request names")
-
-
-class QueryPhoto(gr.Image):
-    """gr.Image that hands the uploaded file to ui.inputs undecoded, so that a bad file gets the app's own
-    one-line message (gr.Image decodes it first and fails with Gradio's raw error, naming a server path)."""
-
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "image"  # the browser shows it as the usual image input
-
-    # the app's copies of gallery images (ui.files.GalleryFiles), which "more like this" hands the photo box; on the
-    # class, as Gradio makes a session's own copy of a component it updates
-    app_copies: str | None = None
-
-    def preprocess(self, payload):
-        return None if payload is None else payload.path
-
-    def example_payload(self):  # the API page's sample sends a photo of the client's, not one from the web
-        return {"path": "photo.jpg", "orig_name": "photo.jpg", "meta": {"_type": "gradio.FileData"}}
-
-    def example_value(self):
-        return "photo.jpg"
-
-    async def async_move_resource_to_block_cache(self, url_or_file_path):
-        """The one door a photo comes in by: a file in Gradio's upload folder (an upload, an example) or among the
-        app's own copies of gallery images (`app_copies`: "more like this"). A server path or an address named in a
-        request is refused with the same
-        words whether it exists or not, and nothing is read, fetched or copied. (Gradio's own check of this is
-        skipped in a mounted app, and its refusal names the server's folder.)"""
-        path = str(url_or_file_path or "")
-        folders = [f for f in (self.GRADIO_CACHE, self.app_copies) if f]
-        if is_http_url_like(path) or not any(is_in_or_equal(path, f) for f in folders):
-            raise gr.Error(FILE_NOT_SENT, print_exception=False)
-        return await super().async_move_resource_to_block_cache(url_or_file_path)
-
-
-class WholeNumber(gr.Number):
-    """gr.Number that hands the value on as sent, documented as an integer: ui.inputs.parse_k refuses 2.5 or 0 with
-    the app's own line (gr.Number would round the one, and log a traceback for the other)."""
-
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "number"
-
-    def preprocess(self, payload):
-        return payload
-
-    def api_info(self) -> dict[str, str]:
-        return {"type": "integer"}
-
-
-@contextmanager
-def api_errors():
-    """Bad input and bad parameters become the API client's error (gradio_client's AppError) with our message."""
-    try:
-        yield
-    except (ImageError, ValueError) as exc:
-        raise gr.Error(str(exc), print_exception=False) from exc
-
-
-EMPTY_DETAILS = ("Pick a result to see why it matched.", None, None, None, gr.update(choices=[], value=None))
-NO_GARMENTS = (gr.update(visible=False), gr.update(choices=[], value=None), None)  # row, choice, view
-
-
-def garment_outputs(ui) -> tuple:
-    """The garment choice: shown when the photo shows two, set to the one the results are of."""
-    if ui is None or len(ui.garments) < 2:
-        return NO_GARMENTS
-    return (gr.update(visible=True), gr.update(choices=[(g.name, g.kind) for g in ui.garments],
-                                               value=ui.shown_garment), garments_view(ui))
-
-
-class Callbacks:
-    """What the UI's events run, on one loaded engine. A search's outputs, in order: results, last search,
-    selected result, summary, the details (markdown, two overlays, chart, what the overlays show), error line,
-    crop view, corners, the garment choice (its row, the choice, the photo with the garments outlined), photo."""
-
-    def __init__(self, loaded: LoadedEngine):
-        self.loaded = loaded
-
-    def details(self, ui, i: int, match_side: bool = True) -> tuple:
-        """A match opened: its details with the whole score on both photos (without `match_side`, on the query
-        only: `match_heat` follows), and the terms the photos can show."""
-        match = ui.result.matches[i]
-        d = match_details(self.loaded, ui, match, match_side=match_side)
-        return (d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"],
-                gr.update(choices=term_choices(match), value=WHOLE))
-
-    def match_heat(self, ui, i):
-        """The match's side of the open match's heatmap (the whole match, as a search shows it first), right after
-        the search showed its query side."""
-        if ui is None or i is None:
-            return gr.skip()
-        return match_overlay(self.loaded, ui, ui.result.matches[i], WHOLE)
-
-    def show_term(self, ui, i, term):
-        """The overlays and chart of one term of the open match (the markdown stays)."""
-        if ui is None or i is None or term is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        d = match_details(self.loaded, ui, ui.result.matches[i], term)
-        return d["query_overlay"], d["match_overlay"], d["chart"]
-
-    def search_new_photo(self, image, k, category, crop, colour, like):
-        """The photo box's photo searched; `like` (the gallery image "more like this" put there) only while the box
-        still holds that very photo."""
-        if like is not None and not (isinstance(image, str) and self.loaded.files.is_original(like, image)):
-            like = None
-        return self.search_photo(image, k, category, crop, colour, like)
-
-    def search_photo(self, image, k, category, crop, colour=ALL_CATEGORIES, like=None, garment=None, garments=()):
-        """Search, or show what is wrong with the input in one line and clear the previous results; a file that
-        is not a usable photo leaves the photo box too (the browser would show it as a broken image)."""
-        if image is None:  # the input was cleared, by hand or after a bad file: a message about that file stays
-            return [], None, None, "", *EMPTY_DETAILS, gr.skip(), None, [], *NO_GARMENTS, gr.skip()
-        try:
-            ui = run_search(self.loaded, image, k, category, crop, colour=colour, like=like, garment=garment,
-                            garments=garments)
-        except (ImageError, ValueError) as exc:
-            unusable = None if isinstance(exc, ImageError) else gr.skip()
-            return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], *NO_GARMENTS, unusable
-        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
-            ([], ui, None, ui.summary, *EMPTY_DETAILS)
-        return *shown, "", crop_view(ui.query, []), [], *garment_outputs(ui), gr.skip()
-
-    def refine(self, image, last, k, category, crop, colour):
-        """A setting changed (category, colour, number of products): search again what was searched last (a crop
-        of the photo stays cropped, a garment searched alone stays so), or the photo when nothing was searched
-        yet."""
-        if last is None:
-            return self.search_photo(image, k, category, crop, colour)
-        if last.garment:
-            return self.pick_garment(last, last.garment, k, category, colour)
-        # the photo box stays; a "more like this" search stays one
-        return *self.search_photo(last.photo, k, category, False, colour, last.like)[:-1], gr.skip()
-
-    def pick_garment(self, last, kind, k, category, colour):
-        """One garment of the photo searched alone (its region, among the shop's categories of its kind), or the
-        whole photo again for the garment its search found."""
-        if last is None or kind is None:
-            return (gr.skip(),) * 16
-        return *self.search_photo(last.whole, k, category, False, colour, garment=kind,
-                                  garments=last.garments)[:-1], gr.skip()
-
-    def pick_corner(self, ui, points, evt: gr.SelectData):
-        if ui is None:
-            return None, []
-        points = add_corner(points, evt.index, ui.query)
-        return crop_view(ui.query, points), points
-
-    def search_cropped(self, ui, points, k, category, colour):
-        try:
-            part = crop_to_corners(ui.query, points) if ui is not None else None
-        except ImageError as exc:
-            return gr.skip(), *(gr.skip(),) * 8, f"⚠️ {exc}", *(gr.skip(),) * 6
-        return *self.search_photo(part, k, category, False, colour)[:-1], gr.skip()  # the photo itself stays
-
-    def select(self, ui, evt: gr.SelectData):
-        if ui is None or not isinstance(evt.index, int) or evt.index >= len(ui.result.matches):
-            return None, *EMPTY_DETAILS
-        return evt.index, *self.details(ui, evt.index)
-
-    def more_like_this(self, ui, i):
-        """The picked product's photo (the app's copy of it, which the photo box takes: QueryPhoto) as the new
-        query, and which gallery image it is: its search lists the other products."""
-        if ui is None or i is None:
-            raise gr.Error("Pick a result first.")
-        image = ui.result.matches[i].index
-        return self.loaded.files.original(image), image
-
-    def api_search(self, image, k, category, colour=ALL_CATEGORIES):
-        """Search the shop with one photo of a garment.
-
-        Args:
-            image: the photo (JPEG, PNG, WebP, ...; at least 16 px a side, at most 60 MP)
-            k: how many products to return, a whole number from 1 to 50
-            category: "All", or one of the shop's categories, to search only that category
-            colour: "All", or one of the shop's colours, to list only products that come in it (each shown in it)
-        """
-        with api_errors():
-            # JSON has no heatmaps
-            ui = run_search(self.loaded, image, k, category, crop=False, explain=False, colour=colour)
-            return api_payload(ui, self.loaded.weights_label)
 
 
 def layout(categories: list[str], colours: list[str], examples: list[str]) -> SimpleNamespace:
@@ -391,50 +181,9 @@ def build_demo(loaded: LoadedEngine, examples: list[str] | None = None) -> gr.Bl
     return demo
 
 
-def serve_gallery(app: FastAPI, loaded: LoadedEngine) -> None:
-    """GET /gallery/<i>/<name>: gallery image i as results show it, for API clients (`url` in the JSON). Its bytes
-    come from GalleryIndex.read_image, which checks the very file it opens on every request (inside the gallery,
-    a regular image file, no link out); anything else is a 404 that names nothing of the server."""
-
-    @app.get(f"/{GALLERY_ROUTE}/{{i}}/{{name}}")
-    def gallery_image(i: int, name: str):
-        index = loaded.engine.index
-        if not 0 <= i < len(index) or name != Path(index.relative_path(i)).name:
-            raise HTTPException(404, "no such gallery image")
-        try:
-            data = index.read_image(i, display=True)
-        except GalleryFileError as exc:
-            print(f"WARNING: not served: {exc}", flush=True)
-            raise HTTPException(404, "no such gallery image") from None
-        return Response(data, media_type=image_type(data))
-
-
 def main(argv: list[str] | None = None) -> None:
-    # a Space is stopped by SIGTERM (uvicorn, once running, shuts down gracefully and hands it on): a normal exit,
-    # at any stage, lets the app's temporary copies (ui.files) go with it
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    heap.serve()  # before any worker thread: memory a search frees goes back to the system
-    settings = parse_settings(argv)
-    try:
-        loaded = load_engine(settings.weights, settings.index, settings.device)
-    except IndexFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if loaded.fallback_reason:
-        print(f"WARNING: {loaded.fallback_reason}", flush=True)
-    print(f"MGA: {loaded.weights_label}; index {settings.index} ({loaded.engine.info.get('images')} images); "
-          f"ready in {loaded.load_seconds:.1f} s", flush=True)
-    demo = build_demo(loaded)
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)
-    app = FastAPI()
-    serve_gallery(app, loaded)
-    # the upload cap is the decoder's own, so that a big file gets the app's message (or is searched), not a pop-up
-    app = gr.mount_gradio_app(app, demo, path="/", allowed_paths=allowed_paths(), max_file_size=MAX_IMAGE_BYTES,
-                              show_error=True, ssr_mode=False, theme=gr.themes.Soft(), css=CSS,
-                              footer_links=["api", "settings"])
-    print(f"Running on http://{settings.host}:{settings.port}", flush=True)
-    # a stop (Ctrl-C, a Space restart) waits at most 5 s for open connections (browsers keep event streams open)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
+    settings, loaded = start(argv)
+    serve(build_demo(loaded), loaded, settings, theme=gr.themes.Soft(), css=CSS, footer_links=["api", "settings"])
 
 
 if __name__ == "__main__":

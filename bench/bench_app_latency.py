@@ -4,10 +4,10 @@
 
 Per query, from a decoded image (RGB PIL) to everything the search callback shows: search (encode with the
 cells' shares, FAISS, ATA re-rank, each match's score spread over the query's cells), the first match's details
-(the query's heatmap, the chart) (ui.results.run_search + match_details without the match's side). Then what the
-UI fetches right after, opening that match: its side of the heatmap (one more forward of the view that matched,
-ui.results.match_overlay). Baseline, same run: model.encode_images([image]) alone. Prints p50 of each and their
-ratios (goal for the query <= 1.5).
+(the query's heatmap, the chart) (ui.results.run_search + ui.details.match_details without the match's side).
+Then what the UI fetches right after, opening that match: its side of the heatmap (one more forward of the view
+that matched, ui.details.match_overlay). Baseline, same run: model.encode_images([image]) alone. Prints p50 of
+each and their ratios (goal for the query <= 1.5).
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ui.results import match_details, match_overlay, run_search
+from ui.details import match_details, match_overlay
+from ui.results import run_search
 from ui.settings import example_paths, load_engine
 from mga.config import DEFAULT_INDEX_DIR
 from mga.imageio import load_image

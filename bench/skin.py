@@ -6,7 +6,7 @@ detail named as what stood out was skin.
 The test split's query photos are searched as the app searches them; for each #1 the query side of its whole-score
 map (mga.explain) and each part's attention are measured against the photo's skin pixels (mga.colour.skin_mask,
 on the letterbox the model sees). The baseline is skin's share of what is not background in the photo. The named
-detail is ui.results.what_decided's, without the skin rule (before) and with it (now).
+detail is ui.details.what_decided's, without the skin rule (before) and with it (now).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from mga.explain import WHOLE
 from mga.garments import FIGURE
 from mga.imageio import load_photo
 from mga.search import SearchEngine
-from ui.results import what_decided
+from ui.details import what_decided
 
 
 def measure(engine: SearchEngine, photos: Sequence) -> dict:

@@ -10,7 +10,9 @@ from mga.colour import (NOT_IN_COLOUR, GalleryColours, choose, colour_name, dist
 from mga.config import DEFAULT_INDEX_DIR
 from mga.matches import Match, SearchResult
 from mga.search import SearchEngine
-from ui.results import UIResult, api_payload, caption, colours_text
+from ui.cards import caption, colours_text
+from ui.results import api_payload
+from ui.session import UIResult
 
 SKIN = (224, 172, 140)
 WHITE = (255, 255, 255)

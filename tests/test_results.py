@@ -6,7 +6,8 @@ import logging
 import shutil
 
 from mga.config import ASSETS_DIR
-from ui.results import match_details, run_search
+from ui.details import match_details
+from ui.results import run_search
 from ui.settings import load_engine
 
 EXAMPLE = ASSETS_DIR / "examples" / "pants-viktor-lumatech-pant.jpg"

@@ -12,8 +12,11 @@ from mga.config import MIN_IMAGE_SIDE
 from mga.explain import OVERALL, WHOLE
 from mga.imageio import ImageError
 from mga.matches import Match, SearchResult
+from ui.chart import OVERALL_LOOK, WHOLE_MATCH, bar_chart, term_choices
+from ui.details import what_decided
 from ui.inputs import crop_to_corners, parse_category, parse_k
-from ui.results import OVERALL_LOOK, WHOLE_MATCH, UIResult, api_payload, bar_chart, term_choices, what_decided
+from ui.results import api_payload
+from ui.session import UIResult
 from ui.settings import ALL_CATEGORIES, MAX_K
 
 CATEGORIES = ["Hoodies_Sweatshirts", "Bras_Tanks", "Pants"]
