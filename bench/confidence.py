@@ -39,11 +39,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from bench.confidence_plot import plot_confidence
 from bench.robustness import corruptions
 from index_builder import build_index
 from mga.config import DEFAULT_RERANK_TOP, SHARED_DATA, TEST_DISTRACTORS, TRAIN_BACKGROUNDS
 from mga.confidence import (CONFIDENT, auroc, brier, calibration_error, features, fit_products,
-                            product_probabilities, probability, reliability)
+                            product_probabilities, probability)
 from mga.data import Record, category_of, load_retrieval_data
 from mga.files import atomic_path
 from mga.hub import load_model
@@ -193,36 +194,11 @@ def measure(ranked: Sequence[Ranking], correct: np.ndarray, group: np.ndarray, c
     return out
 
 
-def plot_confidence(prob: np.ndarray, correct: np.ndarray, group: np.ndarray, path: str | Path) -> None:
-    """Two panels: how often a #1 is right against the probability the app shows for it (reliability; on the
-    diagonal it says what it means), and where each kind of photo's probability falls against the app's threshold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (rel, hist) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
-    bins = reliability(prob, correct)
-    rel.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="says what it means")
-    rel.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", label="every photo")
-    for mean, rate, share in bins:
-        rel.annotate(f"{share:.0%}", (mean, rate), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-    rel.set(xlabel="probability shown (mean of its bin)", ylabel="share of those #1s that are right",
-            title=f"reliability (calibration error {calibration_error(prob, correct):.3f})", xlim=(0, 1),
-            ylim=(0, 1.05))
-    rel.legend(loc="upper left", fontsize=8)
-    kinds = {"shop product, right #1": (group == SHOP) & correct, "shop product, wrong #1": (group == SHOP) & ~correct,
-             "other people's garments": group == GARMENT, " and ".join(OTHER_KINDS): group == OTHER_KIND}
-    edges = np.linspace(0, 1, 21)
-    for name, chosen in kinds.items():
-        hist.hist(prob[chosen], bins=edges, histtype="step", lw=1.5, density=True, label=f"{name} ({chosen.sum()})")
-    hist.axvline(CONFIDENT, color="grey", ls="--", lw=1)
-    hist.set(xlabel="probability shown for the #1", ylabel="density", title="who gets which probability")
-    hist.legend(fontsize=7, loc="upper center")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+def photo_kinds(correct: np.ndarray, group: np.ndarray) -> dict[str, np.ndarray]:
+    """The kinds of photo the plot tells apart (label -> which photos): shop products with a right or a wrong #1,
+    other people's garments, and the other kinds the shop does not sell."""
+    return {"shop product, right #1": (group == SHOP) & correct, "shop product, wrong #1": (group == SHOP) & ~correct,
+            "other people's garments": group == GARMENT, " and ".join(OTHER_KINDS): group == OTHER_KIND}
 
 
 def report(name: str, m: dict) -> None:
@@ -301,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
-        plot_confidence(prob, correct, group, args.plot)
+        plot_confidence(prob, correct, photo_kinds(correct, group), args.plot)
     return result
 
 

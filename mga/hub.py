@@ -14,8 +14,9 @@ from safetensors import safe_open
 
 from . import closeup, confidence, parts
 from .config import DEFAULT_WEIGHTS_DIR, MGAConfig
+from .config_json import config_from_json
 from .files import atomic_folder
-from .model import MGAModel, config_from_json, skeleton
+from .model import MGAModel, skeleton
 
 CONFIG, SAFETENSORS = "config.json", "model.safetensors"  # a checkpoint folder's two files, as the Hub names them
 # config.json is read whole before it is checked: the default's is 41 kB (its close-up detector is most of it)
@@ -76,8 +77,8 @@ def load_model(weights: str | Path | None = None, device: str = "cpu") -> MGAMod
 
 def check_config(path: Path, label: str | Path) -> tuple[MGAConfig, MGAModel]:
     """A checkpoint's config.json checked whole, and the model it describes on the meta device (its shapes, no
-    memory): every field the code reads (mga.model.config_from_json), the fitted part names, calibration and
-    close-up detector against the model's parts and embedding, and its size against MAX_PARAMETERS. Raises
+    memory): every field the code reads (mga.config_json.config_from_json), the fitted part names, calibration
+    and close-up detector against the model's parts and embedding, and its size against MAX_PARAMETERS. Raises
     WeightsError naming the field and what is wrong."""
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
@@ -16,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .config import DECODE_MEMORY, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_SIDE
-from .heap import return_freed
+from .config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_SIDE
+from .decode_budget import DECODE_BUDGET, decode_bytes
 from .webp import webp_config, webp_decode
 
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
@@ -26,8 +24,6 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
 
 FORMATS = "JPEG, PNG, WebP, BMP, TIFF, GIF"
-# Decodes estimated under this never wait for DECODE_MEMORY: a 24 MP photo decoded whole (4 bytes a pixel) is below.
-FREE_DECODE_BYTES = 100_000_000
 # Pixels converted at a time (RGBA, white background, RGB): a few MB, however large the image.
 TILE_PIXELS = 1 << 20
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
@@ -40,35 +36,6 @@ class ImageError(ValueError):
     """A user-facing problem with one image: the message says what and, where it helps, what to do."""
 
 
-class _DecodeBudget:
-    """Bytes that large decodes hold while they run (DECODE_MEMORY in all): a decode that would exceed it waits for
-    others to finish. Small ones (under FREE_DECODE_BYTES) pass freely; one larger than the budget runs alone."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.free = capacity, capacity
-        self.changed = threading.Condition()
-
-    @contextmanager
-    def hold(self, nbytes: int) -> Iterator[None]:
-        if nbytes < FREE_DECODE_BYTES:
-            yield
-            return
-        nbytes = min(nbytes, self.capacity)
-        with self.changed:
-            self.changed.wait_for(lambda: self.free >= nbytes)
-            self.free -= nbytes
-        try:
-            yield
-        finally:
-            return_freed()  # the arenas would keep a decode's worth per thread, which the budget does not count
-            with self.changed:
-                self.free += nbytes
-                self.changed.notify_all()
-
-
-DECODE_BUDGET = _DecodeBudget(DECODE_MEMORY)
-
-
 def _tiles(width: int, height: int, step: int = 1) -> Iterator[tuple[int, int, int, int]]:
     """Boxes covering a width x height image, about TILE_PIXELS each, their sides multiples of `step` (but the
     last ones), so that a box reduction by `step` of each tile is that of the whole image."""
@@ -77,11 +44,6 @@ def _tiles(width: int, height: int, step: int = 1) -> Iterator[tuple[int, int, i
     for top in range(0, height, tile_h):
         for left in range(0, width, tile_w):
             yield left, top, min(width, left + tile_w), min(height, top + tile_h)
-
-
-def _bytes_per_pixel(mode: str) -> int:
-    """Bytes a pixel of `mode` takes in a decoded PIL image (RGB and LA are stored as 4)."""
-    return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
 
 
 def _to_8bit(img: Image.Image, lo: float, scale: float) -> Image.Image:
@@ -236,7 +198,7 @@ def _decode(img: Image.Image, data: bytes, max_side: int | None) -> Image.Image:
         scale = max_side / max(img.size)
         img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))  # JPEG: a DCT scale
         factor = _factor(img.size, max_side)
-    with DECODE_BUDGET.hold(_decode_bytes(img, factor, webp is not None)):
+    with DECODE_BUDGET.hold(decode_bytes(img, factor, webp is not None)):
         if webp is not None:
             full = webp_decode(data, webp, factor)
         else:
@@ -268,21 +230,6 @@ def _orientation(img: Image.Image) -> int | None:
 def _factor(size: tuple[int, int], max_side: int | None) -> int:
     """The whole factor by which an image more than twice too large for max_side is box-reduced first."""
     return max(size) // max_side if max_side and max(size) >= 2 * max_side else 1
-
-
-def _decode_bytes(img: Image.Image, factor: int, webp: bool) -> int:
-    """Memory that decoding the opened `img` and reducing it by `factor` to RGB will take at most, from its
-    size and mode: its decoded pixels (at the JPEG's DCT scale) and their RGB reduction (a full-size copy when
-    `factor` is 1, but for an RGB image, which is its own)."""
-    pixels = img.width * img.height
-    if webp:  # libwebp decodes a lossless WebP whole (ARGB) first; its output is copied into a PIL image
-        return pixels * 4 + pixels * 8 // factor ** 2
-    if img.format == "WEBP":  # Pillow's animation decoder: two RGBA canvases, the frame's bytes and the image
-        return pixels * 16
-    cost = pixels * _bytes_per_pixel(img.mode)
-    if img.mode[:1] in "IF":
-        cost += pixels  # _eight_bit's 8-bit copy
-    return cost + (pixels * 4 // factor ** 2 if factor > 1 or img.mode != "RGB" else 0)
 
 
 def _reduced(img: Image.Image, original_size: tuple[int, int], max_side: int | None) -> Image.Image:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.confidence import GARMENT, LEGACY, OTHER_KIND, SHOP, Ranking, measure, plot_confidence
+from bench.confidence import GARMENT, LEGACY, OTHER_KIND, SHOP, Ranking, measure, photo_kinds
+from bench.confidence_plot import plot_confidence
 from mga.confidence import (CLOSE, auroc, brier, calibration_error, check_calibration, fit,
                             fit_products, log_likelihoods, parameters, probability, product_probabilities,
                             reliability, set_confidence, softmax_calibration)
@@ -151,7 +152,7 @@ def test_the_confidence_plot_is_written_whole(tmp_path):
     group = np.repeat([SHOP, GARMENT, OTHER_KIND], 20)
     correct = (group == SHOP) & (rng.uniform(size=60) < prob)
     path = tmp_path / "confidence.png"
-    plot_confidence(prob, correct, group, path)
+    plot_confidence(prob, correct, photo_kinds(correct, group), path)
     with Image.open(path) as im:
         assert im.width > 2 * im.height  # two panels side by side
     assert [f.name for f in tmp_path.iterdir()] == ["confidence.png"]  # written atomically, nothing left over

@@ -16,7 +16,8 @@ from PIL import Image
 from bench.memory import small_huge_image
 from conftest import LUMA, LUMA_TINY, ROOT
 from mga.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
-from mga.imageio import FREE_DECODE_BYTES, ImageError, _DecodeBudget, bicubic_pixels, load_image, load_photo
+from mga.decode_budget import FREE_DECODE_BYTES, DecodeBudget
+from mga.imageio import ImageError, bicubic_pixels, load_image, load_photo
 from ui.inputs import QUERY_MAX_SIDE
 
 
@@ -330,7 +331,7 @@ def test_large_palette_image_with_transparency_is_reduced_in_tiles(tmp_path, fmt
 
 
 def test_large_decodes_take_turns_within_the_budget_and_small_ones_do_not_wait():
-    budget = _DecodeBudget(300_000_000)
+    budget = DecodeBudget(300_000_000)
     running, most, lock = [0], [0], threading.Lock()
 
     def decode(nbytes: int) -> None:
