@@ -42,7 +42,8 @@ from mga.config import DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP  # noqa: E402
 from mga.data import load_retrieval_data  # noqa: E402
 from mga.evaluate import encode_gallery, encode_records, recall  # noqa: E402
 from mga.hub import load_model  # noqa: E402
-from mga.index import ITEMS, GalleryIndex  # noqa: E402
+from mga.index import GalleryIndex  # noqa: E402
+from mga.index_format import ITEMS  # noqa: E402
 from mga.model import Encoding  # noqa: E402
 from mga.views import ZoomViews  # noqa: E402
 

@@ -28,7 +28,7 @@ import json
 import sys
 from typing import Sequence
 
-from mga.index import DEFAULT_TOKENS, TOKEN_DTYPES
+from mga.index_format import DEFAULT_TOKENS, TOKEN_DTYPES
 from mga.views import ZoomViews
 
 from .build import DEFAULT_CHUNK, DEFAULT_THUMB
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "build"
     args = build_parser(cmd).parse_args(argv)
     from mga.hub import WeightsError
-    from mga.index import IndexFormatError
+    from mga.index_format import IndexFormatError
 
     from . import BuildError, add_to_index, build_index, merge_indexes, remove_from_index
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from mga.files import owner_alive, recover_folder, swap_in, temp_folders
-from mga.index import DEFAULT_TOKENS, MANIFEST
+from mga.index_format import DEFAULT_TOKENS, MANIFEST
 from mga.model import MGAModel
 from mga.views import ZoomViews
 
@@ -51,7 +51,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     per forward, decoding processes, decoding beside encoding or in turns; None: the device's way), or a Ray
     cluster (`index_builder.distributed.RayRunner`). `on_chunk(done_chunks, total_chunks)` is called after
     each persisted chunk (tests interrupt a build there). `exclude`: absolute paths not to index (`add`).
-    `tokens`: how the index stores the tokens (int8 with scales, or float16: mga.index.TOKEN_DTYPES)."""
+    `tokens`: how the index stores the tokens (int8 with scales, or float16: mga.index_format.TOKEN_DTYPES)."""
     t_start = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)

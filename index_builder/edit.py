@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mga.files import recover_folder, swap_in, temp_folders
-from mga.index import DEFAULT_TOKENS, MANIFEST, TOKEN_DTYPES, CodedRows, GalleryFileError, GalleryIndex
+from mga.index import GalleryIndex
+from mga.index_format import DEFAULT_TOKENS, MANIFEST, TOKEN_DTYPES, GalleryFileError
 from mga.model import MGAModel
+from mga.stored_rows import CodedRows
 
 from .build import build_index
 from .writer import BuildError, Piece, coarse_weight, rel_root, write_index, write_json
@@ -93,7 +95,7 @@ def _gather(idxs: list[GalleryIndex], out: Path, tmp: Path, keep: Callable[[Gall
 
 
 def tokens_of(ix: GalleryIndex) -> str:
-    """How an index stores its tokens (mga.index.TOKEN_DTYPES): formats 1 and 2 in float16."""
+    """How an index stores its tokens (mga.index_format.TOKEN_DTYPES): formats 1 and 2 in float16."""
     dtype = ix.manifest.get("tokens", {}).get("dtype")
     return dtype if isinstance(ix.global_, CodedRows) and dtype in TOKEN_DTYPES else "float16"
 

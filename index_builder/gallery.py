@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mga.data import PARTITION_FILE, category_of, load_retrieval_data
-from mga.index import IMAGE_SUFFIXES
+from mga.index_files import IMAGE_SUFFIXES
 
 IMAGE_EXTS = IMAGE_SUFFIXES  # what the index serves is what the builder indexes
 CSV_NAMES = ("metadata.csv", "items.csv")  # looked for at the gallery root when --csv is not given

@@ -1,5 +1,5 @@
 """The index folder's writer: arrays, FAISS, items and manifest into a build folder (then swapped in whole), and
-where the gallery root is recorded. The format it writes: mga.index."""
+where the gallery root is recorded. The format it writes: mga.index_format."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -14,10 +14,11 @@ import numpy as np
 
 from mga.config import MGAConfig
 from mga.files import atomic_path
-from mga.index import (BOXES, DEFAULT_TOKENS, FAISS_FILE, FORMAT_VERSION, GLOBAL, GLOBAL_SCALE, ITEMS,
-                       MANIFEST, MANIFEST_MAX_BYTES, OWNER, PARTS, PARTS_SCALE, SKIPPED, TOKEN_DTYPES, CodedRows,
-                       CoarseRows, coded_bytes, items_max_bytes)
+from mga.index_format import (BOXES, DEFAULT_TOKENS, FAISS_FILE, FORMAT_VERSION, GLOBAL, GLOBAL_SCALE, ITEMS,
+                              MANIFEST, MANIFEST_MAX_BYTES, OWNER, PARTS, PARTS_SCALE, SKIPPED, TOKEN_DTYPES,
+                              items_max_bytes)
 from mga.model import MGAModel
+from mga.stored_rows import CoarseRows, CodedRows, coded_bytes
 from mga.views import FULL_BOX
 
 from .faiss_index import build_faiss, choose_index_type
@@ -33,10 +34,10 @@ _LEVELS = {"int8": 127, "int4": 7, "sqrt4": 15}
 
 
 def encode(x: np.ndarray, groups: Sequence[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors (..., D) coded in groups of columns ((codec, width), mga.index.CODECS): uint8 codes (..., bytes)
+    """Vectors (..., D) coded in groups of columns ((codec, width), mga.index_format.CODECS): uint8 codes (..., bytes)
     and a float16 scale per vector and group (..., S). A group's scale is its largest magnitude over the codec's
     top code (127, 7; sqrt4: the square root of the largest value over 15), rounded up to float16 so that no code
-    passes the top; codes round to the nearest step. mga.index.decode reads them back."""
+    passes the top; codes round to the nearest step. mga.stored_rows.decode reads them back."""
     x = np.asarray(x, dtype=np.float32)
     codes, scales, at = [], [], 0
     for codec, width in groups:
@@ -63,7 +64,7 @@ def encode(x: np.ndarray, groups: Sequence[tuple[str, int]]) -> tuple[np.ndarray
 
 def token_groups_for(tokens: str, global_width: int, trained: int | None, part_width: int, nonneg_anchor: bool
                      ) -> dict[str, list[tuple[str, int]]] | None:
-    """How a form (mga.index.TOKEN_DTYPES) codes a global token of `global_width` (the trained token's `trained`
+    """How a form (mga.index_format.TOKEN_DTYPES) codes a global token of `global_width` (the trained token's `trained`
     columns, then the pretrained anchor's, each group with its own scale: their values differ in size) and a
     part token; None for float16. int4 codes an anchor that is never negative (a GeM of ReLU features) by its
     square root (sqrt4)."""
@@ -152,8 +153,8 @@ def write_index(tmp: Path, out: Path, pieces: Sequence[Piece], items: list[dict]
                 index_type: str, progress: bool = True, tokens: str = DEFAULT_TOKENS, nlist: int | None = None
                 ) -> dict:
     """Write arrays, FAISS, items, manifest and skipped.txt into `tmp` (then the caller swaps it in), in the
-    current format (mga.index.FORMAT_VERSION). `index_type` may be "auto": chosen by the number of vectors
-    (views), which FAISS holds. `tokens`: how the global and part tokens are stored (mga.index.TOKEN_DTYPES).
+    current format (mga.index_format.FORMAT_VERSION). `index_type` may be "auto": chosen by the number of vectors
+    (views), which FAISS holds. `tokens`: how the global and part tokens are stored (mga.index_format.TOKEN_DTYPES).
     Neither the coarse embeddings (the reader rebuilds them from the tokens) nor the attention maps are stored: a
     piece's "embeddings" and "attn" are not used. `nlist`: IVF-PQ's lists (default: the builder's, 4 sqrt(N))."""
     if tokens not in TOKEN_DTYPES:

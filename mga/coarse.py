@@ -13,7 +13,7 @@ EXACT_SUBSET_MAX = 20_000  # a category this small is searched exactly instead o
 def rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     """Some rows of a (memory-mapped, often fp16, writable) array as a float32 tensor. torch gathers the rows
     faster than numpy's fancy indexing of a memory map, and casts fp16 much faster (docs/benchmarks.md). Rows
-    stored in another form (mga.index: coded tokens, embeddings rebuilt from the tokens) read themselves."""
+    stored in another form (mga.stored_rows: coded tokens, embeddings rebuilt from the tokens) read themselves."""
     if not isinstance(array, np.ndarray):
         return array.rows(rows)
     index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))

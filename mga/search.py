@@ -28,7 +28,8 @@ from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
 from .coarse import best_per_image
 from .matches import Match, SearchResult
-from .index import GalleryIndex, IndexFormatError, IndexMismatchError, check_fits, rebuild_command
+from .index import GalleryIndex, check_fits, rebuild_command
+from .index_format import IndexFormatError, IndexMismatchError
 from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector, whole_garment
 from .colour import GalleryColours, choose, garment_colour, photo_pixels

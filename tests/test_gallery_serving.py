@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 
 from mga.config import ASSETS_DIR, MAX_IMAGE_BYTES
-from mga.index import ITEMS, MANIFEST, GalleryFileError, GalleryIndex, image_type
+from mga.index import GalleryIndex
+from mga.index_files import image_type
+from mga.index_format import ITEMS, MANIFEST, GalleryFileError
 from ui.files import GalleryFiles
 
 DEMO_INDEX = ASSETS_DIR / "demo-index"

@@ -19,8 +19,9 @@ from index_builder import BuildError
 from index_builder.decode import EncodeDataset, decoded_batches
 from index_builder.gallery import discover_gallery, shard_of
 from index_builder.packing import PackedEncoder
-from mga.index import CoarseRows, CodedRows, GalleryIndex
+from mga.index import GalleryIndex
 from mga.search import SearchEngine
+from mga.stored_rows import CoarseRows, CodedRows
 from mga.views import ZoomViews
 
 QUIET = dict(progress=False, log=lambda msg: None)
@@ -545,12 +546,12 @@ def synthetic_index(out, images: int, thumbs: dict[int, str] | None = None, meta
 
 
 def test_the_writer_refuses_items_an_index_may_not_hold(tmp_path, monkeypatch):
-    """The reader caps items.jsonl by the index's size (mga.index.items_max_bytes); the writer checks what it
+    """The reader caps items.jsonl by the index's size (mga.index_format.items_max_bytes); the writer checks what it
     writes against the same cap, so that no build ends in an index that does not open."""
-    import mga.index
+    import mga.index_format
 
-    monkeypatch.setattr(mga.index, "ITEMS_BASE_BYTES", 4096)
-    monkeypatch.setattr(mga.index, "ITEMS_BYTES_PER_VIEW", 512)
+    monkeypatch.setattr(mga.index_format, "ITEMS_BASE_BYTES", 4096)
+    monkeypatch.setattr(mga.index_format, "ITEMS_BYTES_PER_VIEW", 512)
     synthetic_index(tmp_path / "ok", 4, meta={"note": "x" * 100})
     assert len(GalleryIndex(tmp_path / "ok")) == 4
     with pytest.raises(BuildError, match="items.jsonl would be"):

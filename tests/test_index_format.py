@@ -1,6 +1,7 @@
-"""mga.index: a damaged or hand-crafted index folder gives an IndexFormatError that names the file and the fault,
-and nothing in a manifest or an item can point a reader outside its gallery. Each case corrupts a copy of the
-real demo index (format 3), or of that copy written back as format 2 (`as_format_2`), which still opens."""
+"""mga.index (its checks: mga.index_manifest, mga.index_arrays): a damaged or hand-crafted index folder gives an
+IndexFormatError that names the file and the fault, and nothing in a manifest or an item can point a reader outside
+its gallery. Each case corrupts a copy of the real demo index (format 3), or of that copy written back as format 2
+(`as_format_2`), which still opens."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 from mga.config import ASSETS_DIR
-from mga.index import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS, GalleryFileError,
-                       GalleryIndex, IndexFormatError, check_fits)
+from mga.index import GalleryIndex, check_fits
+from mga.index_format import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS,
+                              GalleryFileError, IndexFormatError)
 
 DEMO_INDEX = ASSETS_DIR / "demo-index"
 DEMO_GALLERY = ASSETS_DIR / "demo-gallery"
@@ -319,8 +321,8 @@ def test_format_1_one_full_view_per_image_still_opens_and_searches(format_2_copy
 def test_a_large_index_s_items_cap_is_not_allocated_up_front(index_copy, monkeypatch):
     """items.jsonl's cap grows with the views (64 kB each: about 750 GB at 11.7 million views); reading it must
     cost the file's size, not the cap's."""
-    import mga.index
+    import mga.index_format
 
-    monkeypatch.setattr(mga.index, "ITEMS_BYTES_PER_VIEW", 2**40)
+    monkeypatch.setattr(mga.index_format, "ITEMS_BYTES_PER_VIEW", 2**40)
     ix = GalleryIndex(index_copy)
     assert len(ix.items) == len(GalleryIndex(DEMO_INDEX).items) > 0

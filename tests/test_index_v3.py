@@ -16,8 +16,9 @@ from conftest import ROOT
 from index_builder.edit import convert_index
 from index_builder.writer import Piece, encode, token_groups_for, write_index
 from mga.config import ASSETS_DIR
-from mga.index import (CODECS, GLOBAL, GLOBAL_SCALE, MANIFEST, PARTS, PARTS_SCALE, CodedRows, GalleryIndex,
-                       IndexFormatError, decode)
+from mga.index import GalleryIndex
+from mga.index_format import CODECS, GLOBAL, GLOBAL_SCALE, MANIFEST, PARTS, PARTS_SCALE, IndexFormatError
+from mga.stored_rows import CodedRows, decode
 from test_index_format import as_format_2, edit_manifest, resave
 
 DEMO_INDEX = ASSETS_DIR / "demo-index"

@@ -18,7 +18,7 @@ from mga.config import DEFAULT_INDEX_DIR
 from mga.explain import OVERALL, WHOLE, moved_attention, overlay, score_maps, to_image_frame
 from mga.imageio import ImageError
 from mga.model import MGAModel
-from mga.index import IndexMismatchError
+from mga.index_format import IndexMismatchError
 from mga.search import SearchEngine, SearchResult
 from mga.views import ZoomViews
 

@@ -13,7 +13,8 @@ import pytest
 
 from mga.config import DEFAULT_INDEX_DIR, DEFAULT_WEIGHTS_DIR
 from mga.hub import MAX_PARAMETERS, WeightsError, load_model
-from mga.index import GalleryIndex, IndexMismatchError
+from mga.index import GalleryIndex
+from mga.index_format import IndexMismatchError
 from mga.search import SearchEngine
 
 ROOT = Path(__file__).resolve().parent.parent

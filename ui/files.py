@@ -17,7 +17,8 @@ import uuid
 import weakref
 from pathlib import Path
 
-from mga.index import GalleryFileError, GalleryIndex
+from mga.index import GalleryIndex
+from mga.index_format import GalleryFileError
 
 __all__ = ["GalleryFiles", "GalleryFileError"]
 

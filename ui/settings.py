@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 from mga.config import ASSETS_DIR, DEFAULT_INDEX_DIR
 from mga.hub import WeightsError, describe_weights, load_model
-from mga.index import IndexMismatchError
+from mga.index_format import IndexMismatchError
 from mga.search import SearchEngine
 
 from .files import GalleryFiles
