@@ -2,7 +2,7 @@
 
     python -m bench.ablation --data ../shared/data/luma-inshop --out runs/ablation --seeds 0 1 2
 
-Every variant trains with the same budget (epochs, batch) through `python -m mga.train`, several runs at
+Every variant trains with the same budget (epochs, batch) through `python -m training.train`, several runs at
 once when --parallel > 1 (a GPU has room for many). Prints a table of mean +- std over seeds and writes
 results.json, table.md and recall.png to --out.
 """
@@ -21,15 +21,16 @@ from torch.utils.data import DataLoader
 
 from mga.backbones import TokenBackbone
 from mga.config import MGAConfig
-from mga.data import ImageDataset, load_retrieval_data
+from mga.data import load_retrieval_data
+from training.batches import ImageDataset
 from mga.devices import resolve_device
-from mga.evaluate import plot_recall
-from mga.metrics import INSHOP_KS, recall_at_k
+from training.evaluate import plot_recall
+from training.metrics import INSHOP_KS, recall_at_k
 from mga.transforms import EvalTransform, working_side
 
 from .sweep import summarize, train_run
 
-# variant -> extra mga.train flags; which of train's evaluations it reports, under which name
+# variant -> extra training.train flags; which of train's evaluations it reports, under which name
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "global": (["--w-coarse", "0", "--w-ata", "0", "--w-div", "0"], {"global": "fine-tuned global only"}),
     "mga": ([], {"global": "MGA, global token only", "coarse": "+ FGA parts (coarse embedding)",
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="data loader workers per run")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per run (0: torch's default)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="passed on to mga.train")
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="passed on to training.train")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

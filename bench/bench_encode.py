@@ -3,7 +3,7 @@
     python -m bench.bench_encode [--backbones tf_efficientnet_lite0 ...] [--repeats 10] [--anchor]
 
 Prints ms per image and the ratio to the first backbone, measured in the same run. --anchor times the embedded
-default instead, with and without its anchor (mga.anchor: a frozen copy of the pretrained backbone beside the
+default instead, with and without its anchor (training.anchor: a frozen copy of the pretrained backbone beside the
 trained one, sharing the stages training left untouched; trained weights, so that what is shared is real).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from mga.backbones import BACKBONES
-from mga.anchor import with_anchor
+from training.anchor import with_anchor
 from mga.config import MGAConfig
 from mga.hub import load_model
 from mga.model import MGAModel

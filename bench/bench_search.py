@@ -30,7 +30,6 @@ from index_builder.faiss_index import INDEX_TYPES, choose_index_type
 from mga.config import DEFAULT_INDEX_DIR, SHARED_DATA
 from mga.hub import load_model
 from mga.model import Encoding, coarse_embedding
-from mga.retrieval import best_view
 from mga.index import GalleryIndex
 from mga.search import SearchEngine
 from mga.views import ZoomViews
@@ -89,7 +88,6 @@ def main() -> None:
     per_image = args.views_per_image or max(1, round(demo.views / len(demo)))
     counts = np.full(-(-len(emb) // per_image), per_image, dtype=np.int64)
     counts[-1] = len(emb) - per_image * (len(counts) - 1)
-    owner = np.repeat(np.arange(len(counts)), counts)
     print(f"gallery {len(emb)} vectors ({n_real} real, {n_syn} synthetic) in {len(counts)} images of "
           f"{per_image} views, dim {emb.shape[1]}, index {itype}; "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
@@ -115,8 +113,8 @@ def main() -> None:
         qenc = Encoding(torch.from_numpy(qg), torch.from_numpy(qp), torch.zeros(args.queries, 1, 1, 1), qe)
         emb_all = np.asarray(ix.embeddings)
         per_view = qe @ torch.tensor(emb_all, dtype=qe.dtype).T
-        image_scores, _ = best_view(per_view, torch.from_numpy(owner), len(counts))  # an image: its best view
-        exact = image_scores.argsort(dim=1, descending=True)[:, :10].numpy()
+        image_scores = np.maximum.reduceat(per_view.numpy(), np.cumsum(counts) - counts, axis=1)  # its best view
+        exact = np.argsort(-image_scores, axis=1, kind="stable")[:, :10]
         del per_view, image_scores
         for _ in range(5):  # warm-up
             engine.search_encoding(qenc[0], k=10, rerank_top=100)

@@ -9,7 +9,7 @@ Fit (`--fit`, written into the checkpoint's config.json; the embedded default wh
 split's items, half of each item's photos as the shop and the other half as queries, each query photo clean and
 under every corruption of bench.robustness with backgrounds from distractors/validation; negatives are every
 photo of distractors/validation (other people's garments, shoes and hats: nothing the shop sells). The calibrator
-(mga.confidence.fit_products) learns from every candidate product of each search: which one is the query's, or
+(training.calibration.fit_products) learns from every candidate product of each search: which one is the query's, or
 none of them.
 Measure: the test split's gallery photos as the shop, its query photos clean and corrupted (backgrounds from
 distractors/test) against every photo of distractors/test. Prints, for the calibration shipped before the softmax
@@ -43,8 +43,8 @@ from bench.confidence_plot import plot_confidence
 from bench.robustness import corruptions
 from index_builder import build_index
 from mga.config import DEFAULT_RERANK_TOP, SHARED_DATA, TEST_DISTRACTORS, TRAIN_BACKGROUNDS
-from mga.confidence import (CONFIDENT, auroc, brier, calibration_error, features, fit_products,
-                            product_probabilities, probability)
+from mga.confidence import CONFIDENT, features, probability, product_probabilities
+from training.calibration import auroc, brier, calibration_error, fit_products
 from mga.data import Record, category_of, load_retrieval_data
 from mga.files import atomic_path
 from mga.hub import load_model

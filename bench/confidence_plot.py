@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mga.confidence import CONFIDENT, calibration_error, reliability
+from mga.confidence import CONFIDENT
+from training.calibration import calibration_error, reliability
 from mga.files import atomic_path
 
 

@@ -20,14 +20,13 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-import torch
 from PIL import Image, ImageDraw
 
 from bench.robustness import clutter_backgrounds, corrupt_all
 from mga.config import TEST_DISTRACTORS
-from mga.data import Record, category_of, load_retrieval_data
-from mga.distill import PretrainedGeM
-from mga.evaluate import app_order, encode_gallery
+from mga.data import Record, load_retrieval_data
+from training.distill import PretrainedGeM
+from training.evaluate import Shop
 from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image, load_photo
@@ -170,14 +169,14 @@ def score(args: argparse.Namespace) -> dict:
     items = [r.item_id for r in data.gallery]
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
     baseline = PretrainedGeM(models[0][1])
-    orders = {"untrained backbone (GeM)": baseline.ranking(
-        queries, baseline.encode([load_image(data.root / r.path) for r in data.gallery]), len(items))}
+    order = baseline.ranking(queries, baseline.encode([load_image(data.root / r.path) for r in data.gallery]),
+                             len(items))
+    ranked_items = {"untrained backbone (GeM)": [[items[j] for j in row] for row in order.tolist()]}
     for label, model in models:
-        views, owner = encode_gallery(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid))
-        orders[label] = app_order(model, model.encode_images(queries), views, owner,
-                                  [category_of(r.path) for r in data.gallery]).numpy()
-    for label, order in orders.items():
-        ranked = [[items[j] for j in row] for row in torch.as_tensor(order).tolist()]
+        with Shop.indexed(model, data.root, data.gallery, ZoomViews(grid=args.zoom_grid)) as shop:
+            order, _ = shop.rank(model.encode_images(queries), len(items))
+            ranked_items[label] = [[shop.item_ids[j] for j in row] for row in order.tolist()]
+    for label, ranked in ranked_items.items():
         results[label] = {
             "R@1 told the section": sum(map(first_found, ranked, truth, allowed)) / len(done),
             "R@1": sum(first_found(r, t) for r, t in zip(ranked, truth)) / len(done)}

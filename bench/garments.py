@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from bench.colour import K, photo_colours, query_paths, test_split_parser
 from mga.imageio import load_photo
-from mga.parts import garment_kind
+from mga.part_names import garment_kind
 from mga.search import SearchEngine
 
 

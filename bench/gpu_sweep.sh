@@ -5,7 +5,7 @@
 # Usage: bench/gpu_sweep.sh DATA OUT [bench.sweep flags, e.g. --timeout 480 --train-args --epochs 1]
 set -euo pipefail
 data=$1; out=$2; shift 2
-# every flag spelled out, so that the recipes do not move with mga.train's defaults
+# every flag spelled out, so that the recipes do not move with training.train's defaults
 e40="--epochs 40 --freeze-blocks 3"
 d288="$e40 --image-size 288 --detail 0.25"
 python -m bench.sweep --data "$data" --out "$out" --seeds 0 1 2 --parallel "${PARALLEL:-16}" --workers 1 --threads 1 \

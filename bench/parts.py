@@ -25,11 +25,12 @@ import numpy as np
 from bench.robustness import clutter_backgrounds, on_clutter
 from mga.config import TEST_DISTRACTORS
 from mga.data import category_key, category_of, load_retrieval_data
-from mga.evaluate import DEFAULT_RERANK_TOP, encode_records
+from training.evaluate import Shop, encode_records
 from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
-from mga.parts import ANCHORS, KIND_KEY, landmark_of, landmark_set, names_for, part_geometry, region_name
-from mga.retrieval import rank
+from mga.views import ZoomViews
+from mga.part_names import KIND_KEY, names_for
+from training.parts import ANCHORS, landmark_of, landmark_set, part_geometry, region_name
 
 TARGET_MASS, TARGET_SPREAD = 0.85, 0.10
 
@@ -67,17 +68,12 @@ def report_geometry(geo: dict[str, np.ndarray], groups: Sequence[str], on: dict[
 
 
 def strongest_parts(model, data) -> list[dict]:
-    """Each query's #1 match (full gallery photos, coarse + ATA) and the part that contributed most to it."""
+    """Each query's #1 match as the app ranks it (among full gallery photos) and the part that contributed most."""
     q = encode_records(model, data.root, data.query, desc="queries")
-    g = encode_records(model, data.root, data.gallery, desc="gallery")
-    top1 = rank(model, q, g, "coarse", DEFAULT_RERANK_TOP)[:, 0]
-    rows = []
-    for i, j in enumerate(top1.tolist()):
-        al = model.align(q[i], g[j:j + 1])
-        category = category_of(data.gallery[j].path)
-        rows.append({"query": data.query[i].path, "match_category": category,
-                     "strongest": int(al.contributions[0, 0].argmax())})
-    return rows
+    with Shop.indexed(model, data.root, data.gallery, ZoomViews(grid=0)) as shop:
+        tops = [shop.engine.search_encoding(q[i:i + 1], k=1).matches[0] for i in range(len(q))]
+    return [{"query": r.path, "match_category": m.category, "strongest": int(np.argmax(m.contributions))}
+            for r, m in zip(data.query, tops)]
 
 
 def plot_mean_maps(geometry: dict[str, np.ndarray], categories: Sequence[str], names: dict, path: str | Path) -> None:

@@ -5,7 +5,7 @@
 
 bench.robustness corrupts studio photos; these are real shoppers' photos (../shared/data/distractors/test, never
 seen in training), of garments the shop does not sell, so no product can be found, but its kind of garment can:
-each kind maps to the shop categories that count as the same kind (mga.kinds.KINDS; kinds the shop does not
+each kind maps to the shop categories that count as the same kind (training.kinds.KINDS; kinds the shop does not
 sell, such as shoes or dresses, are left out). Each photo is searched the app's way (coarse + ATA over the test
 gallery's zoom views; full photos with --zoom-grid 0) and scored by whether its #1 is of an accepted category
 (P@1) and by the share of its top 20 that are (P@20); the untrained backbone (GeM of its last map, full photos,
@@ -14,7 +14,7 @@ it here.
 
 `--side validation` is where a search setting may be chosen: the phone photos of distractors/validation against
 the training split's photos as the shop (how well it predicts the test side: docs/experiments.md). The embedded
-default's phone-photo half trained on these photos (mga.kinds), so they flatter a model that used them: compare
+default's phone-photo half trained on these photos (training.kinds), so they flatter a model that used them: compare
 settings of one model there, not models.
 """
 from __future__ import annotations
@@ -29,11 +29,11 @@ import numpy as np
 from bench.variants import add_variant_arguments, variants
 from mga.config import SIDE_DISTRACTORS
 from mga.data import category_of, load_retrieval_data
-from mga.distill import PretrainedGeM
-from mga.evaluate import app_order, encode_gallery
+from training.distill import PretrainedGeM
+from training.evaluate import Shop
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image, load_photo
-from mga.kinds import KINDS, kind_photos
+from training.kinds import KINDS, kind_photos
 from mga.views import ZoomViews
 
 TOP = 20
@@ -87,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results = {"chance (a random ranking)": chance_scores(kinds, categories),
                "untrained backbone (GeM)": kind_scores(baseline.ranking(photos, gallery, TOP), kinds, categories)}
     for label, model in models:
-        views, owner = encode_gallery(model, data.root, shop, ZoomViews(grid=args.zoom_grid))
         q = model.encode_images(photos)
-        for row, (chosen, vote) in variants(label, args.views, args.category_vote).items():
-            order = app_order(model, q, views, owner, categories, chosen, vote)[:, :TOP]
-            results[row] = kind_scores(order.numpy(), kinds, categories)
+        with Shop.indexed(model, data.root, shop, ZoomViews(grid=args.zoom_grid)) as indexed:
+            for row, (chosen, vote) in variants(label, args.views, args.category_vote).items():
+                order, _ = indexed.rank(q, TOP, views=chosen, vote=vote)
+                results[row] = kind_scores(order, kinds, indexed.categories)
     print(f"{len(photos)} phone photos of {Path(args.photos).name}/ against {len(shop)} {args.side} shop photos; "
           f"P@1 / P@{TOP}: the #1 / the top {TOP} of the photo's kind of garment")
     names = list(results["chance (a random ranking)"])

@@ -3,7 +3,7 @@
     python -m bench.robustness --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--side validation]
                                [--json out.json]
 
-The corruptions are deliberately NOT the training augmentations (mga.transforms.ConsumerPhotoAugment): real
+The corruptions are deliberately NOT the training augmentations (training.augment.ConsumerPhotoAugment): real
 clutter from the phone photos of ../shared/data/distractors/test (never a training background: training may only
 use distractors/validation) behind the garment, perspective tilt, off-centre crops, colour-temperature casts,
 low-quality JPEG and defocus blur, each seeded; "all at once" applies every one to the same photo, as a real
@@ -30,13 +30,14 @@ from PIL import Image, ImageFilter
 from bench.variants import add_variant_arguments, variants
 from mga.backbones import BACKBONES
 from mga.config import SIDE_DISTRACTORS
-from mga.data import category_of, load_retrieval_data, training_halves
-from mga.distill import PretrainedGeM
-from mga.evaluate import app_order, encode_gallery
+from mga.data import load_retrieval_data
+from training.batches import training_halves
+from training.distill import PretrainedGeM
+from training.evaluate import Shop
 from mga.files import atomic_path
 from mga.hub import describe_weights, load_model
 from mga.imageio import load_image, load_photo
-from mga.metrics import recall_at_k
+from training.metrics import recall_at_k
 from mga.views import ZoomViews
 
 Corruption = Callable[[Image.Image, random.Random], Image.Image]
@@ -194,7 +195,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.examples:
         plot_examples(corrupted, args.examples)
     q_items, g_items = [r.item_id for r in query_records], [r.item_id for r in gallery_records]
-    categories = [category_of(r.path) for r in gallery_records]
     results: dict[str, dict[str, dict[str, float]]] = {}
     models = [(describe_weights(w), load_model(w)) for w in args.weights]
     gallery_photos = [load_image(data.root / r.path) for r in gallery_records]
@@ -205,15 +205,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results[row] = {column: recall_at_k(descriptor.ranking(qs, gallery), q_items, g_items, (1, 10))
                         for column, qs in corrupted.items()}
     for label, model in models:
-        views, owner = encode_gallery(model, data.root, gallery_records, ZoomViews(grid=args.zoom_grid))
         rows = variants(label, args.views, args.category_vote)
         for row in rows:
             results[row] = {}
-        for name, qs in corrupted.items():
-            q = model.encode_images(qs)
-            for row, (chosen, vote) in rows.items():
-                order = app_order(model, q, views, owner, categories, chosen, vote)[:, :10].numpy()
-                results[row][name] = recall_at_k(order, q_items, g_items, (1, 10))
+        with Shop.indexed(model, data.root, gallery_records, ZoomViews(grid=args.zoom_grid)) as shop:
+            for name, qs in corrupted.items():
+                q = model.encode_images(qs)
+                for row, (chosen, vote) in rows.items():
+                    order, _ = shop.rank(q, 10, views=chosen, vote=vote)
+                    results[row][name] = recall_at_k(order, q_items, shop.item_ids, (1, 10))
     print(f"{args.side} side: {len(queries)} queries, {len(gallery_records)} gallery photos; models ranked coarse + "
           f"ATA over zoom grid {args.zoom_grid} (views {', '.join(args.views)}); clutter from "
           f"{len(backgrounds)} photos of {Path(args.distractors).name}/")

@@ -3,7 +3,7 @@
     python -m bench.scorecard --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] --out runs/card
 
 For each set of weights it runs the four benchmarks one after another, as their own CLIs would, and keeps each
-one's JSON in --out/<model>/: `mga.evaluate` (clean R@1 and R@10), `bench.robustness` (draw --seed, with the
+one's JSON in --out/<model>/: `training.evaluate` (clean R@1 and R@10), `bench.robustness` (draw --seed, with the
 clean-twin column), `bench.phone_photos` (the photo's kind of garment at #1 and in the top 20) and `bench.parts`
 (the parts' least mass on the garment, their mean and widest centroid spread, how often the strongest part's name fits
 the query). A step whose JSON is already there is read, not rerun, so an interrupted card resumes where it
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bench import parts, phone_photos, robustness
-from mga import evaluate
+from training import evaluate
 from mga.config import TEST_DISTRACTORS
 from mga.files import atomic_path
 from mga.hub import describe_weights
@@ -81,7 +81,7 @@ def shared_columns(results: dict[str, dict], row: str) -> Row:
 def model_row(label: str, results: dict[str, dict]) -> Row:
     """One model's columns, read off its four benchmarks' results."""
     part = results["parts"]
-    return {"clean R@1 (mga.evaluate)": results["evaluate"]["R@1"], "clean R@10": results["evaluate"]["R@10"],
+    return {"clean R@1 (training.evaluate)": results["evaluate"]["R@1"], "clean R@10": results["evaluate"]["R@10"],
             **shared_columns(results, label),
             "least part mass on the garment": min(part["mass_on_figure"]),
             "mean part spread": sum(part["centroid_spread"]) / len(part["centroid_spread"]),

@@ -1,4 +1,4 @@
-"""Compare training recipes over seeds: every recipe is a set of `python -m mga.train` flags.
+"""Compare training recipes over seeds: every recipe is a set of `python -m training.train` flags.
 
     python -m bench.sweep --data ../shared/data/luma-inshop --out runs/sweep --seeds 0 1 2 \\
         --recipe default= --recipe previous="--image-size 224 --epochs 40 --detail 0"
@@ -25,10 +25,10 @@ from typing import Sequence
 
 def train_run(data: str, out: Path, flags: Sequence[str], seed: int, workers: int = 2, threads: int = 0,
               device: str = "auto", timeout: float | None = None) -> dict:
-    """One `python -m mga.train` run (resumed if out/ holds a checkpoint); its eval.json.
+    """One `python -m training.train` run (resumed if out/ holds a checkpoint); its eval.json.
     threads > 0 caps the run's CPU threads, so that parallel runs do not oversubscribe the cores."""
     if not (out / "eval.json").exists():
-        cmd = [sys.executable, "-m", "mga.train", "--data", data, "--out", str(out), "--seed", str(seed),
+        cmd = [sys.executable, "-m", "training.train", "--data", data, "--out", str(out), "--seed", str(seed),
                "--workers", str(workers), "--device", device, "--resume", *flags]
         env = {**os.environ, "TQDM_DISABLE": "1"}
         if threads:
@@ -76,14 +76,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--recipe", action="append", type=parse_recipe, required=True, help='NAME="mga.train flags"')
+    p.add_argument("--recipe", action="append", type=parse_recipe, required=True, help='NAME="training.train flags"')
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--parallel", type=int, default=1, help="training runs at once")
     p.add_argument("--workers", type=int, default=2, help="data loader workers per run")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per run (0: torch's default)")
     p.add_argument("--timeout", type=float, default=None, help="seconds before a run is given up")
     p.add_argument("--device", default="auto")
-    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="passed on to every run of mga.train")
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
+                   help="passed on to every run of training.train")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
     python -m bench.tta --data ../shared/data/luma-inshop [--weights DIR|HUB_ID ...] [--sides 320]
 
-For each set of weights, clean R@1 / R@10 in mga.evaluate's protocol (coarse + ATA over the gallery's zoom
+For each set of weights, clean R@1 / R@10 in training.evaluate's protocol (coarse + ATA over the gallery's zoom
 views): as trained, with every query and gallery image encoded as the mean of itself and its mirror image
 (twice the encoding time), and at each larger input side (train-time random crops make garments look larger than
 a test photo shows them, so a CNN can gain from a larger test side: FixRes, Touvron et al., 2019).
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mga.data import load_retrieval_data
-from mga.evaluate import evaluate
+from training.evaluate import evaluate
 from mga.hub import describe_weights, load_model
 from mga.model import Encoding, MGAModel, coarse_embedding
 from mga.transforms import EvalTransform

@@ -36,7 +36,8 @@ DEFAULT_THUMB = 0  # thumbnails slow a CPU build several-fold (docs/benchmarks.m
 __all__ = ["BuildError", "build_index", "DEFAULT_CHUNK", "DEFAULT_THUMB"]
 
 
-def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = None, weights: str | None = None,
+def build_index(gallery: str | Path | Gallery, out: str | Path, model: MGAModel | None = None,
+                weights: str | None = None,
                 csv: str | Path | None = None, index_type: str = "auto", resume: bool = False,
                 shard: str | None = None, batch_size: int | None = None, workers: int | None = None,
                 overlap: bool | None = None, runner: ChunkRunner | None = None,
@@ -44,8 +45,8 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
                 zoom: ZoomViews = ZoomViews(), exclude: Iterable[str] = (), tokens: str = DEFAULT_TOKENS,
                 on_chunk: Callable[[int, int], None] | None = None,
                 progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
-    """Encode every image of `gallery` (its full photo and `zoom` windows) and write the index folder `out`;
-    returns its manifest.
+    """Encode every image of `gallery` (a folder, or the images a data set lists: gallery.listed_gallery; each
+    its full photo and `zoom` windows) and write the index folder `out`; returns its manifest.
 
     `runner` encodes the chunks: by default this process (`LocalRunner(batch_size, workers, overlap)`: views
     per forward, decoding processes, decoding beside encoding or in turns; None: the device's way), or a Ray
@@ -62,7 +63,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
 
         model = load_model(weights)
     model = model.eval()
-    gal = discover_gallery(gallery, csv)
+    gal = gallery if isinstance(gallery, Gallery) else discover_gallery(gallery, csv)
     for warning in gal.warnings:
         log(f"warning: {warning}")
     entries, refused = _select(gal, shard, exclude)
@@ -80,7 +81,7 @@ def build_index(gallery: str | Path, out: str | Path, model: MGAModel | None = N
     manifest = {
         "created_by": "index_builder",
         "model": model_manifest(model, weights),
-        "source": {"gallery": str(gallery), "kind": gal.kind,
+        "source": {"gallery": str(gal.root if isinstance(gallery, Gallery) else gallery), "kind": gal.kind,
                    "csv": str(csv) if csv else (str(gal.csv) if gal.csv else None), "shard": shard},
         "roots": [rel_root(gal.root, out)],
         "zoom": zoom.to_dict(),

@@ -96,14 +96,22 @@ def discover_gallery(src: str | Path, csv_path: str | Path | None = None) -> Gal
     csv_file = Path(csv_path) if csv_path else None
     if (root / PARTITION_FILE).exists():
         data = load_retrieval_data(root)
-        listed = {r.path: r.item_id for r in data.gallery}
-        files, refused = screen(root, list(listed))
-        return Gallery(root, data.format, [_entry(f, meta, listed[f]) for f in files], csv_file, refused, warnings)
+        return listed_gallery(root, data.format, {r.path: r.item_id for r in data.gallery}, meta, csv_file,
+                              warnings)
     found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     found, refused = _utf8_names(found)
     files, more = screen(root, found)
     return Gallery(root, "folder", [_entry(f, meta) for f in files], csv_file, refused + more, warnings)
+
+
+def listed_gallery(root: str | Path, kind: str, listed: dict[str, str], meta: dict[str, dict[str, str]] | None = None,
+                   csv_file: Path | None = None, warnings: list[str] | None = None) -> Gallery:
+    """The images a data set lists (path relative to `root` -> item id), screened as any gallery's are: a data
+    set's gallery split, or the photos an evaluation indexes as a shop."""
+    root = Path(root)
+    files, refused = screen(root, list(listed))
+    return Gallery(root, kind, [_entry(f, meta or {}, listed[f]) for f in files], csv_file, refused, warnings or [])
 
 
 def _utf8_names(paths: list[str]) -> tuple[list[str], list[dict]]:

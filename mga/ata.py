@@ -17,7 +17,7 @@ import torch
 class Alignment:
     """ATA between Q queries and X candidates: scores (Q, X), per-part contributions (Q, X, K),
     and the soft assignment pi (Q, X, K, K) of query parts to candidate parts. scores = global_term +
-    anchor_term + the contributions' sum; anchor_term is the pretrained descriptor's share (mga.anchor; zeros
+    anchor_term + the contributions' sum; anchor_term is the pretrained descriptor's share (training.anchor; zeros
     here, MGAModel.align_tokens splits it off the global term)."""
 
     scores: torch.Tensor

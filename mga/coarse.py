@@ -22,8 +22,8 @@ def rows_float(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
 
 def best_per_image(scores: np.ndarray | torch.Tensor, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scores of views in adjacent groups, `counts` (each >= 1) views per image -> each image's best score and the
-    position of its best view, the first on ties (as mga.retrieval.best_view, which evaluation ranks with).
-    numpy's segment reductions: much faster than best_view's scatters on the views of one search."""
+    position of its best view, the first on ties: numpy's segment reductions, much faster than scatters on the
+    views of one search."""
     scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     starts = np.cumsum(counts) - counts
     best = np.maximum.reduceat(scores, starts)

@@ -81,7 +81,7 @@ class MGAConfig:
     tau: float = 0.1  # temperature of ATA's soft part assignment
     gem_p: float = 3.0  # GeM pooling exponent for CNN backbones
     # Share of every similarity (coarse and ATA) that goes to the frozen pretrained backbone's GeM descriptor,
-    # carried in the global token beside the trained one (mga.anchor): what the backbone knew about photos in
+    # carried in the global token beside the trained one (training.anchor): what the backbone knew about photos in
     # the wild, which fine-tuning on a few hundred studio photos forgets.
     anchor: float = 0.0
     # What the anchor's GeM pools: the "whole" photo, or the "figure", weighted by the figure head's probability
@@ -90,7 +90,7 @@ class MGAConfig:
     # A head that tells the figure (the garment) from its background on the token grid; its probability weights
     # the global pooling and biases the parts' attention, so that clutter behind a garment moves neither.
     figure_head: bool = False
-    # Part names per garment category (mga.parts.names_for), read off where each part sits after training.
+    # Part names per garment category (mga.part_names.names_for), read off where each part sits after training.
     part_names: dict = field(default_factory=dict)
     # How a result's score maps to the probability that it is the query's product (mga.confidence); fitted after
     # training, like the part names, and like them not part of the model's fingerprint.

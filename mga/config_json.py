@@ -8,8 +8,8 @@ from .backbones import BACKBONES
 from .config import MGAConfig
 from .confidence import is_finite_number
 
-# config.json fields that must be JSON objects (mga.parts, mga.confidence and mga.closeup check what is inside the
-# first three; "extra" is free-form provenance that mga.wise and mga.soup add to)
+# config.json fields that must be JSON objects (mga.part_names, mga.confidence and mga.closeup check what is inside the
+# first three; "extra" is free-form provenance that training.wise and training.soup add to)
 OBJECT_FIELDS = ("part_names", "confidence", "closeup", "extra")
 
 

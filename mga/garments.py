@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .colour import skin_mask, upsample
-from .parts import garment_kind
+from .part_names import garment_kind
 from .transforms import letterbox_box
 
 KIND_NAMES = {"top": "Top", "bottom": "Bottoms"}  # what the shopper picks between
@@ -34,7 +34,7 @@ ON_SKIN = 0.5  # a part with this share of its attention on skin is no garment d
 
 @dataclass(frozen=True)
 class Garment:
-    """One garment of the photo: its kind (mga.parts.garment_kind: "top" or "bottom"), its region (fractions of
+    """One garment of the photo: its kind (mga.part_names.garment_kind: "top" or "bottom"), its region (fractions of
     the photo: x0, y0, x1, y1) and whether it is the one the whole photo's search found."""
 
     kind: str

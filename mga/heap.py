@@ -27,7 +27,7 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def serve() -> None:
+def serve_freed_memory() -> None:
     """Set the heap for a server, before its worker threads start."""
     libc = _libc()
     if libc is not None:

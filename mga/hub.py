@@ -12,7 +12,7 @@ import torch
 from huggingface_hub import hf_hub_download
 from safetensors import safe_open
 
-from . import closeup, confidence, parts
+from . import closeup, confidence, part_names
 from .config import DEFAULT_WEIGHTS_DIR, MGAConfig
 from .config_json import config_from_json
 from .files import atomic_folder
@@ -96,7 +96,7 @@ def check_config(path: Path, label: str | Path) -> tuple[MGAConfig, MGAModel]:
             raise ValueError(f"it describes a model of {numbers:,} numbers, more than the {MAX_PARAMETERS:,} an MGA "
                              "checkpoint may hold (embed_dim, fga_layers, fga_heads, num_parts and backbone set its "
                              "size)")
-        parts.check_names(config.part_names, config.num_parts)
+        part_names.check_names(config.part_names, config.num_parts)
         confidence.check_calibration(config.confidence)
         closeup.check_detector(config.closeup, shape.embedding_width)
     except ValueError as exc:
@@ -160,7 +160,7 @@ def save_model_atomically(model: MGAModel, path: Path) -> None:
 
 
 def rewrite_checkpoint(prog: str, weights: str, out: str | Path, change: Callable[[MGAModel], MGAModel]) -> None:
-    """Load `weights`, `change` the model and save it in `out` atomically (mga.anchor, mga.wise). Weights that
+    """Load `weights`, `change` the model and save it in `out` atomically (training.anchor, training.wise). Weights that
     cannot be loaded, or an argument `change` refuses (ValueError), end the program in one line naming them. A
     close-up detector fitted for the old weights is dropped (it reads their embeddings), with how to refit it."""
     try:
@@ -170,5 +170,5 @@ def rewrite_checkpoint(prog: str, weights: str, out: str | Path, change: Callabl
     if model.config.closeup and not closeup.fitted_for(model):
         model.config.closeup = {}
         print(f"{prog}: the close-up detector was fitted for the old weights; fit it for these with: "
-              f"python -m mga.closeup --weights {out}")
+              f"python -m training.closeup --weights {out}")
     save_model_atomically(model, Path(out))

@@ -20,11 +20,12 @@ import torch
 from .coarse import CoarseSearch, rows_float
 from .config import MAX_IMAGE_BYTES
 from .data import category_key
+from .hub import describe_weights
 from .index_arrays import _check_finite, _check_headers, _Npy, _open_array
 from .index_files import IMAGE_SUFFIXES, _open_inside, _read_capped, _Refused, image_type
 from .index_format import (ATTN, BOXES, DEFAULT_TOKENS, EMBEDDINGS, FAISS_FILE, FINITE_CHECK_ROWS, GLOBAL,
                            GLOBAL_SCALE, ITEMS, MANIFEST, OWNER, PARTS, PARTS_SCALE, SCALES, TOKEN_DTYPES,
-                           GalleryFileError, IndexFormatError, items_max_bytes)
+                           GalleryFileError, IndexFormatError, IndexMismatchError, items_max_bytes)
 from .index_manifest import _read_items, _read_manifest, _resolve_root
 from .model import Encoding
 from .stored_rows import CoarseRows, CodedRows, EvenMaps, token_groups
@@ -46,10 +47,19 @@ def rebuild_command(manifest: dict, index_dir: str | Path, weights: str | Path |
     return shlex.join(cmd)
 
 
-def check_fits(index: "GalleryIndex", model, weights: str | Path | None = None) -> None:
-    """IndexFormatError unless the index's arrays have the widths `model` (an MGAModel) encodes: global token,
-    parts and their width, coarse embedding. An index with the model's fingerprint but other widths is damaged
-    or crafted, and every search on it would fail."""
+def check_fits(index: "GalleryIndex", model, weights: str | Path | None = None, fingerprint: str | None = None
+               ) -> None:
+    """IndexMismatchError unless the index was built with `model` (an MGAModel; `fingerprint`: its, when the
+    caller has it), whose vectors are meaningless to other weights; IndexFormatError unless its arrays have the
+    widths the model encodes (global token, parts and their width, coarse embedding): an index with the model's
+    fingerprint but other widths is damaged or crafted, and every search on it would fail."""
+    fp = fingerprint or model.fingerprint()
+    if index.fingerprint != fp:
+        raise IndexMismatchError(
+            f"index {index.path} was built with model fingerprint {index.fingerprint or '(none)'} "
+            f"({index.manifest.get('model', {}).get('weights', 'unknown weights')}), but the loaded model "
+            f"({describe_weights(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
+            f"rebuild the index with: {rebuild_command(index.manifest, index.path, weights)}")
     cfg = model.config
     anchor = getattr(model, "anchor", None)  # the global token is [trained ; anchor GeM] (MGAModel._with_anchor)
     index.check_widths(cfg.embed_dim, cfg.embed_dim + (anchor.num_features if anchor is not None else 0),

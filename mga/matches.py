@@ -22,9 +22,9 @@ class Match:
     image: str  # the gallery image, relative to its gallery root: what users and API clients see
     metadata: dict
     contributions: list[float]  # per part, ATA's c_k
-    part_names: list[str]  # per part, its name on garments of this match's category (mga.parts.names_for)
+    part_names: list[str]  # per part, its name on garments of this match's category (mga.part_names.names_for)
     global_contribution: float  # the trained global token's term
-    anchor_contribution: float = 0.0  # the pretrained backbone's descriptor's term (mga.anchor)
+    anchor_contribution: float = 0.0  # the pretrained backbone's descriptor's term (training.anchor)
     index: int = -1  # the image in the index: its file is read through GalleryIndex.read_image (gallery_image)
     box: tuple[float, float, float, float] = FULL_BOX  # the view that matched: the full photo or a zoom window
     row: int = -1  # the index row of that view

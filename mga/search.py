@@ -13,7 +13,6 @@ import contextlib
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,49 +20,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .category_vote import category_vote as vote
 from .config import CATEGORY_VOTE, DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
 from .explain import WHOLE, ScoreMaps, moved_attention, pinned, score_maps, to_image_frame
 from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
-from .coarse import best_per_image
 from .matches import Match, SearchResult
-from .index import GalleryIndex, check_fits, rebuild_command
+from .index import GalleryIndex, check_fits
 from .index_format import IndexFormatError, IndexMismatchError
 from .model import Encoding, MGAModel
-from .closeup import VIEWS, detector, whole_garment
+from .closeup import VIEWS, detector
 from .colour import GalleryColours, choose, garment_colour, photo_pixels
 from .garments import find_garments, parts_on_skin
 from .confidence import likely, set_confidence
-from .parts import names_for
+from .part_names import names_for
+from .ranking import Ranked, distinct, rank
 from .transforms import working_side
 from .views import crop
 
 HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longest side (aspect kept)
-
-
-@dataclass
-class Ranked:
-    """The candidates after ATA: `order` ranks them (positions into the coarse candidates), each scores as its
-    best view (`best_ata` for the first `n_rerank`, its coarse score after) plus, for the first `n_rerank`, its
-    category's `bonus` in the vote; `pick` is that view's position in `rows`, the rows ATA aligned."""
-
-    order: np.ndarray
-    n_rerank: int
-    best_ata: np.ndarray
-    pick: np.ndarray
-    rows: np.ndarray
-    alignment: Any
-    bonus: np.ndarray
-
-    def score(self, j: int, coarse: np.ndarray) -> float:
-        return float(self.best_ata[j] if j < self.n_rerank else coarse[j])
-
-
-def distinct(keys: Sequence[Any], order: np.ndarray) -> np.ndarray:
-    """`order` keeping the first (best) of each key: one result per product."""
-    seen: set = set()
-    return np.array([j for j, key in zip(order, keys) if not (key in seen or seen.add(key))], dtype=np.int64)
 
 
 class SearchEngine:
@@ -74,15 +48,8 @@ class SearchEngine:
         self.model = model.eval()
         self.index = index
         self.weights = weights
-        fp = model.fingerprint()
-        if index.fingerprint != fp:
-            raise IndexMismatchError(
-                f"index {index.path} was built with model fingerprint {index.fingerprint or '(none)'} "
-                f"({index.manifest.get('model', {}).get('weights', 'unknown weights')}), but the loaded model "
-                f"({describe_weights(weights)}) has fingerprint {fp}. Its vectors are meaningless to this model; "
-                f"rebuild the index with: {rebuild_command(index.manifest, index.path, weights)}")
-        self.fingerprint = fp
-        check_fits(index, model, weights)  # arrays of other widths than the model's would fail every search
+        self.fingerprint = fp = model.fingerprint()
+        check_fits(index, model, weights, fp)  # an index of other weights or widths would fail every search
         self.closeup = detector(model, fp)  # once here, not per query
         self.categories: list[str] = index.categories
         # each gallery photo's garment colour, read from its thumbnail (at most 256 px) when a search first needs it
@@ -166,15 +133,12 @@ class SearchEngine:
         if colour and colour.lower() not in (c.lower() for c in self.colours.names()):
             shown = colour if len(colour) <= 40 else colour[:40] + "..."  # a huge string is not echoed back
             raise ValueError(f"unknown colour {shown!r}; the shop's photos come in {self.colours.names()}")
-        whole = bool(whole_garment(self.closeup, q.embedding[:1], views)[0])
-        images, coarse, best_rows = self.index.coarse_search(q.embedding[0].float().numpy(), max(rerank_top, k),
-                                                             category, full_only=whole)
-        t1 = time.perf_counter()
-        query_global = q.global_[0].float().numpy()
+        ranked = self.rank(q, k, category, rerank_top, views, category_vote)
+        images, whole, query_global = ranked.images, ranked.whole, q.global_[0].float().numpy()
         if len(images) == 0:
-            return SearchResult([], {"search_ms": (t1 - t0) * 1e3, "rerank_ms": 0.0, "explain_ms": 0.0,
-                                     "total_ms": (t1 - t0) * 1e3}, tuple(query_size or (0, 0)), whole, query_global)
-        ranked = self._rerank(q, images, coarse, best_rows, rerank_top, whole, category_vote)
+            t1 = time.perf_counter()
+            return SearchResult([], {**ranked.timings, "explain_ms": 0.0, "total_ms": (t1 - t0) * 1e3},
+                                tuple(query_size or (0, 0)), whole, query_global)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
         kept = np.array([j for j in ranked.order if item_ids[j] != exclude], dtype=np.int64)
         every_product = distinct([item_ids[j] for j in kept], kept)
@@ -185,46 +149,34 @@ class SearchEngine:
             by_product = distinct([item_ids[j] for j in in_colour], in_colour)
         order = by_product if products else in_colour
         t2 = time.perf_counter()
-        matches = [self._match(r + 1, ranked, images, int(j), coarse) for r, j in enumerate(order[:k])]
+        matches = [self._match(r + 1, ranked, int(j)) for r, j in enumerate(order[:k])]
         # one belief over every candidate product, read from what the ranking reads: its ATA score and its vote; a
         # colour facet hides products, it does not make the shown ones likelier
-        set_confidence(matches, [(item_ids[j], ranked.score(int(j), coarse),
-                                  ranked.score(int(j), coarse) + (ranked.bonus[j] if j < ranked.n_rerank else 0.0))
+        set_confidence(matches, [(item_ids[j], ranked.score(int(j)),
+                                  ranked.score(int(j)) + ranked.bonus[j])
                                  for j in every_product], self.model.config.confidence)
         if cells is not None:
             self._explain(matches, q, cells[0])
         t3 = time.perf_counter()
         self._show_colours(matches, query_colour, colour)
         t4 = time.perf_counter()
-        timings = {"search_ms": (t1 - t0) * 1e3, "rerank_ms": (t2 - t1) * 1e3, "explain_ms": (t3 - t2) * 1e3,
+        timings = {**ranked.timings, "explain_ms": (t3 - t2) * 1e3,
                    "colour_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
         return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole, query_global)
 
-    def _rerank(self, q: Encoding, images: np.ndarray, coarse: np.ndarray, best_rows: np.ndarray,
-                rerank_top: int, full_only: bool = False, category_vote: float = CATEGORY_VOTE) -> "Ranked":
-        """ATA over every view (`full_only`: the full photo) of the top rerank_top images (each scores as its best
-        view), ordered after the category vote; the rest keep their coarse order and best view."""
-        n_rerank = min(rerank_top, len(images))
-        top = images[:n_rerank]
-        rows = np.concatenate([self.index.first_row[top] if full_only else self.index.view_rows(top),
-                               best_rows[n_rerank:]])
-        with torch.inference_mode():
-            al = self.model.align_tokens(q.global_[:1], q.parts[:1], *self.index.tokens(rows))
-        counts = np.ones(len(images), dtype=np.int64)
-        if not full_only:
-            counts[:n_rerank] = self.index.view_count(top)
-        best_ata, pick = best_per_image(al.scores[0], counts)
-        voted = vote(best_ata[:n_rerank], self.index.category_keys[top], category_vote)
-        head = np.argsort(-voted, kind="stable")  # ties keep their coarse order
-        return Ranked(np.concatenate([head, np.arange(n_rerank, len(images))]), n_rerank, best_ata, pick, rows, al,
-                      voted - best_ata[:n_rerank])
+    def rank(self, q: Encoding, m: int, category: str | Sequence[str] | None = None,
+             rerank_top: int = DEFAULT_RERANK_TOP, views: str = DEFAULT_VIEWS,
+             category_vote: float = CATEGORY_VOTE) -> Ranked:
+        """The index's top max(m, rerank_top) images for an encoded query, as every search ranks them
+        (mga.ranking.rank): what evaluation reads recall from."""
+        return rank(self.model, self.index, self.closeup, q, m, category, rerank_top, views, category_vote)
 
-    def _match(self, rank: int, ranked: "Ranked", images: np.ndarray, j: int, coarse: np.ndarray) -> Match:
-        image, c = int(images[j]), int(ranked.pick[j])
+    def _match(self, rank: int, ranked: Ranked, j: int) -> Match:
+        image, c = int(ranked.images[j]), int(ranked.pick[j])
         it = self.index.items[image]
         contrib = ranked.alignment.contributions[0, c].numpy()
         return Match(
-            rank=rank, score=ranked.score(j, coarse), coarse_score=float(coarse[j]),
+            rank=rank, score=ranked.score(j), coarse_score=float(ranked.coarse[j]),
             item_id=str(it.get("item_id", "")), category=str(it.get("category", "")),
             image=self.index.relative_path(image),
             metadata=dict(it.get("meta", {})), contributions=[float(x) for x in contrib],
@@ -235,7 +187,7 @@ class SearchEngine:
             row=int(ranked.rows[c]), assignment=ranked.alignment.assignment[0, c].numpy(),
             box=tuple(float(b) for b in self.index.boxes[int(ranked.rows[c])]),
             photos=self.index.item_photos.get(it.get("item_id"), 1),
-            category_vote=float(ranked.bonus[j]) if j < ranked.n_rerank else 0.0)
+            category_vote=float(ranked.bonus[j]))
 
     def _show_colours(self, matches: list[Match], query_colour: np.ndarray | None, colour: str | None) -> None:
         """Each match's card photo: its product's photo in the `colour` asked for, else the one nearest the query's

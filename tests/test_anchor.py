@@ -1,4 +1,4 @@
-"""mga.anchor: the frozen pretrained backbone takes its share of every similarity, on real photos."""
+"""training.anchor: the frozen pretrained backbone takes its share of every similarity, on real photos."""
 from __future__ import annotations
 
 import random
@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from bench.robustness import on_clutter
 from conftest import DISTRACTORS
-from mga.anchor import main, with_anchor
+from training.anchor import main, with_anchor
 from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
-from mga.distill import PretrainedGeM
+from training.distill import PretrainedGeM
 from mga.hub import load_model
 from mga.imageio import load_image
 from mga.model import MGAModel, shared_stages
@@ -53,7 +53,7 @@ def test_the_embedded_default_is_anchored_and_its_share_can_be_changed(default_m
 def test_anchored_checkpoint_round_trips_and_its_anchor_stays_frozen(default_model, tmp_path, luma_photos, capsys):
     main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--share", "0.25", "--out", str(tmp_path / "a25")])
     loaded = load_model(str(tmp_path / "a25"))
-    assert loaded.config.closeup == {} and "python -m mga.closeup --weights" in capsys.readouterr().out
+    assert loaded.config.closeup == {} and "python -m training.closeup --weights" in capsys.readouterr().out
     assert loaded.config.anchor == 0.25 and not any(p.requires_grad for p in loaded.anchor.parameters())
     assert loaded.fingerprint() != default_model.fingerprint()
     loaded.train()

@@ -1,4 +1,4 @@
-"""mga.robust: the clean-teacher term is zero when the fine-tuned model reads a photo as the teacher does and
+"""training.robust: the clean-teacher term is zero when the fine-tuned model reads a photo as the teacher does and
 grows with what the spoiling changes; BatchNorm keeps the starting model's statistics."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from conftest import LUMA
 from mga.config import MGAConfig
 from mga.imageio import load_image
 from mga.model import MGAModel
-from mga.robust import CleanTeacher, keep_batch_statistics, robust_loss
-from mga.transforms import ConsumerPhotoAugment
+from training.robust import CleanTeacher, keep_batch_statistics, robust_loss
+from training.augment import ConsumerPhotoAugment
 
 
 @pytest.mark.requires_shared

@@ -14,18 +14,17 @@ from conftest import DISTRACTORS, LUMA, LUMA_TINY
 from galleries import copy_some
 from index_builder.build import build_index
 from mga import closeup
-from mga.confidence import balanced_weights, logistic_regression
+from training import closeup as fitting
+from training.calibration import balanced_weights, logistic_regression
 from mga.data import load_retrieval_data
-from mga.evaluate import encode_gallery
 from mga.imageio import load_image
-from mga.retrieval import full_views, rank
 from mga.search import SearchEngine
 from mga.views import FULL_BOX, ZoomViews
 
 
 def photos_of_view(split: str, view: str, n: int):
     data = load_retrieval_data(LUMA)
-    return [data.root / r.path for r in getattr(data, split) if closeup.photo_view(r) == view][:n]
+    return [data.root / r.path for r in getattr(data, split) if fitting.photo_view(r) == view][:n]
 
 
 @pytest.mark.requires_shared
@@ -56,19 +55,6 @@ def test_views_all_and_full_override_the_detector_and_stale_or_bad_detectors_are
     for model in (stale, bad):
         with pytest.warns(UserWarning, match="fitted for other weights"):
             assert not closeup.whole_garment(closeup.detector(model), emb, "auto").any()
-
-
-def test_a_whole_garment_query_ranks_as_if_the_gallery_had_full_photos_only(default_model, luma_photos):
-    data = load_retrieval_data(LUMA_TINY)
-    views, owner = encode_gallery(default_model, data.root, data.gallery[:24], ZoomViews(grid=2))
-    full = full_views(owner)
-    assert full.sum() == 24 and len(owner) > 24
-    q = default_model.encode_images([load_image(p) for p in luma_photos[:3]])
-    whole = torch.tensor([True, False, True])
-    got = rank(default_model, q, views, "coarse", 10, owner, whole)
-    only_full = rank(default_model, q, views[torch.nonzero(full).flatten()], "coarse", 10, owner[full])
-    every_view = rank(default_model, q, views, "coarse", 10, owner)
-    assert torch.equal(got[[0, 2]], only_full[[0, 2]]) and torch.equal(got[1], every_view[1])
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +99,9 @@ def test_search_cli_reports_the_views_it_searched(engine, capsys):
 def test_fit_on_training_photos_learns_their_close_ups(default_model):
     """Refitting from the training split and the validation phone photos (a sample, for time) separates them."""
     data = load_retrieval_data(LUMA)
-    closeups, whole = closeup.training_photos(data, DISTRACTORS / "validation")
+    closeups, whole = fitting.training_photos(data, DISTRACTORS / "validation")
     assert len(closeups) == 47 and all("test" not in p.parts for p in whole)
-    fitted = closeup.fit(default_model, closeups[:16], whole[::20])
+    fitted = fitting.fit(default_model, closeups[:16], whole[::20])
     model = copy.deepcopy(default_model)
     model.config.closeup = fitted
     seen = model.encode_images([load_image(p) for p in closeups[:16] + whole[::20]]).embedding
@@ -125,14 +111,14 @@ def test_fit_on_training_photos_learns_their_close_ups(default_model):
 
 def test_training_photos_need_close_ups(tmp_path):
     data = load_retrieval_data(LUMA_TINY)
-    data = dataclasses.replace(data, train=[r for r in data.train if closeup.photo_view(r) != "additional"])
+    data = dataclasses.replace(data, train=[r for r in data.train if fitting.photo_view(r) != "additional"])
     with pytest.raises(ValueError, match="additional"):
-        closeup.training_photos(data, None)
+        fitting.training_photos(data, None)
 
 
 def test_cli_names_weights_it_cannot_load(tmp_path):
-    with pytest.raises(SystemExit, match="python -m mga.closeup: .*nowhere"):
-        closeup.main(["--weights", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match="python -m training.closeup: .*nowhere"):
+        fitting.main(["--weights", str(tmp_path / "nowhere")])
 
 
 def test_balanced_weights_move_the_boundary_towards_the_larger_class():

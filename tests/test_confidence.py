@@ -9,9 +9,9 @@ from PIL import Image
 
 from bench.confidence import GARMENT, LEGACY, OTHER_KIND, SHOP, Ranking, measure, photo_kinds
 from bench.confidence_plot import plot_confidence
-from mga.confidence import (CLOSE, auroc, brier, calibration_error, check_calibration, fit,
-                            fit_products, log_likelihoods, parameters, probability, product_probabilities,
-                            reliability, set_confidence, softmax_calibration)
+from mga.confidence import (CLOSE, check_calibration, parameters, probability, product_probabilities, set_confidence,
+                            softmax_calibration)
+from training.calibration import auroc, brier, calibration_error, fit, fit_products, log_likelihoods, reliability
 
 
 def test_auroc_by_hand():

@@ -12,18 +12,11 @@ import torch
 from PIL import Image, ImageOps
 
 from conftest import LUMA, LUMA_TINY
-from mga.data import (
-    ImageDataset,
-    PKSampler,
-    detect_format,
-    load_consumer2shop,
-    load_inshop,
-    load_retrieval_data,
-    training_halves,
-)
+from mga.data import detect_format, load_consumer2shop, load_inshop, load_retrieval_data
 from mga.imageio import bicubic_pixels, load_image
-from mga.transforms import (ConsumerPhotoAugment, EvalTransform, detail_box, garment_mask, letterbox,
-                            letterbox_box, letterbox_pixels)
+from mga.transforms import EvalTransform, garment_mask, letterbox, letterbox_box, letterbox_pixels
+from training.augment import ConsumerPhotoAugment, detail_box
+from training.batches import ImageDataset, PKSampler, training_halves
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -371,7 +364,7 @@ def test_shopper_photo_has_every_corruption_at_once():
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():
-    from mga.train import lr_factor
+    from training.train import lr_factor
 
     assert [lr_factor(s, 100, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(4, 100, 4) == 1.0 and abs(lr_factor(52, 100, 4) - 0.5) < 1e-9

@@ -1,4 +1,4 @@
-"""mga.distill: the similarity-correlation term on hand-made matrices, and the teacher on real photos."""
+"""training.distill: the similarity-correlation term on hand-made matrices, and the teacher on real photos."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import ImageOps
 
 from conftest import LUMA
-from mga.distill import PhotoTeacher, PretrainedGeM, similarity_correlation_loss
+from training.distill import PhotoTeacher, PretrainedGeM, similarity_correlation_loss
 from mga.imageio import load_image
 from mga.transforms import working_side
 

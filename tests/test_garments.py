@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from mga.colour import photo_pixels
 from mga.config import DEFAULT_INDEX_DIR
 from mga.garments import Garment, find_garments, parts_on_skin
-from mga.parts import garment_kind
+from mga.part_names import garment_kind
 from mga.search import SearchEngine
 
 EXAMPLES = Path(__file__).parents[1] / "assets" / "examples"

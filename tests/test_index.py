@@ -125,38 +125,23 @@ def test_packed_forwards_hold_batch_size_views_across_images(tmp_path, default_m
 
 
 @pytest.mark.slow
-def test_inshop_layout_index_equals_brute_force(tmp_path, default_model):
-    from mga.data import category_of, load_retrieval_data
-    from mga.evaluate import encode_gallery, encode_records
-    from mga.retrieval import rank
+def test_inshop_layout_index_holds_the_models_encodings(tmp_path, default_model):
+    """An In-shop data set's gallery split, indexed: its images in the partition's order with their item ids, two
+    views each, the coarse embeddings (rebuilt from float16 tokens) those the model gives the full photos."""
+    from mga.data import load_retrieval_data
+    from training.evaluate import encode_records
 
     out = tmp_path / "tiny-index"
-    build_index(LUMA_TINY, out, model=default_model, workers=0, tokens="float16", **FAST)  # format 2's tokens
+    build_index(LUMA_TINY, out, model=default_model, workers=0, tokens="float16", **FAST)
     data = load_retrieval_data(LUMA_TINY)
     engine = SearchEngine.load(out, model=default_model)
     ix = engine.index
     assert [it["path"] for it in ix.items] == [r.path for r in data.gallery]
     assert ix.index_type == "flat" and engine.info["images"] == len(data.gallery) == 183
     assert [it["item_id"] for it in ix.items] == [r.item_id for r in data.gallery]
-    g, owner = encode_gallery(default_model, LUMA_TINY, data.gallery, FAST["zoom"])
-    assert ix.views == len(g) == 2 * len(data.gallery) and ix.owner.tolist() == owner.tolist()
-    np.testing.assert_allclose(ix.embeddings, g.embedding.numpy(), atol=1e-3)  # rebuilt from the fp16 tokens
+    assert ix.views == 2 * len(data.gallery) and np.all(np.bincount(ix.owner) == 2)
     full = encode_records(default_model, LUMA_TINY, data.gallery)  # the full photos are each image's first view
     np.testing.assert_allclose(ix.embeddings[ix.first_row[:-1]], full.embedding.numpy(), atol=1e-3)
-    q = encode_records(default_model, LUMA_TINY, data.query[:12])
-    k = 10
-    stored = ix.encoding(np.arange(ix.views))  # fp16 tokens as stored, the coarse embeddings rebuilt from them
-    coarse = rank(default_model, q, stored, "coarse", 0, owner)[:, :k].numpy()
-    categories = [category_of(r.path) for r in data.gallery]  # the engine votes on the index's categories
-    fine = rank(default_model, q, stored, "coarse", 100, owner, None, categories, 0.1)[:, :k].numpy()
-    for i in range(len(q)):
-        r0 = engine.search_encoding(q[i], k=k, rerank_top=0)
-        assert [m.index for m in r0.matches] == coarse[i].tolist()
-        r1 = engine.search_encoding(q[i], k=k, rerank_top=100, category_vote=0.1)
-        assert [m.index for m in r1.matches] == fine[i].tolist()
-        best = [float(default_model.align(q[i], g[torch.nonzero(owner == m.index).flatten()]).scores[0].max().detach())
-                for m in r1.matches]  # an image scores as its best view
-        np.testing.assert_allclose([m.score for m in r1.matches], best, atol=5e-3)  # fp16 tokens vs fp32
 
 
 @pytest.mark.slow

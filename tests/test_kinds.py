@@ -1,4 +1,4 @@
-"""mga.kinds: the phone photos' kinds against the shop's categories, the kind term on real photos, and its loss
+"""training.kinds: the phone photos' kinds against the shop's categories, the kind term on real photos, and its loss
 against a hand-computed case."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import PHONES_MINI, SHOP_MINI
-from mga.kinds import KINDS, KindTerm, accepts, kind_photos
+from training.kinds import KINDS, KindTerm, accepts, kind_photos
 from mga.transforms import EvalTransform
 
 VALIDATION = PHONES_MINI / "validation"  # two phone photos of each kind the shop sells, and of shoes

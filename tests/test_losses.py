@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mga.losses import ProxyAnchorLoss, multi_similarity_loss, multi_similarity_masked
+from training.losses import ProxyAnchorLoss, multi_similarity_loss, multi_similarity_masked
 
 
 def test_multi_similarity_hand_computed():

@@ -1,4 +1,4 @@
-"""recall_at_k by hand, the multi-similarity loss, and coarse-to-fine ranking (mga.retrieval.rank)."""
+"""recall_at_k by hand and the multi-similarity loss (the ranking itself: test_ranking.py)."""
 from __future__ import annotations
 
 import math
@@ -9,10 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import PHONES_MINI, SHOP_MINI
-from mga.losses import multi_similarity_loss
-from mga.metrics import recall_at_k
-from mga.model import Encoding, coarse_embedding
-from mga.retrieval import coarse_scores, rank
+from training.losses import multi_similarity_loss
+from training.metrics import recall_at_k
 
 
 def test_recall_at_k_hand_computed():
@@ -110,56 +108,6 @@ def test_multi_similarity_loss_without_positives_is_zero_with_graph():
     loss = multi_similarity_loss(sim, labels)
     assert loss.item() == 0.0
     loss.backward()  # still differentiable, so a batch without pairs does not break training
-
-
-# --- ranking -----------------------------------------------------------------------------------------------
-
-def make_encoding(n: int, k: int, d: int, alpha: float, seed: int) -> Encoding:
-    gen = torch.Generator().manual_seed(seed)
-    g = F.normalize(torch.randn(n, d, generator=gen), dim=-1)
-    parts = F.normalize(torch.randn(n, k, d, generator=gen), dim=-1)
-    return Encoding(g, parts, torch.full((n, k, 2, 2), 0.25), coarse_embedding(g, parts, alpha))
-
-
-@pytest.fixture(scope="module")
-def encodings(default_model):
-    cfg = default_model.config
-    q = make_encoding(4, cfg.num_parts, cfg.embed_dim, cfg.alpha, seed=1)
-    g = make_encoding(30, cfg.num_parts, cfg.embed_dim, cfg.alpha, seed=2)
-    return q, g
-
-
-def test_rank_without_rerank_is_coarse_argsort(default_model, encodings):
-    q, g = encodings
-    order = rank(default_model, q, g, rerank_top=0)
-    expected = (q.embedding @ g.embedding.T).argsort(dim=1, descending=True)
-    assert torch.equal(order, expected)
-    glob = rank(default_model, q, g, descriptor="global", rerank_top=0)
-    assert torch.equal(glob, (q.global_ @ g.global_.T).argsort(dim=1, descending=True))
-    with pytest.raises(ValueError, match="descriptor"):
-        coarse_scores(q, g, "parts")
-
-
-def test_rank_reranks_only_the_top_m(default_model, encodings):
-    q, g = encodings
-    m = 8
-    coarse = rank(default_model, q, g, rerank_top=0)
-    fine = rank(default_model, q, g, rerank_top=m)
-    assert torch.equal(fine[:, m:], coarse[:, m:]), "the rest keep their coarse order"
-    for qi in range(len(q)):
-        assert set(fine[qi, :m].tolist()) == set(coarse[qi, :m].tolist())
-        ata = default_model.align(q[qi], g[fine[qi, :m]]).scores[0]
-        assert (ata[:-1] >= ata[1:] - 1e-6).all(), "the top M are in ATA order"
-    assert not torch.equal(fine[:, :m], coarse[:, :m]), "ATA changed at least one order in this case"
-
-
-def test_rank_with_m_larger_than_gallery(default_model, encodings):
-    q, g = encodings
-    order = rank(default_model, q, g, rerank_top=1000)
-    assert all(sorted(row.tolist()) == list(range(30)) for row in order)
-    full = default_model.align(q, g).scores
-    assert torch.equal(order, full.argsort(dim=1, descending=True)) or torch.allclose(
-        full.gather(1, order), full.sort(dim=1, descending=True).values, atol=1e-6)
 
 
 def test_phone_photo_kind_scores_hand_computed():

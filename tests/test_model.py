@@ -466,7 +466,7 @@ def test_figure_head_logits_in_training_and_a_save_load_round_trip(tmp_path):
 
 def test_wise_interpolates_the_backbone_only(default_model, tmp_path):
     from mga.backbones import cached_pretrained_state
-    from mga.wise import interpolate_backbone, main as wise_main
+    from training.wise import interpolate_backbone, main as wise_main
 
     pretrained = cached_pretrained_state(default_model.backbone.spec, default_model.backbone.model)
     wise_main(["--weights", str(DEFAULT_WEIGHTS_DIR), "--ratio", "0", "--out", str(tmp_path / "w0")])

@@ -1,4 +1,4 @@
-"""mga.parts: the geometry of part maps, the part losses, naming; and the figure-carrying augmentation."""
+"""training.parts: the geometry of part maps, the part losses, naming; and the figure-carrying augmentation."""
 from __future__ import annotations
 
 import random
@@ -12,10 +12,12 @@ from bench.robustness import on_clutter
 from conftest import DISTRACTORS, LUMA
 from mga.data import category_key, load_retrieval_data
 from mga.imageio import load_image
-from mga.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area, figure_boxes,
-                       figure_on_grid, garment_kind, in_figure_box, landmark_of, landmark_set, mass_on_figure,
-                       name_parts, names_for, names_from_positions, part_geometry, spread)
-from mga.transforms import Backgrounds, ConsumerPhotoAugment, garment_mask
+from mga.part_names import garment_kind, names_for
+from training.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area,
+                            figure_boxes, figure_on_grid, in_figure_box, landmark_of, landmark_set, mass_on_figure,
+                            name_parts, names_from_positions, part_geometry, spread)
+from mga.transforms import garment_mask
+from training.augment import Backgrounds, ConsumerPhotoAugment
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

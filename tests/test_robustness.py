@@ -11,7 +11,8 @@ from PIL import Image
 from bench import robustness
 from bench.robustness import TWIN, corrupt_all, crop, plot_examples, tilt
 from conftest import DISTRACTORS, inshop_subset
-from mga.data import load_retrieval_data, training_halves
+from mga.data import load_retrieval_data
+from training.batches import training_halves
 from mga.imageio import load_photo
 
 

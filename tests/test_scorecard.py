@@ -41,7 +41,7 @@ def test_scorecard_rows_are_the_benchmarks_numbers_and_a_rerun_resumes(few_items
     partition = (few_items / "Eval" / "list_eval_partition.txt").read_text().split()
     assert saved["evaluate"]["queries"] == partition.count("query") >= 4
     model = rows[label]
-    assert model["clean R@1 (mga.evaluate)"] == saved["evaluate"]["R@1"]
+    assert model["clean R@1 (training.evaluate)"] == saved["evaluate"]["R@1"]
     assert model["clean R@10"] == saved["evaluate"]["R@10"]
     assert model["all at once"] == saved["robustness"][label]["all at once"]["R@1"]
     assert model["all at once, clean twin"] == saved["robustness"][label]["all at once, clean twin"]["R@1"]
@@ -56,7 +56,7 @@ def test_scorecard_rows_are_the_benchmarks_numbers_and_a_rerun_resumes(few_items
 
     table = (out / "scorecard.md").read_text().splitlines()
     assert len(table) == 2 + len(rows) and table[0].count("|") == table[2].count("|")
-    assert table[2].startswith(f"| {BACKBONE} | - | - |")  # mga.evaluate measures MGA models only
+    assert table[2].startswith(f"| {BACKBONE} | - | - |")  # training.evaluate measures MGA models only
     assert json.loads((out / "scorecard.json").read_text()) == rows
 
     (folder / "parts.json").unlink()

@@ -1,16 +1,16 @@
-"""mga.soup: the uniform mean of fine-tuned checkpoints of one shape, on the embedded default's real weights."""
+"""training.soup: the uniform mean of fine-tuned checkpoints of one shape, on the embedded default's real weights."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from conftest import LUMA_TINY
-from mga.anchor import with_anchor
+from training.anchor import with_anchor
 from mga.config import DEFAULT_WEIGHTS_DIR
 from mga.hub import load_model
 from mga.imageio import load_image
-from mga.soup import main, soup
-from mga.wise import interpolate_backbone
+from training.soup import main, soup
+from training.wise import interpolate_backbone
 
 
 def test_a_soup_of_a_model_and_its_pretrained_backbone_is_the_halfway_wise_model(default_model):

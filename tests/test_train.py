@@ -1,9 +1,12 @@
-"""A short real training run on Luma-tiny through mga.train.main, resume, determinism, then mga.evaluate.main."""
+"""A short real training run on Luma-tiny through training.train.main, resume, determinism, then
+training.evaluate.main."""
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conftest import LUMA_TINY
-from mga import evaluate as mga_evaluate
-from mga import train as mga_train
+from mga.config import PROJECT_ROOT
+from training import evaluate as mga_evaluate
+from training import train as mga_train
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +46,7 @@ def test_training_writes_model_metrics_and_eval(trained):
     assert cfg["image_size"] == 64 and cfg["backbone"] == "tf_efficientnet_lite0"
     assert cfg["extra"]["train_images"] == 341
     assert cfg["figure_head"] is True
-    assert cfg["anchor"] == 0.5, "the recipe anchors the model in the pretrained backbone (mga.anchor)"
+    assert cfg["anchor"] == 0.5, "the recipe anchors the model in the pretrained backbone (training.anchor)"
     stored = safe_open(out / "model" / "model.safetensors", "pt").keys()
     assert any(k.startswith("anchor.") for k in stored) and any(k.startswith("backbone.") for k in stored)
     assert cfg["extra"]["train_args"]["backgrounds"] == "../shared/data/distractors/validation", \
@@ -231,8 +235,20 @@ def test_robust_fine_tuning_reads_spoilt_photos_as_their_clean_twins(trained, tm
     start = json.loads((src / "model" / "config.json").read_text())
     tuned = json.loads((out / "model" / "config.json").read_text())
     assert (tuned["image_size"], tuned["anchor"]) == (start["image_size"], start["anchor"]) == (64, 0.5)
-    assert tuned["extra"]["train_args"]["init"] == str(src / "model")
+    assert tuned["extra"]["train_args"]["init"] == mga_train.portable(str(src / "model"))
     assert tuned["extra"]["train_args"]["robust_twin"] == twin
+
+
+def test_a_path_recorded_with_the_weights_names_no_folder_of_the_machine():
+    """config.json's train_args: an absolute path inside the project or beside it is recorded relative to the
+    project (what a clone elsewhere reads the same); a relative path, or one elsewhere, as given."""
+    beside, inside = PROJECT_ROOT.parent / "shared" / "data", PROJECT_ROOT / "runs" / "default"
+    assert mga_train.portable(str(beside)) == os.path.join("..", "shared", "data")
+    assert mga_train.portable(str(inside)) == os.path.join("runs", "default")
+    assert mga_train.portable("../shared/data") == "../shared/data" and mga_train.portable(8) == 8
+    elsewhere = Path(PROJECT_ROOT.anchor) / "elsewhere-than-the-project"
+    if not elsewhere.is_relative_to(PROJECT_ROOT.parent):
+        assert mga_train.portable(str(elsewhere)) == str(elsewhere)
 
 
 def test_robust_term_without_init_is_refused(tmp_path, capsys):

@@ -6,8 +6,7 @@ from contextlib import contextmanager
 
 import gradio as gr
 
-from mga.explain import WHOLE
-from mga.imageio import ImageError
+from mga import WHOLE, ImageError
 
 from .chart import term_choices
 from .details import garments_view, match_details, match_overlay

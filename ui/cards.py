@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import html
 
-from mga.colour import colour_name
-from mga.matches import Match
+from mga import Match, colour_name
 
 # Metadata columns that only the index needs (ids, splits, provenance): never shown to shoppers.
 HIDDEN_FIELDS = {"product_name", "color", "view", "evaluation_status", "source", "image_name", "path", "split"}

@@ -6,8 +6,7 @@ import functools
 
 from PIL import Image
 
-from mga.explain import OVERALL, WHOLE
-from mga.matches import Match
+from mga import OVERALL, WHOLE, Match
 
 OVERALL_LOOK = "overall look"  # the global token's terms (mga.explain.OVERALL), as a shopper reads them
 WHOLE_MATCH = "whole match"

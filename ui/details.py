@@ -7,13 +7,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from mga.confidence import likely
-from mga.explain import WHOLE, overlay
-from mga.garments import ON_SKIN
-from mga.imageio import ImageError
-from mga.index_format import GalleryFileError
-from mga.matches import Match
-from mga.views import FULL_BOX
+from mga import FULL_BOX, ON_SKIN, WHOLE, GalleryFileError, ImageError, Match, likely, overlay
 
 from .cards import colour, product_name, shown_details
 from .chart import bar_chart, paste_text

@@ -17,8 +17,7 @@ import uuid
 import weakref
 from pathlib import Path
 
-from mga.index import GalleryIndex
-from mga.index_format import GalleryFileError
+from mga import GalleryFileError, GalleryIndex
 
 __all__ = ["GalleryFiles", "GalleryFileError"]
 

@@ -6,9 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from mga.config import MIN_IMAGE_SIDE
-from mga.data import category_key
-from mga.imageio import ImageError, fit_size, load_image
+from mga import MIN_IMAGE_SIDE, ImageError, category_key, fit_size, load_image
 
 from .settings import ALL_CATEGORIES, MAX_K
 

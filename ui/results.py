@@ -6,11 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from mga.garments import Garment
-from mga.heap import return_freed_soon
-from mga.index_format import GalleryFileError
-from mga.matches import SearchResult
-from mga.parts import garment_kind
+from mga import GalleryFileError, Garment, SearchResult, garment_kind, return_freed_soon
 
 from .cards import caption, colour, item_name, product_name, shown_index
 from .inputs import autocrop, decode_query, parse_category, parse_k

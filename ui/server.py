@@ -12,10 +12,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import Response
 
-from mga import heap
-from mga.config import MAX_IMAGE_BYTES
-from mga.index_files import image_type
-from mga.index_format import GalleryFileError, IndexFormatError
+from mga import MAX_IMAGE_BYTES, GalleryFileError, IndexFormatError, image_type, serve_freed_memory
 
 from .results import GALLERY_ROUTE
 from .settings import AppSettings, LoadedEngine, allowed_paths, load_engine, parse_settings
@@ -26,7 +23,7 @@ def start(argv: Sequence[str] | None = None) -> tuple[AppSettings, LoadedEngine]
     # a Space is stopped by SIGTERM (uvicorn, once running, shuts down gracefully and hands it on): a normal exit,
     # at any stage, lets the app's temporary copies (ui.files) go with it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    heap.serve()  # before any worker thread: memory a search frees goes back to the system
+    serve_freed_memory()  # before any worker thread: memory a search frees goes back to the system
     settings = parse_settings(argv)
     try:
         loaded = load_engine(settings.weights, settings.index, settings.device)

@@ -8,9 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from mga.confidence import CONFIDENT, likely
-from mga.garments import KIND_NAMES, Garment
-from mga.matches import SearchResult
+from mga import CONFIDENT, KIND_NAMES, Garment, SearchResult, likely
 
 from .cards import product_name
 

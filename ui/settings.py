@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from mga.config import ASSETS_DIR, DEFAULT_INDEX_DIR
-from mga.hub import WeightsError, describe_weights, load_model
-from mga.index_format import IndexMismatchError
-from mga.search import SearchEngine
+from mga import (
+    ASSETS_DIR,
+    DEFAULT_INDEX_DIR,
+    IndexMismatchError,
+    SearchEngine,
+    WeightsError,
+    describe_weights,
+    load_model,
+)
 
 from .files import GalleryFiles
 

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from mga.config import PROJECT_ROOT
+from mga import PROJECT_ROOT
 
 SPACE_FILES = ["app.py", "README.md", "requirements.txt", "mga/*.py", "ui/*.py",
                "assets/mga-default/*", "assets/demo-index/*", "assets/demo-gallery/**", "assets/examples/*"]

@@ -1,10 +1,10 @@
 """An anchor in the pretrained backbone: a share of every similarity for its frozen GeM descriptor.
 
-    python -m mga.anchor --weights runs/default/model --share 0.5 --out runs/default/anchor50 [--pool figure]
+    python -m training.anchor --weights runs/default/model --share 0.5 --out runs/default/anchor50 [--pool figure]
 
 Fine-tuning on a few hundred studio photos of 75 products makes the model better at telling those products apart
 and worse than the untrained backbone at real shoppers' photos (bench.phone_photos): it forgets what the
-backbone knew about garments in the wild. Moving the weights back (WiSE-FT, mga.wise) costs the heads trained on
+backbone knew about garments in the wild. Moving the weights back (WiSE-FT, training.wise) costs the heads trained on
 the fine-tuned features. An anchor keeps both models whole instead: the frozen pretrained backbone runs beside
 the fine-tuned one, and its GeM descriptor rides in the global token, so that every similarity (coarse search,
 ATA re-ranking) is (1 - share) x the MGA similarity + share x the pretrained descriptor's cosine. The heads and
@@ -17,9 +17,9 @@ import argparse
 from dataclasses import replace
 from typing import Sequence
 
-from .config import ANCHOR_POOLS
-from .hub import rewrite_checkpoint
-from .model import MGAModel
+from mga.config import ANCHOR_POOLS
+from mga.hub import rewrite_checkpoint
+from mga.model import MGAModel
 
 
 def with_anchor(model: MGAModel, share: float, pool: str = "whole") -> MGAModel:
@@ -38,7 +38,7 @@ def with_anchor(model: MGAModel, share: float, pool: str = "whole") -> MGAModel:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m mga.anchor", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.anchor", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="trained checkpoint folder or Hub id")
     p.add_argument("--share", type=float, required=True,

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .backbones import TokenBackbone
-from .model import MGAModel
-from .transforms import EvalTransform
+from mga.backbones import TokenBackbone
+from mga.model import MGAModel
+from mga.transforms import EvalTransform
 
 
 def similarity_correlation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

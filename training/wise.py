@@ -1,6 +1,6 @@
 """Weight-space ensembling with the pretrained backbone (WiSE-FT, Wortsman et al., CVPR 2022).
 
-    python -m mga.wise --weights runs/default/model --ratio 0.7 --out runs/default/wise70
+    python -m training.wise --weights runs/default/model --ratio 0.7 --out runs/default/wise70
 
 The fine-tuned backbone's weights are moved back towards the pretrained ones: theta = r * fine-tuned +
 (1 - r) * pretrained. Fine-tuning on a few hundred studio photos sharpens the model on studio photos and costs
@@ -14,9 +14,9 @@ from typing import Sequence
 
 import torch
 
-from .backbones import cached_pretrained_state
-from .hub import rewrite_checkpoint
-from .model import MGAModel
+from mga.backbones import cached_pretrained_state
+from mga.hub import rewrite_checkpoint
+from mga.model import MGAModel
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def interpolate_backbone(model: MGAModel, ratio: float) -> MGAModel:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m mga.wise", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.wise", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="fine-tuned checkpoint folder or Hub id")
     p.add_argument("--ratio", type=float, required=True, help="share of the fine-tuned weights, 0..1")

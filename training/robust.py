@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import Encoding, MGAModel
+from mga.model import Encoding, MGAModel
 
 
 def robust_loss(student: Encoding, teacher: Encoding, maps: bool = True) -> torch.Tensor:
@@ -37,7 +37,7 @@ class CleanTeacher:
 
     def __init__(self, model: MGAModel, twin: str = "framed"):
         self.model = model.eval().requires_grad_(False)
-        self.twin = twin  # as mga.transforms.ConsumerPhotoAugment drew the clean twins
+        self.twin = twin  # as training.augment.ConsumerPhotoAugment drew the clean twins
 
     def loss(self, student: MGAModel, spoilt: Encoding, clean: torch.Tensor) -> torch.Tensor:
         """`spoilt`: the fine-tuned `student`'s encoding of the spoilt photos; `clean`: their clean twins, which the

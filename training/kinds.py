@@ -15,9 +15,10 @@ from typing import Sequence
 
 import torch
 
-from .data import category_key
+from mga.data import category_key
+from mga.transforms import EvalTransform
+
 from .losses import multi_similarity_masked
-from .transforms import EvalTransform
 
 # phone-photo kind (a folder of the distractors) -> the shop (Luma) categories that are that kind of garment;
 # kinds the shop does not sell (shoes, dresses, ...) are left out

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import Record, RetrievalData, category_key, category_of, load_retrieval_data
-from .transforms import garment_mask
-
-KIND_KEY = "*{}"  # the key of a kind's names ("*top", "*bottom"): for categories training did not see
+from mga.data import Record, RetrievalData, category_key, category_of, load_retrieval_data
+from mga.part_names import KIND_KEY, garment_kind
+from mga.transforms import garment_mask
 
 
 def figure_on_grid(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -192,19 +191,6 @@ def landmark_of(name: str) -> str:
     return head if head and last.isdigit() else name
 
 
-BOTTOMS = ("pants", "shorts", "skirt", "skirts", "trousers", "jeans", "leggings", "denim")
-NOT_GARMENTS = ("hat", "hats", "cap", "caps", "shoe", "shoes", "sneakers", "boots", "bag", "bags", "accessories")
-
-
-def garment_kind(category: str) -> str:
-    """"bottom" for garments worn on the legs, "other" for what is no garment (a hat, shoes), else "top": the
-    kinds ANCHORS names parts by, and one it does not."""
-    words = category_key(category).split()
-    if any(w in NOT_GARMENTS for w in words):
-        return "other"
-    return "bottom" if any(w in BOTTOMS for w in words) else "top"
-
-
 SHORT_BOTTOMS = ("shorts", "bermudas", "hotpants")
 
 
@@ -213,40 +199,6 @@ def landmark_set(category: str) -> str:
     kind = garment_kind(category)
     short = kind == "bottom" and any(w in SHORT_BOTTOMS for w in category_key(category).split())
     return "short bottom" if short else kind
-
-
-def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | None, num_parts: int) -> list[str]:
-    """The names of the parts on a category's garments; for a category training did not see, its kind's names;
-    without a category (or names), "part k"."""
-    table = part_names or {}
-    keys = [category_key(category), KIND_KEY.format(garment_kind(category))] if category else []
-    for key in keys:
-        if key in table and len(table[key]) == num_parts:
-            return list(table[key])
-    return [f"part {k + 1}" for k in range(num_parts)]
-
-
-MAX_NAME = 80  # characters in one part's name: the app shows it in a chart and a line of text
-
-
-def check_names(part_names: Any, num_parts: int) -> None:
-    """Refuse stored part names (MGAConfig.part_names) that `names_for` would have to pass over or that the app
-    could not show: an object of category keys, each a list of exactly `num_parts` names, each a string of 1 to
-    MAX_NAME characters. Raises ValueError naming the entry."""
-    field = "MGAConfig.part_names"
-    if not isinstance(part_names, dict):
-        raise ValueError(f"{field} must be a JSON object, not a {type(part_names).__name__}")
-    for key, row in part_names.items():
-        where = f"{field}[{str(key)[:40]!r}]"
-        if not isinstance(row, list) or len(row) != num_parts:
-            size = f"has {len(row)} names" if isinstance(row, list) else f"is a {type(row).__name__}"
-            raise ValueError(f"{where} {size}; it must list {num_parts} names, one per part (num_parts)")
-        for k, name in enumerate(row):
-            if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
-                raise ValueError(f"{where}[{k}] = {str(name)[:40]!r}: must be a name of 1 to {MAX_NAME} characters")
-
-
-# ---------------------------------------------------------------------------------------------- measuring
 
 
 Backdrop = Callable[[Image.Image, random.Random], Image.Image]  # a photo -> the same photo on a background
@@ -314,12 +266,12 @@ def names_table(names: Mapping[str, Sequence[str]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """python -m mga.parts: (re)name the parts of a checkpoint from its training data."""
+    """python -m training.parts: (re)name the parts of a checkpoint from its training data."""
     import argparse
 
     from .hub import load_model, save_model_atomically
 
-    p = argparse.ArgumentParser(prog="python -m mga.parts", description="Name a checkpoint's parts by where they "
+    p = argparse.ArgumentParser(prog="python -m training.parts", description="Name a checkpoint's parts by where they "
                                 "land on the training photos of a data set (In-shop layout), per category.")
     p.add_argument("--weights", required=True, help="checkpoint folder or Hub id")
     p.add_argument("--data", required=True, help="the data set it was trained on (its train split is used)")

@@ -1,6 +1,6 @@
 """Weight-space averaging of fine-tuned checkpoints (a model soup, Wortsman et al., ICML 2022).
 
-    python -m mga.soup --weights runs/a/model runs/b/model --out runs/soup [--data ../shared/data/luma-inshop]
+    python -m training.soup --weights runs/a/model runs/b/model --out runs/soup [--data ../shared/data/luma-inshop]
 
 Two fine-tunings of one pretrained backbone from one initialisation (e.g. two recipes, one seed) stay in one basin
 of the loss, so the mean of their weights is a model that keeps much of what each learnt, at the cost of one
@@ -15,9 +15,10 @@ from typing import Sequence
 
 import torch
 
-from .data import load_retrieval_data
-from .hub import WeightsError, load_model, rewrite_checkpoint
-from .model import FITTED_LATER, MGAModel
+from mga.data import load_retrieval_data
+from mga.hub import WeightsError, load_model, rewrite_checkpoint
+from mga.model import FITTED_LATER, MGAModel
+
 from .parts import name_model_parts, names_table
 
 
@@ -44,7 +45,7 @@ def soup(model: MGAModel, others: Sequence[MGAModel]) -> MGAModel:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m mga.soup", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.soup", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", nargs="+", required=True, help="two or more checkpoint folders or Hub ids")
     p.add_argument("--out", required=True, help="folder for the averaged checkpoint")
@@ -70,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if names:
         print(names_table(names))
     else:
-        print(f"its part names are the first checkpoint's; fit them with: python -m mga.parts --weights {args.out} "
-              "--data DATA")
+        print("its part names are the first checkpoint's; fit them with: python -m training.parts --weights "
+              f"{args.out} --data DATA")
 
 
 if __name__ == "__main__":
