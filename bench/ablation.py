@@ -24,7 +24,8 @@ from mga.config import MGAConfig
 from mga.data import load_retrieval_data
 from training.batches import ImageDataset
 from mga.devices import resolve_device
-from training.evaluate import plot_recall
+from mga.hub import load_model
+from training.evaluate import encode_records, plot_recall
 from training.metrics import INSHOP_KS, recall_at_k
 from mga.transforms import EvalTransform, working_side
 
@@ -58,10 +59,21 @@ def zero_shot(data_root: str, backbone: str, device: torch.device) -> dict[str, 
     return recall_at_k(order, [r.item_id for r in data.query], [r.item_id for r in data.gallery], INSHOP_KS)
 
 
+@torch.inference_mode()
+def global_only(data_root: str, weights: Path) -> dict[str, float]:
+    """A trained model's global token alone as the descriptor (full photos, cosine ranking): the ablation's row
+    below the parts and ATA, which the app never ranks by."""
+    model, data = load_model(weights), load_retrieval_data(data_root)
+    q, g = (encode_records(model, data.root, records).global_.float() for records in (data.query, data.gallery))
+    order = (q @ g.T).argsort(dim=1, descending=True)[:, : max(INSHOP_KS)].numpy()
+    return recall_at_k(order, [r.item_id for r in data.query], [r.item_id for r in data.gallery], INSHOP_KS)
+
+
 def run_variant(args: argparse.Namespace, backbone: str, variant: str, seed: int) -> dict:
     flags = ["--backbone", backbone, "--epochs", str(args.epochs), *VARIANTS[variant][0], *args.train_args]
-    return train_run(args.data, Path(args.out) / f"{backbone}-{variant}-s{seed}", flags, seed, args.workers,
-                     args.threads, args.device)
+    out = Path(args.out) / f"{backbone}-{variant}-s{seed}"
+    result = train_run(args.data, out, flags, seed, args.workers, args.threads, args.device)
+    return {**result, "global": global_only(args.data, out / "model")}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
