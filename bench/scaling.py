@@ -3,11 +3,11 @@
     python -m bench.scaling rows --data ../shared/data/luma-inshop [--weights DIR] [--json out.json]
     python -m bench.scaling ann [--n 1000000] [--queries 200] [--json out.json]
 
-`rows`: the Luma test split's gallery indexed by the builder at several zoom grids (0: full photos only) with
-each form of its tokens (float16, int8, int4: one encoding per grid, converted to each form, the coarse embeddings
-rebuilt from the tokens), searched as the app searches (coarse top 100, then ATA; and by the coarse stage alone,
-what chooses ATA's candidates in a large gallery). Prints bytes per gallery photo (arrays and items.jsonl) and
-R@1 / R@10 of each, then the table of docs/scaling.md.
+`rows`: the Luma test split's gallery indexed by the builder at several zoom grids (0: full photos only), as format
+2 stored it (float32 coarse embeddings, float16 tokens and maps) and with each form of format 3's tokens (float16,
+int8, int4; the coarse embeddings rebuilt from the tokens), one encoding per grid, searched as the app searches
+(coarse top 100, then ATA; and by the coarse stage alone, what chooses ATA's candidates in a large gallery). Prints
+bytes per gallery photo (arrays and items.jsonl) and R@1 / R@10 of each, then the table of docs/scaling.md.
 
 A million photos: bench.million.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -38,23 +39,47 @@ from mga.data import load_retrieval_data  # noqa: E402
 from training.evaluate import Shop, encode_records, recall  # noqa: E402
 from mga.hub import load_model  # noqa: E402
 from mga.index import GalleryIndex  # noqa: E402
-from mga.index_format import ITEMS  # noqa: E402
+from mga.index_format import ATTN, EMBEDDINGS, ITEMS, MANIFEST, OWNER  # noqa: E402
 from mga.search import SearchEngine  # noqa: E402
 from mga.views import ZoomViews  # noqa: E402
 
 FORMS = (("float16 tokens", "float16"), ("int8 tokens", "int8"), ("int4 tokens (the default)", "int4"))
+FORMAT_2 = "format 2: float32 coarse, float16 tokens and maps"
+
+
+def as_format_2(index: Path) -> Path:
+    """A format-3 index with float16 tokens rewritten as format 2 wrote indexes: float32 coarse embeddings,
+    float16 attention maps (even ones, of the stored shape: format 3 keeps none), an int64 owner.npy."""
+    ix = GalleryIndex(index)
+    if ix.format_version != 3 or not isinstance(ix.global_, np.ndarray):
+        raise ValueError(f"{index}: not a format-3 index with float16 tokens")
+    np.save(index / EMBEDDINGS, np.asarray(ix.embeddings, dtype=np.float32))
+    np.save(index / ATTN, np.asarray(ix.attn, dtype=np.float16))
+    np.save(index / OWNER, ix.owner.astype(np.int64))
+    del ix
+    manifest = json.loads((index / MANIFEST).read_text())
+    manifest["format_version"] = 2
+    for key in ("tokens", "coarse", "maps"):
+        manifest.pop(key)
+    (index / MANIFEST).write_text(json.dumps(manifest))
+    return index
 
 
 def forms(model, data, grid: int, folder: Path) -> Iterator[tuple[str, Shop]]:
-    """The Luma gallery indexed at one zoom grid, encoded once (float16 tokens) and converted to each other form
-    (index_builder.edit.convert_index: the stored tokens recoded, nothing encoded again)."""
+    """The Luma gallery indexed at one zoom grid, encoded once (float16 tokens), as format 2 stored it, and
+    converted to each other form (index_builder.edit.convert_index: the stored tokens recoded, nothing encoded
+    again)."""
     with Shop.indexed(model, data.root, data.gallery, replace(ZoomViews(), grid=grid), tokens="float16") as shop:
+        built = Path(shop.engine.index.path)
+        old = built.parent / "format-2"  # beside it: the same relative gallery root
+        shutil.copytree(built, old)
+        yield FORMAT_2, Shop(SearchEngine(model, GalleryIndex(as_format_2(old))))
         for name, tokens in FORMS:
             if tokens == "float16":
                 yield name, shop
                 continue
             out = folder / f"grid{grid}-{tokens}"
-            convert_index(shop.engine.index.path, out, tokens=tokens, progress=False, log=lambda _: None)
+            convert_index(built, out, tokens=tokens, progress=False, log=lambda _: None)
             yield name, Shop(SearchEngine(model, GalleryIndex(out)))
 
 
@@ -75,7 +100,7 @@ def rows(args: argparse.Namespace) -> dict:
                 coarse = recall(shop, data, q, 0)  # the coarse stage alone: what picks ATA's candidates
                 key = f"zoom grid {grid}: {name}"
                 views = ix.views / len(ix)
-                results[key] = {"grid": grid, "tokens": name.split()[0], "views_per_photo": round(views, 2),
+                results[key] = {"grid": grid, "form": name, "views_per_photo": round(views, 2),
                                 "bytes_per_view": round(per_view, 1), "bytes_per_photo": round(per_photo),
                                 "R@1": r["R@1"], "R@10": r["R@10"], "coarse R@1": coarse["R@1"],
                                 "coarse R@10": coarse["R@10"]}

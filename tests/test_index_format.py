@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from bench.scaling import as_format_2
 from mga.config import ASSETS_DIR
 from mga.index import GalleryIndex, check_fits
 from mga.index_format import (ATTN, BOXES, EMBEDDINGS, FAISS_FILE, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS,
@@ -30,19 +31,6 @@ def index_copy(tmp_path) -> Path:
     man = json.loads((tmp_path / "index" / MANIFEST).read_text())
     assert man["roots"] == [{"relative": "../demo-gallery"}]
     return tmp_path / "index"
-
-
-def as_format_2(index: Path) -> Path:
-    """A format-3 index with float16 tokens (the demo's) written as format 2 wrote indexes: float32 coarse
-    embeddings, float16 attention maps (even ones here: format 3 keeps none), an int64 owner.npy."""
-    ix = GalleryIndex(index)
-    assert ix.format_version == 3 and isinstance(ix.global_, np.ndarray)  # float16 tokens
-    np.save(index / EMBEDDINGS, np.asarray(ix.embeddings, dtype=np.float32))
-    np.save(index / ATTN, np.asarray(ix.attn, dtype=np.float16))
-    np.save(index / OWNER, ix.owner.astype(np.int64))
-    del ix
-    edit_manifest(index, lambda m: (m.update(format_version=2), [m.pop(k) for k in ("tokens", "coarse", "maps")]))
-    return index
 
 
 @pytest.fixture

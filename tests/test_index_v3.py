@@ -19,7 +19,8 @@ from mga.config import ASSETS_DIR
 from mga.index import GalleryIndex
 from mga.index_format import CODECS, GLOBAL, GLOBAL_SCALE, MANIFEST, PARTS, PARTS_SCALE, IndexFormatError
 from mga.stored_rows import CodedRows, decode
-from test_index_format import as_format_2, edit_manifest, resave
+from bench.scaling import as_format_2
+from test_index_format import edit_manifest, resave
 
 DEMO_INDEX = ASSETS_DIR / "demo-index"
 STEP = {"int8": 127, "int4": 7, "sqrt4": 15}
