@@ -5,7 +5,7 @@
 
 Runs go seed by seed (every recipe's seed 0 first), several at once with --parallel, each with a time limit,
 so that a sweep cut short still holds comparable results. Each finished run is appended to results.jsonl;
-the end writes table.md (mean +- std over seeds of R@1 coarse / ATA / global token, R@5 and R@10 with ATA).
+the end writes table.md (mean +- std over seeds of R@1 coarse / ATA, R@5 and R@10 with ATA).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def parse_recipe(text: str) -> tuple[str, list[str]]:
     return name, shlex.split(flags)
 
 
-COLUMNS = (("coarse", "R@1"), ("ata", "R@1"), ("global", "R@1"), ("ata", "R@5"), ("ata", "R@10"))
+COLUMNS = (("coarse", "R@1"), ("ata", "R@1"), ("ata", "R@5"), ("ata", "R@10"))
 
 
 def table(results: list[dict], recipes: dict[str, list[str]]) -> str:
