@@ -17,7 +17,7 @@ from .explain import OVERALL, WHOLE, overlay
 from .garments import KIND_NAMES, ON_SKIN, Garment
 from .heap import return_freed_soon, serve_freed_memory
 from .hub import WeightsError, describe_weights, load_model
-from .imageio import ImageError, fit_size, load_image
+from .imageio import ImageError, fit_size, load_image, shrink
 from .index import GalleryIndex
 from .index_files import image_type
 from .index_format import GalleryFileError, IndexFormatError, IndexMismatchError
@@ -35,7 +35,7 @@ __all__ = [
     # what can go wrong, in words a user reads
     "ImageError", "WeightsError", "GalleryFileError", "IndexFormatError", "IndexMismatchError",
     # photos
-    "load_image", "fit_size", "image_type", "FULL_BOX",
+    "load_image", "fit_size", "shrink", "image_type", "FULL_BOX",
     # explanations, confidence, colour, garments
     "WHOLE", "OVERALL", "overlay", "CONFIDENT", "likely", "colour_name", "Garment", "KIND_NAMES", "ON_SKIN",
     "garment_kind", "category_key",

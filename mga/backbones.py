@@ -185,3 +185,13 @@ def cached_pretrained_state(spec: BackboneSpec, model: nn.Module) -> dict[str, t
     return state
 
 
+def shared_stages(ours: list[nn.Module], theirs: list[nn.Module]) -> int:
+    """How many leading stages of two backbones compute the same thing: equal weights and buffers, and neither
+    in training mode (BatchNorm would then use batch statistics)."""
+    shared = 0
+    for a, b in zip(ours, theirs):
+        sa, sb = a.state_dict(), b.state_dict()
+        if a.training or b.training or sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
+            break
+        shared += 1
+    return shared

@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from .transforms import letterbox_pixels
+
 SIDE = 64  # photos are letterboxed to this side: a garment's colour needs no detail
 L_BINS, AB_BINS, AB_RANGE = 6, 9, 64.0  # histogram grid: lightness 0..100, a and b in -64..64 (clipped)
 SKIN_WEIGHT = 0.15  # what a skin-coloured pixel weighs against a garment pixel
@@ -56,13 +58,11 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
 
 def letterboxed(image: Image.Image, side: int = SIDE) -> np.ndarray:
     """The photo fitted whole into side x side on white, as the model sees it (its attention grid covers this
-    square): (side, side, 3) uint8."""
-    img = image.convert("RGB")
-    scale = side / max(img.size)
-    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    canvas = Image.new("RGB", (side, side), (255, 255, 255))
-    canvas.paste(img.resize((w, h), Image.BILINEAR), ((side - w) // 2, (side - h) // 2))
-    return np.asarray(canvas)
+    square): (side, side, 3) uint8. A large photo is first box-reduced by a whole factor: resampling all its pixels
+    would cost more than everything else a colour reads."""
+    img = image if image.mode == "RGB" else image.convert("RGB")
+    factor = max(img.size) // (2 * side)
+    return letterbox_pixels(img.reduce(factor) if factor > 1 else img, side).permute(1, 2, 0).numpy()
 
 
 def skin_mask(lab: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from .ata import Alignment, align
-from .backbones import TokenBackbone, gem_cells
+from .backbones import TokenBackbone, gem_cells, shared_stages
 from .config import MGAConfig
 from .devices import autocast, forward_batch
 from .fga import FineGranularAggregator
@@ -104,18 +104,6 @@ def figure_gem(backbone, gem: torch.Tensor, tokens: torch.Tensor, figure: torch.
     return backbone.pool(tokens, figure) if backbone.spec.kind == "cnn" else gem
 
 
-def shared_stages(ours: list[nn.Module], theirs: list[nn.Module]) -> int:
-    """How many leading stages of two backbones compute the same thing: equal weights and buffers, and neither
-    in training mode (BatchNorm would then use batch statistics)."""
-    shared = 0
-    for a, b in zip(ours, theirs):
-        sa, sb = a.state_dict(), b.state_dict()
-        if a.training or b.training or sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
-            break
-        shared += 1
-    return shared
-
-
 class MGAModel(
     nn.Module,
     PyTorchModelHubMixin,
@@ -140,6 +128,7 @@ class MGAModel(
         self.anchor = TokenBackbone(cfg.backbone, cfg.image_size, cfg.gem_p).requires_grad_(False) \
             if cfg.anchor > 0 else None
         self.transform = EvalTransform(cfg.image_size, cfg.mean, cfg.std)
+        self._shared: tuple[int, int] | None = None  # (id of the anchor, stages it shares): _shared_stages
 
     @classmethod
     def from_backbone(cls, config: MGAConfig) -> "MGAModel":
@@ -204,7 +193,7 @@ class MGAModel(
         ours, theirs = self.backbone.stages(), self.anchor.stages()
         if not ours:  # a ViT: no stages to share
             return self.backbone(images), self.anchor(images)
-        shared = shared_stages(ours, theirs)
+        shared = self._shared_stages(ours, theirs)
         x = images
         for stage in ours[:shared]:
             x = stage(x)
@@ -214,6 +203,19 @@ class MGAModel(
         for stage in theirs[shared:]:
             pretrained = stage(pretrained)
         return self.backbone.tokens(mine), self.anchor.tokens(pretrained)
+
+    def _shared_stages(self, ours: list[nn.Module], theirs: list[nn.Module]) -> int:
+        """shared_stages, remembered while the model stays in eval mode with this anchor (comparing the stages'
+        weights costs about a millisecond a forward); train() and load_state_dict() forget it."""
+        if self.training:
+            return shared_stages(ours, theirs)
+        if self._shared is None or self._shared[0] != id(self.anchor):
+            self._shared = (id(self.anchor), shared_stages(ours, theirs))
+        return self._shared[1]
+
+    def load_state_dict(self, *args, **kwargs):
+        self._shared = None
+        return super().load_state_dict(*args, **kwargs)
 
     def _with_anchor(self, g: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """[sqrt(a (1-w) / W) g ; sqrt(w / W) GeM_pretrained], W = global_weight: unit norm, and W times its cosine
@@ -225,6 +227,7 @@ class MGAModel(
 
     def train(self, mode: bool = True) -> "MGAModel":
         super().train(mode)
+        self._shared = None
         if self.anchor is not None:  # frozen: its BatchNorm statistics stay the pretrained ones
             self.anchor.eval()
         return self

@@ -1,6 +1,8 @@
 """training.anchor: the frozen pretrained backbone takes its share of every similarity, on real photos."""
 from __future__ import annotations
 
+import copy
+
 import random
 from dataclasses import replace
 
@@ -15,7 +17,8 @@ from mga.config import DEFAULT_WEIGHTS_DIR, MGAConfig
 from training.distill import PretrainedGeM
 from mga.hub import load_model
 from mga.imageio import load_image
-from mga.model import MGAModel, shared_stages
+from mga.backbones import shared_stages
+from mga.model import MGAModel
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +106,26 @@ def test_the_anchor_shares_only_the_stages_training_left_untouched(default_model
         assert shared_stages(ours, theirs) == 0  # a stage in training mode computes something else
     finally:
         ours[0].eval()
+
+
+def test_the_shared_stages_are_counted_once_and_counted_again_when_the_weights_may_have_changed(default_model,
+                                                                                             luma_photos):
+    """Comparing the stages' weights costs a millisecond a forward: an eval-mode model remembers the count, and
+    forgets it on train() and on load_state_dict(), after which it holds what the new weights share."""
+    model = copy.deepcopy(default_model).eval()
+    x = model.transform(load_image(luma_photos[0]))[None]
+    before = model.encode(x)
+    assert model._shared == (id(model.anchor), 5)
+    state = model.state_dict()
+    first = next(k for k in state if k.startswith("backbone.") and state[k].is_floating_point())
+    state[first] = state[first] + 0.01  # the first stage no longer the pretrained one
+    model.load_state_dict(state)
+    assert model._shared is None
+    after = model.encode(x)
+    assert model._shared == (id(model.anchor), 0) and not torch.allclose(before.global_, after.global_)
+    model.train()
+    assert model._shared is None
+    model.eval()
 
 
 def test_a_fresh_anchored_model_starts_from_two_pretrained_copies():

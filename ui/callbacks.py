@@ -10,7 +10,7 @@ from mga import WHOLE, ImageError
 
 from .chart import term_choices
 from .details import garments_view, match_details, match_overlay
-from .inputs import add_corner, crop_to_corners, crop_view
+from .inputs import CROP_VIEW_SIDE, add_corner, crop_to_corners, crop_view
 from .results import api_payload, run_search
 from .settings import ALL_CATEGORIES, LoadedEngine
 
@@ -86,7 +86,7 @@ class Callbacks:
             return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], *NO_GARMENTS, unusable
         shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
             ([], ui, None, ui.summary, *EMPTY_DETAILS)
-        return *shown, "", crop_view(ui.query, []), [], *garment_outputs(ui), gr.skip()
+        return *shown, "", crop_view(ui.view(CROP_VIEW_SIDE), []), [], *garment_outputs(ui), gr.skip()
 
     def refine(self, image, last, k, category, crop, colour):
         """A setting changed (category, colour, number of products): search again what was searched last (a crop

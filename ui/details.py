@@ -2,12 +2,11 @@
 its garments outlined, for the garment choice."""
 from __future__ import annotations
 
-import io
 from typing import Any, Sequence
 
 from PIL import Image
 
-from mga import FULL_BOX, ON_SKIN, WHOLE, GalleryFileError, ImageError, Match, likely, overlay
+from mga import FULL_BOX, ON_SKIN, WHOLE, GalleryFileError, ImageError, Match, likely, load_image, overlay
 
 from .cards import colour, product_name, shown_details
 from .chart import bar_chart, paste_text
@@ -25,14 +24,6 @@ STANDS_OUT = 1.5
 NAMED_SHARE = 0.08
 
 
-def _fit(img: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
-    if max(img.size) <= max_side:
-        return img
-    img = img.copy()
-    img.thumbnail((max_side, max_side), Image.BILINEAR)
-    return img
-
-
 def garments_view(ui: UIResult, max_side: int = 240) -> Image.Image | None:
     """The whole photo with its garments outlined, the one the results are of in red, the other in grey (None
     when the photo shows one garment)."""
@@ -40,7 +31,7 @@ def garments_view(ui: UIResult, max_side: int = 240) -> Image.Image | None:
         return None
     from PIL import ImageDraw
 
-    img = _fit(Image.open(io.BytesIO(ui.whole)).convert("RGB"), max_side)
+    img = load_image(ui.whole, max_side=max_side)
     draw = ImageDraw.Draw(img)
     w, h = img.size
     for g in sorted(ui.garments, key=lambda g: g.kind == ui.shown_garment):  # the shown one drawn last, on top
@@ -87,10 +78,10 @@ def match_overlay(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
     """The match's photo at display size, the view that matched outlined when it is a close-up, with the heatmap
     of `term` overlaid (`heat`: the first time per match, that view is encoded once more for its cells)."""
     try:
-        img = _fit(loaded.engine.gallery_image(match.index, original=True))
+        img = loaded.engine.gallery_image(match.index, original=True, max_side=DISPLAY_MAX_SIDE)
         heatmap = loaded.engine.match_heatmap(match, ui.result.query_global, term, HEATMAP_SIDE) if heat else None
     except (GalleryFileError, ImageError):  # the original is gone: its thumbnail, as the results show it
-        img, heatmap = _fit(loaded.engine.gallery_image(match.index)), None
+        img, heatmap = loaded.engine.gallery_image(match.index, max_side=DISPLAY_MAX_SIDE), None
     out = overlay(img, heatmap) if heatmap is not None else img
     return outline(out, match.box) if tuple(match.box) != FULL_BOX else out
 
@@ -101,9 +92,8 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
     `term` (mga.explain: the whole score, the overall look or a part) overlaid at display size, and the chart of
     every term's share. Without `match_side` the match's photo comes without its heatmap (match_overlay adds it:
     the one forward that opening a match costs)."""
-    query = ui.query
-    q = _fit(query)
-    q_heat = loaded.engine.query_heatmap(match, query.size, term, HEATMAP_SIDE)
+    q = ui.view(DISPLAY_MAX_SIDE)
+    q_heat = loaded.engine.query_heatmap(match, q.info["original_size"], term, HEATMAP_SIDE)
     meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
     sure = (f"**{match.confidence:.0%}** likely the same product" if match.confidence is not None
             else f"**Score** {match.score:.3f}")

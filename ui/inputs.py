@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from mga import MIN_IMAGE_SIDE, ImageError, category_key, fit_size, load_image
+from mga import MIN_IMAGE_SIDE, ImageError, category_key, fit_size, load_image, shrink
 
 from .settings import ALL_CATEGORIES, MAX_K
 
@@ -81,11 +81,14 @@ def parse_k(k: Any) -> int:
 
 
 def crop_view(query: Image.Image, corners: Sequence[tuple[int, int]]) -> Image.Image:
-    """The query at CROP_VIEW_SIDE with the corners clicked so far: a dot for the first, the box for two."""
+    """The query at CROP_VIEW_SIDE with the corners clicked so far (in the query's pixels): a dot for the first,
+    the box for two. `query` may come already reduced (UIResult.view), its full size in `info["original_size"]`."""
     from PIL import ImageDraw
 
-    view = query.resize(_view_size(query), Image.BILINEAR)
-    scale = view.width / query.width
+    full = query.info.get("original_size", query.size)
+    view = shrink(query, CROP_VIEW_SIDE)
+    view = view.copy() if view is query else view
+    scale = view.width / full[0]
     draw = ImageDraw.Draw(view)
     points = [(x * scale, y * scale) for x, y in corners]
     if len(points) == 1:

@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from mga import CONFIDENT, KIND_NAMES, Garment, SearchResult, likely
+from mga import CONFIDENT, KIND_NAMES, Garment, SearchResult, likely, load_image
 
 from .cards import product_name
 
@@ -54,6 +54,11 @@ class UIResult:
     def query(self) -> Image.Image:
         """The query photo, decoded anew (the session keeps only its JPEG)."""
         return Image.open(io.BytesIO(self.photo)).convert("RGB")
+
+    def view(self, max_side: int) -> Image.Image:
+        """The query photo to show, within max_side: a JPEG decoded at a reduced scale, much cheaper than `query`
+        for a large photo; its full size in `.info["original_size"]`."""
+        return load_image(self.photo, max_side=max_side)
 
     @property
     def confident(self) -> bool:
