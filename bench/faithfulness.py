@@ -50,12 +50,26 @@ def pixel_sets(heat: np.ndarray, figure: np.ndarray, n: int) -> tuple[np.ndarray
     return order[:n], cold
 
 
+def reachable(figure: np.ndarray) -> np.ndarray:
+    """The pixels some BLOCK x BLOCK square centred on a figure pixel covers (as random_blocks places them)."""
+    h, w = figure.shape
+    sums = np.pad(np.cumsum(np.cumsum(figure.astype(np.int64), 0), 1), ((1, 0), (1, 0)))
+    ys, xs = np.arange(h), np.arange(w)  # a square at (y, x) covers rows y - BLOCK // 2 .. y + BLOCK // 2 - 1
+    y0, y1 = np.clip(ys - BLOCK // 2 + 1, 0, h), np.clip(ys + BLOCK // 2 + 1, 0, h)
+    x0, x1 = np.clip(xs - BLOCK // 2 + 1, 0, w), np.clip(xs + BLOCK // 2 + 1, 0, w)
+    count = sums[y1][:, x1] - sums[y0][:, x1] - sums[y1][:, x0] + sums[y0][:, x0]
+    return count > 0
+
+
 def random_blocks(figure: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Flat indices of random BLOCK x BLOCK squares centred on figure pixels, until they cover `n` pixels."""
     h, w = figure.shape
     centres = np.flatnonzero(figure.ravel())
     if len(centres) == 0:
         centres = np.arange(h * w)
+    reach = reachable(figure if figure.any() else np.ones_like(figure))
+    if n >= reach.sum():  # a small figure: its blocks together cover less than n, and would be drawn for ever
+        return np.flatnonzero(reach.ravel())
     covered = np.zeros((h, w), dtype=bool)
     while covered.sum() < n:
         y, x = divmod(int(rng.choice(centres)), w)
@@ -221,10 +235,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     side = working_side(engine.model.config.image_size)
     done = _read_progress(args.progress)
     per_query = [q for q in done.values() if q is not None]
-    for i, r in enumerate(tqdm(queries, desc="queries", unit="query", initial=len(done))):
+    todo = [(i, r) for i, r in enumerate(queries) if r.path not in done]
+    for i, r in tqdm(todo, desc="queries", unit="query", initial=len(queries) - len(todo), total=len(queries)):
         rng = np.random.default_rng([args.seed, i])  # the same blocks for a query whether run at once or resumed
-        if r.path in done:
-            continue
         out = one_query(engine, load_image(Path(data.root) / r.path, max_side=side), rng)
         if out is not None:
             per_query.append(out)

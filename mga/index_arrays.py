@@ -10,9 +10,24 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .index_files import _open_inside, _Refused
-from .index_format import (ARRAY_DIMS, ARRAY_KINDS, ATTN, BOXES, CODE_SIZES, EMBEDDINGS, FINITE_CHECK_ROWS,
-                           FLOAT_SIZES, GLOBAL, ITEMS, MANIFEST, OWNER, PARTS, SCALES, IndexFormatError)
+from .index_format import (
+    ARRAY_DIMS,
+    ARRAY_KINDS,
+    ATTN,
+    BOXES,
+    CODE_SIZES,
+    EMBEDDINGS,
+    FINITE_CHECK_ROWS,
+    FLOAT_SIZES,
+    GLOBAL,
+    ITEMS,
+    MANIFEST,
+    OWNER,
+    PARTS,
+    SCALES,
+    IndexFormatError,
+)
+from .index_manifest import _open_index_file
 from .stored_rows import coded_bytes
 
 
@@ -55,12 +70,10 @@ def _open_array(path: Path, folder: Path, name: str) -> _Npy | None:
     """An array file opened and its header checked against the file (its size must be exactly what the header
     declares), its dimensions and its type, before any of it is read; None if it is missing."""
     where = path / name
-    try:
-        f, st, _ = _open_inside(folder, name)
-    except _Refused as why:
-        if str(why) == "missing":
-            return None
-        raise IndexFormatError(f"{where}: {why}; an index holds regular files only") from None
+    opened = _open_index_file(folder, where, name)
+    if opened is None:
+        return None
+    f, st = opened
     try:
         try:
             version = np.lib.format.read_magic(f)

@@ -16,14 +16,24 @@ from .index_files import _open_inside, _read_capped, _Refused, bad_path
 from .index_format import CODECS, FORMAT_VERSION, INDEX_TYPES, ITEMS, MANIFEST, MANIFEST_MAX_BYTES, IndexFormatError
 
 
-def _read_index_file(folder: Path, path: Path, name: str, cap: int) -> bytes | None:
-    """A small file of the index folder (manifest, items) read whole, or None if it is missing."""
+def _open_index_file(folder: Path, where: Path, name: str) -> tuple | None:
+    """(file, stat) of a file of the index folder, opened inside it (no link, a regular file), or None if it is
+    missing; IndexFormatError naming `where` for anything else."""
     try:
         f, st, _ = _open_inside(folder, name)
     except _Refused as why:
         if str(why) == "missing":
             return None
-        raise IndexFormatError(f"{path / name}: {why}; an index holds regular files only") from None
+        raise IndexFormatError(f"{where}: {why}; an index holds regular files only") from None
+    return f, st
+
+
+def _read_index_file(folder: Path, path: Path, name: str, cap: int) -> bytes | None:
+    """A small file of the index folder (manifest, items) read whole, or None if it is missing."""
+    opened = _open_index_file(folder, path / name, name)
+    if opened is None:
+        return None
+    f, st = opened
     with f:
         try:
             data = _read_capped(f, st.st_size, cap)

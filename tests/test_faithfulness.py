@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.faithfulness import FRACTIONS, MAPS, pixel_sets, random_blocks
+from bench.faithfulness import BLOCK, FRACTIONS, MAPS, pixel_sets, random_blocks, reachable
 from conftest import LUMA
 
 pytestmark = pytest.mark.slow  # encodes a few dozen variants of each query
@@ -23,6 +23,20 @@ def test_pixel_sets_and_random_blocks_cover_what_they_say():
     big[16:48, 16:48] = True
     blocks = random_blocks(big, 300, np.random.default_rng(0))
     assert len(blocks) >= 300 and len(set(blocks.tolist())) == len(blocks)
+
+
+def test_random_blocks_on_a_figure_too_small_for_the_area_give_every_block_it_can():
+    """A close-up's figure whose blocks cannot cover the area asked for: all they can cover, at once (the draw
+    used to go on for ever)."""
+    figure = np.zeros((100, 120), dtype=bool)
+    figure[40:45, 60:62] = True
+    every = np.zeros_like(figure)
+    for y, x in zip(*np.nonzero(figure)):
+        every[max(0, y - BLOCK // 2):y + BLOCK // 2, max(0, x - BLOCK // 2):x + BLOCK // 2] = True
+    assert np.array_equal(reachable(figure), every)
+    got = random_blocks(figure, 3000, np.random.default_rng(0))
+    assert sorted(got.tolist()) == np.flatnonzero(every.ravel()).tolist()
+    assert len(random_blocks(figure, 50, np.random.default_rng(0))) == 50
 
 
 def test_deletion_and_insertion_on_real_queries(tmp_path):
