@@ -30,6 +30,7 @@ from PIL import Image
 
 from bench.app_client import AppClient, file_data, peak_mb, reset_peak, rss_mb
 from mga.config import DEFAULT_INDEX_DIR, MAX_IMAGE_PIXELS, PROJECT_ROOT, SHARED_DATA
+from mga.heap import IDLE_SECONDS
 
 SHOP_PHOTOS = SHARED_DATA / "luma-inshop"
 BOMB_SIDE = 7700  # 59.3 MP: just under MAX_IMAGE_PIXELS, the largest image the app agrees to decode
@@ -105,11 +106,25 @@ def server_paths(client: AppClient, tmp: Path) -> dict:
             "still_serving": client.http.get("gradio_api/info", timeout=GIVE_UP_S).status_code == 200}
 
 
+def settled_rss_mb(pid: int, timeout: float = 60.0) -> float:
+    """The app's resident memory once it has settled: past the pause after which it trims its heap (mga.heap),
+    then two readings half a second apart within a MB of each other (or `timeout`)."""
+    time.sleep(2 * IDLE_SECONDS)
+    last, deadline = rss_mb(pid), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_mb(pid)
+        if abs(now - last) < 1:
+            return now
+        last = now
+    return last
+
+
 def fresh_sessions(client: AppClient, pid: int, photos: list[Path]) -> dict:
-    """Each photo searched through the UI by a new visitor; what the app keeps afterwards."""
-    before = rss_mb(pid)
+    """Each photo searched through the UI by a new visitor; what the app keeps afterwards, once settled."""
+    before = settled_rss_mb(pid)
     answered = sum(client.ui_search(client.upload(p)).error is None for p in photos)
-    return {"sessions": len(photos), "answered": answered, "kept_mb": round(rss_mb(pid) - before, 1)}
+    return {"sessions": len(photos), "answered": answered, "kept_mb": round(settled_rss_mb(pid) - before, 1)}
 
 
 def bombs(client: AppClient, pid: int, bomb: Path, copies: int) -> dict:

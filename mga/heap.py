@@ -2,8 +2,9 @@
 
 glibc keeps freed blocks in the arena of the thread that freed them, and raises its threshold for memory-mapping
 large blocks each time one is freed: a server whose worker threads each once handled a large image keeps that
-memory for good. `serve` fixes the threshold (large blocks are always mapped, so always returned) and
-`return_freed` hands back what the arenas hold. Elsewhere than glibc both do nothing.
+memory for good. `serve_freed_memory` fixes the threshold (large blocks are always mapped, so always returned) and
+`return_freed` hands back what the arenas hold, after a search in the next pause between searches
+(`return_freed_soon`). Elsewhere than glibc both do nothing.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import ctypes
 import ctypes.util
 import functools
 import threading
+import time
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 1 << 20  # blocks this large (an image, a batch of tokens) are mapped and unmapped on their own
@@ -42,26 +44,30 @@ def return_freed() -> None:
         libc.malloc_trim(0)
 
 
+IDLE_SECONDS = 0.5  # a trim waits for a pause this long in the searches (module doc)
 _state = threading.Lock()
-_asked = {"running": False, "again": False}
+_asked = {"running": False, "last": 0.0}
 
 
-def return_freed_soon() -> None:
-    """`return_freed` on a thread of its own, so that a search's answer does not wait for it (malloc_trim walks
-    every arena: a few ms). One trim runs at a time; asked while it runs, it runs once more after."""
+def return_freed_soon(idle: float = IDLE_SECONDS) -> None:
+    """`return_freed` on a thread of its own once no search has asked for `idle` seconds. malloc_trim walks every
+    arena and locks each while it does (a few ms): run beside a search, it held up that search's every allocation;
+    in a pause it costs nobody anything. One trimmer at a time; asked while it trims, it trims once more after."""
     with _state:
+        _asked["last"] = time.monotonic()
         if _asked["running"]:
-            _asked["again"] = True
             return
         _asked["running"] = True
 
     def trim() -> None:
         while True:
+            while (wait := _asked["last"] + idle - time.monotonic()) > 0:
+                time.sleep(wait)
+            started = time.monotonic()
             return_freed()
             with _state:
-                if not _asked["again"]:
+                if _asked["last"] < started:
                     _asked["running"] = False
                     return
-                _asked["again"] = False
 
     threading.Thread(target=trim, name="malloc-trim", daemon=True).start()
