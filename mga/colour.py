@@ -104,10 +104,10 @@ def histogram(lab: np.ndarray, weights: np.ndarray) -> np.ndarray:
     dims = np.array([L_BINS, AB_BINS, AB_BINS])
     lo = np.minimum(np.floor(pos).astype(np.int64), dims - 2)
     frac = pos - lo
-    offs = (np.arange(8)[:, None] >> np.array([2, 1, 0])) & 1  # the 8 corners of a cell: (8, 3)
-    share = np.prod(np.where(offs[:, None, :] == 1, frac[None], 1 - frac[None]), axis=2) * wts  # (8, n)
-    corner = lo[None] + offs[:, None, :]
-    idx = (corner[..., 0] * AB_BINS + corner[..., 1]) * AB_BINS + corner[..., 2]
+    side = [np.stack([1 - frac[:, d], frac[:, d]]) for d in range(3)]  # each axis: the lower and upper bin's share
+    bins = [lo[:, d] + np.arange(2)[:, None] for d in range(3)]  # (2, n) each
+    share = side[0][:, None, None] * side[1][None, :, None] * side[2][None, None, :] * wts  # 8 corners: (2, 2, 2, n)
+    idx = (bins[0][:, None, None] * AB_BINS + bins[1][None, :, None]) * AB_BINS + bins[2][None, None, :]
     hist = np.bincount(idx.ravel(), weights=share.ravel(), minlength=BINS).astype(np.float64)
     total = hist.sum()
     return hist / total if total > 0 else hist
