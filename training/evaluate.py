@@ -1,4 +1,6 @@
-"""Standard retrieval evaluation: In-shop (R@1/5/10/20/30/40/50) or Consumer-to-shop (R@1/20/50).
+"""Standard retrieval evaluation: In-shop (R@1/5/10/20/30/40/50) or Consumer-to-shop (R@1/20/50), the gallery
+indexed as the app indexes a shop and every query ranked by the app's own pipeline (Shop), so that the recall
+reported is the app's.
 
     python -m training.evaluate --data ../shared/data/luma-inshop [--weights org/name|DIR] [--json out.json]
 """
