@@ -29,7 +29,7 @@ MIN_CLOTHED = 0.5  # and this share of those not skin (bare legs below a top are
 MARGIN = 0.03  # around a region's columns, of the photo's width
 FIGURE = 0.05  # a pixel whose garment weight (mga.colour.garment_weights) is above this is not background
 CLOTHED = 0.5  # and above this, not skin either (skin weighs SKIN_WEIGHT)
-ON_SKIN = 0.5  # a part with this share of its attention on skin is no garment detail (ui.results.what_decided)
+ON_SKIN = 0.5  # a part with this share of its attention on skin is no garment detail (ui.details.what_decided)
 
 
 @dataclass(frozen=True)
