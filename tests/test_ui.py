@@ -10,13 +10,13 @@ from PIL import Image
 
 from mga.config import MIN_IMAGE_SIDE
 from mga.explain import OVERALL, WHOLE
-from mga.imageio import ImageError
+from mga.imageio import ImageError, load_image
 from mga.matches import Match, SearchResult
 from ui.chart import OVERALL_LOOK, WHOLE_MATCH, bar_chart, term_choices
 from ui.details import what_decided
-from ui.inputs import crop_to_corners, parse_category, parse_k
+from ui.inputs import CROP_VIEW_SIDE, add_corner, crop_to_corners, crop_view, parse_category, parse_k
 from ui.results import api_payload
-from ui.session import UIResult
+from ui.session import UIResult, jpeg
 from ui.settings import ALL_CATEGORIES, MAX_K
 
 CATEGORIES = ["Hoodies_Sweatshirts", "Bras_Tanks", "Pants"]
@@ -114,6 +114,20 @@ def test_crop_too_small_is_refused_with_the_size(query, corners):
         crop_to_corners(query, corners)
     assert str(err.value) == (f"Crop by hand: the box is under {MIN_IMAGE_SIDE} px a side; "
                               "click two corners further apart.")
+
+
+def test_clicks_on_the_crop_view_of_a_large_kept_photo_land_on_its_full_size_pixels():
+    """The crop view is decoded reduced from the session's JPEG (UIResult.view): a click on it maps to the pixels
+    of the full photo, which crop_to_corners crops."""
+    photo = Image.new("RGB", (1200, 1600), "white")
+    view = load_image(jpeg(photo), max_side=CROP_VIEW_SIDE)
+    shown = crop_view(view, [])
+    assert max(shown.size) == CROP_VIEW_SIDE and view.info["original_size"] == (1200, 1600)
+    corners = add_corner([], (shown.width, shown.height), view)
+    assert corners == [(1200, 1600)]
+    corners = add_corner(corners, (shown.width // 2, shown.height // 4), view)
+    assert corners[0] == (1200, 1600) and abs(corners[1][0] - 600) <= 3 and abs(corners[1][1] - 400) <= 4
+    assert add_corner(corners, (0, 0), view) == [(0, 0)]  # a third click starts anew
 
 
 @pytest.mark.parametrize("corners", [[], [(10, 10)], [(0, 0), (50, 50), (90, 70)]])

@@ -110,8 +110,9 @@ class Callbacks:
     def pick_corner(self, ui, points, evt: gr.SelectData):
         if ui is None:
             return None, []
-        points = add_corner(points, evt.index, ui.query)
-        return crop_view(ui.query, points), points
+        view = ui.view(CROP_VIEW_SIDE)  # decoded once, at the crop view's size
+        points = add_corner(points, evt.index, view)
+        return crop_view(view, points), points
 
     def search_cropped(self, ui, points, k, category, colour):
         try:

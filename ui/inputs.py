@@ -101,15 +101,14 @@ def crop_view(query: Image.Image, corners: Sequence[tuple[int, int]]) -> Image.I
     return view
 
 
-def _view_size(query: Image.Image) -> tuple[int, int]:
-    return fit_size(*query.size, CROP_VIEW_SIDE) if max(query.size) > CROP_VIEW_SIDE else query.size
-
-
 def add_corner(corners: Sequence[tuple[int, int]], clicked: Sequence[int], query: Image.Image
                ) -> list[tuple[int, int]]:
-    """A click on the crop view (its pixels) as a corner in the query's pixels; a third click starts anew."""
-    scale = query.width / _view_size(query)[0]
-    corner = (min(query.width, round(clicked[0] * scale)), min(query.height, round(clicked[1] * scale)))
+    """A click on the crop view of `query` (crop_view: its pixels) as a corner in the pixels of the full query (its
+    size in `info["original_size"]` when it came reduced); a third click starts anew."""
+    width, height = query.info.get("original_size", query.size)
+    shown = fit_size(*query.size, CROP_VIEW_SIDE)[0] if max(query.size) > CROP_VIEW_SIDE else query.width
+    scale = width / shown
+    corner = (min(width, round(clicked[0] * scale)), min(height, round(clicked[1] * scale)))
     return [corner] if len(corners) != 1 else [corners[0], corner]
 
 
