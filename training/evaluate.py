@@ -64,7 +64,7 @@ class Shop:
         gallery = listed_gallery(root, "records", {r.path: r.item_id for r in records})
         with tempfile.TemporaryDirectory(prefix="mga-shop-") as tmp:
             build_index(gallery, Path(tmp) / "index", model, zoom=zoom, tokens=tokens, batch_size=batch_size,
-                        workers=workers, thumb_size=0, log=lambda _: None)
+                        workers=workers, thumb_size=0)  # its log names any photo it had to skip
             yield cls(SearchEngine(model, GalleryIndex(Path(tmp) / "index")))
 
     def rank(self, q: Encoding, k: int, rerank_top: int = DEFAULT_RERANK_TOP, views: str = DEFAULT_VIEWS,
