@@ -13,9 +13,10 @@ from conftest import DISTRACTORS, LUMA
 from mga.data import category_key, load_retrieval_data
 from mga.imageio import load_image
 from mga.part_names import garment_kind, names_for
+from training.landmarks import LAYOUT, landmark_of, landmark_set, layout_targets, name_parts
 from training.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area,
-                            figure_boxes, figure_on_grid, in_figure_box, landmark_of, landmark_set, mass_on_figure,
-                            name_parts, names_from_positions, part_geometry, spread)
+                            figure_boxes, figure_on_grid, in_figure_box, layout_loss, mass_at_sides, mass_on_figure,
+                            names_from_positions, part_geometry, spread)
 from mga.transforms import garment_mask
 from training.augment import Backgrounds, ConsumerPhotoAugment
 
@@ -83,7 +84,7 @@ def test_concentration_and_consistency_losses():
     same = a.expand(3, -1, -1, -1)
     moved = torch.cat([a, a, torch.stack([one_hot_map(h, w, 6, 6), one_hot_map(h, w, 1, 1)])[None]])
     assert consistency_loss(same, boxes, torch.tensor([0, 0, 0])) == pytest.approx(0.0, abs=1e-7)
-    assert consistency_loss(moved, boxes, torch.tensor([0, 0, 0])) > 0.1
+    assert consistency_loss(moved, boxes, torch.tensor([0, 0, 0])) > 0.05
     assert consistency_loss(moved, boxes, torch.tensor([0, 0, 1])) == pytest.approx(0.0, abs=1e-7), \
         "only photos of one category are compared"
     assert consistency_loss(moved, boxes, torch.tensor([0, 0, -1])) == pytest.approx(0.0, abs=1e-7), \
@@ -95,32 +96,80 @@ def test_concentration_and_consistency_losses():
     assert consistency_loss(scaled, small, same) < consistency_loss(scaled, boxes[:2], same)
 
 
+def test_a_mirror_pair_is_one_compact_part_that_sits_still_when_folded():
+    """Both cuffs in one map, or a cuff on the left of one photo and the right of another: folded about the
+    figure's axis, compact and consistent; unfolded, neither."""
+    h = w = 8
+    boxes = torch.tensor([[0.25, 0.0, 0.75, 1.0]] * 2)  # the figure's axis at x = 0.5
+    both_cuffs = ((one_hot_map(h, w, 5, 2) + one_hot_map(h, w, 5, 5)) / 2)[None, None]
+    assert spread(both_cuffs, boxes[:1])[0, 0] < 1e-7 < spread(both_cuffs)[0, 0]
+    assert centroids(both_cuffs, boxes[:1])[0, 0].tolist() == pytest.approx([5.5 / 8, 5.5 / 8]), \
+        "folded onto the figure's right half"
+    left, right = one_hot_map(h, w, 5, 2), one_hot_map(h, w, 5, 5)
+    swapped = torch.stack([left, right])[:, None]  # one part, front view and back view
+    groups = torch.tensor([0, 0])
+    assert consistency_loss(swapped, boxes, groups) == pytest.approx(0.0, abs=1e-7)
+    assert consistency_loss(swapped, boxes, groups, folded=False) > 0.01
+    assert concentration_loss(both_cuffs, boxes[:1]) < 1e-7 < concentration_loss(both_cuffs)
+    sides = mass_at_sides(torch.stack([left, one_hot_map(h, w, 5, 4), one_hot_map(h, w, 5, 0)])[None], boxes[:1])
+    assert sides[0].tolist() == pytest.approx([1.0, 0.0, 0.0]), "a cuff's column is in an outer quarter; the " \
+        "middle and the background outside the box are not"
+
+
+def test_layout_loss_draws_each_part_to_its_slot_and_leaves_free_slots_alone():
+    torch.manual_seed(0)
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2)
+    targets = torch.tensor([[[0.85, 0.5], [float("nan")] * 2]] * 2)  # part 1: the sleeve; part 2: free
+    logits = torch.zeros(2, 2, 100, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=20.0)
+    for _ in range(100):
+        loss = layout_loss(logits.softmax(-1).view(2, 2, 10, 10), boxes, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    maps = logits.softmax(-1).view(2, 2, 10, 10).detach()
+    sides = mass_at_sides(maps, boxes)
+    assert sides[:, 0].min() > 0.5, "the sleeve slot's part moved into the outer quarters"
+    assert torch.allclose(maps[:, 1], torch.full((2, 10, 10), 0.01)), "a free slot gets no gradient"
+    table = layout_targets(["jackets", "pants", "shorts", "hats", "tees", "tanks"], 6)
+    sleeve = LAYOUT["top"].index("sleeve / cuff")
+    assert table[0, sleeve].tolist() == pytest.approx([0.85, 0.5])
+    assert table[4, sleeve, 1] < 0.4, "a tee's sleeve ends high on the arm"
+    assert table[2, 4].isnan().all() and table[3].isnan().all(), "a free slot, and no garment"
+    assert table[5, sleeve].isnan().all(), "a tank has no sleeve: no part is drawn onto a bare arm"
+    with pytest.raises(ValueError, match="6 part slots"):
+        layout_targets(["tees"], 8)
+
+
 def test_parts_are_named_by_the_nearest_landmark_of_their_kind_of_garment():
     tops = np.array([[0.5, 0.2], [0.12, 0.55], [0.5, 0.35], [0.5, 0.82], [0.9, 0.5], [0.5, 0.88]])
     names = name_parts({"tees": tops}, {"tees": "top"})
-    assert names["tees"] == ["neckline", "left sleeve / cuff", "chest", "upper hem", "right sleeve / cuff",
+    assert names["tees"] == ["neckline", "lower sleeve / cuff", "chest", "upper hem", "upper sleeve / cuff",
                              "lower hem"], \
-        "both sides are a sleeve; a second part near the hem is told apart by where it sits, not named after a " \
-        "far landmark"
+        "both sides are a sleeve (folded about the figure's axis, they are told apart by height); a second part " \
+        "near the hem is told apart by where it sits, not named after a far landmark"
     four = name_parts({"tees": np.array([[0.5, 0.84], [0.48, 0.88], [0.52, 0.82], [0.5, 0.86]])}, {"tees": "top"})
     assert four["tees"] == ["hem 2", "hem 4", "hem 1", "hem 3"], "more than three on one landmark: numbered top down"
-    assert [landmark_of(n) for n in ["lower hem", "left sleeve / cuff", "hem 4", "hem / ankle", "neckline"]] == \
+    assert [landmark_of(n) for n in ["lower hem", "outer sleeve / cuff", "hem 4", "hem / ankle", "neckline"]] == \
         ["hem", "sleeve / cuff", "hem", "hem / ankle", "neckline"]
-    bottoms = np.array([[0.5, 0.05], [0.5, 0.2], [0.5, 0.31], [0.5, 0.47], [0.5, 0.6], [0.5, 0.9]])
+    bottoms = np.array([[0.5, 0.05], [0.72, 0.2], [0.5, 0.31], [0.3, 0.43], [0.7, 0.6], [0.28, 0.9]])
     assert name_parts({"pants": bottoms}, {"pants": "bottom"})["pants"] == \
         ["waistband", "hip / pocket", "fly / crotch", "thigh", "knee", "hem / ankle"]
     assert garment_kind("Shorts") == "bottom" and garment_kind("Hoodies_Sweatshirts") == "top"
-    assert (landmark_set("Shorts"), landmark_set("Pants"), landmark_set("Tees")) == ("short bottom", "bottom", "top")
-    short = np.array([[0.5, 0.05], [0.5, 0.2], [0.5, 0.31], [0.5, 0.4], [0.5, 0.5], [0.5, 0.75]])
+    assert [landmark_set(c) for c in ("Shorts", "Pants", "Jackets", "Tees", "Bras_Tanks")] == \
+        ["short bottom", "bottom", "top", "short-sleeved top", "sleeveless top"]
+    short = np.array([[0.5, 0.05], [0.72, 0.2], [0.5, 0.31], [0.7, 0.38], [0.3, 0.5], [0.7, 0.75]])
     legs = names_from_positions(np.stack([short, short]), ["Shorts", "Pants"])
     assert legs["shorts"][4] == "hem" and legs["pants"][4] != "hem", "a short's hem is mid-thigh, a trouser's not"
     assert category_key("Hoodies & Sweatshirts") == category_key("Hoodies_Sweatshirts") == "hoodies sweatshirts"
-    from_positions = names_from_positions(np.stack([tops, bottoms, tops]), ["Tees", "Pants", "Jackets"])
-    assert set(from_positions) == {"tees", "pants", "jackets", "*top", "*bottom"}
-    assert from_positions["tees"] == names["tees"] and from_positions["*top"] == names["tees"]
+    from_positions = names_from_positions(np.stack([tops, bottoms, tops]), ["Hoodies", "Pants", "Jackets"])
+    assert set(from_positions) == {"hoodies", "pants", "jackets", "*top", "*bottom"}
+    assert from_positions["jackets"] == names["tees"] and from_positions["*top"] == names["tees"]
     assert from_positions["pants"] == from_positions["*bottom"] == ["waistband", "hip / pocket", "fly / crotch",
                                                                   "thigh", "knee", "hem / ankle"]
-    assert names_for(from_positions, "Tees", 6) == names["tees"]
+    assert names_for(from_positions, "Jackets", 6) == names["tees"]
+    tee = names_from_positions(tops[None], ["Tees"])["tees"]
+    assert tee[1] == "lower arm (not the garment)", "below a tee's short sleeve is a bare arm, named so"
     assert names_for(from_positions, "shorts", 6) == from_positions["*bottom"], "an unseen category: its kind's"
     assert names_for(from_positions, None, 6) == names_for({}, "Tees", 6) == [f"part {k}" for k in range(1, 7)]
     assert garment_kind("hat") == garment_kind("Shoes") == "other"

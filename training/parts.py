@@ -1,5 +1,6 @@
 """Where parts land: the geometry of FGA's attention maps against the figure (the non-white pixels of a studio
-photo), the part losses built on it, and part names read off where each part sits on the training photos.
+photo), the part losses built on it, and the parts of a trained model named by where they sit on its training
+photos (the landmarks: training.landmarks).
 
 Coordinates are fractions of the letterboxed input, (x, y) with y down. A figure box is the bounding box of the
 figure; a point "in figure-box coordinates" is (0, 0) at its top-left and (1, 1) at its bottom-right, so that the
@@ -19,6 +20,8 @@ from PIL import Image
 from mga.data import Record, RetrievalData, category_key, category_of, load_retrieval_data
 from mga.part_names import KIND_KEY, garment_kind
 from mga.transforms import garment_mask
+
+from .landmarks import landmark_set, name_parts
 
 
 def figure_on_grid(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -44,23 +47,33 @@ def _cell_centres(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, t
     return xs, ys
 
 
-def centroids(attn: torch.Tensor) -> torch.Tensor:
-    """(B, K, 2): each map's centre of mass (x, y) in input fractions."""
+def _cell_grid(attn: torch.Tensor, boxes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell centres as x (1 or B, 1, 1, w) and y (1, 1, h, 1), in input fractions. With figure `boxes` (B, 4), x is
+    folded about each figure's vertical axis onto its right half, so that a left and a right cuff (or a cuff seen
+    from the front and from the back) lie at one point: a mirror pair is one compact part that sits still."""
     h, w = attn.shape[-2:]
     xs, ys = _cell_centres(h, w, attn.device)
+    if boxes is None:
+        return xs.view(1, 1, 1, w), ys.view(1, 1, h, 1)
+    axis = ((boxes[:, 0] + boxes[:, 2]) / 2)[:, None]
+    return (axis + (xs[None] - axis).abs()).view(-1, 1, 1, w), ys.view(1, 1, h, 1)
+
+
+def centroids(attn: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, K, 2): each map's centre of mass (x, y) in input fractions; folded about the figure's axis with
+    `boxes`."""
+    x, y = _cell_grid(attn, boxes)
     a = attn.float()
-    return torch.stack([(a.sum(2) * xs).sum(-1), (a.sum(3) * ys).sum(-1)], dim=-1)
+    return torch.stack([(a * x).sum(dim=(2, 3)), (a * y).sum(dim=(2, 3))], dim=-1)
 
 
-def spread(attn: torch.Tensor) -> torch.Tensor:
+def spread(attn: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
     """(B, K): each map's mean squared distance from its centroid (input fractions squared): SCOPS's
-    concentration term; small for a compact part."""
-    h, w = attn.shape[-2:]
-    xs, ys = _cell_centres(h, w, attn.device)
-    c = centroids(attn)
-    dx2 = (xs.view(1, 1, 1, w) - c[..., 0, None, None]).pow(2)
-    dy2 = (ys.view(1, 1, h, 1) - c[..., 1, None, None]).pow(2)
-    return (attn.float() * (dx2 + dy2)).sum(dim=(2, 3))
+    concentration term; small for a compact part (or, folded with `boxes`, a compact mirror pair)."""
+    x, y = _cell_grid(attn, boxes)
+    c = centroids(attn, boxes)
+    d2 = (x - c[..., 0, None, None]).pow(2) + (y - c[..., 1, None, None]).pow(2)
+    return (attn.float() * d2).sum(dim=(2, 3))
 
 
 def figure_boxes(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -80,6 +93,16 @@ def figure_boxes(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return torch.where(empty[:, None], torch.tensor([0.0, 0.0, 1.0, 1.0], device=masks.device), box)
 
 
+def mass_at_sides(attn: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B, K): each map's mass in the outer quarters of the figure box (x < 0.25 or > 0.75 of its width, within its
+    height), where a worn top's sleeves and cuffs are."""
+    x, y = _cell_grid(attn, None)
+    bx = (x - boxes[:, 0, None, None, None]) / (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3)[:, None, None, None]
+    inside = (y >= boxes[:, 1, None, None, None]) & (y <= boxes[:, 3, None, None, None])
+    sides = ((bx < 0.25) & (bx >= 0)) | ((bx > 0.75) & (bx <= 1))
+    return (attn.float() * (sides & inside)).sum(dim=(2, 3))
+
+
 def in_figure_box(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """points (B, K, 2) in input fractions, boxes (B, 4) -> points in figure-box coordinates."""
     origin, size = boxes[:, None, :2], (boxes[:, None, 2:] - boxes[:, None, :2]).clamp(min=1e-3)
@@ -92,16 +115,19 @@ def background_loss(attn: torch.Tensor, figure: torch.Tensor) -> torch.Tensor:
     return (1.0 - mass_on_figure(attn, figure)).mean()
 
 
-def concentration_loss(attn: torch.Tensor) -> torch.Tensor:
-    """Mean spread of the part maps (SCOPS, Hung et al. 2019): parts are compact regions, not scattered cells."""
-    return spread(attn).mean()
+def concentration_loss(attn: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean spread of the part maps (SCOPS, Hung et al. 2019): parts are compact regions, not scattered cells;
+    with figure `boxes`, measured on maps folded about the figure's axis, so that both cuffs may be one part."""
+    return spread(attn, boxes).mean()
 
 
-def consistency_loss(attn: torch.Tensor, boxes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+def consistency_loss(attn: torch.Tensor, boxes: torch.Tensor, groups: torch.Tensor,
+                     folded: bool = True) -> torch.Tensor:
     """Variance of each part's centroid, in figure-box coordinates, across the images of one group (a garment
-    category) in the batch: a part sits on the same region of every garment of a kind. Groups < 0 (close-ups,
-    whose figure box is not the garment's) and groups of one image are left out."""
-    pos = in_figure_box(centroids(attn), boxes)  # (B, K, 2)
+    category) in the batch: a part sits on the same region of every garment of a kind. Folded about the figure's
+    axis (`folded`), a cuff part pays nothing for being on the left in a back view and on the right in a front one.
+    Groups < 0 (close-ups, whose figure box is not the garment's) and groups of one image are left out."""
+    pos = in_figure_box(centroids(attn, boxes if folded else None), boxes)  # (B, K, 2)
     total, count = pos.new_zeros(()), 0
     for g in torch.unique(groups):
         sel = groups == g
@@ -113,92 +139,24 @@ def consistency_loss(attn: torch.Tensor, boxes: torch.Tensor, groups: torch.Tens
     return total / max(count, 1)
 
 
-# ---------------------------------------------------------------------------------------------- names
-# Landmarks of a garment in figure-box coordinates, by the kind of garment. Shop photos show it worn, so the figure
-# box spans the wearer: a top's from the head down to the thighs, a bottom's from the belly to the feet; a part that
-# sits on the wearer's head is named so. Left and right share a name: a back view swaps them. Heights are where
-# the landmark lies on the mean of Luma's training photos of the kind (a tee's hem at 0.84 of the box).
-ANCHORS: dict[str, list[tuple[str, tuple[float, float]]]] = {
-    "top": [("head (not the garment)", (0.5, 0.06)), ("neckline", (0.5, 0.2)), ("chest", (0.5, 0.34)),
-            ("front / zip", (0.5, 0.47)), ("waist", (0.5, 0.6)), ("pocket / lower front", (0.5, 0.7)),
-            ("hem", (0.5, 0.84)),
-            ("sleeve / cuff", (0.15, 0.5)), ("sleeve / cuff", (0.85, 0.5))],
-    "bottom": [("waistband", (0.5, 0.06)), ("hip / pocket", (0.5, 0.18)), ("fly / crotch", (0.5, 0.3)),
-               ("thigh", (0.5, 0.45)), ("knee", (0.5, 0.62)), ("hem / ankle", (0.5, 0.88))],
-    # bottoms that end above the knee: the hem sits about halfway down the wearer (Luma's training photos of
-    # shorts), and below it is a bare leg
-    "short bottom": [("waistband", (0.5, 0.06)), ("hip / pocket", (0.5, 0.18)), ("fly / crotch", (0.5, 0.3)),
-                     ("thigh", (0.5, 0.4)), ("hem", (0.5, 0.5)), ("leg (not the garment)", (0.5, 0.75))],
-}
-# How far (figure boxes) a part may be from a free landmark to take its name rather than its nearest one's.
-MAX_SHIFT = 0.08
+LAYOUT_WIDTH = 0.15  # figure boxes: the standard deviation of the layout prior's bump around a slot's landmark
 
 
-def _distances(kind: str, pos: np.ndarray) -> np.ndarray:
-    """(K, A) distances of K positions to the kind's anchors."""
-    anchors = np.array([xy for _, xy in ANCHORS[kind]])
-    return np.linalg.norm(np.asarray(pos, dtype=np.float64)[:, None, :] - anchors[None], axis=-1)
-
-
-def region_name(kind: str, x: float, y: float) -> str:
-    """The name of the landmark nearest to a point."""
-    return ANCHORS[kind][int(_distances(kind, np.array([[x, y]]))[0].argmin())][0]
-
-
-def name_parts(positions: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> dict[str, list[str]]:
-    """Names per category from each part's mean position there ((K, 2) figure-box coordinates per category):
-    closest pairs first, a part takes a free landmark within MAX_SHIFT, so that two parts of a category get two
-    names where the garment allows; a part left without one takes its nearest landmark, and parts sharing one are
-    told apart by where they sit ("upper hem", "lower hem")."""
-    names: dict[str, list[str]] = {}
-    for category, pos in positions.items():
-        kind = kinds.get(category, "top")
-        d = _distances(kind, pos)
-        chosen: dict[int, int] = {}
-        for flat in np.argsort(d, axis=None):
-            k, a = divmod(int(flat), d.shape[1])
-            if k not in chosen and a not in chosen.values() and d[k, a] <= MAX_SHIFT:
-                chosen[k] = a
-        raw = [ANCHORS[kind][chosen.get(k, int(d[k].argmin()))][0] for k in range(len(pos))]
-        names[category] = _told_apart(raw, np.asarray(pos))
-    return names
-
-
-# Words that tell apart two or three parts on one landmark, along the axis they are further apart on (as seen in
-# the photo); more parts on one landmark are numbered.
-SIDES = {1: ("upper", "middle", "lower"), 0: ("left", "centre", "right")}
-
-
-def _told_apart(raw: Sequence[str], pos: np.ndarray) -> list[str]:
-    out = list(raw)
-    for name in set(raw):
-        idx = [k for k, n in enumerate(raw) if n == name]
-        if len(idx) < 2:
-            continue
-        axis = 1 if np.ptp(pos[idx, 1]) >= np.ptp(pos[idx, 0]) else 0
-        words = {2: SIDES[axis][::2], 3: SIDES[axis]}.get(len(idx))
-        for rank, j in enumerate(np.argsort(pos[idx, axis], kind="stable")):
-            out[idx[j]] = f"{words[rank]} {name}" if words else f"{name} {rank + 1}"
-    return out
-
-
-def landmark_of(name: str) -> str:
-    """The landmark a part's name says it sits on: "lower hem" -> "hem", "hem 4" -> "hem"."""
-    first, _, rest = name.partition(" ")
-    if rest and first in SIDES[0] + SIDES[1]:
-        name = rest
-    head, _, last = name.rpartition(" ")
-    return head if head and last.isdigit() else name
-
-
-SHORT_BOTTOMS = ("shorts", "bermudas", "hotpants")
-
-
-def landmark_set(category: str) -> str:
-    """The ANCHORS a category's parts are named by: its kind's, or the short bottoms' (their hem is mid-thigh)."""
-    kind = garment_kind(category)
-    short = kind == "bottom" and any(w in SHORT_BOTTOMS for w in category_key(category).split())
-    return "short bottom" if short else kind
+def layout_loss(attn: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1 - the attention mass each part puts near its slot's landmark (a Gaussian bump of LAYOUT_WIDTH around
+    `targets` (B, K, 2), folded figure-box coordinates; NaN: no landmark for that part on that photo), averaged
+    over the parts that have one. Without it every part settles on the garment's midline, where a compact blob
+    that sits still is cheapest; the prior gives sleeves, shoulders and legs a part of their own, and the
+    retrieval terms decide what that part reads there (the bump leaves it free near its landmark)."""
+    x, y = _cell_grid(attn, boxes)  # folded, input fractions
+    origin, size = boxes[:, :2], (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-3)
+    bx = (x - origin[:, 0, None, None, None]) / size[:, 0, None, None, None]  # (B, 1, 1, w)
+    by = (y - origin[:, 1, None, None, None]) / size[:, 1, None, None, None]  # (B, 1, h, 1)
+    known = ~targets.isnan().any(-1)  # (B, K)
+    t = torch.nan_to_num(targets)
+    d2 = (bx - t[..., 0, None, None]).pow(2) + (by - t[..., 1, None, None]).pow(2)
+    near = (attn.float() * torch.exp(-d2 / (2 * LAYOUT_WIDTH ** 2))).sum(dim=(2, 3))
+    return (1.0 - near)[known].mean() if known.any() else near.new_zeros(())
 
 
 Backdrop = Callable[[Image.Image, random.Random], Image.Image]  # a photo -> the same photo on a background
@@ -217,12 +175,14 @@ def _in_box(x: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
 def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int = 16,
                   backdrop: Backdrop | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Where each part lands on each image (studio photos, letterboxed as the model sees them):
-    "mass" (N, K) attention on the figure, "area" (N, K) effective area, "position" (N, K, 2) centroid in
-    figure-box coordinates, and in the figure-box frame (TEMPLATE) "maps" (N, K, h, w) and "images" (N, h, w, 3).
+    "mass" (N, K) attention on the figure, "sides" (N, K) attention in the figure box's outer quarters, "area"
+    (N, K) effective area, "position" (N, K, 2) centroid in figure-box coordinates of the map folded about the
+    figure's axis (ANCHORS' frame), and in the figure-box frame (TEMPLATE) "maps" (N, K, h, w) and "images"
+    (N, h, w, 3).
     With `backdrop` (drawing from a generator seeded `seed`) the model sees each photo put in front of a
     background while the figure is still read off the clean photo: whether the parts stay on the garment once
     the background is no longer white."""
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("mass", "area", "position", "maps", "images")}
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("mass", "sides", "area", "position", "maps", "images")}
     size = model.config.image_size
     rng = random.Random(seed)
     for s in range(0, len(records), batch_size):
@@ -234,8 +194,9 @@ def part_geometry(model, root: Path, records: Sequence[Record], batch_size: int 
         attn = model.encode(seen).attn
         boxes = figure_boxes(masks)
         out["mass"].append(mass_on_figure(attn, figure_on_grid(masks, attn.shape[-2:])))
+        out["sides"].append(mass_at_sides(attn, boxes))
         out["area"].append(effective_area(attn))
-        out["position"].append(in_figure_box(centroids(attn), boxes))
+        out["position"].append(in_figure_box(centroids(attn, boxes), boxes))
         out["maps"].append(torch.stack([_in_box(a, b, size) for a, b in zip(attn, boxes)]))
         out["images"].append(torch.stack([_in_box(p, b, size).permute(1, 2, 0) for p, b in zip(pixels, boxes)]))
     return {k: torch.cat(v).numpy() for k, v in out.items()}
