@@ -159,6 +159,11 @@ class TokenBackbone(nn.Module):
                 param.requires_grad_(False)
         self._frozen = frozen
 
+    def freeze(self) -> None:
+        """Freeze the whole backbone, weights and BatchNorm statistics: training then moves only the heads."""
+        self.model.requires_grad_(False)
+        self._frozen = [self.model]
+
     def train(self, mode: bool = True) -> "TokenBackbone":
         super().train(mode)
         for module in getattr(self, "_frozen", []):

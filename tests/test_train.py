@@ -199,6 +199,19 @@ def test_kind_term_trains_on_real_phone_photos(tmp_path):
     assert json.loads((out / "model" / "config.json").read_text())["extra"]["train_args"]["w_kind"] == 0.5
 
 
+def test_layout_term_draws_parts_to_their_slots_and_needs_six_parts(tmp_path):
+    """--w-layout: each part's attention near its slot's landmark (folded figure-box coordinates) enters the loss
+    as a finite term in (0, 1]; a model of another number of parts is refused, saying why."""
+    out = tmp_path / "layout"
+    run(out, 1, "--w-layout", "1")
+    (line,) = metrics(out)
+    assert 0 < line["loss_layout"] <= 1
+    args = json.loads((out / "model" / "config.json").read_text())["extra"]["train_args"]
+    assert args["w_layout"] == 1 and args["fold"] is True
+    with pytest.raises(SystemExit, match="--w-layout: the layout prior has 6 part slots; the model has 4"):
+        run(tmp_path / "four", 1, "--w-layout", "1", "--num-parts", "4")
+
+
 def test_kind_term_without_kind_folders_says_which_folder(tmp_path):
     with pytest.raises(SystemExit, match="empty.*folders named t-shirt"):
         run(tmp_path / "out", 1, "--w-kind", "0.5", "--kind-photos", str(tmp_path / "empty"))

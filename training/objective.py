@@ -12,14 +12,16 @@ from mga.model import MGAModel
 from .augment import TrainSample
 from .kinds import KindTerm
 from .losses import ProxyAnchorLoss, multi_similarity_loss
-from .parts import background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid
+from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
+                    layout_loss)
 from .robust import CleanTeacher
 
 
 def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSample, labels: torch.Tensor,
                categories: torch.Tensor, args: argparse.Namespace, kinds: KindTerm | None = None,
-               clean_teacher: CleanTeacher | None = None) -> dict:
-    """Every loss term of one batch; `categories` (B,) groups photos for the consistency and category terms.
+               clean_teacher: CleanTeacher | None = None, layout: torch.Tensor | None = None) -> dict:
+    """Every loss term of one batch; `categories` (B,) groups photos for the consistency and category terms and
+    picks their slots' landmarks from `layout` (categories, K, 2) for the layout term.
     Phone photos for the kind term share the batch's forward pass (and its batch-norm statistics)."""
     if kinds is None:
         enc = model(batch.image)
@@ -43,13 +45,17 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
     if args.w_div:
         terms["div"] = diversity_loss(enc.attn.flatten(2))
     figure = figure_on_grid(batch.figure, enc.attn.shape[-2:])
+    boxes = figure_boxes(batch.figure.float())
     if args.w_background:
         terms["background"] = background_loss(enc.attn, figure)
     if args.w_concentration:
-        terms["concentration"] = concentration_loss(enc.attn)
+        terms["concentration"] = concentration_loss(enc.attn, boxes if args.fold else None)
     if args.w_consistency:
         groups = torch.where(batch.close_up, -1, categories)
-        terms["consistency"] = consistency_loss(enc.attn, figure_boxes(batch.figure.float()), groups)
+        terms["consistency"] = consistency_loss(enc.attn, boxes, groups, args.fold)
+    if args.w_layout and layout is not None:
+        targets = torch.where(batch.close_up[:, None, None], float("nan"), layout[categories])
+        terms["layout"] = layout_loss(enc.attn, boxes, targets)
     if args.w_figure and enc.figure is not None:
         terms["figure"] = F.binary_cross_entropy_with_logits(enc.figure, figure)
     if clean_teacher is not None:

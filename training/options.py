@@ -42,6 +42,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--p", type=int, default=8, help="items per batch")
     p.add_argument("--k", type=int, default=4, help="images per item in a batch")
     p.add_argument("--freeze-blocks", type=int, default=3, help="freeze the backbone's stem and first N blocks")
+    p.add_argument("--parts-only", action="store_true",
+                   help="train the part aggregator alone (FGA and the parts' weights); the backbone, the global token "
+                        "and the figure head stay as --init has them: moving the parts without moving the rest")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the MGA heads")
     p.add_argument("--backbone-lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -64,6 +67,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
     p.add_argument("--w-consistency", type=float, default=4.0,
                    help="loss weight: variance of part centroids (figure-box coordinates) within a category")
+    p.add_argument("--fold", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure concentration and consistency on part maps folded about the figure's vertical axis, "
+                        "so that a mirror pair (both cuffs, both knees) may be one part")
+    p.add_argument("--w-layout", type=float, default=0.0,
+                   help="loss weight: each part's attention near its slot's landmark (training.landmarks.LAYOUT: "
+                        "shoulder, sleeve / cuff, the legs' knee and hem; needs 6 parts)")
     p.add_argument("--w-figure", type=float, default=1.0, help="loss weight: the figure head's mask (BCE)")
     p.add_argument("--figure-head", action=argparse.BooleanOptionalAction, default=True,
                    help="a figure/background head that weights the global pooling and biases part attention")
@@ -108,6 +117,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--anchor {args.anchor:g}: the share must lie in [0, 1)")
     if args.w_robust and not args.init:
         p.error("--w-robust distils the --init model: pass --init")
+    if args.parts_only and not args.init:
+        p.error("--parts-only trains the parts of trained weights: pass --init")
     if not args.resume and (Path(args.out) / "checkpoint.pt").exists():
         # A fresh run would overwrite that checkpoint epoch by epoch: hours of training lost to a missing flag.
         p.error(f"{Path(args.out) / 'checkpoint.pt'} exists: pass --resume to continue that run, or choose "

@@ -34,6 +34,7 @@ from .batches import ImageDataset, PKSampler
 from .distill import PhotoTeacher
 from .evaluate import Shop, encode_records, evaluate, recall
 from .kinds import KindTerm
+from .landmarks import layout_targets
 from .losses import ProxyAnchorLoss
 from .objective import loss_terms
 from .options import parse_args
@@ -83,6 +84,7 @@ class Run:
     teacher: PhotoTeacher | None = None
     kinds: KindTerm | None = None
     clean_teacher: CleanTeacher | None = None
+    layout: torch.Tensor | None = None  # (categories, K, 2) slot landmarks for the layout term
     start_epoch: int = 0
     step: int = 0
 
@@ -92,6 +94,9 @@ def anchor_in_training(args: argparse.Namespace) -> dict:
     if args.anchor_from == "start" and args.anchor > 0:
         return {"anchor": args.anchor, "anchor_pool": args.anchor_pool}
     return {}
+
+
+PART_PARAMETERS = ("fga.", "part_logits")  # what --parts-only trains
 
 
 def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel:
@@ -108,7 +113,11 @@ def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel
             figure_head=args.figure_head, **anchor_in_training(args)))
     model.config.extra = {"train_args": {k: portable(v) for k, v in vars(args).items() if k not in ("resume",)},
                           "train_data": str(Path(args.data).name), "train_images": len(data.train)}
-    if args.freeze_blocks:
+    if args.parts_only:
+        model.backbone.freeze()
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(PART_PARAMETERS))
+    elif args.freeze_blocks:
         model.backbone.freeze_early(args.freeze_blocks)
     return model
 
@@ -157,9 +166,13 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
         except ValueError as e:
             raise SystemExit(f"--kind-photos {args.kind_photos!r}: {e}") from None
     clean_teacher = CleanTeacher(load_model(args.init).to(device), args.robust_twin) if args.w_robust else None
+    try:
+        layout = layout_targets(list(category_ids), config.num_parts).to(device) if args.w_layout else None
+    except ValueError as e:
+        raise SystemExit(f"--w-layout: {e}") from None
     run = Run(model, optimizer, proxy, loader, sampler,
               torch.tensor([category_ids[category[item]] for item in dataset.label_of]).to(device), device, teacher,
-              kinds, clean_teacher)
+              kinds, clean_teacher, layout)
     if resume:
         optimizer.load_state_dict(resume["optimizer"])
         run.start_epoch, run.step = resume["epoch"], resume["step"]
@@ -172,7 +185,8 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
     weights = {"global": args.w_global, "coarse": args.w_coarse, "ata": args.w_ata, "div": args.w_div,
                "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
                "consistency": args.w_consistency, "figure": args.w_figure, "distill": args.w_distill,
-               "category": args.w_category, "kind": args.w_kind, "robust": args.w_robust}
+               "category": args.w_category, "kind": args.w_kind, "robust": args.w_robust,
+               "layout": args.w_layout}
     total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
     run.model.train()
     if run.clean_teacher is not None:
@@ -190,7 +204,7 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
         labels = labels.to(run.device)
         with autocast(run.device):
             terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args, run.kinds,
-                               run.clean_teacher)
+                               run.clean_teacher, run.layout)
             if run.teacher is not None:
                 terms["distill"] = run.teacher.loss(run.model)
         loss = sum(weights[k] * v for k, v in terms.items())
