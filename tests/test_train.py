@@ -268,3 +268,23 @@ def test_robust_term_without_init_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path / "out", 1, "--w-robust", "1")
     assert "--w-robust distils the --init model: pass --init" in capsys.readouterr().err
+
+
+def test_parts_only_fine_tuning_moves_the_parts_and_nothing_else(trained, tmp_path):
+    """--init + --parts-only: FGA and the parts' weights train; the backbone (BatchNorm statistics included), the
+    global token, the figure head and the anchor come out exactly as they went in."""
+    src, _ = trained
+    out = tmp_path / "parts"
+    mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
+                    "--out", str(out), "--epochs", "1", "--init", str(src / "model"), "--parts-only",
+                    "--w-layout", "1"])
+    before, after = load_file(src / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(mga_train.PART_PARAMETERS) for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("fga.") for k in moved)
+
+
+def test_parts_only_without_init_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tmp_path / "out", 1, "--parts-only")
+    assert "--parts-only trains the parts of trained weights: pass --init" in capsys.readouterr().err
