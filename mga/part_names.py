@@ -10,13 +10,10 @@ from .data import category_key
 KIND_KEY = "*{}"  # the key of a kind's names ("*top", "*bottom"): for categories training did not see
 
 
-
 BOTTOMS = ("pants", "shorts", "skirt", "skirts", "trousers", "jeans", "leggings", "denim")
 
 
-
 NOT_GARMENTS = ("hat", "hats", "cap", "caps", "shoe", "shoes", "sneakers", "boots", "bag", "bags", "accessories")
-
 
 
 def garment_kind(category: str) -> str:
@@ -26,7 +23,6 @@ def garment_kind(category: str) -> str:
     if any(w in NOT_GARMENTS for w in words):
         return "other"
     return "bottom" if any(w in BOTTOMS for w in words) else "top"
-
 
 
 def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | None, num_parts: int) -> list[str]:
@@ -40,9 +36,7 @@ def names_for(part_names: Mapping[str, Sequence[str]] | None, category: str | No
     return [f"part {k + 1}" for k in range(num_parts)]
 
 
-
 MAX_NAME = 80  # characters in one part's name: the app shows it in a chart and a line of text
-
 
 
 def check_names(part_names: Any, num_parts: int) -> None:
@@ -60,6 +54,3 @@ def check_names(part_names: Any, num_parts: int) -> None:
         for k, name in enumerate(row):
             if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
                 raise ValueError(f"{where}[{k}] = {str(name)[:40]!r}: must be a name of 1 to {MAX_NAME} characters")
-
-
-# ---------------------------------------------------------------------------------------------- measuring
