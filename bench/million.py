@@ -34,7 +34,6 @@ from mga.search import SearchEngine  # noqa: E402
 from training.evaluate import encode_records  # noqa: E402
 
 
-
 class SyntheticViews:
     """Rows of a synthetic gallery for `Piece`: photo i is a copy of real image base[i] of the demo index (all its
     views, their boxes) with noise sigma[i] on each token (relative to its norm), each token renormalised as the
@@ -72,7 +71,6 @@ class SyntheticViews:
         return np.concatenate([_noisy(t, sigma, rng), _noisy(a, sigma, rng, nonneg=True)], 1)
 
 
-
 def _noisy(x: np.ndarray, sigma: np.ndarray, rng, nonneg: bool = False) -> np.ndarray:
     """x plus Gaussian noise of sigma times its norm, back to its norm (each vector along the last axis)."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -80,7 +78,6 @@ def _noisy(x: np.ndarray, sigma: np.ndarray, rng, nonneg: bool = False) -> np.nd
     if nonneg:
         y = np.clip(y, 0, None)
     return (y * (norm / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12))).astype(np.float32)
-
 
 
 class _Lazy:
@@ -102,7 +99,6 @@ class _Lazy:
         return out
 
 
-
 def rss() -> dict:
     """This process's resident memory (MB): all of it, and its anonymous part (what it holds itself; the rest
     is file pages of its memory maps, which the kernel may drop)."""
@@ -112,7 +108,6 @@ def rss() -> dict:
         if key in ("VmRSS", "RssAnon", "RssFile"):
             fields[key] = round(int(value.split()[0]) / 1024, 1)
     return fields
-
 
 
 def build_million(args: argparse.Namespace, out: Path) -> dict:
@@ -131,7 +126,6 @@ def build_million(args: argparse.Namespace, out: Path) -> dict:
                 args.index_type, progress=True, tokens=args.tokens, nlist=args.nlist)
     return {"photos": args.photos, "views": syn.views, "build_s": round(time.perf_counter() - t, 1),
             "faiss": manifest["faiss"], "tokens": manifest["tokens"]}
-
 
 
 def measure_million(args: argparse.Namespace) -> dict:
@@ -205,7 +199,6 @@ def measure_million(args: argparse.Namespace) -> dict:
             found[k].append(len(truth & set(images[:k].tolist())) / k)
     res["coarse_recall"] = {f"@{k}": round(float(np.mean(v)), 3) for k, v in found.items()}
     return res
-
 
 
 def million(args: argparse.Namespace) -> dict:

@@ -151,7 +151,6 @@ def screen(root: Path, paths: list[str]) -> tuple[list[str], list[dict]]:
     return ok, refused
 
 
-
 def shard_of(path: str, num_shards: int) -> int:
     """Deterministic shard of a relative path (stable across machines and Python runs)."""
     return int(hashlib.sha1(path.encode()).hexdigest()[:12], 16) % num_shards

@@ -257,8 +257,6 @@ def model_manifest(model: MGAModel, weights) -> dict:
             "weights": "embedded default (assets/mga-default)" if weights is None else str(weights)}
 
 
-
-
 def disk_bytes(ix) -> dict:
     """What an opened index (mga.index.GalleryIndex) holds on disk: its bytes in all and per photo and per view,
     each file's (per view), and its thumbnails' apart (optional: the app shows originals without them)."""

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 PARTITION_FILE = Path("Eval") / "list_eval_partition.txt"
 
 
@@ -100,5 +99,3 @@ def category_of(path: str) -> str:
 def category_key(category: str) -> str:
     """One spelling per category: "Hoodies & Sweatshirts", "Hoodies_Sweatshirts" and "hoodies sweatshirts" agree."""
     return " ".join(re.sub(r"[^0-9a-z]+", " ", category.lower()).split())
-
-

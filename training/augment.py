@@ -38,7 +38,6 @@ def detail_box(img: Image.Image, mask: np.ndarray, tries: int = 5) -> tuple[int,
     return None
 
 
-
 class Backgrounds:
     """Real photos to paste garments onto (decoded once per process, reduced to `max_side`): the clutter a
     shopper's photo has behind the garment. Only ever the training side of a data set's distractors."""
@@ -63,15 +62,12 @@ class Backgrounds:
         return bg.crop((x, y, x + cw, y + ch)).resize(size, Image.BILINEAR)
 
 
-
 def each(op: Callable[[Image.Image], Image.Image], *images: Image.Image | None) -> tuple[Image.Image | None, ...]:
     """`op` applied to each image that is there: one geometric step for a photo and the layers that follow it."""
     return tuple(None if im is None else op(im) for im in images)
 
 
-
 TWINS = ("framed", "whole")  # what the clean twin of a spoilt training photo shows (ConsumerPhotoAugment)
-
 
 
 class TrainSample(NamedTuple):
@@ -83,7 +79,6 @@ class TrainSample(NamedTuple):
     figure: torch.Tensor  # (S, S) bool
     close_up: bool
     clean: torch.Tensor  # (3, S, S) normalised: the studio photo unspoilt (`twin`); (0,) without
-
 
 
 class ConsumerPhotoAugment:

@@ -26,7 +26,6 @@ def training_halves(records: Sequence[Record]) -> tuple[list[Record], list[Recor
     return queries, shop
 
 
-
 class ImageDataset(Dataset):
     """Records -> (tensor, label index). Images are decoded reduced to `max_side` and, with cache=True, kept
     in memory, so that epochs after the first cost only augmentation (the data sets we train on are small)."""
@@ -53,7 +52,6 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.image(i)), self.labels[i]
-
 
 
 class PKSampler(Sampler[list[int]]):

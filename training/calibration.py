@@ -30,18 +30,15 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, sample_w
     return w[:-1], float(w[-1])
 
 
-
 def balanced_weights(y: np.ndarray) -> np.ndarray:
     """Sample weights under which both classes of 0/1 labels `y` weigh half, whatever their counts."""
     return np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
-
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> dict:
     """The earlier per-result calibrator: a logistic regression of same-product on `features`."""
     w, b = logistic_regression(x, y, l2)
     return {"features": list(FEATURES), "weights": [float(v) for v in w], "bias": b}
-
 
 
 def padded(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +50,6 @@ def padded(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
     return out, held
 
 
-
 def log_likelihoods(values: Sequence[Sequence[float]], truth: Sequence[int], calibration: dict) -> np.ndarray:
     """Each photo's log probability of what it is under `calibration`: its `truth` product (a position into its
     candidate `values`), or "none of these" where the truth is -1."""
@@ -62,7 +58,6 @@ def log_likelihoods(values: Sequence[Sequence[float]], truth: Sequence[int], cal
         p = product_probabilities(v, calibration)
         out.append(math.log(max(1e-300, float(p[t]) if t >= 0 else 1.0 - float(p.sum()))))
     return np.array(out)
-
 
 
 def fit_products(values: Sequence[Sequence[float]], truth: Sequence[int], steps: int = 300) -> dict:
@@ -109,7 +104,6 @@ def fit_products(values: Sequence[Sequence[float]], truth: Sequence[int], steps:
     return softmax_calibration(math.exp(-log_inv_t), s0, math.exp(-log_inv_t0), math.log1p(math.exp(raw_w)))
 
 
-
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
     """Probability that a random positive scores above a random negative (ties count half)."""
     pos, neg = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
@@ -117,7 +111,6 @@ def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
         return float("nan")
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
-
 
 
 def reliability(prob: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[tuple[float, float, float]]:
@@ -129,12 +122,10 @@ def reliability(prob: Sequence[float], correct: Sequence[bool], bins: int = 10) 
             for b in range(bins) if (which == b).any()]
 
 
-
 def calibration_error(prob: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
     """Expected calibration error: the gap between the mean probability and how often the results are right,
     averaged over the `reliability` bins by their share (0: the probability says what it means)."""
     return float(sum(abs(mean - rate) * share for mean, rate, share in reliability(prob, correct, bins)))
-
 
 
 def brier(prob: Sequence[float], correct: Sequence[bool]) -> float:

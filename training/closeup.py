@@ -23,15 +23,12 @@ from .calibration import balanced_weights, logistic_regression
 CLOSEUP_VIEW = "additional"  # In-shop's name for its close-up photos (<colour>_<n>_<view>.jpg)
 
 
-
 L2 = 1.0  # ridge on the weights: a few hundred photos, a couple of thousand dimensions
-
 
 
 def photo_view(record: Record) -> str:
     """The view an In-shop file name gives (front, back, side, full, additional)."""
     return Path(record.path).stem.rsplit("_", 1)[-1]
-
 
 
 def fit(model: MGAModel, closeups: Sequence, whole: Sequence) -> dict:
@@ -45,7 +42,6 @@ def fit(model: MGAModel, closeups: Sequence, whole: Sequence) -> dict:
             "fitted_on": f"{len(closeups)} close-ups and {len(whole)} photos of whole garments outside the test split"}
 
 
-
 def training_photos(data: RetrievalData, phones: str | Path | None) -> tuple[list[Path], list[Path]]:
     """(close-ups, whole garments) to fit on: the training split's photos by their view, and phone photos."""
     closeups = [data.root / r.path for r in data.train if photo_view(r) == CLOSEUP_VIEW]
@@ -55,7 +51,6 @@ def training_photos(data: RetrievalData, phones: str | Path | None) -> tuple[lis
         raise ValueError(f"{data.root}: the training split needs photos named *_{CLOSEUP_VIEW}.jpg (close-ups) "
                          "and others to learn close-ups from")
     return closeups, whole
-
 
 
 def main(argv: Sequence[str] | None = None) -> None:
