@@ -100,7 +100,8 @@ PART_PARAMETERS = ("fga.", "part_logits")  # what --parts-only trains
 
 
 def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel:
-    """A fresh model on the pretrained backbone, the --init weights, or the checkpoint's; its early blocks frozen."""
+    """A fresh model on the pretrained backbone, the --init weights, or the checkpoint's; its early blocks frozen
+    (with --parts-only, everything but the parts)."""
     if resume:
         model = MGAModel(MGAConfig.from_dict(resume["config"]))
         model.load_state_dict(resume["model"])
