@@ -36,7 +36,6 @@ from training.landmarks import ANCHORS, landmark_of, landmark_set, region_name
 from training.parts import part_geometry
 
 TARGET_MASS, TARGET_SPREAD, TARGET_SIDES = 0.90, 0.10, 0.5
-LONG_SLEEVES = ("hoodies sweatshirts", "jackets")  # category keys of Luma's long-sleeved tops
 
 
 def view_of(path: str) -> str:
@@ -62,7 +61,7 @@ def report_geometry(geo: dict[str, np.ndarray], groups: Sequence[str], on: dict[
     the figure box), effective area and centroid spread (of maps folded about the figure's axis) against the
     targets."""
     mass, area = geo["mass"].mean(0), geo["area"].mean(0)
-    long_sleeves = np.array([g.split("/")[0] in LONG_SLEEVES for g in groups])
+    long_sleeves = np.array([landmark_set(g.split("/")[0]) == "top" for g in groups])  # not tees, tanks
     sides = geo["sides"][long_sleeves].mean(0) if long_sleeves.any() else np.zeros_like(mass)
     spread = centroid_spread(geo["position"], groups)
     w = max(len(n) for names in on.values() for n in names) + 2

@@ -93,12 +93,20 @@ def figure_boxes(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return torch.where(empty[:, None], torch.tensor([0.0, 0.0, 1.0, 1.0], device=masks.device), box)
 
 
+def _box_grid(attn: torch.Tensor, boxes: torch.Tensor, folded: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell centres in figure-box coordinates, x (B, 1, 1, w) and y (B, 1, h, 1); x folded about the figure's
+    axis if `folded`."""
+    x, y = _cell_grid(attn, boxes if folded else None)
+    origin, size = boxes[:, :2], (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-3)
+    return ((x - origin[:, 0, None, None, None]) / size[:, 0, None, None, None],
+            (y - origin[:, 1, None, None, None]) / size[:, 1, None, None, None])
+
+
 def mass_at_sides(attn: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """(B, K): each map's mass in the outer quarters of the figure box (x < 0.25 or > 0.75 of its width, within its
     height), where a worn top's sleeves and cuffs are."""
-    x, y = _cell_grid(attn, None)
-    bx = (x - boxes[:, 0, None, None, None]) / (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3)[:, None, None, None]
-    inside = (y >= boxes[:, 1, None, None, None]) & (y <= boxes[:, 3, None, None, None])
+    bx, by = _box_grid(attn, boxes, folded=False)
+    inside = (by >= 0) & (by <= 1)
     sides = ((bx < 0.25) & (bx >= 0)) | ((bx > 0.75) & (bx <= 1))
     return (attn.float() * (sides & inside)).sum(dim=(2, 3))
 
@@ -148,10 +156,7 @@ def layout_loss(attn: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor) 
     over the parts that have one. Without it every part settles on the garment's midline, where a compact blob
     that sits still is cheapest; the prior gives sleeves, shoulders and legs a part of their own, and the
     retrieval terms decide what that part reads there (the bump leaves it free near its landmark)."""
-    x, y = _cell_grid(attn, boxes)  # folded, input fractions
-    origin, size = boxes[:, :2], (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-3)
-    bx = (x - origin[:, 0, None, None, None]) / size[:, 0, None, None, None]  # (B, 1, 1, w)
-    by = (y - origin[:, 1, None, None, None]) / size[:, 1, None, None, None]  # (B, 1, h, 1)
+    bx, by = _box_grid(attn, boxes, folded=True)
     known = ~targets.isnan().any(-1)  # (B, K)
     t = torch.nan_to_num(targets)
     d2 = (bx - t[..., 0, None, None]).pow(2) + (by - t[..., 1, None, None]).pow(2)
