@@ -20,6 +20,7 @@ split's queries.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,8 +90,20 @@ def upsample(attention: np.ndarray, side: int) -> np.ndarray:
     att = np.asarray(attention, dtype=np.float32)
     att = att.reshape(-1, *att.shape[-2:]).sum(0)
     att = att - min(0.0, float(att.min()))
-    img = Image.fromarray(att.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR)
-    return np.clip(np.asarray(img, dtype=np.float64), 0, None)
+    flat = bilinear_matrix(att.shape, side) @ att.ravel().astype(np.float64)
+    return np.clip(flat.reshape(side, side), 0, None)
+
+
+@functools.lru_cache(maxsize=8)
+def bilinear_matrix(grid: tuple[int, int], side: int) -> np.ndarray:
+    """PIL's bilinear resize of an (h, w) map to side x side as a (side * side, h * w) matrix (each column: one
+    cell's unit map resized). Resizing is linear: one product replaces a resize per map, and a sum over the pixels
+    of resized maps folds into the cells (mga.garments.parts_on_skin)."""
+    h, w = grid
+    units = np.eye(h * w, dtype=np.float32).reshape(h * w, h, w)
+    cols = [np.asarray(Image.fromarray(u, mode="F").resize((side, side), Image.BILINEAR), np.float64).ravel()
+            for u in units]
+    return np.stack(cols, 1)
 
 
 def histogram(lab: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .colour import skin_mask, upsample
+from .colour import bilinear_matrix, skin_mask, upsample
 from .part_names import garment_kind
 from .transforms import letterbox_box
 
@@ -110,6 +110,8 @@ def _columns(weight: np.ndarray, y0: float, y1: float) -> tuple[float, float]:
 def parts_on_skin(attn: np.ndarray, lab: np.ndarray) -> np.ndarray:
     """Each part's share of its attention (K, h, w) that lies on skin (mga.colour.skin_mask) in the photo's
     letterbox (`lab`, mga.colour.photo_pixels): a part there is no garment detail, whatever its name says."""
-    skin = skin_mask(lab)
-    maps = np.stack([upsample(m, len(lab)) for m in np.asarray(attn, dtype=np.float32)])
-    return (maps * skin).sum((1, 2)) / np.maximum(maps.sum((1, 2)), 1e-12)
+    maps = np.clip(np.asarray(attn, dtype=np.float64), 0, None)
+    resize = bilinear_matrix(maps.shape[-2:], len(lab))  # each map's mass on skin, summed over its cells
+    cells = maps.reshape(len(maps), -1)
+    on_skin, mass = cells @ (skin_mask(lab).ravel() @ resize), cells @ resize.sum(0)
+    return on_skin / np.maximum(mass, 1e-12)

@@ -188,6 +188,8 @@ class GalleryIndex(CoarseSearch):
         if index.ntotal != len(self.owner) or index.d != self.embeddings.shape[1]:
             raise IndexFormatError(f"{file}: holds {index.ntotal} vectors of {index.d} dims, but there are "
                                    f"{len(self.owner)} views of {self.embeddings.shape[1]} dims")
+        if self.index_type == "ivfpq":  # a search is one query: its probed lists split over the threads, not queries
+            faiss.extract_index_ivf(index).parallel_mode = 1
         return index
 
     def __len__(self) -> int:

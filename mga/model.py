@@ -240,12 +240,12 @@ class MGAModel(
                      parts_x: torch.Tensor) -> Alignment:
         """ATA from the tokens alone (what a search index loads for its candidates)."""
         weights = self.part_weights.to(g_q.device)  # encodings may live on the CPU, the model on a GPU
-        al = align(g_q, parts_q, g_x, parts_x, weights, self.config.global_weight, self.config.tau)
         if self.anchor is None:
-            return al
-        d = self.config.embed_dim  # the global token is [trained ; anchor] (_with_anchor): split its term
+            return align(g_q, parts_q, g_x, parts_x, weights, self.config.global_weight, self.config.tau)
+        d = self.config.embed_dim  # the global token is [trained ; anchor] (_with_anchor): each half its own term
+        al = align(g_q[:, :d], parts_q, g_x[:, :d], parts_x, weights, self.config.global_weight, self.config.tau)
         anchor_term = self.config.global_weight * (g_q[:, d:].float() @ g_x[:, d:].float().T)
-        return replace(al, global_term=al.global_term - anchor_term, anchor_term=anchor_term)
+        return replace(al, scores=al.scores + anchor_term, anchor_term=anchor_term)
 
     @property
     def device(self) -> torch.device:

@@ -6,8 +6,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mga.colour import (NOT_IN_COLOUR, GalleryColours, choose, colour_name, distance, garment_colour, histogram,
-                        to_lab)
+                        skin_mask, to_lab, upsample)
 from mga.config import DEFAULT_INDEX_DIR
+from mga.garments import parts_on_skin
 from mga.matches import Match, SearchResult
 from mga.search import SearchEngine
 from ui.cards import caption, colours_text
@@ -175,3 +176,19 @@ def test_the_colour_facet_lists_only_products_that_come_in_it(demo):
     assert sum(m.confidence for m in res.matches) <= 1 + 1e-9
     with pytest.raises(ValueError, match="unknown colour"):
         demo.search(img, k=3, explain=False, colour="Plaid")
+
+
+def test_attention_is_upsampled_as_pils_bilinear_resize_and_its_mass_on_skin_summed_over_cells():
+    """upsample and parts_on_skin read PIL's resize as a matrix (resizing is linear): the same maps as resizing
+    each one, and the same share of each map on skin."""
+    rng = np.random.default_rng(1)
+    maps = rng.random((6, 9, 9)).astype(np.float32)
+    resized = np.stack([np.asarray(Image.fromarray(m, mode="F").resize((64, 64), Image.BILINEAR)) for m in maps])
+    assert np.allclose(upsample(maps, 64), resized.sum(0), atol=1e-5)
+    light, a = np.meshgrid(np.linspace(20, 95, 64), np.linspace(-40, 40, 64), indexing="ij")
+    lab = np.stack([light, a, np.full((64, 64), 30.0)], -1)  # some pixels skin-coloured, some not
+    skin = skin_mask(lab)
+    assert 0 < skin.mean() < 1
+    expected = (resized * skin).sum((1, 2)) / resized.sum((1, 2))
+    assert np.allclose(parts_on_skin(maps, lab), expected, atol=1e-6)
+

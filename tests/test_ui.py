@@ -130,6 +130,22 @@ def test_clicks_on_the_crop_view_of_a_large_kept_photo_land_on_its_full_size_pix
     assert add_corner(corners, (0, 0), view) == [(0, 0)]  # a third click starts anew
 
 
+def test_the_last_search_shows_its_decoded_photo_and_an_earlier_one_its_kept_jpeg():
+    """A search's views come from the photo it decoded (no JPEG decoded again, no JPEG loss) while it is the last
+    searched; an earlier session's views decode its kept JPEG, at the same size and full size."""
+    rng = np.random.default_rng(0)
+    noise = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((300, 200), (900, 1200))]
+    empty = SearchResult([], {}, (0, 0), False, None)
+    earlier, last = UIResult.of(noise[1], empty, []), UIResult.of(noise[0], empty, [])
+    shown = last.view(CROP_VIEW_SIDE)
+    assert np.array_equal(np.asarray(shown), np.asarray(noise[0])) and shown is not last.view(CROP_VIEW_SIDE)
+    assert shown.info["original_size"] == (300, 200)
+    old = earlier.view(CROP_VIEW_SIDE)
+    assert np.array_equal(np.asarray(old), np.asarray(load_image(earlier.photo, max_side=CROP_VIEW_SIDE)))
+    assert old.size == (360, 480) and old.info["original_size"] == (900, 1200)
+    assert UIResult.of(noise[1], empty, []).view(CROP_VIEW_SIDE).size == (360, 480)
+
+
 @pytest.mark.parametrize("corners", [[], [(10, 10)], [(0, 0), (50, 50), (90, 70)]])
 def test_crop_needs_two_corners(query, corners):
     with pytest.raises(ImageError, match="click two opposite corners of the garment"):

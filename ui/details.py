@@ -6,11 +6,11 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from mga import FULL_BOX, ON_SKIN, WHOLE, GalleryFileError, ImageError, Match, likely, load_image, overlay
+from mga import FULL_BOX, ON_SKIN, WHOLE, GalleryFileError, ImageError, Match, likely, overlay
 
 from .cards import colour, product_name, shown_details
 from .chart import bar_chart, paste_text
-from .session import UIResult
+from .session import UIResult, photo_view
 from .settings import LoadedEngine
 
 # Largest side of the images the app shows (overlays): browsers don't need a 6000 px photo.
@@ -31,7 +31,7 @@ def garments_view(ui: UIResult, max_side: int = 240) -> Image.Image | None:
         return None
     from PIL import ImageDraw
 
-    img = load_image(ui.whole, max_side=max_side)
+    img = photo_view(ui.whole, max_side)
     draw = ImageDraw.Draw(img)
     w, h = img.size
     for g in sorted(ui.garments, key=lambda g: g.kind == ui.shown_garment):  # the shown one drawn last, on top
@@ -73,13 +73,12 @@ def outline(img: Image.Image, box: Sequence[float], color: str = "#00c853") -> I
     return img
 
 
-def match_overlay(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = WHOLE,
-                  heat: bool = True) -> Image.Image:
+def match_overlay(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = WHOLE) -> Image.Image:
     """The match's photo at display size, the view that matched outlined when it is a close-up, with the heatmap
-    of `term` overlaid (`heat`: the first time per match, that view is encoded once more for its cells)."""
+    of `term` overlaid (the first time per match, that view is encoded once more for its cells)."""
     try:
         img = loaded.engine.gallery_image(match.index, original=True, max_side=DISPLAY_MAX_SIDE)
-        heatmap = loaded.engine.match_heatmap(match, ui.result.query_global, term, HEATMAP_SIDE) if heat else None
+        heatmap = loaded.engine.match_heatmap(match, ui.result.query_global, term, HEATMAP_SIDE)
     except (GalleryFileError, ImageError):  # the original is gone: its thumbnail, as the results show it
         img, heatmap = loaded.engine.gallery_image(match.index, max_side=DISPLAY_MAX_SIDE), None
     out = overlay(img, heatmap) if heatmap is not None else img
@@ -90,8 +89,8 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
                   match_side: bool = True) -> dict[str, Any]:
     """Everything the details panel shows for one match: markdown, the query and the match with the heatmap of
     `term` (mga.explain: the whole score, the overall look or a part) overlaid at display size, and the chart of
-    every term's share. Without `match_side` the match's photo comes without its heatmap (match_overlay adds it:
-    the one forward that opening a match costs)."""
+    every term's share. Without `match_side` the match's photo is left for match_overlay to bring with its
+    heatmap (the one forward that opening a match costs), right after: the search shows its results first."""
     q = ui.view(DISPLAY_MAX_SIDE)
     q_heat = loaded.engine.query_heatmap(match, q.info["original_size"], term, HEATMAP_SIDE)
     meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
@@ -105,5 +104,5 @@ def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
           + (" Matched through a close-up of the outlined region." if tuple(match.box) != FULL_BOX else "")
           + (f"\n\n{meta}" if meta else ""))
     return {"markdown": md, "query_overlay": overlay(q, q_heat) if q_heat is not None else q,
-            "match_overlay": match_overlay(loaded, ui, match, term, heat=match_side),
+            "match_overlay": match_overlay(loaded, ui, match, term) if match_side else None,
             "chart": bar_chart(match, term)}

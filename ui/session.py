@@ -8,13 +8,44 @@ from typing import Any
 
 from PIL import Image
 
-from mga import CONFIDENT, KIND_NAMES, Garment, SearchResult, likely, load_image
+from mga import CONFIDENT, KIND_NAMES, Garment, SearchResult, likely, load_image, shrink
 
 from .cards import product_name
 
 # A session keeps its query photo as a JPEG of this quality (a tenth of the decoded pixels' memory): every visitor's
 # last search stays in the server's memory until the session expires (ui.settings.SESSION_MINUTES).
 KEPT_QUALITY = 92
+
+
+class _LastQuery:
+    """The last search's query as decoded, beside its kept JPEG: the views that search's callback shows (the
+    details, the crop view, the garments) are resized from it instead of decoding the JPEG again. One slot for the
+    process, so memory holds one photo whatever the number of sessions; another search taking it costs a decode,
+    nothing else."""
+
+    slot: tuple[bytes, Image.Image] | None = None
+
+    @classmethod
+    def keep(cls, photo: bytes, image: Image.Image) -> None:
+        cls.slot = (photo, image)  # one assignment: a search in another thread sees the old pair or the new
+
+    @classmethod
+    def decoded(cls, photo: bytes) -> Image.Image | None:
+        slot = cls.slot
+        return slot[1] if slot is not None and slot[0] is photo else None
+
+
+def photo_view(photo: bytes, max_side: int) -> Image.Image:
+    """A kept photo (a JPEG) to show, within max_side, its full size in `.info["original_size"]`: resized from the
+    decoded query while it is the last searched, else the JPEG decoded at a reduced scale (much cheaper than in
+    full for a large photo). A new image: the caller may draw on it."""
+    decoded = _LastQuery.decoded(photo)
+    if decoded is None:
+        return load_image(photo, max_side=max_side)
+    view = shrink(decoded, max_side)
+    view = view.copy() if view is decoded else view
+    view.info["original_size"] = decoded.size
+    return view
 
 
 @dataclass
@@ -38,7 +69,9 @@ class UIResult:
     def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]],
            category: str | None = None, photo: bytes | None = None, **fields: Any) -> "UIResult":
         """`photo`: the query's JPEG when it was decoded from one kept before (a search refined), kept as it is."""
-        return cls(photo or jpeg(query), result, gallery, category, **fields)
+        ui = cls(photo or jpeg(query), result, gallery, category, **fields)
+        _LastQuery.keep(ui.photo, query)
+        return ui
 
     @property
     def whole(self) -> bytes:
@@ -56,9 +89,8 @@ class UIResult:
         return Image.open(io.BytesIO(self.photo)).convert("RGB")
 
     def view(self, max_side: int) -> Image.Image:
-        """The query photo to show, within max_side: a JPEG decoded at a reduced scale, much cheaper than `query`
-        for a large photo; its full size in `.info["original_size"]`."""
-        return load_image(self.photo, max_side=max_side)
+        """The query photo to show, within max_side (`photo_view`)."""
+        return photo_view(self.photo, max_side)
 
     @property
     def confident(self) -> bool:
