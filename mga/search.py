@@ -92,8 +92,9 @@ class SearchEngine:
         garment's kind: mga.garments). The result names the garments the photo shows (`garments`)."""
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
+        pixels = photo_pixels(img)  # while the photo's pixels are still in the CPU's caches
         q, cells = self.encode(img, cells=True) if explain else (self.encode(img), None)
-        attn, pixels = q.attn[0].float().numpy(), photo_pixels(img)
+        attn = q.attn[0].float().numpy()
         query_colour = garment_colour(img, attn, pixels)
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, query_size=img.size, products=products, views=views,
@@ -201,7 +202,8 @@ class SearchEngine:
 
     def _explain(self, matches: list[Match], q: Encoding, cells: torch.Tensor) -> None:
         """Each match's score spread over the query's cells, term by term (Match.query_maps)."""
-        cfg, attn = self.model.config, q.attn[0].float().numpy()
+        cfg = self.model.config
+        cells, attn = cells.double().numpy(), q.attn[0].double().numpy()  # in score_maps' precision, once
         for m in matches:
             other = self.index.global_[m.row].astype(np.float32)  # the stored token the score was computed with
             m.query_maps = score_maps(cells, other, cfg.embed_dim, cfg.global_weight, m.contributions, attn)

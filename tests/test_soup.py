@@ -25,6 +25,16 @@ def test_a_soup_of_a_model_and_its_pretrained_backbone_is_the_halfway_wise_model
     assert len(souped.config.extra["soup_of"]) == 2
 
 
+def test_kept_parameters_stay_the_first_checkpoints_and_the_rest_are_averaged(default_model):
+    pretrained = interpolate_backbone(load_model(None), 0.0)
+    halfway = interpolate_backbone(load_model(None), 0.5).state_dict()
+    souped = soup(load_model(None), [pretrained], keep=("backbone.",)).state_dict()
+    kept = [n for n in souped if n.startswith("backbone.")]
+    assert kept and all(torch.equal(souped[n], default_model.state_dict()[n]) for n in kept)
+    assert any(not torch.allclose(souped[n], halfway[n]) for n in kept)  # averaging them would have moved them
+    assert all(torch.allclose(t, halfway[n], atol=1e-6) for n, t in souped.items() if n not in kept)
+
+
 def test_a_soup_of_a_model_with_itself_is_the_model(default_model, luma_photos):
     same = soup(load_model(None), [load_model(None)])
     assert same.fingerprint() == default_model.fingerprint()

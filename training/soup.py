@@ -29,18 +29,20 @@ def shape_of(model: MGAModel) -> dict:
 
 
 @torch.no_grad()
-def soup(model: MGAModel, others: Sequence[MGAModel]) -> MGAModel:
+def soup(model: MGAModel, others: Sequence[MGAModel], keep: Sequence[str] = ()) -> MGAModel:
     """In place: every float tensor of `model` becomes the uniform mean over `model` and `others` (integer
-    buffers such as BatchNorm's step counters are kept)."""
+    buffers such as BatchNorm's step counters are kept), but those whose names start with one of `keep` (e.g. the
+    parts', training.train.PART_PARAMETERS), which stay `model`'s."""
     shape = shape_of(model)
     if any(shape_of(other) != shape for other in others):
         raise ValueError("checkpoints of different shapes cannot be averaged (config or tensors differ)")
     states = [o.state_dict() for o in others]
     for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point():
+        if tensor.is_floating_point() and not name.startswith(tuple(keep)):
             tensor.add_(sum(s[name].to(tensor) for s in states)).div_(1 + len(others))
     model.config.extra = {**model.config.extra, "soup_of": [model.config.extra.get("train_args", {})] +
-                          [o.config.extra.get("train_args", {}) for o in others]}
+                          [o.config.extra.get("train_args", {}) for o in others],
+                          **({"soup_kept_first": list(keep)} if keep else {})}
     return model
 
 
@@ -50,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--weights", nargs="+", required=True, help="two or more checkpoint folders or Hub ids")
     p.add_argument("--out", required=True, help="folder for the averaged checkpoint")
     p.add_argument("--data", help="the data set they were trained on: name the soup's parts from its train split")
+    p.add_argument("--keep-first", nargs="+", default=[], metavar="PREFIX",
+                   help="parameters whose names start so are the first checkpoint's, not averaged (e.g. fga. "
+                        "part_logits: the first one's parts on the averaged backbone)")
     args = p.parse_args(argv)
     if len(args.weights) < 2:
         p.error("--weights needs two or more checkpoints")
@@ -61,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     names: dict[str, list[str]] = {}
 
     def averaged(model: MGAModel) -> MGAModel:
-        soup(model, others)
+        soup(model, others, args.keep_first)
         if data is not None:  # named before the one save, so the soup is written once and never unnamed
             names.update(name_model_parts(model, data))
         return model

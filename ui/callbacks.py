@@ -45,8 +45,8 @@ class Callbacks:
         self.loaded = loaded
 
     def details(self, ui, i: int, match_side: bool = True) -> tuple:
-        """A match opened: its details with the whole score on both photos (without `match_side`, on the query
-        only: `match_heat` follows), and the terms the photos can show."""
+        """A match opened: its details with the whole score on both photos (without `match_side`, the query's
+        alone: `match_heat` follows with the match's photo), and the terms the photos can show."""
         match = ui.result.matches[i]
         d = match_details(self.loaded, ui, match, match_side=match_side)
         return (d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"],
