@@ -342,6 +342,8 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path, monk
     rebuilt from the stored tokens give nearly the exact top 10, every returned score is the exact inner product,
     and a category filter (scanned exactly, or IVF-PQ over-fetched) returns only its members, nearly the exact
     ones."""
+    import faiss
+
     import mga.coarse
     from index_builder.writer import Piece, write_index
     from index_builder.faiss_index import IVFPQ_MIN
@@ -375,6 +377,12 @@ def test_ivfpq_with_exact_rescoring_recovers_the_exact_neighbours(tmp_path, monk
         assert np.all(np.diff(scores) <= 0)
         hits += len(set(rows.tolist()) & set(np.argsort(-(emb @ q))[:10].tolist()))
     assert hits / 500 >= 0.95
+    ivf = faiss.extract_index_ivf(ix.faiss)
+    assert ivf.parallel_mode == 1  # one query's lists split over the threads: the same answers as one thread's
+    split = [ix.coarse_search(emb[qi], 10) for qi in range(5)]
+    ivf.parallel_mode = 0
+    for one, two in zip(split, [ix.coarse_search(emb[qi], 10) for qi in range(5)]):
+        assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
     pants = np.arange(0, n, 5)  # a fifth of the gallery
     assert ix.category_images("pants").tolist() == pants.tolist()
     for subset_max in (mga.coarse.EXACT_SUBSET_MAX, 0):  # the category scanned exactly, then IVF-PQ over-fetched
