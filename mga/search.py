@@ -168,8 +168,7 @@ class SearchEngine:
     def rank(self, q: Encoding, m: int, category: str | Sequence[str] | None = None,
              rerank_top: int = DEFAULT_RERANK_TOP, views: str = DEFAULT_VIEWS,
              category_vote: float = CATEGORY_VOTE) -> Ranked:
-        """The index's top max(m, rerank_top) images for an encoded query, as every search ranks them
-        (mga.ranking.rank): what evaluation reads recall from."""
+        """The top max(m, rerank_top) images for an encoded query as every search ranks them (mga.ranking.rank)."""
         return rank(self.model, self.index, self.closeup, q, m, category, rerank_top, views, category_vote)
 
     def _match(self, rank: int, ranked: Ranked, j: int) -> Match:
@@ -202,8 +201,7 @@ class SearchEngine:
 
     def _explain(self, matches: list[Match], q: Encoding, cells: torch.Tensor) -> None:
         """Each match's score spread over the query's cells, term by term (Match.query_maps)."""
-        cfg = self.model.config
-        cells, attn = cells.double().numpy(), q.attn[0].double().numpy()  # in score_maps' precision, once
+        cfg, cells, attn = self.model.config, cells.double().numpy(), q.attn[0].double().numpy()  # converted once
         for m in matches:
             other = self.index.global_[m.row].astype(np.float32)  # the stored token the score was computed with
             m.query_maps = score_maps(cells, other, cfg.embed_dim, cfg.global_weight, m.contributions, attn)
