@@ -144,6 +144,10 @@ def test_the_last_search_shows_its_decoded_photo_and_an_earlier_one_its_kept_jpe
     assert np.array_equal(np.asarray(old), np.asarray(load_image(earlier.photo, max_side=CROP_VIEW_SIDE)))
     assert old.size == (360, 480) and old.info["original_size"] == (900, 1200)
     assert UIResult.of(noise[1], empty, []).view(CROP_VIEW_SIDE).size == (360, 480)
+    kept = jpeg(noise[1])  # a caller's photo, decoded reduced for the search: its views are of the photo it keeps
+    reduced = load_image(kept, max_side=600)
+    view = UIResult.of(reduced, empty, [], photo=kept).view(CROP_VIEW_SIDE)
+    assert view.info["original_size"] == (900, 1200) == UIResult.of(reduced, empty, [], photo=kept).query.size
 
 
 @pytest.mark.parametrize("corners", [[], [(10, 10)], [(0, 0), (50, 50), (90, 70)]])

@@ -70,7 +70,8 @@ class UIResult:
            category: str | None = None, photo: bytes | None = None, **fields: Any) -> "UIResult":
         """`photo`: the query's JPEG when it was decoded from one kept before (a search refined), kept as it is."""
         ui = cls(photo or jpeg(query), result, gallery, category, **fields)
-        _LastQuery.keep(ui.photo, query)
+        if photo is None or query.info.get("original_size", query.size) == query.size:  # not a kept photo reduced
+            _LastQuery.keep(ui.photo, query)
         return ui
 
     @property
