@@ -6,7 +6,7 @@ import logging
 import shutil
 
 from mga.config import ASSETS_DIR
-from ui.details import match_details
+from ui.details import match_images, match_markdown
 from ui.results import run_search
 from ui.settings import load_engine
 
@@ -30,4 +30,5 @@ def test_a_gallery_photo_gone_is_left_out_of_the_results_and_logged(tmp_path, ca
     assert len(after.gallery) == len(kept)
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert gone.image in logged and str(tmp_path) not in logged
-    assert match_details(fresh, after, after.result.matches[0])["markdown"]  # the rest still open
+    first = after.result.matches[0]  # the rest still open, words and photos
+    assert match_markdown(after, first) and all(match_images(fresh, after, first))

@@ -9,7 +9,7 @@ import gradio as gr
 from mga import WHOLE, ImageError
 
 from .chart import term_choices
-from .details import garments_view, match_details, match_overlay
+from .details import garments_view, match_images, match_markdown
 from .inputs import CROP_VIEW_SIDE, add_corner, crop_to_corners, crop_view
 from .results import api_payload, run_search
 from .settings import ALL_CATEGORIES, LoadedEngine
@@ -38,33 +38,26 @@ def garment_outputs(ui) -> tuple:
 
 class Callbacks:
     """What the UI's events run, on one loaded engine. A search's outputs, in order: results, last search,
-    selected result, summary, the details (markdown, two overlays, chart, what the overlays show), error line,
-    crop view, corners, the garment choice (its row, the choice, the photo with the garments outlined), photo."""
+    selected result, summary, the details (markdown, two overlays and the chart, cleared until `heatmaps` brings
+    them, what the overlays show), error line, crop view, corners, the garment choice (its row, the choice, the
+    photo with the garments outlined), photo."""
 
     def __init__(self, loaded: LoadedEngine):
         self.loaded = loaded
 
-    def details(self, ui, i: int, match_side: bool = True) -> tuple:
-        """A match opened: its details with the whole score on both photos (without `match_side`, the query's
-        alone: `match_heat` follows with the match's photo), and the terms the photos can show."""
+    def details(self, ui, i: int, photos: bool = True) -> tuple:
+        """A match opened: its words, the whole score on both photos and the chart (without `photos`, the words
+        alone and the photos cleared: `heatmaps` follows with them), and the terms the photos can show."""
         match = ui.result.matches[i]
-        d = match_details(self.loaded, ui, match, match_side=match_side)
-        return (d["markdown"], d["query_overlay"], d["match_overlay"], d["chart"],
-                gr.update(choices=term_choices(match), value=WHOLE))
+        images = match_images(self.loaded, ui, match) if photos else (None, None, None)
+        return match_markdown(ui, match), *images, gr.update(choices=term_choices(match), value=WHOLE)
 
-    def match_heat(self, ui, i):
-        """The match's side of the open match's heatmap (the whole match, as a search shows it first), right after
-        the search showed its query side."""
-        if ui is None or i is None:
-            return gr.skip()
-        return match_overlay(self.loaded, ui, ui.result.matches[i], WHOLE)
-
-    def show_term(self, ui, i, term):
-        """The overlays and chart of one term of the open match (the markdown stays)."""
+    def heatmaps(self, ui, i, term=WHOLE):
+        """The overlays and chart of one term of the open match (the words stay): after a search, the whole
+        score's, right after its results and words are shown."""
         if ui is None or i is None or term is None:
             return gr.skip(), gr.skip(), gr.skip()
-        d = match_details(self.loaded, ui, ui.result.matches[i], term)
-        return d["query_overlay"], d["match_overlay"], d["chart"]
+        return match_images(self.loaded, ui, ui.result.matches[i], term)
 
     def search_new_photo(self, image, k, category, crop, colour, like):
         """The photo box's photo searched; `like` (the gallery image "more like this" put there) only while the box
@@ -84,7 +77,7 @@ class Callbacks:
         except (ImageError, ValueError) as exc:
             unusable = None if isinstance(exc, ImageError) else gr.skip()
             return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], *NO_GARMENTS, unusable
-        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, match_side=False)) if ui.result.matches else \
+        shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, photos=False)) if ui.result.matches else \
             ([], ui, None, ui.summary, *EMPTY_DETAILS)
         return *shown, "", crop_view(ui.view(CROP_VIEW_SIDE), []), [], *garment_outputs(ui), gr.skip()
 

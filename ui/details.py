@@ -2,7 +2,7 @@
 its garments outlined, for the garment choice."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from PIL import Image
 
@@ -85,24 +85,27 @@ def match_overlay(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
     return outline(out, match.box) if tuple(match.box) != FULL_BOX else out
 
 
-def match_details(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = WHOLE,
-                  match_side: bool = True) -> dict[str, Any]:
-    """Everything the details panel shows for one match: markdown, the query and the match with the heatmap of
-    `term` (mga.explain: the whole score, the overall look or a part) overlaid at display size, and the chart of
-    every term's share. Without `match_side` the match's photo is left for match_overlay to bring with its
-    heatmap (the one forward that opening a match costs), right after: the search shows its results first."""
-    q = ui.view(DISPLAY_MAX_SIDE)
-    q_heat = loaded.engine.query_heatmap(match, q.info["original_size"], term, HEATMAP_SIDE)
+def match_markdown(ui: UIResult, match: Match) -> str:
+    """The details panel's words on one match: its product, how sure, and what decided it."""
     meta = ", ".join(f"{k}: {v}" for k, v in shown_details(match.metadata).items())
     sure = (f"**{match.confidence:.0%}** likely the same product" if match.confidence is not None
             else f"**Score** {match.score:.3f}")
-    md = (f"### #{match.rank} · {product_name(match)}\n"
-          f"{sure} · {match.category or '—'}"
-          + (f" · {colour(match)}" if colour(match) else "")
-          + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
-          + f"\n\n{what_decided(match, likely(match.confidence), ui.result.parts_on_skin)}"
-          + (" Matched through a close-up of the outlined region." if tuple(match.box) != FULL_BOX else "")
-          + (f"\n\n{meta}" if meta else ""))
-    return {"markdown": md, "query_overlay": overlay(q, q_heat) if q_heat is not None else q,
-            "match_overlay": match_overlay(loaded, ui, match, term) if match_side else None,
-            "chart": bar_chart(match, term)}
+    return (f"### #{match.rank} · {product_name(match)}\n"
+            f"{sure} · {match.category or '—'}"
+            + (f" · {colour(match)}" if colour(match) else "")
+            + (f" · {match.photos} photos in the shop" if match.photos > 1 else "")
+            + f"\n\n{what_decided(match, likely(match.confidence), ui.result.parts_on_skin)}"
+            + (" Matched through a close-up of the outlined region." if tuple(match.box) != FULL_BOX else "")
+            + (f"\n\n{meta}" if meta else ""))
+
+
+def match_images(loaded: LoadedEngine, ui: UIResult, match: Match,
+                 term: str = WHOLE) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """The query and the match with the heatmap of `term` (mga.explain: the whole score, the overall look or a
+    part) overlaid at display size, and the chart of every term's share. The match's side costs one forward the
+    first time (match_overlay), so a search shows its results and words first and these right after."""
+    q = ui.view(DISPLAY_MAX_SIDE)
+    q_heat = loaded.engine.query_heatmap(match, q.info["original_size"], term, HEATMAP_SIDE)
+    return (overlay(q, q_heat) if q_heat is not None else q, match_overlay(loaded, ui, match, term),
+            bar_chart(match, term))
+

@@ -22,7 +22,7 @@ def run_search(loaded: LoadedEngine, image: Any, k: Any = DEFAULT_K, category: s
                crop: bool = False, explain: bool = True, colour: str | None = None,
                like: int | None = None, garment: str | None = None, garments: Sequence[Garment] = ()) -> UIResult:
     """Decode (ImageError on bad input), optionally auto-crop, search, and list the gallery items. With `explain`
-    each match's score is spread over the query's cells (its heatmaps are drawn when it is opened: match_details).
+    each match's score is spread over the query's cells (drawn when it is opened: match_images).
     `colour`: only products that come in it ("", None or ALL_CATEGORIES's "All": every colour). `like`: the
     gallery image the photo is ("more like this"), whose product the results leave out. `garment`: a kind of
     garment among `garments` (the photo's, as its search found them) searched alone: its region of the photo,
