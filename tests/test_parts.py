@@ -17,6 +17,7 @@ from training.landmarks import LAYOUT, landmark_of, landmark_set, layout_targets
 from training.parts import (background_loss, centroids, concentration_loss, consistency_loss, effective_area,
                             figure_boxes, figure_on_grid, in_figure_box, layout_loss, mass_at_sides, mass_on_figure,
                             names_from_positions, part_geometry, spread)
+from mga.colour import skin_mask, to_lab
 from mga.transforms import garment_mask
 from training.augment import Backgrounds, ConsumerPhotoAugment
 
@@ -136,7 +137,17 @@ def test_layout_loss_draws_each_part_to_its_slot_and_leaves_free_slots_alone():
     assert table[0, sleeve].tolist() == pytest.approx([0.85, 0.5])
     assert table[4, sleeve, 1] < 0.4, "a tee's sleeve ends high on the arm"
     assert table[2, 4].isnan().all() and table[3].isnan().all(), "a free slot, and no garment"
-    assert table[5, sleeve].isnan().all(), "a tank has no sleeve: no part is drawn onto a bare arm"
+    assert table[5, sleeve].tolist() == pytest.approx([0.5, 0.47]), \
+        "a tank has no sleeve: its sleeve slot is drawn to the front, not left to find a bare arm"
+    figure = torch.ones(2, 10, 10)
+    figure[:, :, 9] = 0  # the column beyond the cuff is studio background
+    on_arm, beside = one_hot_map(10, 10, 5, 8), one_hot_map(10, 10, 5, 9)  # both near the landmark (0.85, 0.5)
+    one = [torch.stack([m, m])[None] for m in (on_arm, beside)]  # (1, 2, 10, 10): a part at one cell
+    plain = [layout_loss(m, boxes[:1], targets[:1]).item() for m in one]
+    on_figure = [layout_loss(m, boxes[:1], targets[:1], figure[:1]).item() for m in one]
+    assert max(plain) < 0.5, "both cells are near the cuff's landmark"
+    assert on_figure[0] == pytest.approx(plain[0]) and on_figure[1] == pytest.approx(1.0), \
+        "with the figure given, only mass on the garment counts"
     with pytest.raises(ValueError, match="6 part slots"):
         layout_targets(["tees"], 8)
 
@@ -206,18 +217,26 @@ def _denormalize(x: torch.Tensor) -> Image.Image:
 
 @pytest.mark.requires_shared
 def test_augmented_figure_mask_follows_the_garment():
-    """Crops, close-ups, mirroring and letterboxing move the mask with the garment (colours off: strength 0)."""
+    """Crops, close-ups, mirroring and letterboxing move the mask with the garment, and the skin mask with the
+    wearer's skin (colours off: strength 0)."""
     photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
     aug = ConsumerPhotoAugment(96, MEAN, STD, strength=0.0, detail=0.5)
     random.seed(0)
-    close_ups = 0
+    close_ups, skin_seen = 0, 0
     for _ in range(8):
         sample = aug(photo)
-        seen = torch.from_numpy(garment_mask(_denormalize(sample.image)))
+        shown = _denormalize(sample.image)
+        seen = torch.from_numpy(garment_mask(shown))
         iou = (seen & sample.figure).sum() / (seen | sample.figure).sum()
         assert iou > 0.85
         close_ups += sample.close_up
+        assert not (sample.skin & ~sample.figure).any(), "skin is part of the figure"
+        if sample.skin.sum() > 20:
+            skin = torch.from_numpy(skin_mask(to_lab(np.asarray(shown)))) & seen
+            assert (skin & sample.skin).sum() / (skin | sample.skin).sum() > 0.6
+            skin_seen += 1
     assert 0 < close_ups < 8
+    assert skin_seen > 0, "a worn jacket shows the wearer's face or hands"
 
 
 @pytest.mark.requires_shared

@@ -201,13 +201,14 @@ def test_kind_term_trains_on_real_phone_photos(tmp_path):
 
 def test_layout_term_draws_parts_to_their_slots_and_needs_six_parts(tmp_path):
     """--w-layout: each part's attention near its slot's landmark (folded figure-box coordinates) enters the loss
-    as a finite term in (0, 1]; a model of another number of parts is refused, saying why."""
+    as a finite term in (0, 1], and --w-skin the parts' attention on the wearer's skin, a share in [0, 1); a model
+    of another number of parts is refused, saying why."""
     out = tmp_path / "layout"
-    run(out, 1, "--w-layout", "1")
+    run(out, 1, "--w-layout", "1", "--w-skin", "1")
     (line,) = metrics(out)
-    assert 0 < line["loss_layout"] <= 1
+    assert 0 < line["loss_layout"] <= 1 and 0 <= line["loss_skin"] < 1
     args = json.loads((out / "model" / "config.json").read_text())["extra"]["train_args"]
-    assert args["w_layout"] == 1 and args["fold"] is True
+    assert args["w_layout"] == 1 and args["w_skin"] == 1 and args["fold"] is True
     with pytest.raises(SystemExit, match="--w-layout: the layout prior has 6 part slots; the model has 4"):
         run(tmp_path / "four", 1, "--w-layout", "1", "--num-parts", "4")
 
@@ -282,9 +283,22 @@ def test_parts_only_fine_tuning_moves_the_parts_and_nothing_else(trained, tmp_pa
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith(mga_train.PART_PARAMETERS) for k in moved), sorted(moved)[:5]
     assert any(k.startswith("fga.") for k in moved)
+    # --new-parts: a fresh aggregator in their place, the rest as it was
+    fresh = tmp_path / "new-parts"
+    mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
+                    "--out", str(fresh), "--epochs", "1", "--init", str(src / "model"), "--parts-only",
+                    "--new-parts", "--w-layout", "1", "--lr", "0"])
+    anew = load_file(fresh / "model" / "model.safetensors")
+    replaced = {k for k in before if not torch.equal(before[k], anew[k])}
+    assert "fga.queries" in replaced and all(k.startswith(mga_train.PART_PARAMETERS) for k in replaced)
+    assert torch.equal(anew["part_logits"], torch.zeros_like(anew["part_logits"])), "parts weighed alike anew"
 
 
 def test_parts_only_without_init_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path / "out", 1, "--parts-only")
     assert "--parts-only trains the parts of trained weights: pass --init" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(tmp_path / "out", 1, "--new-parts")
+    assert "--new-parts replaces the parts of trained weights and trains them alone: pass --parts-only" \
+        in capsys.readouterr().err

@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import v2 as T
 
+from mga.colour import skin_mask, to_lab
 from mga.imageio import load_image
 from mga.transforms import WHITE, Normalize, garment_mask, letterbox
 
@@ -72,13 +73,14 @@ TWINS = ("framed", "whole")  # what the clean twin of a spoilt training photo sh
 
 class TrainSample(NamedTuple):
     """One augmented training photo (a batch of them, once collated): the model input, its figure mask (the
-    garment's pixels, wherever the augmentations moved them) and whether it is a close-up (its figure box is
-    not the garment's)."""
+    garment's pixels, wherever the augmentations moved them), whether it is a close-up (its figure box is
+    not the garment's), and the figure's skin (read off the studio photo's colours before any augmentation)."""
 
     image: torch.Tensor  # (3, S, S) normalised
     figure: torch.Tensor  # (S, S) bool
     close_up: bool
     clean: torch.Tensor  # (3, S, S) normalised: the studio photo unspoilt (`twin`); (0,) without
+    skin: torch.Tensor  # (S, S) bool: the wearer's skin within the figure
 
 
 class ConsumerPhotoAugment:
@@ -116,7 +118,7 @@ class ConsumerPhotoAugment:
 
     def _clutter(self, img: Image.Image, figure: Image.Image) -> Image.Image:
         """Replace the white studio background with another, the garment's edge softened."""
-        soft = figure.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
+        soft = figure.getchannel(0).filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(2))
         return Image.composite(img, self._background(img.size), soft)
 
     @staticmethod
@@ -144,7 +146,9 @@ class ConsumerPhotoAugment:
             return shopper or random.random() < p
 
         mask = garment_mask(img)
-        figure = Image.fromarray(mask.astype(np.uint8) * 255)
+        skin = mask & skin_mask(to_lab(np.asarray(img)))
+        # the figure (channel 0) and its skin (channel 1) go through every geometric step as one image
+        figure = Image.fromarray(np.stack([mask, skin, np.zeros_like(mask)], -1).astype(np.uint8) * 255)
         box = detail_box(img, mask) if random.random() < self.detail else None
         if box is not None:  # before clutter: the crop looks for the garment on its white background
             img, figure = img.crop(box), figure.crop(box)
@@ -162,7 +166,7 @@ class ConsumerPhotoAugment:
             cut = (x0, y0, x0 + cw, y0 + ch)
             figure = figure.crop(cut)
             img, clean = self._frame(lambda im: im.crop(cut), img, clean)
-        figure = letterbox(figure.convert("RGB"), self.size, fill=(0, 0, 0))
+        figure = letterbox(figure, self.size, fill=(0, 0, 0))
         img, clean = each(lambda im: letterbox(im, self.size), img, clean)
         if happens(0.5 * s):
             angle = random.uniform(-15, 15)
@@ -177,5 +181,6 @@ class ConsumerPhotoAugment:
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
         if shopper or (self.degrade and random.random() < self.degrade):  # no draw when off, as above
             img = self._low_resolution(img)
-        return TrainSample(self.normalize(img), torch.from_numpy(np.asarray(figure)[..., 0] > 127), box is not None,
-                           torch.zeros(0) if clean is None else self.normalize(clean))
+        masks = torch.from_numpy(np.asarray(figure)[..., :2] > 127)
+        return TrainSample(self.normalize(img), masks[..., 0], box is not None,
+                           torch.zeros(0) if clean is None else self.normalize(clean), masks[..., 1])

@@ -40,7 +40,7 @@ ANCHORS: dict[str, list[tuple[str, tuple[float, float]]]] = {
 LAYOUT: dict[str, list[str | None]] = {
     "top": ["hem", "chest", "neckline", "shoulder", "sleeve / cuff", "waist"],
     "short-sleeved top": ["hem", "chest", "neckline", "shoulder", "sleeve", "waist"],
-    "sleeveless top": ["hem", "chest", "neckline", "strap / armhole", None, "waist"],
+    "sleeveless top": ["hem", "chest", "neckline", "strap / armhole", "front / zip", "waist"],
     "bottom": ["knee", "hip / pocket", "waistband", "thigh", "hem / ankle", "fly / crotch"],
     "short bottom": ["hem", "hip / pocket", "waistband", "thigh", None, "fly / crotch"],
 }

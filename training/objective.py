@@ -13,7 +13,7 @@ from .augment import TrainSample
 from .kinds import KindTerm
 from .losses import ProxyAnchorLoss, multi_similarity_loss
 from .parts import (background_loss, concentration_loss, consistency_loss, figure_boxes, figure_on_grid,
-                    layout_loss)
+                    layout_loss, mass_on_figure)
 from .robust import CleanTeacher
 
 
@@ -48,6 +48,8 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
     boxes = figure_boxes(batch.figure.float())
     if args.w_background:
         terms["background"] = background_loss(enc.attn, figure)
+    if args.w_skin:  # bare skin is no garment's detail: a part reading the neck beside a neckline names the wrong thing
+        terms["skin"] = mass_on_figure(enc.attn, figure_on_grid(batch.skin, enc.attn.shape[-2:])).mean()
     if args.w_concentration:
         terms["concentration"] = concentration_loss(enc.attn, boxes if args.fold else None)
     if args.w_consistency:
@@ -55,7 +57,7 @@ def loss_terms(model: MGAModel, proxy: ProxyAnchorLoss | None, batch: TrainSampl
         terms["consistency"] = consistency_loss(enc.attn, boxes, groups, args.fold)
     if args.w_layout and layout is not None:
         targets = torch.where(batch.close_up[:, None, None], float("nan"), layout[categories])
-        terms["layout"] = layout_loss(enc.attn, boxes, targets)
+        terms["layout"] = layout_loss(enc.attn, boxes, targets, figure)
     if args.w_figure and enc.figure is not None:
         terms["figure"] = F.binary_cross_entropy_with_logits(enc.figure, figure)
     if clean_teacher is not None:

@@ -45,6 +45,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parts-only", action="store_true",
                    help="train the part aggregator alone (FGA and the parts' weights); the backbone, the global token "
                         "and the figure head stay as --init has them: moving the parts without moving the rest")
+    p.add_argument("--new-parts", action="store_true",
+                   help="with --parts-only: a fresh part aggregator (FGA, the parts' weights) on the --init model, "
+                        "placed anew by the part terms and the layout prior; trained parts are too concentrated for "
+                        "the prior to pull one across the garment")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the MGA heads")
     p.add_argument("--backbone-lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -64,6 +68,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kind-batch", type=int, default=8, help="phone photos per step for --w-kind")
     p.add_argument("--w-div", type=float, default=0.1, help="loss weight: part attention diversity")
     p.add_argument("--w-background", type=float, default=0.25, help="loss weight: part attention off the figure")
+    p.add_argument("--w-skin", type=float, default=0.0,
+                   help="loss weight: part attention on the wearer's skin (read off the studio photo's colours)")
     p.add_argument("--w-concentration", type=float, default=2.0, help="loss weight: spread of each part map")
     p.add_argument("--w-consistency", type=float, default=4.0,
                    help="loss weight: variance of part centroids (figure-box coordinates) within a category")
@@ -119,6 +125,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--w-robust distils the --init model: pass --init")
     if args.parts_only and not args.init:
         p.error("--parts-only trains the parts of trained weights: pass --init")
+    if args.new_parts and not args.parts_only:
+        p.error("--new-parts replaces the parts of trained weights and trains them alone: pass --parts-only")
     if not args.resume and (Path(args.out) / "checkpoint.pt").exists():
         # A fresh run would overwrite that checkpoint epoch by epoch: hours of training lost to a missing flag.
         p.error(f"{Path(args.out) / 'checkpoint.pt'} exists: pass --resume to continue that run, or choose "

@@ -150,17 +150,23 @@ def consistency_loss(attn: torch.Tensor, boxes: torch.Tensor, groups: torch.Tens
 LAYOUT_WIDTH = 0.15  # figure boxes: the standard deviation of the layout prior's bump around a slot's landmark
 
 
-def layout_loss(attn: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def layout_loss(attn: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor,
+                figure: torch.Tensor | None = None) -> torch.Tensor:
     """1 - the attention mass each part puts near its slot's landmark (a Gaussian bump of LAYOUT_WIDTH around
     `targets` (B, K, 2), folded figure-box coordinates; NaN: no landmark for that part on that photo), averaged
     over the parts that have one. Without it every part settles on the garment's midline, where a compact blob
     that sits still is cheapest; the prior gives sleeves, shoulders and legs a part of their own, and the
-    retrieval terms decide what that part reads there (the bump leaves it free near its landmark)."""
+    retrieval terms decide what that part reads there (the bump leaves it free near its landmark). With `figure`
+    (B, h, w), each cell's figure share, only mass on the figure counts: an arm is a thin column of cells, and
+    the studio background beside a cuff is near its landmark too."""
     bx, by = _box_grid(attn, boxes, folded=True)
     known = ~targets.isnan().any(-1)  # (B, K)
     t = torch.nan_to_num(targets)
     d2 = (bx - t[..., 0, None, None]).pow(2) + (by - t[..., 1, None, None]).pow(2)
-    near = (attn.float() * torch.exp(-d2 / (2 * LAYOUT_WIDTH ** 2))).sum(dim=(2, 3))
+    bump = torch.exp(-d2 / (2 * LAYOUT_WIDTH ** 2))
+    if figure is not None:
+        bump = bump * figure[:, None].float()
+    near = (attn.float() * bump).sum(dim=(2, 3))
     return (1.0 - near)[known].mean() if known.any() else near.new_zeros(())
 
 

@@ -16,12 +16,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mga.config import DEFAULT_RERANK_TOP, PROJECT_ROOT, MGAConfig
 from mga.data import category_key, category_of, load_retrieval_data
 from mga.devices import autocast, loader_workers, resolve_device
+from mga.fga import FineGranularAggregator
 from mga.files import atomic_path
 from mga.hub import load_model, save_model_atomically
 from mga.model import MGAModel
@@ -114,6 +116,10 @@ def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel
             figure_head=args.figure_head, **anchor_in_training(args)))
     model.config.extra = {"train_args": {k: portable(v) for k, v in vars(args).items() if k not in ("resume",)},
                           "train_data": str(Path(args.data).name), "train_images": len(data.train)}
+    if args.new_parts:
+        cfg = model.config
+        model.fga = FineGranularAggregator(cfg.embed_dim, cfg.num_parts, cfg.fga_heads, cfg.fga_layers)
+        nn.init.zeros_(model.part_logits)
     if args.parts_only:
         model.backbone.freeze()
         for name, param in model.named_parameters():
@@ -187,7 +193,7 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
                "proxy": args.w_proxy, "background": args.w_background, "concentration": args.w_concentration,
                "consistency": args.w_consistency, "figure": args.w_figure, "distill": args.w_distill,
                "category": args.w_category, "kind": args.w_kind, "robust": args.w_robust,
-               "layout": args.w_layout}
+               "layout": args.w_layout, "skin": args.w_skin}
     total, warmup = args.epochs * len(run.sampler), int(args.warmup_epochs * len(run.sampler))
     run.model.train()
     if run.clean_teacher is not None:
@@ -201,7 +207,7 @@ def train_epoch(run: Run, args: argparse.Namespace, epoch: int, base_lrs: list[f
         if run.device.type == "cuda":
             images = images.to(memory_format=torch.channels_last)
         batch = TrainSample(images, batch.figure.to(run.device), batch.close_up.to(run.device),
-                            batch.clean.to(run.device, non_blocking=True))
+                            batch.clean.to(run.device, non_blocking=True), batch.skin.to(run.device))
         labels = labels.to(run.device)
         with autocast(run.device):
             terms = loss_terms(run.model, run.proxy, batch, labels, run.item_category[labels], args, run.kinds,
