@@ -220,7 +220,7 @@ def test_augmented_figure_mask_follows_the_garment():
     """Crops, close-ups, mirroring and letterboxing move the mask with the garment, and the skin mask with the
     wearer's skin (colours off: strength 0)."""
     photo = load_image(sorted(LUMA.glob("img/MEN/Jackets/*/*front.jpg"))[0], max_side=256)
-    aug = ConsumerPhotoAugment(96, MEAN, STD, strength=0.0, detail=0.5)
+    aug = ConsumerPhotoAugment(96, MEAN, STD, strength=0.0, detail=0.5, skin=True)
     random.seed(0)
     close_ups, skin_seen = 0, 0
     for _ in range(8):

@@ -80,7 +80,7 @@ class TrainSample(NamedTuple):
     figure: torch.Tensor  # (S, S) bool
     close_up: bool
     clean: torch.Tensor  # (3, S, S) normalised: the studio photo unspoilt (`twin`); (0,) without
-    skin: torch.Tensor  # (S, S) bool: the wearer's skin within the figure
+    skin: torch.Tensor  # (S, S) bool: the wearer's skin within the figure (all False unless asked for)
 
 
 class ConsumerPhotoAugment:
@@ -93,15 +93,17 @@ class ConsumerPhotoAugment:
     purpose: an In-shop item mixes colourways, so the embedding must learn the garment's cut, not its dye.
     With `twin` each sample also carries its clean twin, what a clean-photo teacher sees of it (training.robust):
     "framed", the studio photo through the same crops, flips and tilt but nothing else; "whole", through the same
-    close-up and flip only, the garment as the shop shows it however little of it the spoilt photo keeps."""
+    close-up and flip only, the garment as the shop shows it however little of it the spoilt photo keeps.
+    With `skin` each sample's figure mask comes with the wearer's skin in it (training's skin term); without, that
+    mask is empty and the photo's colours are not read."""
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], strength: float = 1.0,
                  detail: float = 0.0, clutter: float = 0.3, backgrounds: Backgrounds | None = None,
-                 degrade: float = 0.0, shopper: float = 0.0, twin: str | None = None):
+                 degrade: float = 0.0, shopper: float = 0.0, twin: str | None = None, skin: bool = False):
         if twin not in (None, *TWINS):
             raise ValueError(f"twin {twin!r}: one of {', '.join(TWINS)}")
         self.size, self.strength, self.detail, self.clutter, self.degrade = size, strength, detail, clutter, degrade
-        self.shopper, self.twin = shopper, twin
+        self.shopper, self.twin, self.skin = shopper, twin, skin
         self.backgrounds = backgrounds
         self.normalize = Normalize(mean, std)
         self.color = T.ColorJitter(0.4 * strength, 0.4 * strength, 0.4 * strength, 0.1 * strength)
@@ -146,7 +148,7 @@ class ConsumerPhotoAugment:
             return shopper or random.random() < p
 
         mask = garment_mask(img)
-        skin = mask & skin_mask(to_lab(np.asarray(img)))
+        skin = mask & skin_mask(to_lab(np.asarray(img))) if self.skin else np.zeros_like(mask)
         # the figure (channel 0) and its skin (channel 1) go through every geometric step as one image
         figure = Image.fromarray(np.stack([mask, skin, np.zeros_like(mask)], -1).astype(np.uint8) * 255)
         box = detail_box(img, mask) if random.random() < self.detail else None

@@ -140,7 +140,7 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
     backgrounds = Backgrounds(sorted(Path(args.backgrounds).rglob("*.jpg")), side) if args.backgrounds else None
     augment = ConsumerPhotoAugment(config.image_size, config.mean, config.std, args.augment, args.detail,
                                    args.clutter, backgrounds, args.degrade, args.shopper,
-                                   twin=args.robust_twin if args.w_robust else None)
+                                   twin=args.robust_twin if args.w_robust else None, skin=bool(args.w_skin))
     dataset = ImageDataset(data.root, data.train, augment, max_side=side, cache=True)
     category = {r.item_id: category_key(category_of(r.path)) for r in data.train}
     category_ids = {c: i for i, c in enumerate(sorted(set(category.values())))}

@@ -108,4 +108,3 @@ def match_images(loaded: LoadedEngine, ui: UIResult, match: Match,
     q_heat = loaded.engine.query_heatmap(match, q.info["original_size"], term, HEATMAP_SIDE)
     return (overlay(q, q_heat) if q_heat is not None else q, match_overlay(loaded, ui, match, term),
             bar_chart(match, term))
-
