@@ -139,20 +139,21 @@ def wire(c: SimpleNamespace, cb: Callbacks) -> None:
     # no progress over the photo or the error line: the photo box emptied after a bad file searches once more,
     # and its timer must not cover the message that stays
     progress = dict(show_progress_on=[o for o in out if o not in (c.error, c.query, c.garment_row)])
-    heatmaps = dict(fn=cb.heatmaps, inputs=[c.last, c.selected], outputs=[c.q_heat, c.m_heat, c.chart], **private)
+    after = dict(fn=cb.after_search, inputs=[c.last, c.selected],
+                    outputs=[c.q_heat, c.m_heat, c.chart, c.cropper, c.garment_view], **private)
     gr.on([c.query.change, c.search_btn.click], cb.search_new_photo,
           [c.query, c.k, c.category, c.crop, c.colour, c.like], out,
           trigger_mode="always_last", **progress, **private).then(
-        None, c.error, js=SHOW_RESULTS, **private).then(**heatmaps)
+        None, c.error, js=SHOW_RESULTS, **private).then(**after)
     gr.on([c.category.input, c.colour.input, c.k.release], cb.refine,
           [c.query, c.last, c.k, c.category, c.crop, c.colour], out, trigger_mode="always_last", **progress,
-          **private).then(None, c.error, js=SHOW_RESULTS, **private).then(**heatmaps)
+          **private).then(None, c.error, js=SHOW_RESULTS, **private).then(**after)
     c.garment.input(cb.pick_garment, [c.last, c.garment, c.k, c.category, c.colour], out, **progress,
-                    **private).then(None, c.error, js=SHOW_RESULTS, **private).then(**heatmaps)
+                    **private).then(None, c.error, js=SHOW_RESULTS, **private).then(**after)
     c.cropper.select(cb.pick_corner, [c.last, c.corners], [c.cropper, c.corners], **private)
     c.crop_btn.click(cb.search_cropped, [c.last, c.corners, c.k, c.category, c.colour], out, **progress,
                      **private).then(
-        None, c.error, js=SHOW_RESULTS, **private).then(**heatmaps)
+        None, c.error, js=SHOW_RESULTS, **private).then(**after)
     c.gallery.select(cb.select, c.last, [c.selected, c.detail_md, c.q_heat, c.m_heat, c.chart, c.term], **private)
     c.term.input(cb.heatmaps, [c.last, c.selected, c.term], [c.q_heat, c.m_heat, c.chart], **private)
     c.more_btn.click(cb.more_like_this, [c.last, c.selected], [c.query, c.like], **private)

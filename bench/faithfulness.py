@@ -99,7 +99,8 @@ def one_query(engine: SearchEngine, img: Image.Image, rng: np.random.Generator) 
     photo = np.asarray(img)
     figure = garment_mask(img)
     total = photo.shape[0] * photo.shape[1]
-    grid = m.query_maps.look.shape
+    maps = engine.query_maps(res, m)
+    grid = maps.look.shape
     random_map = to_image_frame(rng.random(grid).astype(np.float32), img.width, img.height, size)
     variants: list[tuple[str, str, str, float, Image.Image]] = []
     for p in FRACTIONS:
@@ -110,7 +111,7 @@ def one_query(engine: SearchEngine, img: Image.Image, rng: np.random.Generator) 
             variants += [("deletion", method, "", p, with_pixels(photo, None, pixels)),
                          ("insertion", method, "", p, with_pixels(photo, pixels, None))]
         for name, term in MAPS.items():
-            heat = to_image_frame(term(m.query_maps), img.width, img.height, size)
+            heat = to_image_frame(term(maps), img.width, img.height, size)
             hot, cold = pixel_sets(heat, figure, n)
             for method, pixels in (("hottest", hot), ("coldest figure", cold)):
                 variants += [("deletion", method, name, p, with_pixels(photo, None, pixels)),

@@ -35,7 +35,7 @@ def measure(engine: SearchEngine, photos: Sequence) -> dict:
         m = res.matches[0]
         lab, weights = photo_pixels(img)
         skin = skin_mask(lab)
-        hot = upsample(np.clip(m.query_maps.term(WHOLE), 0, None), len(lab))
+        hot = upsample(np.clip(engine.query_maps(res, m).term(WHOLE), 0, None), len(lab))
         heat.append(float((hot * skin).sum() / max(hot.sum(), 1e-12)))
         not_background = weights > FIGURE
         figure.append(float(skin[not_background].mean()) if not_background.any() else 0.0)

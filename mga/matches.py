@@ -30,7 +30,7 @@ class Match:
     row: int = -1  # the index row of that view
     assignment: np.ndarray | None = None  # (K, K) ATA's soft assignment pi of the query's parts to this view's
     query_maps: ScoreMaps | None = None  # the score spread over the query's cells, term by term (mga.explain)
-    match_maps: ScoreMaps | None = None  # the same over the match's view (SearchEngine.match_maps, on demand)
+    match_maps: ScoreMaps | None = None  # the same over the match's view (both on demand: mga.explained)
     photos: int = 1  # photos of this match's product in the gallery
     lead: float | None = None  # score minus the best other product's (negative below it): what the confidence reads
     confidence: float | None = None  # calibrated probability that this is the query's product (mga.confidence)
@@ -62,12 +62,13 @@ class Match:
 @dataclass
 class SearchResult:
     matches: list[Match]
-    timings: dict[str, float] = field(default_factory=dict)  # encode_ms search_ms rerank_ms explain_ms total_ms
+    timings: dict[str, float] = field(default_factory=dict)  # encode_ms search_ms rerank_ms ... total_ms
     query_size: tuple[int, int] = (0, 0)  # (width, height) of the query image
     whole_garment: bool = False  # searched among full photos only (not a close-up: mga.closeup)
     query_global: np.ndarray | None = None  # the query's global token: the match side of an explanation needs it
     garments: list = field(default_factory=list)  # the garments the photo shows (mga.garments.Garment), found first
     parts_on_skin: np.ndarray | None = None  # (K,) each query part's share of its attention on skin (mga.garments)
+    query_id: int | None = None  # its query's cells in the engine's store (mga.explained); None: not explained
 
     def __post_init__(self):
         scores = [m.score + m.category_vote for m in self.matches]

@@ -99,6 +99,21 @@ def global_cells(model: "MGAModel", trained: tuple, anchor: tuple | None) -> tor
     return torch.cat([cells * (cfg.alpha * (1 - w) / total) ** 0.5, a_cells * (w / total) ** 0.5], dim=-1)
 
 
+@dataclass(frozen=True)
+class CellSplit:
+    """One forward's inputs to `global_cells`, kept so that the global token is split over the cells only when an
+    explanation asks for it: most searches open no result past the first."""
+
+    model: "MGAModel"
+    trained: tuple  # (GeM descriptor, tokens, cell weights or None)
+    anchor: tuple | None  # (tokens, cell weights or None)
+
+    @torch.inference_mode()
+    def cells(self) -> torch.Tensor:
+        """Each token cell's share of the global token (B, N, D), on the CPU."""
+        return global_cells(self.model, self.trained, self.anchor).cpu()
+
+
 def figure_gem(backbone, gem: torch.Tensor, tokens: torch.Tensor, figure: torch.Tensor) -> torch.Tensor:
     """A CNN's GeM over the figure alone (cells weighted by its probability); a ViT keeps its own `gem`."""
     return backbone.pool(tokens, figure) if backbone.spec.kind == "cnn" else gem
@@ -149,9 +164,9 @@ class MGAModel(
     def part_weights(self) -> torch.Tensor:
         return torch.softmax(self.part_logits, dim=0)
 
-    def forward(self, images: torch.Tensor, cells: bool = False) -> Encoding | tuple[Encoding, torch.Tensor]:
-        """The encoding of a batch; with `cells`, also each token cell's share of the global token (B, N, D),
-        summing over the cells to `global_`: what `global_cells` splits."""
+    def forward(self, images: torch.Tensor, cells: bool = False) -> Encoding | tuple[Encoding, CellSplit]:
+        """The encoding of a batch; with `cells`, also what splits the global token over the token cells
+        (CellSplit.cells: (B, N, D), summing over the cells to `global_`)."""
         if self.anchor is None:
             (g0, tokens, (h, w)), anchor = self.backbone(images), None
         else:
@@ -176,16 +191,16 @@ class MGAModel(
         if not cells:
             return enc
         a_cells = None if anchor is None else (anchor[1], weights if self.config.anchor_pool == "figure" else None)
-        return enc, global_cells(self, (g0, tokens, weights), a_cells)
+        return enc, CellSplit(self, (g0, tokens, weights), a_cells)
 
     @torch.inference_mode()
-    def encode_cells(self, images: torch.Tensor) -> tuple[Encoding, torch.Tensor]:
-        """Encode preprocessed images (one batch, in eval mode) with each token cell's share of the global token
-        (B, N, D): what the explanation of a match spreads over the photo (mga.explain)."""
+    def encode_cells(self, images: torch.Tensor) -> tuple[Encoding, CellSplit]:
+        """Encode preprocessed images (one batch, in eval mode) with what splits their global token over the token
+        cells (CellSplit.cells): what the explanation of a match spreads over the photo (mga.explain)."""
         if self.training:
             self.eval()
-        enc, cells = self(images.to(self.device), cells=True)
-        return enc.to("cpu"), cells.cpu()
+        enc, split = self(images.to(self.device), cells=True)
+        return enc.to("cpu"), split
 
     def _backbone_and_anchor(self, images: torch.Tensor) -> tuple[tuple, tuple]:
         """The trained backbone's and the anchor's (GeM, tokens, grid), running the leading stages the two still

@@ -17,32 +17,28 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .config import CATEGORY_VOTE, DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
-from .explain import WHOLE, ScoreMaps, moved_attention, pinned, score_maps, to_image_frame
+from .explained import ExplainsMatches, KeptQueries
 from .hub import describe_weights
 from .imageio import ImageError, ImageSource, load_image
 from .matches import Match, SearchResult
 from .index import GalleryIndex, check_fits
 from .index_format import IndexFormatError, IndexMismatchError
-from .model import Encoding, MGAModel
+from .model import CellSplit, Encoding, MGAModel
 from .closeup import VIEWS, detector
 from .colour import GalleryColours, choose, garment_colour, photo_pixels
 from .garments import find_garments, parts_on_skin
 from .confidence import likely, set_confidence
 from .part_names import names_for
 from .ranking import Ranked, distinct, rank
-from .transforms import working_side
-from .views import crop
-
-HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longest side (aspect kept)
 
 
-class SearchEngine:
+class SearchEngine(ExplainsMatches):
     """Model + index folder. Thread-safe: searches share only read-only state (the model runs in eval mode
-    under torch.inference_mode, nothing writes to the index's memory maps, FAISS searches are const)."""
+    under torch.inference_mode, nothing writes to the index's memory maps, FAISS searches are const) and the
+    store of the last searches' query cells (mga.explained.KeptQueries), which locks."""
 
     def __init__(self, model: MGAModel, index: GalleryIndex, weights: str | Path | None = None):
         self.model = model.eval()
@@ -51,6 +47,7 @@ class SearchEngine:
         self.fingerprint = fp = model.fingerprint()
         check_fits(index, model, weights, fp)  # an index of other weights or widths would fail every search
         self.closeup = detector(model, fp)  # once here, not per query
+        self.kept = KeptQueries()  # what explains the last searches' matches when they are opened
         self.categories: list[str] = index.categories
         # each gallery photo's garment colour, read from its thumbnail (at most 256 px) when a search first needs it
         self.colours = GalleryColours(index.items, lambda i: self.gallery_image(i, max_side=256))
@@ -76,8 +73,8 @@ class SearchEngine:
         return cls(model, index, weights)
 
     # ---------------------------------------------------------------- querying
-    def encode(self, image: Image.Image, cells: bool = False) -> Encoding | tuple[Encoding, torch.Tensor]:
-        """One image's encoding; with `cells`, also its cells' shares of its global token (for explanations)."""
+    def encode(self, image: Image.Image, cells: bool = False) -> Encoding | tuple[Encoding, CellSplit]:
+        """One image's encoding; with `cells`, also what splits its global token over its cells (explanations)."""
         x = self.model.transform(image)[None]
         return self.model.encode_cells(x) if cells else self.model.encode(x)
 
@@ -93,12 +90,12 @@ class SearchEngine:
         t0 = time.perf_counter()
         img = load_image(image, name=None if not isinstance(image, (str, Path)) else str(image))
         pixels = photo_pixels(img)  # while the photo's pixels are still in the CPU's caches
-        q, cells = self.encode(img, cells=True) if explain else (self.encode(img), None)
+        q, split = self.encode(img, cells=True) if explain else (self.encode(img), None)
         attn = q.attn[0].float().numpy()
         query_colour = garment_colour(img, attn, pixels)
         encode_ms = (time.perf_counter() - t0) * 1e3
         res = self.search_encoding(q, k, category, rerank_top, query_size=img.size, products=products, views=views,
-                                   category_vote=category_vote, cells=cells, colour=colour,
+                                   category_vote=category_vote, split=split, colour=colour,
                                    query_colour=query_colour, exclude=exclude)
         t1 = time.perf_counter()
         # garments only on a photo of something the shop sells: there, the #1's kind of garment is the photo's
@@ -113,15 +110,15 @@ class SearchEngine:
     def search_encoding(self, q: Encoding, k: int = 10, category: str | Sequence[str] | None = None,
                         rerank_top: int = DEFAULT_RERANK_TOP, query_size: tuple[int, int] | None = None,
                         products: bool = False, views: str = DEFAULT_VIEWS, category_vote: float = CATEGORY_VOTE,
-                        cells: torch.Tensor | None = None, colour: str | None = None,
+                        split: CellSplit | None = None, colour: str | None = None,
                         query_colour: np.ndarray | None = None, exclude: str | None = None) -> SearchResult:
         """Ranked matches for an already encoded query (one image; `query_size` its (w, h)).
         `products`: one match per product (item id), its best-scoring photo, as a shop lists them.
         `views` (mga.closeup.VIEWS): "all" (config.DEFAULT_VIEWS) searches every view; "auto" searches a close-up
         among the gallery's zoom windows too, a whole garment among full photos only. `category_vote`: the weight of
-        the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off). `cells`: the query's
-        cells' shares of its global token (MGAModel.encode_cells): with them each match is explained, its score
-        spread over the query's cells term by term (Match.query_maps; the match's side: `match_maps`). `colour`: only
+        the re-ranked images' vote on the query's kind of garment (mga.category_vote; 0: off). `split`: what splits the
+        query's global token over its cells (MGAModel.encode_cells): with it the matches can be explained when
+        opened, the score spread over either photo's cells term by term (`query_maps`, `match_maps`). `colour`: only
         products that come in this colour (a name of the shop's, any case), each shown in it; `query_colour`: the
         query's garment colour (mga.colour.garment_colour), each product then shown in its nearest photo. `exclude`: a
         product (item id) left out."""
@@ -138,7 +135,7 @@ class SearchEngine:
         images, whole, query_global = ranked.images, ranked.whole, q.global_[0].float().numpy()
         if len(images) == 0:
             t1 = time.perf_counter()
-            return SearchResult([], {**ranked.timings, "explain_ms": 0.0, "total_ms": (t1 - t0) * 1e3},
+            return SearchResult([], {**ranked.timings, "total_ms": (t1 - t0) * 1e3},
                                 tuple(query_size or (0, 0)), whole, query_global)
         item_ids = [str(self.index.items[int(i)].get("item_id", "")) for i in images]  # per candidate
         kept = np.array([j for j in ranked.order if item_ids[j] != exclude], dtype=np.int64)
@@ -156,14 +153,13 @@ class SearchEngine:
         set_confidence(matches, [(item_ids[j], ranked.score(int(j)),
                                   ranked.score(int(j)) + ranked.bonus[j])
                                  for j in every_product], self.model.config.confidence)
-        if cells is not None:
-            self._explain(matches, q, cells[0])
         t3 = time.perf_counter()
         self._show_colours(matches, query_colour, colour)
         t4 = time.perf_counter()
-        timings = {**ranked.timings, "explain_ms": (t3 - t2) * 1e3,
-                   "colour_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
-        return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole, query_global)
+        timings = {**ranked.timings, "matches_ms": (t3 - t2) * 1e3, "colour_ms": (t4 - t3) * 1e3,
+                   "total_ms": (t4 - t0) * 1e3}
+        return SearchResult(matches, timings, tuple(query_size or (0, 0)), whole, query_global,
+                            query_id=None if split is None else self.kept.keep(split, q))
 
     def rank(self, q: Encoding, m: int, category: str | Sequence[str] | None = None,
              rerank_top: int = DEFAULT_RERANK_TOP, views: str = DEFAULT_VIEWS,
@@ -198,49 +194,6 @@ class SearchEngine:
             shown = choose(self.colours.photos(m.item_id), query_colour, self.colours, m.index, colour)
             m.shown_index, m.shown_image = shown.image, self.index.relative_path(shown.image)
             m.shown_colour, m.other_colours, m.in_query_colour = shown.colour, shown.others, shown.in_query_colour
-
-    def _explain(self, matches: list[Match], q: Encoding, cells: torch.Tensor) -> None:
-        """Each match's score spread over the query's cells, term by term (Match.query_maps)."""
-        cfg, cells, attn = self.model.config, cells.double().numpy(), q.attn[0].double().numpy()  # converted once
-        for m in matches:
-            other = self.index.global_[m.row].astype(np.float32)  # the stored token the score was computed with
-            m.query_maps = score_maps(cells, other, cfg.embed_dim, cfg.global_weight, m.contributions, attn)
-
-    def match_maps(self, m: Match, query_global: np.ndarray) -> ScoreMaps:
-        """The match's score spread over the cells of the view that matched, term by term: that view encoded
-        again (one forward; its global token pinned to the stored one the score used), against the query's global
-        token (SearchResult.query_global). Computed once per match; GalleryFileError or ImageError if the photo
-        cannot be read."""
-        if m.match_maps is None:
-            # decoded as the index builder decoded it (index_builder.decode), then the view cut out
-            side = working_side(self.model.config.image_size)
-            view = crop(self.gallery_image(m.index, original=True, max_side=side), m.box)
-            enc, cells = self.encode(view, cells=True)
-            stored = self.index.global_[m.row].astype(np.float32)
-            attn = moved_attention(m.assignment, enc.attn[0])  # the view's own maps (an index stores none)
-            cfg = self.model.config
-            m.match_maps = score_maps(pinned(cells[0], stored), query_global, cfg.embed_dim, cfg.global_weight,
-                                      m.contributions, attn)
-        return m.match_maps
-
-    def query_heatmap(self, m: Match, query_size: tuple[int, int], term: str | int = WHOLE,
-                      heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
-        """One term's map (mga.explain: WHOLE, OVERALL or a part) of the match on the query (`query_size`: its
-        (w, h)), in [0, 1] in its frame; None for a match that was not explained."""
-        if m.query_maps is None:
-            return None
-        return to_image_frame(m.query_maps.term(term), query_size[0], query_size[1], self.model.config.image_size,
-                              heatmap_max_side)
-
-    def match_heatmap(self, m: Match, query_global: np.ndarray, term: str | int = WHOLE,
-                      heatmap_max_side: int | None = HEATMAP_MAX_SIDE) -> np.ndarray | None:
-        """The same on the match's photo (the view that matched, in the whole photo's frame); None for a match
-        that was not explained."""
-        if m.query_maps is None:
-            return None
-        it, size = self.index.items[m.index], self.model.config.image_size
-        return to_image_frame(self.match_maps(m, query_global).term(term), int(it.get("width") or size),
-                              int(it.get("height") or size), size, heatmap_max_side, m.box)
 
     def gallery_image(self, i: int, original: bool = False, max_side: int | None = None) -> Image.Image:
         """Gallery image i (its thumbnail unless `original`; within max_side), e.g. for "more like this";

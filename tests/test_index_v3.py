@@ -154,10 +154,10 @@ def test_a_heatmap_of_a_format_3_index_uses_the_maps_of_the_view_it_encodes_agai
     engine = SearchEngine(default_model, GalleryIndex(converted / "int4"))
     res = engine.search(ASSETS_DIR / "demo-gallery" / engine.index.relative_path(20), k=2)
     m = res.matches[0]
-    maps = engine.match_maps(m, res.query_global)  # the match's side: one forward of the view that matched
+    maps = engine.match_maps(res, m)  # the match's side: one forward of the view that matched
     total = maps.term(WHOLE).sum()
     assert total == pytest.approx(m.score, abs=2e-3)  # its cells sum to the score (tokens in 4 bits)
-    assert engine.match_heatmap(m, res.query_global) is not None
+    assert engine.match_heatmap(res, m) is not None
 
 
 def test_convert_and_info_from_the_command_line(converted, tmp_path):

@@ -81,7 +81,7 @@ def test_close_up_query_is_found_through_its_window(tmp_path, default_model):
     top = res.matches[0]
     assert top.index == target and top.box == pytest.approx(box, abs=1e-6)
     assert top.coarse_score == pytest.approx(1.0, abs=1e-3)
-    heat = engine.match_heatmap(top, res.query_global)
+    heat = engine.match_heatmap(res, top)
     h, w = heat.shape
     x0, y0, x1, y1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
     outside = np.ones((h, w), dtype=bool)

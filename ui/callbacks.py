@@ -29,18 +29,19 @@ NO_GARMENTS = (gr.update(visible=False), gr.update(choices=[], value=None), None
 
 
 def garment_outputs(ui) -> tuple:
-    """The garment choice: shown when the photo shows two, set to the one the results are of."""
+    """The garment choice: shown when the photo shows two, set to the one the results are of; the photo with
+    the garments outlined comes right after (Callbacks.after_search)."""
     if ui is None or len(ui.garments) < 2:
         return NO_GARMENTS
     return (gr.update(visible=True), gr.update(choices=[(g.name, g.kind) for g in ui.garments],
-                                               value=ui.shown_garment), garments_view(ui))
+                                               value=ui.shown_garment), gr.skip())
 
 
 class Callbacks:
     """What the UI's events run, on one loaded engine. A search's outputs, in order: results, last search,
-    selected result, summary, the details (markdown, two overlays and the chart, cleared until `heatmaps` brings
-    them, what the overlays show), error line, crop view, corners, the garment choice (its row, the choice, the
-    photo with the garments outlined), photo."""
+    selected result, summary, the details (markdown, two overlays and the chart, cleared until `after_search`
+    brings them, what the overlays show), error line, crop view and the photo with the garments outlined (both
+    left to `after_search` too, cleared on an error), corners, the garment choice (its row, the choice), photo."""
 
     def __init__(self, loaded: LoadedEngine):
         self.loaded = loaded
@@ -58,6 +59,14 @@ class Callbacks:
         if ui is None or i is None or term is None:
             return gr.skip(), gr.skip(), gr.skip()
         return match_images(self.loaded, ui, ui.result.matches[i], term)
+
+    def after_search(self, ui, i):
+        """What a search shows right after its results and words: the first match's heatmaps and chart
+        (`heatmaps`), the photo to crop by hand, and the photo with its garments outlined (None unless it shows
+        two)."""
+        if ui is None:  # nothing searched, or a bad file: the search has cleared what it had to
+            return (gr.skip(),) * 5
+        return *self.heatmaps(ui, i), crop_view(ui.view(CROP_VIEW_SIDE), []), garments_view(ui)
 
     def search_new_photo(self, image, k, category, crop, colour, like):
         """The photo box's photo searched; `like` (the gallery image "more like this" put there) only while the box
@@ -79,7 +88,7 @@ class Callbacks:
             return [], None, None, "", *EMPTY_DETAILS, f"⚠️ {exc}", None, [], *NO_GARMENTS, unusable
         shown = (ui.gallery, ui, 0, ui.summary, *self.details(ui, 0, photos=False)) if ui.result.matches else \
             ([], ui, None, ui.summary, *EMPTY_DETAILS)
-        return *shown, "", crop_view(ui.view(CROP_VIEW_SIDE), []), [], *garment_outputs(ui), gr.skip()
+        return *shown, "", gr.skip(), [], *garment_outputs(ui), gr.skip()
 
     def refine(self, image, last, k, category, crop, colour):
         """A setting changed (category, colour, number of products): search again what was searched last (a crop

@@ -78,7 +78,7 @@ def match_overlay(loaded: LoadedEngine, ui: UIResult, match: Match, term: str = 
     of `term` overlaid (the first time per match, that view is encoded once more for its cells)."""
     try:
         img = loaded.engine.gallery_image(match.index, original=True, max_side=DISPLAY_MAX_SIDE)
-        heatmap = loaded.engine.match_heatmap(match, ui.result.query_global, term, HEATMAP_SIDE)
+        heatmap = loaded.engine.match_heatmap(ui.result, match, term, HEATMAP_SIDE)
     except (GalleryFileError, ImageError):  # the original is gone: its thumbnail, as the results show it
         img, heatmap = loaded.engine.gallery_image(match.index, max_side=DISPLAY_MAX_SIDE), None
     out = overlay(img, heatmap) if heatmap is not None else img
@@ -102,9 +102,11 @@ def match_markdown(ui: UIResult, match: Match) -> str:
 def match_images(loaded: LoadedEngine, ui: UIResult, match: Match,
                  term: str = WHOLE) -> tuple[Image.Image, Image.Image, Image.Image]:
     """The query and the match with the heatmap of `term` (mga.explain: the whole score, the overall look or a
-    part) overlaid at display size, and the chart of every term's share. The match's side costs one forward the
-    first time (match_overlay), so a search shows its results and words first and these right after."""
+    part) overlaid at display size, and the chart of every term's share. Both sides are computed the first time
+    (the match's costs one forward: match_overlay), so a search shows its results and words first and these right
+    after."""
     q = ui.view(DISPLAY_MAX_SIDE)
-    q_heat = loaded.engine.query_heatmap(match, q.info["original_size"], term, HEATMAP_SIDE)
+    # the query's side from the cells its search kept, or from the kept photo once they have gone
+    q_heat = loaded.engine.query_heatmap(ui.result, match, term, HEATMAP_SIDE, photo=lambda: ui.query)
     return (overlay(q, q_heat) if q_heat is not None else q, match_overlay(loaded, ui, match, term),
             bar_chart(match, term))

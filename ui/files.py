@@ -10,6 +10,7 @@ the network, and the file names a visitor sees are the gallery's own.
 from __future__ import annotations
 
 import filecmp
+import functools
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ class GalleryFiles:
             # copies of the app's own go with it (at exit too: a stop, a Space restart); a caller's folder stays
             weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
         self.folder = Path(folder)
+        # a copy's path, worked out once for the images searches show most (a search shows 10-20)
+        self._path = functools.lru_cache(maxsize=4096)(self._path_of)
 
     def display(self, i: int) -> str:
         """Image i as results show it (its thumbnail where the index has one)."""
@@ -46,15 +49,19 @@ class GalleryFiles:
     def is_original(self, i: int, path: str | Path) -> bool:
         """Whether the file at `path` holds image i's bytes as `original` copied them (the photo box's copy of it:
         "more like this" searches that photo, not one the shopper sent since)."""
-        copy = self.folder / "original" / str(i) / Path(self.index.relative_path(i)).name
+        copy = Path(self._path(i, "original"))
         try:
             return copy.exists() and filecmp.cmp(copy, path, shallow=False)
         except OSError:
             return False
 
+    def _path_of(self, i: int, kind: str) -> str:
+        return str(self.folder / kind / str(i) / Path(self.index.relative_path(i)).name)
+
     def _copy(self, i: int, display: bool, kind: str) -> str:
-        dst = self.folder / kind / str(i) / Path(self.index.relative_path(i)).name
-        if not dst.exists():  # copied once; searches copying it at the same moment each rename a whole file
+        path = self._path(i, kind)
+        if not os.path.exists(path):  # copied once; searches copying it at the same moment each rename a whole file
+            dst = Path(path)
             data = self.index.read_image(i, display)  # checked on this read: GalleryFileError
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".{uuid.uuid4().hex}{dst.suffix}")
@@ -63,4 +70,4 @@ class GalleryFiles:
                 os.replace(tmp, dst)
             finally:
                 tmp.unlink(missing_ok=True)
-        return str(dst)
+        return path

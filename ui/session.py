@@ -110,7 +110,7 @@ class UIResult:
             cropped[None] = f" (the {KIND_NAMES[self.garment].lower()} of your photo)"
         timing = (f"{n} products for a {w}×{h} photo{cropped[self.autocropped]} · search "
                   f"{t.get('total_ms', 0):.0f} ms (encode {t.get('encode_ms', 0):.0f}, re-rank "
-                  f"{t.get('rerank_ms', 0):.0f}, explain {t.get('explain_ms', 0):.0f})")
+                  f"{t.get('rerank_ms', 0):.0f})")
         if self.like is not None:  # not the same product by design: "no confident match" would mislead
             return f"**More like {self.like_name}**: the shop's closest other products.\n\n{timing}"
         matches = self.result.matches
