@@ -40,23 +40,26 @@ class KeptQueries:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._kept)
+
     def keep(self, split: CellSplit, q: Encoding) -> int:
         with self._lock:
             qid = next(self._ids)
-            self._kept[qid] = (split, q.attn[0].double().numpy())
+            self._kept[qid] = (split, q.attn[0].numpy())
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         return qid
 
     def cells(self, qid: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(cells (N, D) float64, part maps (K, h, w)) of a kept search; None once it has left the store."""
+        """(cells (N, D), part maps (K, h, w)) of a kept search; None once it has left the store."""
         with self._lock:
             kept = self._kept.get(qid)
         if kept is None:
             return None
         split, attn = kept
         if isinstance(split, CellSplit):  # first explanation of this search: split once, drop the tokens
-            split = split.cells()[0].double().numpy()
+            split = split.cells()[0].numpy()
             with self._lock:
                 if qid in self._kept:
                     self._kept[qid] = (split, attn)
@@ -76,7 +79,7 @@ class ExplainsMatches:
             kept = self.kept.cells(res.query_id)
             if kept is None and photo is not None:
                 enc, split = self.encode(load_image(photo() if callable(photo) else photo), cells=True)
-                kept = pinned(split.cells()[0], res.query_global), enc.attn[0].double().numpy()
+                kept = pinned(split.cells()[0], res.query_global), enc.attn[0].numpy()
             if kept is not None:
                 cfg = self.model.config
                 stored = self.index.global_[m.row].astype(np.float32)  # the token the score was computed with

@@ -255,7 +255,7 @@ def test_a_match_opened_after_its_search_left_the_kept_store_is_explained_from_i
     assert kept is not None and kept.term(WHOLE).sum() == pytest.approx(res.matches[0].score, abs=1e-4)
     for other in (luma_photos[1:] * engine.kept.size)[:engine.kept.size]:
         engine.search(other, k=1)
-    assert engine.kept.cells(res.query_id) is None and len(engine.kept._kept) == engine.kept.size  # bounded
+    assert engine.kept.cells(res.query_id) is None and len(engine.kept) == engine.kept.size  # bounded
     m = res.matches[1]
     assert engine.query_maps(res, m) is None  # gone, and nothing to encode again
     again = engine.query_maps(res, m, photo=lambda: photo)

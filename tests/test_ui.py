@@ -150,6 +150,20 @@ def test_the_last_search_shows_its_decoded_photo_and_an_earlier_one_its_kept_jpe
     assert view.info["original_size"] == (900, 1200) == UIResult.of(reduced, empty, [], photo=kept).query.size
 
 
+def test_only_the_last_search_keeps_its_photo_decoded_and_each_gets_its_jpeg():
+    """A search's JPEG is made when first read (the step after its results) or when the next search comes: only
+    the last search keeps decoded pixels, whatever the number of sessions."""
+    rng = np.random.default_rng(1)
+    photos = [Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)) for _ in range(2)]
+    empty = SearchResult([], {}, (0, 0), False, None)
+    first = UIResult.of(photos[0], empty, [])
+    assert first.kept is photos[0]  # nothing encoded while the results are made
+    second = UIResult.of(photos[1], empty, [])
+    assert first.kept == jpeg(photos[0]) and second.kept is photos[1]  # the slot moved on: the first one encoded
+    assert second.photo == jpeg(photos[1]) and second.kept is second.photo
+    assert np.array_equal(np.asarray(second.view(64)), np.asarray(photos[1]))  # still the last: its own pixels
+
+
 @pytest.mark.parametrize("corners", [[], [(10, 10)], [(0, 0), (50, 50), (90, 70)]])
 def test_crop_needs_two_corners(query, corners):
     with pytest.raises(ImageError, match="click two opposite corners of the garment"):

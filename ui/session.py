@@ -3,6 +3,7 @@ items, and the summary line over them."""
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,21 +19,33 @@ KEPT_QUALITY = 92
 
 
 class _LastQuery:
-    """The last search's query as decoded, beside its kept JPEG: the views that search's callback shows (the
-    details, the crop view, the garments) are resized from it instead of decoding the JPEG again. One slot for the
-    process, so memory holds one photo whatever the number of sessions; another search taking it costs a decode,
-    nothing else."""
+    """The last search and its query as decoded: the views it shows (the details, the crop view, the garments)
+    are resized from it instead of decoding its JPEG, and that JPEG is encoded only when first read (the step after
+    the results) or when the next search takes the slot. One slot for the process, so memory holds one decoded
+    photo whatever the number of sessions; another search taking it costs a decode, nothing else."""
 
-    slot: tuple[bytes, Image.Image] | None = None
+    slot: tuple["UIResult", Image.Image] | None = None
+    lock = threading.Lock()
 
     @classmethod
-    def keep(cls, photo: bytes, image: Image.Image) -> None:
-        cls.slot = (photo, image)  # one assignment: a search in another thread sees the old pair or the new
+    def keep(cls, ui: "UIResult", image: Image.Image) -> None:
+        with cls.lock:
+            previous, cls.slot = cls.slot, (ui, image)
+        if previous is not None:
+            previous[0].photo  # its JPEG now if not yet: no session but the last keeps decoded pixels
 
     @classmethod
     def decoded(cls, photo: bytes) -> Image.Image | None:
         slot = cls.slot
-        return slot[1] if slot is not None and slot[0] is photo else None
+        return slot[1] if slot is not None and slot[0].kept is photo else None
+
+
+def resized_view(decoded: Image.Image, max_side: int) -> Image.Image:
+    """A decoded photo within max_side, its full size in `.info["original_size"]`; a new image."""
+    view = shrink(decoded, max_side)
+    view = view.copy() if view is decoded else view
+    view.info["original_size"] = decoded.size
+    return view
 
 
 def photo_view(photo: bytes, max_side: int) -> Image.Image:
@@ -40,12 +53,7 @@ def photo_view(photo: bytes, max_side: int) -> Image.Image:
     decoded query while it is the last searched, else the JPEG decoded at a reduced scale (much cheaper than in
     full for a large photo). A new image: the caller may draw on it."""
     decoded = _LastQuery.decoded(photo)
-    if decoded is None:
-        return load_image(photo, max_side=max_side)
-    view = shrink(decoded, max_side)
-    view = view.copy() if view is decoded else view
-    view.info["original_size"] = decoded.size
-    return view
+    return load_image(photo, max_side=max_side) if decoded is None else resized_view(decoded, max_side)
 
 
 @dataclass
@@ -53,7 +61,7 @@ class UIResult:
     """What one search shows and what a session keeps of it: the query as searched (compressed), the result, and
     the gallery's items."""
 
-    photo: bytes  # the query as searched, as a JPEG (`query` decodes it)
+    kept: bytes | Image.Image  # the query as searched: its JPEG (`photo`), or the photo itself until that is made
     result: SearchResult
     gallery: list[tuple[str, str]] = field(default_factory=list)
     category: str | None = None  # the category searched, in the shop's spelling (None: all)
@@ -69,10 +77,18 @@ class UIResult:
     def of(cls, query: Image.Image, result: SearchResult, gallery: list[tuple[str, str]],
            category: str | None = None, photo: bytes | None = None, **fields: Any) -> "UIResult":
         """`photo`: the query's JPEG when it was decoded from one kept before (a search refined), kept as it is."""
-        ui = cls(photo or jpeg(query), result, gallery, category, **fields)
+        ui = cls(photo or query, result, gallery, category, **fields)
         if photo is None or query.info.get("original_size", query.size) == query.size:  # not a kept photo reduced
-            _LastQuery.keep(ui.photo, query)
+            _LastQuery.keep(ui, query)
         return ui
+
+    @property
+    def photo(self) -> bytes:
+        """The query as searched, as a JPEG (KEPT_QUALITY), encoded the first time it is read."""
+        kept = self.kept
+        if isinstance(kept, Image.Image):
+            self.kept = kept = jpeg(kept)  # two threads at once each encode the same bytes
+        return kept
 
     @property
     def whole(self) -> bytes:
@@ -86,12 +102,14 @@ class UIResult:
 
     @property
     def query(self) -> Image.Image:
-        """The query photo, decoded anew (the session keeps only its JPEG)."""
-        return Image.open(io.BytesIO(self.photo)).convert("RGB")
+        """The query photo, decoded anew from its JPEG (the photo itself while that is not made)."""
+        kept = self.kept
+        return kept if isinstance(kept, Image.Image) else Image.open(io.BytesIO(kept)).convert("RGB")
 
     def view(self, max_side: int) -> Image.Image:
         """The query photo to show, within max_side (`photo_view`)."""
-        return photo_view(self.photo, max_side)
+        kept = self.kept
+        return resized_view(kept, max_side) if isinstance(kept, Image.Image) else photo_view(kept, max_side)
 
     @property
     def confident(self) -> bool:
