@@ -46,12 +46,18 @@ _D65 = np.array([0.95047, 1.0, 1.08883])
 _RGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
 
 
+def _linear(c: np.ndarray) -> np.ndarray:
+    """sRGB values in 0..1 -> linear light."""
+    return np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+
+
+_LINEAR_U8 = _linear(np.arange(256) / 255.0)  # every uint8 value's, looked up rather than raised to a power
+
+
 def to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB (..., 3) uint8 or floats in 0..1 -> CIELAB (..., 3) under D65."""
-    c = np.asarray(rgb, dtype=np.float64)
-    if np.asarray(rgb).dtype == np.uint8:
-        c = c / 255.0
-    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    rgb = np.asarray(rgb)
+    c = _LINEAR_U8[rgb] if rgb.dtype == np.uint8 else _linear(rgb.astype(np.float64))
     xyz = c @ _RGB_TO_XYZ.T / _D65
     f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
@@ -104,6 +110,12 @@ def bilinear_matrix(grid: tuple[int, int], side: int) -> np.ndarray:
     cols = [np.asarray(Image.fromarray(u, mode="F").resize((side, side), Image.BILINEAR), np.float64).ravel()
             for u in units]
     return np.stack(cols, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def bilinear_mass(grid: tuple[int, int], side: int) -> np.ndarray:
+    """Each cell's mass once resized (the column sums of `bilinear_matrix`), summed once, not per photo."""
+    return bilinear_matrix(grid, side).sum(0)
 
 
 def histogram(lab: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .colour import bilinear_matrix, skin_mask, upsample
+from .colour import bilinear_mass, bilinear_matrix, skin_mask, upsample
 from .part_names import garment_kind
 from .transforms import letterbox_box
 
@@ -113,5 +113,5 @@ def parts_on_skin(attn: np.ndarray, lab: np.ndarray) -> np.ndarray:
     maps = np.clip(np.asarray(attn, dtype=np.float64), 0, None)
     resize = bilinear_matrix(maps.shape[-2:], len(lab))  # each map's mass on skin, summed over its cells
     cells = maps.reshape(len(maps), -1)
-    on_skin, mass = cells @ (skin_mask(lab).ravel() @ resize), cells @ resize.sum(0)
+    on_skin, mass = cells @ (skin_mask(lab).ravel() @ resize), cells @ bilinear_mass(maps.shape[-2:], len(lab))
     return on_skin / np.maximum(mass, 1e-12)

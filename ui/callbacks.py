@@ -63,10 +63,12 @@ class Callbacks:
     def after_search(self, ui, i):
         """What a search shows right after its results and words: the first match's heatmaps and chart
         (`heatmaps`), the photo to crop by hand, and the photo with its garments outlined (None unless it shows
-        two)."""
+        two); then the session's JPEG of the photo is made."""
         if ui is None:  # nothing searched, or a bad file: the search has cleared what it had to
             return (gr.skip(),) * 5
-        return *self.heatmaps(ui, i), crop_view(ui.view(CROP_VIEW_SIDE), []), garments_view(ui)
+        shown = *self.heatmaps(ui, i), crop_view(ui.view(CROP_VIEW_SIDE), []), garments_view(ui)
+        ui.photo  # the session's JPEG made now, not in the next search (ui.session._LastQuery)
+        return shown
 
     def search_new_photo(self, image, k, category, crop, colour, like):
         """The photo box's photo searched; `like` (the gallery image "more like this" put there) only while the box
