@@ -292,6 +292,17 @@ def test_parts_only_fine_tuning_moves_the_parts_and_nothing_else(trained, tmp_pa
     replaced = {k for k in before if not torch.equal(before[k], anew[k])}
     assert "fga.queries" in replaced and all(k.startswith(mga_train.PART_PARAMETERS) for k in replaced)
     assert torch.equal(anew["part_logits"], torch.zeros_like(anew["part_logits"])), "parts weighed alike anew"
+    # --new-slots: two slots anew and the only ones trained; the aggregator and the other slots as they were
+    slots = tmp_path / "new-slots"
+    mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
+                    "--out", str(slots), "--epochs", "1", "--init", str(src / "model"), "--parts-only",
+                    "--new-slots", "3", "4", "--w-layout", "1"])
+    got = load_file(slots / "model" / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], got[k])}
+    assert "fga.queries" in changed and changed <= {"fga.queries", "part_logits"}, sorted(changed)
+    kept = [0, 1, 2, 5]
+    assert torch.equal(got["fga.queries"][kept], before["fga.queries"][kept])
+    assert not torch.equal(got["fga.queries"][3], before["fga.queries"][3])
 
 
 def test_parts_only_without_init_is_refused(tmp_path, capsys):
@@ -302,3 +313,6 @@ def test_parts_only_without_init_is_refused(tmp_path, capsys):
         run(tmp_path / "out", 1, "--new-parts")
     assert "--new-parts replaces the parts of trained weights and trains them alone: pass --parts-only" \
         in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(tmp_path / "out", 1, "--new-slots", "4")
+    assert "--new-slots replaces some parts of trained weights and keeps the others" in capsys.readouterr().err

@@ -49,6 +49,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="with --parts-only: a fresh part aggregator (FGA, the parts' weights) on the --init model, "
                         "placed anew by the part terms and the layout prior; trained parts are too concentrated for "
                         "the prior to pull one across the garment")
+    p.add_argument("--new-slots", type=int, nargs="+", default=[],
+                   help="with --parts-only: these part slots start anew and train alone (their queries; and the "
+                        "parts' weights), the rest of the aggregator and the other parts as --init has them: "
+                        "parts at new details beside the ones a ranking already relies on")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the MGA heads")
     p.add_argument("--backbone-lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -127,6 +131,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--parts-only trains the parts of trained weights: pass --init")
     if args.new_parts and not args.parts_only:
         p.error("--new-parts replaces the parts of trained weights and trains them alone: pass --parts-only")
+    if args.new_slots and (not args.parts_only or args.new_parts):
+        p.error("--new-slots replaces some parts of trained weights and keeps the others: pass --parts-only, "
+                "not --new-parts")
     if not args.resume and (Path(args.out) / "checkpoint.pt").exists():
         # A fresh run would overwrite that checkpoint epoch by epoch: hours of training lost to a missing flag.
         p.error(f"{Path(args.out) / 'checkpoint.pt'} exists: pass --resume to continue that run, or choose "

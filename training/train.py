@@ -124,9 +124,29 @@ def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel
         model.backbone.freeze()
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith(PART_PARAMETERS))
+        if args.new_slots:
+            new_slots(model, args.new_slots, draw=not resume)
     elif args.freeze_blocks:
         model.backbone.freeze_early(args.freeze_blocks)
     return model
+
+
+def new_slots(model: MGAModel, slots: list[int], draw: bool = True) -> None:
+    """Some part slots anew (`draw`: their FGA queries drawn as FGA draws them; not on a resumed run) and the only
+    ones that train, with the parts' weights: the aggregator's shared weights freeze, and the other slots' queries
+    get no gradient, so with one FGA layer (the default's: its cross-attention reads each query alone) their maps
+    stay the --init model's."""
+    queries = model.fga.queries
+    if not all(0 <= k < len(queries) for k in slots):
+        raise ValueError(f"--new-slots {slots}: the model has parts 0..{len(queries) - 1}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in ("fga.queries", "part_logits"))
+    trained = torch.zeros(len(queries), 1)
+    trained[slots] = 1.0
+    if draw:
+        with torch.no_grad():
+            queries[slots] = torch.randn(len(slots), queries.shape[1])
+    queries.register_hook(lambda grad: grad * trained.to(grad.device))
 
 
 def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
@@ -151,6 +171,8 @@ def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
     groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": args.backbone_lr},
               {"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")],
                "lr": args.lr}]
+    if args.new_slots:  # weight decay would shrink the kept slots' queries too
+        groups[1]["weight_decay"] = 0.0
     proxy = None
     if args.w_proxy:
         proxy = ProxyAnchorLoss(len(dataset.label_of), config.embedding_dim)
