@@ -2,7 +2,7 @@
 
 A pair's score is s = W <g_q, g_x> + sum_k c_k: the global token's term (the trained token and, with an anchor,
 the pretrained backbone's descriptor: "the pretrained look") and ATA's part contributions c_k. Each photo's global
-token splits exactly over its token cells (MGAModel.global_cells: GeM is homogeneous of degree 1), so
+token splits exactly over its token cells (mga.cells.global_cells: GeM is homogeneous of degree 1), so
     W <g_q, g_x> = sum_n W <u^q_n, g_x> = sum_n W <u^x_n, g_q>,
 and each part's term splits by where it looks:
     query:  c_k = sum_n c_k A^q_k(n)        match:  c_k = sum_n c_k sum_j pi_kj A^x_j(n)
@@ -55,7 +55,7 @@ class ScoreMaps:
 def score_maps(cells: np.ndarray | torch.Tensor, other_global: np.ndarray | torch.Tensor, trained_width: int,
                weight: float, contributions: np.ndarray | Sequence[float], attn: np.ndarray | torch.Tensor
                ) -> ScoreMaps:
-    """One photo's ScoreMaps in a pair: its cells' shares of its global token (N, D) (MGAModel.global_cells; the
+    """One photo's ScoreMaps in a pair: its cells' shares of its global token (N, D) (mga.cells.global_cells; the
     grid's cells in order), the other photo's global token (D,), the width of the trained token (the rest is the
     pretrained look), the global term's weight W, the parts' contributions c (K,) and where each part's term lies
     on this photo's grid (K, h, w): its own attention maps for the query, sum_j pi_kj A_j for the match. Each map of

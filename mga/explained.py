@@ -18,7 +18,8 @@ import numpy as np
 from .explain import WHOLE, ScoreMaps, moved_attention, pinned, score_maps, to_image_frame
 from .imageio import ImageSource, load_image
 from .matches import Match, SearchResult
-from .model import CellSplit, Encoding
+from .cells import CellSplit
+from .model import Encoding
 from .transforms import working_side
 from .views import crop
 

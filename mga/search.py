@@ -26,7 +26,8 @@ from .imageio import ImageError, ImageSource, load_image
 from .matches import Match, SearchResult
 from .index import GalleryIndex, check_fits
 from .index_format import IndexFormatError, IndexMismatchError
-from .model import CellSplit, Encoding, MGAModel
+from .cells import CellSplit
+from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector
 from .colour import GalleryColours, choose, garment_colour, photo_pixels
 from .garments import find_garments, parts_on_skin

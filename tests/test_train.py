@@ -17,6 +17,7 @@ from conftest import LUMA_TINY
 from mga.config import PROJECT_ROOT
 from training import evaluate as mga_evaluate
 from training import train as mga_train
+from training.part_slots import PART_PARAMETERS
 
 pytestmark = pytest.mark.slow
 
@@ -281,7 +282,7 @@ def test_parts_only_fine_tuning_moves_the_parts_and_nothing_else(trained, tmp_pa
                     "--w-layout", "1"])
     before, after = load_file(src / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
     moved = {k for k in before if not torch.equal(before[k], after[k])}
-    assert moved and all(k.startswith(mga_train.PART_PARAMETERS) for k in moved), sorted(moved)[:5]
+    assert moved and all(k.startswith(PART_PARAMETERS) for k in moved), sorted(moved)[:5]
     assert any(k.startswith("fga.") for k in moved)
     # --new-parts: a fresh aggregator in their place, the rest as it was
     fresh = tmp_path / "new-parts"
@@ -290,7 +291,7 @@ def test_parts_only_fine_tuning_moves_the_parts_and_nothing_else(trained, tmp_pa
                     "--new-parts", "--w-layout", "1", "--lr", "0"])
     anew = load_file(fresh / "model" / "model.safetensors")
     replaced = {k for k in before if not torch.equal(before[k], anew[k])}
-    assert "fga.queries" in replaced and all(k.startswith(mga_train.PART_PARAMETERS) for k in replaced)
+    assert "fga.queries" in replaced and all(k.startswith(PART_PARAMETERS) for k in replaced)
     assert torch.equal(anew["part_logits"], torch.zeros_like(anew["part_logits"])), "parts weighed alike anew"
     # --new-slots: two slots anew and the only ones trained; the aggregator and the other slots as they were
     slots = tmp_path / "new-slots"

@@ -32,7 +32,7 @@ def shape_of(model: MGAModel) -> dict:
 def soup(model: MGAModel, others: Sequence[MGAModel], keep: Sequence[str] = ()) -> MGAModel:
     """In place: every float tensor of `model` becomes the uniform mean over `model` and `others` (integer
     buffers such as BatchNorm's step counters are kept), but those whose names start with one of `keep` (e.g. the
-    parts', training.train.PART_PARAMETERS), which stay `model`'s."""
+    parts', training.part_slots.PART_PARAMETERS), which stay `model`'s."""
     shape = shape_of(model)
     if any(shape_of(other) != shape for other in others):
         raise ValueError("checkpoints of different shapes cannot be averaged (config or tensors differ)")

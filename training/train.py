@@ -16,14 +16,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mga.config import DEFAULT_RERANK_TOP, PROJECT_ROOT, MGAConfig
 from mga.data import category_key, category_of, load_retrieval_data
 from mga.devices import autocast, loader_workers, resolve_device
-from mga.fga import FineGranularAggregator
 from mga.files import atomic_path
 from mga.hub import load_model, save_model_atomically
 from mga.model import MGAModel
@@ -38,6 +36,7 @@ from .evaluate import Shop, encode_records, evaluate, recall
 from .kinds import KindTerm
 from .landmarks import layout_targets
 from .losses import ProxyAnchorLoss
+from .part_slots import parts_only
 from .objective import loss_terms
 from .options import parse_args
 from .parts import name_model_parts
@@ -98,9 +97,6 @@ def anchor_in_training(args: argparse.Namespace) -> dict:
     return {}
 
 
-PART_PARAMETERS = ("fga.", "part_logits")  # what --parts-only trains
-
-
 def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel:
     """A fresh model on the pretrained backbone, the --init weights, or the checkpoint's; its early blocks frozen
     (with --parts-only, everything but the parts)."""
@@ -116,37 +112,11 @@ def build_model(args: argparse.Namespace, data, resume: dict | None) -> MGAModel
             figure_head=args.figure_head, **anchor_in_training(args)))
     model.config.extra = {"train_args": {k: portable(v) for k, v in vars(args).items() if k not in ("resume",)},
                           "train_data": str(Path(args.data).name), "train_images": len(data.train)}
-    if args.new_parts:
-        cfg = model.config
-        model.fga = FineGranularAggregator(cfg.embed_dim, cfg.num_parts, cfg.fga_heads, cfg.fga_layers)
-        nn.init.zeros_(model.part_logits)
     if args.parts_only:
-        model.backbone.freeze()
-        for name, param in model.named_parameters():
-            param.requires_grad_(name.startswith(PART_PARAMETERS))
-        if args.new_slots:
-            new_slots(model, args.new_slots, draw=not resume)
+        parts_only(model, args.new_parts, args.new_slots, resumed=resume is not None)
     elif args.freeze_blocks:
         model.backbone.freeze_early(args.freeze_blocks)
     return model
-
-
-def new_slots(model: MGAModel, slots: list[int], draw: bool = True) -> None:
-    """Some part slots anew (`draw`: their FGA queries drawn as FGA draws them; not on a resumed run) and the only
-    ones that train, with the parts' weights: the aggregator's shared weights freeze, and the other slots' queries
-    get no gradient, so with one FGA layer (the default's: its cross-attention reads each query alone) their maps
-    stay the --init model's."""
-    queries = model.fga.queries
-    if not all(0 <= k < len(queries) for k in slots):
-        raise ValueError(f"--new-slots {slots}: the model has parts 0..{len(queries) - 1}")
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in ("fga.queries", "part_logits"))
-    trained = torch.zeros(len(queries), 1)
-    trained[slots] = 1.0
-    if draw:
-        with torch.no_grad():
-            queries[slots] = torch.randn(len(slots), queries.shape[1])
-    queries.register_hook(lambda grad: grad * trained.to(grad.device))
 
 
 def setup(args: argparse.Namespace, data, checkpoint_path: Path) -> Run:
