@@ -317,3 +317,18 @@ def test_parts_only_without_init_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path / "out", 1, "--new-slots", "4")
     assert "--new-slots replaces some parts of trained weights and keeps the others" in capsys.readouterr().err
+
+
+def test_parts_are_drawn_anew_only_on_a_fresh_run():
+    """--new-parts on a resumed run keeps the checkpoint's aggregator (its training so far); on a fresh run it is
+    drawn anew, and --parts-only trains nothing but the parts."""
+    from mga.model import MGAModel
+    from training.part_slots import parts_only
+
+    model = MGAModel(mga_train.MGAConfig(num_parts=6))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    parts_only(model, new_parts=True, resumed=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    parts_only(model, new_parts=True, resumed=False)
+    assert not torch.equal(before["fga.queries"], model.fga.queries)
+    assert all(p.requires_grad == n.startswith(PART_PARAMETERS) for n, p in model.named_parameters())
