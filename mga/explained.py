@@ -1,7 +1,7 @@
 """A search's matches explained when they are opened, not when they are found: each match's score spread over the
 query's cells and over the view that matched (mga.explain), computed on demand and once per match.
 
-A search keeps what splits its query's global token over the cells (model.CellSplit) in a store of the last
+A search keeps what splits its query's global token over the cells (mga.cells.CellSplit) in a store of the last
 QUERIES_KEPT searches, whatever the number of sessions; a match of an older search is explained from its query
 photo encoded again, its cells pinned to the global token the search scored with, so that its map still sums to
 the score.
@@ -14,17 +14,18 @@ from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
+from .cells import CellSplit
 from .explain import WHOLE, ScoreMaps, moved_attention, pinned, score_maps, to_image_frame
 from .imageio import ImageSource, load_image
 from .matches import Match, SearchResult
-from .cells import CellSplit
 from .model import Encoding
 from .transforms import working_side
 from .views import crop
 
 HEATMAP_MAX_SIDE = 1024  # heatmaps of bigger images are computed at this longest side (aspect kept)
-# Searches whose query cells an engine keeps (about 1 MB each: the last backbone tokens), for any number of visitors.
+# Searches whose query cells an engine keeps (under 1 MB each: the last backbone tokens), for any number of visitors.
 QUERIES_KEPT = 16
 
 # the query as searched, or what reads it (called only when its cells are no longer kept)
@@ -79,8 +80,7 @@ class ExplainsMatches:
         if m.query_maps is None and res.query_id is not None:
             kept = self.kept.cells(res.query_id)
             if kept is None and photo is not None:
-                enc, split = self.encode(load_image(photo() if callable(photo) else photo), cells=True)
-                kept = pinned(split.cells()[0], res.query_global), enc.attn[0].numpy()
+                kept = self._encoded_again(load_image(photo() if callable(photo) else photo), res.query_global)
             if kept is not None:
                 cfg = self.model.config
                 stored = self.index.global_[m.row].astype(np.float32)  # the token the score was computed with
@@ -95,13 +95,18 @@ class ExplainsMatches:
             # decoded as the index builder decoded it (index_builder.decode), then the view cut out
             side = working_side(self.model.config.image_size)
             view = crop(self.gallery_image(m.index, original=True, max_side=side), m.box)
-            enc, split = self.encode(view, cells=True)
-            stored = self.index.global_[m.row].astype(np.float32)
-            attn = moved_attention(m.assignment, enc.attn[0])  # the view's own maps (an index stores none)
+            cells, attn = self._encoded_again(view, self.index.global_[m.row].astype(np.float32))
+            attn = moved_attention(m.assignment, attn)  # the view's own maps (an index stores none)
             cfg = self.model.config
-            m.match_maps = score_maps(pinned(split.cells()[0], stored), res.query_global, cfg.embed_dim,
-                                      cfg.global_weight, m.contributions, attn)
+            m.match_maps = score_maps(cells, res.query_global, cfg.embed_dim, cfg.global_weight, m.contributions,
+                                      attn)
         return m.match_maps
+
+    def _encoded_again(self, image: Image.Image, scored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A photo's cells (N, D), pinned to sum to the global token its score was computed with (`scored`: a
+        token stored in the index, or a query's from its search), and its part maps (K, h, w)."""
+        enc, split = self.encode(image, cells=True)
+        return pinned(split.cells()[0], scored), enc.attn[0].numpy()
 
     def query_heatmap(self, res: SearchResult, m: Match, term: str | int = WHOLE,
                       heatmap_max_side: int | None = HEATMAP_MAX_SIDE, photo: QueryPhoto | None = None

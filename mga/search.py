@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from .cells import CellSplit
 from .config import CATEGORY_VOTE, DEFAULT_INDEX_DIR, DEFAULT_RERANK_TOP, DEFAULT_VIEWS
 from .explained import ExplainsMatches, KeptQueries
 from .hub import describe_weights
@@ -26,7 +27,6 @@ from .imageio import ImageError, ImageSource, load_image
 from .matches import Match, SearchResult
 from .index import GalleryIndex, check_fits
 from .index_format import IndexFormatError, IndexMismatchError
-from .cells import CellSplit
 from .model import Encoding, MGAModel
 from .closeup import VIEWS, detector
 from .colour import GalleryColours, choose, garment_colour, photo_pixels

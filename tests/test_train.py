@@ -276,29 +276,25 @@ def test_parts_only_fine_tuning_moves_the_parts_and_nothing_else(trained, tmp_pa
     """--init + --parts-only: FGA and the parts' weights train; the backbone (BatchNorm statistics included), the
     global token, the figure head and the anchor come out exactly as they went in."""
     src, _ = trained
-    out = tmp_path / "parts"
-    mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
-                    "--out", str(out), "--epochs", "1", "--init", str(src / "model"), "--parts-only",
-                    "--w-layout", "1"])
-    before, after = load_file(src / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+
+    def parts_run(name: str, *flags: str) -> dict:
+        out = tmp_path / name
+        mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
+                        "--out", str(out), "--epochs", "1", "--init", str(src / "model"), "--parts-only",
+                        "--w-layout", "1", *flags])
+        return load_file(out / "model" / "model.safetensors")
+
+    before, after = load_file(src / "model" / "model.safetensors"), parts_run("parts")
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith(PART_PARAMETERS) for k in moved), sorted(moved)[:5]
     assert any(k.startswith("fga.") for k in moved)
     # --new-parts: a fresh aggregator in their place, the rest as it was
-    fresh = tmp_path / "new-parts"
-    mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
-                    "--out", str(fresh), "--epochs", "1", "--init", str(src / "model"), "--parts-only",
-                    "--new-parts", "--w-layout", "1", "--lr", "0"])
-    anew = load_file(fresh / "model" / "model.safetensors")
+    anew = parts_run("new-parts", "--new-parts", "--lr", "0")
     replaced = {k for k in before if not torch.equal(before[k], anew[k])}
     assert "fga.queries" in replaced and all(k.startswith(PART_PARAMETERS) for k in replaced)
     assert torch.equal(anew["part_logits"], torch.zeros_like(anew["part_logits"])), "parts weighed alike anew"
     # --new-slots: two slots anew and the only ones trained; the aggregator and the other slots as they were
-    slots = tmp_path / "new-slots"
-    mga_train.main(["--data", str(LUMA_TINY), "--p", "4", "--k", "2", "--workers", "0", "--seed", "1",
-                    "--out", str(slots), "--epochs", "1", "--init", str(src / "model"), "--parts-only",
-                    "--new-slots", "3", "4", "--w-layout", "1"])
-    got = load_file(slots / "model" / "model.safetensors")
+    got = parts_run("new-slots", "--new-slots", "3", "4")
     changed = {k for k in before if not torch.equal(before[k], got[k])}
     assert "fga.queries" in changed and changed <= {"fga.queries", "part_logits"}, sorted(changed)
     kept = [0, 1, 2, 5]

@@ -9,6 +9,7 @@ from mga.fga import FineGranularAggregator
 from mga.model import MGAModel
 
 PART_PARAMETERS = ("fga.", "part_logits")  # what --parts-only trains
+SLOT_PARAMETERS = ("fga.queries", "part_logits")  # what --new-slots trains: the aggregator's layers stay
 
 
 def parts_only(model: MGAModel, new_parts: bool = False, slots: list[int] | None = None,
@@ -22,21 +23,19 @@ def parts_only(model: MGAModel, new_parts: bool = False, slots: list[int] | None
         nn.init.zeros_(model.part_logits)
     model.backbone.freeze()
     for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith(PART_PARAMETERS))
+        param.requires_grad_(name in SLOT_PARAMETERS if slots else name.startswith(PART_PARAMETERS))
     if slots:
         new_slots(model, slots, draw=not resumed)
 
 
 def new_slots(model: MGAModel, slots: list[int], draw: bool = True) -> None:
-    """Some part slots anew (`draw`: their FGA queries drawn as FGA draws them) and the only ones that train, with
-    the parts' weights: the aggregator's shared weights freeze, and the other slots' queries get no gradient, so
-    with one FGA layer (the default's: its cross-attention reads each query alone) their maps stay the --init
-    model's."""
+    """Some part slots anew (`draw`: their FGA queries drawn as FGA draws them) and the only slots that train
+    (parts_only freezes the aggregator's shared weights, SLOT_PARAMETERS): the other slots' queries get no
+    gradient, so with one FGA layer (the default's: its cross-attention reads each query alone) their maps stay the
+    --init model's."""
     queries = model.fga.queries
     if not all(0 <= k < len(queries) for k in slots):
         raise ValueError(f"--new-slots {slots}: the model has parts 0..{len(queries) - 1}")
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in ("fga.queries", "part_logits"))
     trained = torch.zeros(len(queries), 1)
     trained[slots] = 1.0
     if draw:

@@ -10,7 +10,6 @@ the network, and the file names a visitor sees are the gallery's own.
 from __future__ import annotations
 
 import filecmp
-import functools
 import os
 import shutil
 import tempfile
@@ -35,8 +34,6 @@ class GalleryFiles:
             # copies of the app's own go with it (at exit too: a stop, a Space restart); a caller's folder stays
             weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
         self.folder = Path(folder)
-        # a copy's path, worked out once for the images searches show most (a search shows 10-20)
-        self._path = functools.lru_cache(maxsize=4096)(self._path_of)
 
     def display(self, i: int) -> str:
         """Image i as results show it (its thumbnail where the index has one)."""
@@ -55,7 +52,7 @@ class GalleryFiles:
         except OSError:
             return False
 
-    def _path_of(self, i: int, kind: str) -> str:
+    def _path(self, i: int, kind: str) -> str:
         return str(self.folder / kind / str(i) / Path(self.index.relative_path(i)).name)
 
     def _copy(self, i: int, display: bool, kind: str) -> str:
